@@ -1,0 +1,1 @@
+"""The ``infsched`` command line."""

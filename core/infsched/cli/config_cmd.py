@@ -1,0 +1,37 @@
+"""``infsched config``: the effective configuration and where each value came from."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from infsched.cli.context import app_context, config_options
+from infsched.config import describe
+
+
+@click.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("show")
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def show(as_json: bool) -> None:
+    """Print the effective config; database passwords are shown as ***."""
+    loaded = app_context().loaded()
+    rows = describe(loaded)
+    if as_json:
+        payload = {key: {"value": value, "source": source} for key, value, source in rows}
+        click.echo(json.dumps(payload, indent=2))
+        return
+    table = Table(title=f"Effective config (file: {loaded.file or 'none'})")
+    table.add_column("key")
+    table.add_column("value", overflow="fold")
+    table.add_column("source")
+    for key, value, source in rows:
+        table.add_row(key, value, source)
+    Console().print(table)

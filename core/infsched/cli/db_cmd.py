@@ -1,0 +1,34 @@
+"""``infsched db``: the engine's own tables."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+
+from infsched.cli.context import app_context, config_options, requires_plugins
+from infsched.database import check_reachable, create_engine
+from infsched.schema import create_schema
+
+
+@click.group("db")
+def db_group() -> None:
+    """Manage the scheduler's database."""
+
+
+@db_group.command("init")
+@config_options
+@requires_plugins
+def init() -> None:
+    """Create the engine's own tables; safe to run again."""
+    url = app_context().loaded().config.database_url
+    engine = create_engine(url)
+    try:
+        check_reachable(engine, url)
+        created = create_schema(engine)
+    finally:
+        engine.dispose()
+    console = Console()
+    if created:
+        console.print(f"created {', '.join(created)} in {url}")
+    else:
+        console.print(f"all tables already exist in {url}")

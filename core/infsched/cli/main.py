@@ -1,0 +1,55 @@
+"""The ``infsched`` entry point: plugins first, then the command line."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from infsched import __version__
+from infsched.cli.config_cmd import config_group
+from infsched.cli.context import AppContext
+from infsched.cli.db_cmd import db_group
+from infsched.cli.plugins_cmd import plugins_group
+from infsched.errors import InfschedError
+from infsched.plugins import PluginRegistry, load_plugins
+
+
+@click.group()
+@click.version_option(__version__, prog_name="infsched")
+def cli() -> None:
+    """Infinite Scheduler: persistent, clustered, high-volume job scheduling."""
+
+
+cli.add_command(plugins_group)
+cli.add_command(config_group)
+cli.add_command(db_group)
+
+
+def build_cli(registry: PluginRegistry) -> click.Group:
+    """The root group with the plugins' commands added."""
+    registry.add_commands(cli)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    registry = load_plugins()
+    root = build_cli(registry)
+    try:
+        root.main(args=argv, obj=AppContext(plugins=registry), standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        Console(stderr=True).print("aborted")
+        sys.exit(130)
+    except InfschedError as exc:
+        Console(stderr=True, highlight=False).print(
+            Text.assemble(("error: ", "bold red"), str(exc))
+        )
+        sys.exit(1)
+    sys.exit(0)

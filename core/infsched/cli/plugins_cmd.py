@@ -1,0 +1,48 @@
+"""``infsched plugins``: what is installed, what it registers, and whether it loaded."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from infsched.cli.context import app_context
+
+_STYLE = {"ok": "green", "failed": "bold red", "disabled": "yellow"}
+
+
+@click.group("plugins")
+def plugins_group() -> None:
+    """Inspect installed plugins."""
+
+
+@plugins_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def list_plugins(as_json: bool) -> None:
+    """List plugins: name, distribution, version, hooks, registrations and status."""
+    registry = app_context().plugins
+    infos = registry.listing()
+    if as_json:
+        click.echo(json.dumps([i.as_json() for i in infos], indent=2))
+        return
+    table = Table(title="Infinite Scheduler plugins")
+    for heading in ("name", "distribution", "version", "hooks", "registers", "status"):
+        table.add_column(heading, overflow="fold")
+    for info in infos:
+        status = f"[{_STYLE[info.status]}]{info.status}[/]"
+        if info.error:
+            status += f"\n[dim]{info.error}[/]"
+        table.add_row(
+            info.name + (" [dim](built-in)[/]" if info.builtin else ""),
+            info.distribution or "-",
+            info.version or "-",
+            "\n".join(info.hooks) or "-",
+            "\n".join(info.registers) or "-",
+            status,
+        )
+    console = Console()
+    console.print(table)
+    for conflict in registry.conflicts:
+        console.print(f"[bold red]conflict:[/] {conflict}")

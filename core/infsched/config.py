@@ -1,0 +1,342 @@
+"""SchedulerConfig and the layers it is read from.
+
+Precedence, later wins: defaults < TOML file < ``INFSCHED_*`` environment
+variables < command-line flags.  Every value is validated when the frozen
+`SchedulerConfig` is built, and an error names the field, the value and what
+is allowed.  The database password never appears in any of it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import os
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from infsched.dburl import DEFAULT_SQLITE_URL, DatabaseUrl
+from infsched.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("infsched.toml")
+ENV_PREFIX = "INFSCHED_"
+
+
+class MisfirePolicy(enum.Enum):
+    """What a job whose due time passed longer than misfire_threshold ago does."""
+
+    FIRE_ONCE_NOW = "fire_once_now"
+    DO_NOTHING = "do_nothing"
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+# -- converters: each takes the raw value and the field, so errors can name it --
+
+
+def _bad(field: attrs.Attribute[Any], value: object, allowed: str) -> ConfigError:
+    return ConfigError(f"{field.name}: {value!r} is invalid; {allowed}")
+
+
+def _number(value: object, field: attrs.Attribute[Any]) -> float:
+    if isinstance(value, bool):
+        raise _bad(field, value, "expected a number of seconds")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            raise _bad(field, value, "expected a number of seconds") from None
+    raise _bad(field, value, "expected a number of seconds")
+
+
+def _integer(value: object, field: attrs.Attribute[Any]) -> int:
+    if isinstance(value, bool):
+        raise _bad(field, value, "expected a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise _bad(field, value, "expected a whole number") from None
+    raise _bad(field, value, "expected a whole number")
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _boolean(value: object, field: attrs.Attribute[Any]) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise _bad(field, value, "expected true or false")
+
+
+def _misfire(value: object, field: attrs.Attribute[Any]) -> MisfirePolicy:
+    if isinstance(value, MisfirePolicy):
+        return value
+    allowed = ", ".join(p.value for p in MisfirePolicy)
+    if isinstance(value, str):
+        try:
+            return MisfirePolicy(value.strip().lower())
+        except ValueError:
+            pass
+    raise _bad(field, value, f"allowed: {allowed}")
+
+
+def _text(value: object, field: attrs.Attribute[Any]) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(field, value, "expected a non-empty string")
+    return value.strip()
+
+
+def _sections(value: object, field: attrs.Attribute[Any]) -> Mapping[str, Mapping[str, Any]]:
+    if not isinstance(value, Mapping):
+        raise _bad(field, value, "expected a table of plugin sections, e.g. [plugins.sms]")
+    out: dict[str, Mapping[str, Any]] = {}
+    for name, section in value.items():
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{field.name}.{name}: expected a table, got {section!r}")
+        out[str(name)] = MappingProxyType(dict(section))
+    return MappingProxyType(out)
+
+
+# -- converters for the fields that take a string in Python too --
+
+
+def to_misfire_policy(value: str | MisfirePolicy) -> MisfirePolicy:
+    return _misfire(value, attrs.fields(SchedulerConfig).misfire_policy)
+
+
+def to_database_url(value: str | DatabaseUrl) -> DatabaseUrl:
+    if isinstance(value, DatabaseUrl):
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"database_url: expected a URL string, got {type(value).__name__}")
+    return DatabaseUrl(value)
+
+
+def to_sections(value: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
+    return _sections(value, attrs.fields(SchedulerConfig).plugins)
+
+
+# -- validators: each names the field, the value and what is allowed --
+
+
+def _positive_number(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    _number(value, field)
+    if not value > 0:  # type: ignore[operator]
+        raise _bad(field, value, "must be greater than 0")
+
+
+def _non_negative_number(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    _number(value, field)
+    if value < 0:  # type: ignore[operator]
+        raise _bad(field, value, "must be 0 or greater")
+
+
+def _positive_integer(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(field, value, "expected a whole number")
+    if value < 1:
+        raise _bad(field, value, "must be 1 or greater")
+
+
+def _boolean_value(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise _bad(field, value, "expected true or false")
+
+
+def _text_value(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    _text(value, field)
+
+
+@attrs.frozen(kw_only=True)
+class SchedulerConfig:
+    """Everything a scheduler node needs to know; immutable once built."""
+
+    #: Seconds between fetch cycles of one repository.
+    fetch_interval: float = attrs.field(default=25.0, validator=_positive_number)
+    #: Seconds ahead of now that entities are moved into the job store.
+    lookahead_window: float = attrs.field(default=30.0, validator=_positive_number)
+    #: Upper bound of entities one fetch cycle moves; a full cycle is followed at once by another.
+    max_jobs_per_fetch: int = attrs.field(default=10_000, validator=_positive_integer)
+    #: Rows per multi-row statement and per transaction on the hot path.
+    batch_size: int = attrs.field(default=1000, validator=_positive_integer)
+    #: Threads running executors on this node.
+    thread_pool_size: int = attrs.field(default=20, validator=_positive_integer)
+    #: What a job claimed more than misfire_threshold after its due time does.
+    misfire_policy: MisfirePolicy = attrs.field(
+        default=MisfirePolicy.FIRE_ONCE_NOW, converter=to_misfire_policy
+    )
+    #: Seconds of lateness after which a job counts as misfired.
+    misfire_threshold: float = attrs.field(default=60.0, validator=_non_negative_number)
+    #: Whether several nodes share the database (leases, heartbeats).
+    clustering: bool = attrs.field(default=False, validator=_boolean_value)
+    #: This node's name in the cluster.
+    node_id: str = attrs.field(factory=default_node_id, validator=_text_value)
+    #: Seconds between a node's heartbeats.
+    heartbeat_interval: float = attrs.field(default=5.0, validator=_positive_number)
+    #: The job store's database; repositories default to it too.
+    database_url: DatabaseUrl = attrs.field(
+        default=DatabaseUrl(DEFAULT_SQLITE_URL), converter=to_database_url
+    )
+    #: Plugin configuration sections, ``[plugins.NAME]`` in TOML.
+    plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=to_sections)
+
+    @lookahead_window.validator
+    def _lookahead_beyond_interval(self, field: attrs.Attribute[float], value: float) -> None:
+        if value <= self.fetch_interval:
+            raise ConfigError(
+                f"lookahead_window: {value:g} is invalid; it must be greater than "
+                f"fetch_interval ({self.fetch_interval:g}), or entities due between two "
+                "fetch cycles would be fetched late"
+            )
+
+    def plugin_section(self, name: str) -> Mapping[str, Any]:
+        return self.plugins.get(name, MappingProxyType({}))
+
+
+#: How a value read from a file or the environment becomes the field's type.
+_COERCE: dict[str, Callable[[object, attrs.Attribute[Any]], Any]] = {
+    "fetch_interval": _number,
+    "lookahead_window": _number,
+    "max_jobs_per_fetch": _integer,
+    "batch_size": _integer,
+    "thread_pool_size": _integer,
+    "misfire_threshold": _number,
+    "clustering": _boolean,
+    "node_id": _text,
+    "heartbeat_interval": _number,
+}
+
+
+def coerce(name: str, value: object) -> Any:
+    """Turn a raw value (a TOML value, an environment string) into field `name`'s type."""
+    convert = _COERCE.get(name)
+    if convert is None:
+        return value
+    return convert(value, getattr(attrs.fields(SchedulerConfig), name))
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in attrs.fields(SchedulerConfig))
+
+#: Extra names accepted for a field, in files and the environment.
+_ALIASES = {"db": "database_url"}
+#: Command-line flags whose name differs from their field.
+_FLAGS = {"database_url": "--db"}
+
+
+@attrs.frozen
+class LoadedConfig:
+    """A config and, for each field, where its value came from."""
+
+    config: SchedulerConfig
+    sources: Mapping[str, str]
+    file: Path | None
+
+
+def _unknown_key(key: str, where: str) -> ConfigError:
+    hint = difflib.get_close_matches(key, [*FIELD_NAMES, *_ALIASES], n=1)
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+    return ConfigError(
+        f"unknown config key {key!r} in {where}{suggestion} (known keys: {', '.join(FIELD_NAMES)})"
+    )
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a config file's keys, refusing unknown ones."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = _ALIASES.get(key, key)
+        if name not in FIELD_NAMES:
+            raise _unknown_key(key, str(path))
+        values[name] = value
+    return values
+
+
+def read_env(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """The fields set in the environment, as {field: (value, variable)}.
+
+    Only variables that name a field are read: other ``INFSCHED_*`` variables
+    (plugin selection, test settings) belong to other parts.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    names = {f"{ENV_PREFIX}{name.upper()}": name for name in FIELD_NAMES if name != "plugins"}
+    names.update({f"{ENV_PREFIX}{alias.upper()}": name for alias, name in _ALIASES.items()})
+    for var, name in names.items():
+        if var in env and env[var] != "":
+            found[name] = (env[var], var)
+    return found
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> LoadedConfig:
+    """Build the effective config from file, environment and flags.
+
+    `path` None means ``./infsched.toml`` when it exists; a given path must exist.
+    `flags` maps field names to values; None values are ignored.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources = dict.fromkeys(FIELD_NAMES, "default")
+
+    file = (
+        path
+        if path is not None
+        else (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None)
+    )
+    if file is not None:
+        for name, value in read_toml(file).items():
+            values[name] = value
+            sources[name] = f"file {file}"
+    for name, (value, var) in read_env(env).items():
+        values[name] = value
+        sources[name] = f"env {var}"
+    for name, value in (flags or {}).items():
+        if value is None:
+            continue
+        if name not in FIELD_NAMES:
+            raise _unknown_key(name, "command-line flags")
+        values[name] = value
+        sources[name] = f"flag {_FLAGS.get(name, '--' + name.replace('_', '-'))}"
+    coerced = {name: coerce(name, value) for name, value in values.items()}
+    return LoadedConfig(config=SchedulerConfig(**coerced), sources=sources, file=file)
+
+
+def describe(loaded: LoadedConfig) -> list[tuple[str, str, str]]:
+    """(key, printable value, source) rows; the database password is hidden."""
+    rows: list[tuple[str, str, str]] = []
+    for name in FIELD_NAMES:
+        value = getattr(loaded.config, name)
+        if isinstance(value, enum.Enum):
+            shown = str(value.value)
+        elif isinstance(value, Mapping):
+            shown = ", ".join(sorted(value)) or "(none)"
+        else:
+            shown = str(value)
+        rows.append((name, shown, loaded.sources[name]))
+    return rows

@@ -1,0 +1,61 @@
+"""Connecting to the database: engines, and a clear error when it is not there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from infsched.dburl import DatabaseUrl
+from infsched.errors import DatabaseUnreachableError
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (the dashboard, `jobs show`) run beside the writer;
+    # busy_timeout makes a second writer wait instead of failing at once.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_engine(url: DatabaseUrl, *, pool_size: int = 10, **kwargs: Any) -> sa.Engine:
+    """An Engine for `url`, set up the way the scheduler needs it.
+
+    MySQL sessions run in UTC with READ COMMITTED: claims with SKIP LOCKED
+    then take no gap locks, and DATETIME values are read as the UTC they hold.
+    """
+    if url.is_sqlite:
+        engine = sa.create_engine(url.sqlalchemy_url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    connect_args = {"init_command": "SET time_zone = '+00:00'", "connect_timeout": 10}
+    connect_args.update(kwargs.pop("connect_args", {}))
+    return sa.create_engine(
+        url.sqlalchemy_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        isolation_level="READ COMMITTED",
+        connect_args=connect_args,
+        **kwargs,
+    )
+
+
+def check_reachable(engine: sa.Engine, url: DatabaseUrl) -> None:
+    """Open one connection or raise DatabaseUnreachableError naming where (never the password)."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except (OperationalError, DBAPIError) as exc:
+        reason = str(exc.orig) if exc.orig is not None else type(exc).__name__
+        password = url.sqlalchemy_url.password
+        if password:
+            reason = reason.replace(str(password), "***")
+        raise DatabaseUnreachableError(
+            f"cannot connect to the database at {url.where} ({url}): {reason}"
+        ) from None

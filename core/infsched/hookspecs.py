@@ -1,0 +1,98 @@
+"""The plugin contract: every hook a plugin may implement.
+
+Plugins are found through the ``infsched`` entry-point group and implement
+these hooks with ``@infsched.hookimpl``.  The built-in features (repository
+backends, job stores, the log metrics sink) are plugins too, registered after
+the entry points through these same hooks.
+
+Each ``register_*`` hook is called once, when the plugins are loaded, one
+plugin at a time, so that whatever it returns is attributed to that plugin:
+two plugins returning the same name is an error naming both, never a silent
+override.  A hook that raises marks its plugin as failed; the rest still load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from infsched.executors import ExecutorSpec
+    from infsched.jobstore.backend import JobStoreBackend
+    from infsched.metrics.sink import MetricsSinkSpec
+    from infsched.repositories.backend import RepositoryBackend
+
+PROJECT = "infsched"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_entity_types() -> Iterable[type]:
+    """Entity types this plugin declares.
+
+    Called once at plugin load.  Return attrs classes declared with
+    `infsched.entities` (``id_field()``, ``sharding_key()``, ``column()``).
+    Each is known by its class name (``SmsEntity``), which config files use
+    to bind a repository to it; the class is checked when it is registered,
+    so a wrongly declared entity fails its plugin with a message naming the field.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def register_executors() -> Iterable[ExecutorSpec]:
+    """Executors this plugin provides, as `ExecutorSpec` values.
+
+    Called once at plugin load.  A repository is bound to an executor by the
+    spec's name; the spec's factory is called when a scheduler starts, with
+    the plugin's config section, and returns the callable that runs jobs.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def register_repository_backends() -> Iterable[RepositoryBackend]:
+    """Repository backends (how entities are sharded by day), as `RepositoryBackend` values.
+
+    Called once at plugin load.  The built-ins are ``multi_table`` (one table
+    per day) and ``partitioned`` (one table, one partition per day).
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def register_job_stores() -> Iterable[JobStoreBackend]:
+    """Job stores (where due jobs wait to be claimed), as `JobStoreBackend` values.
+
+    Called once at plugin load.  The built-in is ``sql``, for MySQL/MariaDB
+    and SQLite.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def register_metrics_sinks() -> Iterable[MetricsSinkSpec]:
+    """Metrics sinks (where counters, gauges and histograms go), as `MetricsSinkSpec` values.
+
+    Called once at plugin load.  A sink is created by its factory when a
+    scheduler starts; one that raises while recording is logged once and
+    counted, and never stops the scheduler.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the ``infsched`` command line.
+
+    Called once when the CLI starts, after every plugin has loaded, with the
+    root group.  Add a group named after the plugin (``infsched sms …``).
+    Replacing a command that already exists is refused as a conflict.
+    """
+    raise NotImplementedError

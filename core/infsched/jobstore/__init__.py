@@ -1,0 +1,1 @@
+"""The job store: where jobs wait between being fetched and being run."""

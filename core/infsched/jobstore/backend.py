@@ -1,0 +1,26 @@
+"""JobStoreBackend: how a plugin offers a place for jobs to wait."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+from infsched.names import check_name
+
+JobStoreFactory = Callable[[sa.Engine], Any]
+
+
+@attrs.frozen
+class JobStoreBackend:
+    """A named job store, registered through `register_job_stores`.
+
+    The factory receives the engine of the configured database and returns
+    the job store (see `infsched.jobstore.base.JobStore`).
+    """
+
+    name: str = attrs.field(validator=lambda _, __, v: check_name(v, "job store name"))
+    factory: JobStoreFactory
+    description: str = ""

@@ -1,0 +1,1 @@
+"""Metrics: counters, gauges and histograms, sent to pluggable sinks."""

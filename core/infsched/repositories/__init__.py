@@ -1,0 +1,1 @@
+"""Sharding repositories: entities stored in day tables or day partitions."""

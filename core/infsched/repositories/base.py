@@ -1,0 +1,106 @@
+"""The ShardingRepository protocol: what every repository backend offers.
+
+Ranges are half-open, ``[start, end)``, everywhere.  Datetimes are
+timezone-aware; a naive one is refused with an error naming the argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any, Protocol, TypeVar
+
+import attrs
+
+from infsched.errors import EntityError
+
+T = TypeVar("T")
+K = TypeVar("K", contravariant=True)
+
+
+class DuplicateEntityError(EntityError):
+    """An insert names an id that the repository already holds."""
+
+    def __init__(self, message: str, entity_id: object) -> None:
+        super().__init__(message)
+        self.entity_id = entity_id
+
+
+class RetentionError(EntityError):
+    """An insert is older than the retention horizon: its table is about to be dropped."""
+
+
+@attrs.frozen
+class ShardStatus:
+    """One day table or partition, as `status()` reports it."""
+
+    name: str
+    day: date | None  # None for the catch-all partition
+    rows: int
+    earliest: datetime | None
+    latest: datetime | None
+
+
+@attrs.frozen
+class MaintenanceReport:
+    """What one `maintain()` run did."""
+
+    created: tuple[str, ...]
+    dropped: tuple[str, ...]
+    kept: int
+
+
+class ShardingRepository(Protocol[T, K]):
+    """Entities of one type, sharded by the UTC day of their sharding key."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def entity_type(self) -> type[T]: ...
+
+    def insert(self, entity: T) -> T:
+        """Store one entity; returns it with its id set."""
+        ...
+
+    def insert_many(self, entities: Sequence[T]) -> list[T]:
+        """Store many in multi-row statements: one round trip and one transaction per batch."""
+        ...
+
+    def find_by_id(self, entity_id: K) -> T | None: ...
+
+    def find_by_id_and_date_range(
+        self, entity_id: K, start: datetime, end: datetime
+    ) -> T | None: ...
+
+    def find_all_by_date_range(
+        self, start: datetime, end: datetime, *, batch_size: int = 1000
+    ) -> Iterator[T]:
+        """Stream the range ordered by (sharding key, id), a page at a time (keyset pagination)."""
+        ...
+
+    def find_all_by_ids_and_date_range(
+        self, ids: Iterable[K], start: datetime, end: datetime
+    ) -> list[T]: ...
+
+    def find_all_before(self, end: datetime, *, batch_size: int = 1000) -> Iterator[T]: ...
+
+    def find_all_after(self, start: datetime, *, batch_size: int = 1000) -> Iterator[T]: ...
+
+    def count_by_date_range(self, start: datetime, end: datetime) -> int: ...
+
+    def update_by_id(self, entity_id: K, values: Mapping[str, Any]) -> bool: ...
+
+    def update_by_id_and_date_range(
+        self, entity_id: K, start: datetime, end: datetime, values: Mapping[str, Any]
+    ) -> bool: ...
+
+    def delete_by_id(self, entity_id: K) -> bool: ...
+
+    def delete_all_by_date_range(self, start: datetime, end: datetime) -> int: ...
+
+    def maintain(self) -> MaintenanceReport:
+        """Create tables/partitions ahead and drop those past retention; idempotent."""
+        ...
+
+    def status(self) -> list[ShardStatus]: ...

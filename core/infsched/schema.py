@@ -1,0 +1,102 @@
+"""The engine's own tables, as SQLAlchemy Core metadata.
+
+- ``infsched_jobs``: the hot job table.  It holds only jobs waiting in the
+  lookahead window, waiting for a retry, or in flight; a finished job is
+  deleted from it and its outcome goes to the history repository.
+- ``infsched_leases``: named leases (a repository's fetcher, maintenance),
+  with an owner and an expiry judged by the database's clock.
+- ``infsched_nodes``: one row per scheduler node, with its heartbeat.
+- ``infsched_pauses``: pause switches, global (``*``) or per repository,
+  stored here so that they hold for every node.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+metadata = sa.MetaData()
+
+#: DATETIME(6) on MySQL/MariaDB; always holds UTC.
+UtcDateTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+#: MEDIUMTEXT on MySQL so an entity snapshot is never cut at 64 KiB.
+LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+jobs = sa.Table(
+    "infsched_jobs",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    # Unique per (repository, entity id, due time): the idempotency key of the job.
+    sa.Column("job_key", sa.String(255), nullable=False, unique=True),
+    sa.Column("repository", sa.String(48), nullable=False),
+    sa.Column("executor", sa.String(48), nullable=False),
+    sa.Column("entity_id", sa.String(191), nullable=False),
+    sa.Column("due_at", UtcDateTime, nullable=False),
+    # When the job may next run: its due time, or later for a retry.
+    sa.Column("run_at", UtcDateTime, nullable=False),
+    sa.Column("priority", sa.Integer(), nullable=False, server_default="0"),
+    # waiting | claimed
+    sa.Column("state", sa.String(16), nullable=False, server_default="waiting"),
+    # Runs started so far (a claim counts one).
+    sa.Column("attempt", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("owner", sa.String(128), nullable=True),
+    sa.Column("lease_until", UtcDateTime, nullable=True),
+    sa.Column("payload", LongText, nullable=False),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    # Claim order: highest priority first, then the oldest run time.
+    sa.Index("ix_infsched_jobs_claim", "state", sa.text("priority DESC"), "run_at"),
+    sa.Index("ix_infsched_jobs_lease", "state", "lease_until"),
+    sa.Index("ix_infsched_jobs_entity", "repository", "entity_id"),
+)
+
+leases = sa.Table(
+    "infsched_leases",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("owner", sa.String(128), nullable=True),
+    sa.Column("lease_until", UtcDateTime, nullable=True),
+    # Free-form progress a lease holder leaves for its successor (a fetch watermark).
+    sa.Column("state", sa.Text(), nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+nodes = sa.Table(
+    "infsched_nodes",
+    metadata,
+    sa.Column("node_id", sa.String(128), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("heartbeat_at", UtcDateTime, nullable=False),
+    sa.Column("in_flight", sa.Integer(), nullable=False, server_default="0"),
+    # running | stopping | stopped
+    sa.Column("state", sa.String(16), nullable=False, server_default="running"),
+)
+
+pauses = sa.Table(
+    "infsched_pauses",
+    metadata,
+    # "*" pauses every repository; otherwise a repository name.
+    sa.Column("scope", sa.String(64), primary_key=True),
+    sa.Column("paused_by", sa.String(128), nullable=False),
+    sa.Column("paused_at", UtcDateTime, nullable=False),
+)
+
+
+def create_schema(engine: sa.Engine) -> list[str]:
+    """Create the tables that do not exist yet; return the names created.
+
+    Idempotent: CREATE TABLE IF NOT EXISTS semantics, so two nodes starting at
+    once do not fail.
+    """
+    inspector = sa.inspect(engine)
+    missing = [t.name for t in metadata.sorted_tables if not inspector.has_table(t.name)]
+    metadata.create_all(engine, checkfirst=True)
+    return missing
