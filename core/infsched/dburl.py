@@ -25,7 +25,7 @@ def _parse(raw: str | URL) -> URL:
         )
     try:
         url = make_url(raw.strip())
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         # The raw text may hold a password, so it is not echoed back.
         raise ConfigError(
             "database_url: malformed URL; expected dialect+driver://user:pass@host:port/db "
@@ -50,6 +50,15 @@ class DatabaseUrl:
         if driver in _MYSQL_DRIVERS:
             if not url.host:
                 raise ConfigError(f"database_url: {self} names no host")
+            if "@" in url.host:
+                # `user:pa@ss@host` splits the password at its first '@': the rest would
+                # be shown as part of the host, so nothing of the URL is echoed.
+                raise ConfigError(
+                    "database_url: the host contains '@'; write an '@' inside the password "
+                    "as %40 (e.g. mysql+pymysql://user:pa%40ss@host:3306/db)"
+                )
+            if url.port is not None and not 0 < url.port < 65536:
+                raise ConfigError(f"database_url: port {url.port} in {self} is not 1-65535")
             if not url.database:
                 raise ConfigError(f"database_url: {self} names no database (add /DBNAME)")
             # PyMySQL is the one MySQL driver we ship and test.

@@ -1,0 +1,105 @@
+"""DatabaseUrl: parsing, normalisation, and a password that never shows."""
+
+from __future__ import annotations
+
+import pytest
+
+from infsched.dburl import DatabaseUrl
+from infsched.errors import ConfigError
+
+SECRET = "s3cr3t-pw"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        f"mysql://root:{SECRET}@db.example:3307/sched",
+        f"mariadb://root:{SECRET}@db.example:3307/sched",
+        f"mariadb+pymysql://root:{SECRET}@db.example:3307/sched",
+    ],
+)
+def test_mysql_urls_are_normalised_to_pymysql(raw: str) -> None:
+    url = DatabaseUrl(raw)
+    assert url.sqlalchemy_url.drivername == "mysql+pymysql"
+    assert url.is_mysql
+    assert not url.is_sqlite
+    assert url.database == "sched"
+    assert url.where == "db.example:3307"
+
+
+def test_password_is_hidden_from_str_repr_and_redacted_but_kept_for_connecting() -> None:
+    url = DatabaseUrl(f"mysql+pymysql://app:{SECRET}@127.0.0.1/sched")
+    for shown in (str(url), repr(url), url.redacted(), f"{url}", str([url])):
+        assert SECRET not in shown
+        assert "app:***@127.0.0.1" in shown
+    assert url.sqlalchemy_url.password == SECRET
+
+
+def test_url_encoded_password_is_decoded_for_connecting_and_still_hidden() -> None:
+    url = DatabaseUrl("mysql+pymysql://app:pa%40ss%2Fword@127.0.0.1:3306/sched")
+    assert url.sqlalchemy_url.password == "pa@ss/word"
+    assert url.sqlalchemy_url.host == "127.0.0.1"
+    assert str(url) == "mysql+pymysql://app:***@127.0.0.1:3306/sched"
+
+
+def test_password_with_a_raw_at_sign_is_refused_without_echoing_any_of_it() -> None:
+    # Parsed naively, "se@cr3t" splits into password "se" and host "cr3t@host":
+    # half the password would be printed as the host.
+    with pytest.raises(ConfigError) as err:
+        DatabaseUrl("mysql+pymysql://app:se@cr3t@host:3306/sched")
+    message = str(err.value)
+    assert message.startswith("database_url:")
+    assert "%40" in message
+    assert "cr3t" not in message
+    assert "se@" not in message
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("not a url at all", "malformed URL"),
+        (f"mysql+pymysql://root:{SECRET}@host:notaport/db", "malformed URL"),
+        (f"mysql+pymysql://root:{SECRET}@host:99999/db", "port 99999"),
+        (f"mysql+pymysql://root:{SECRET}@/db", "names no host"),
+        (f"mysql+pymysql://root:{SECRET}@host", "names no database"),
+        (f"postgresql://root:{SECRET}@host/db", "unsupported database 'postgresql'"),
+        ("sqlite://somehost/x.db", "SQLite URLs are sqlite:///PATH"),
+        ("", "an empty value"),
+        ("   ", "an empty value"),
+    ],
+)
+def test_bad_urls_name_the_field_and_what_is_allowed_but_not_the_password(
+    raw: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        DatabaseUrl(raw)
+    message = str(err.value)
+    assert message.startswith("database_url:")
+    assert expected in message
+    assert SECRET not in message
+
+
+def test_sqlite_url_where_is_its_file_and_memory_is_named() -> None:
+    url = DatabaseUrl("sqlite:////var/lib/infsched/sched.db")
+    assert url.is_sqlite
+    assert not url.is_mysql
+    assert url.where == "/var/lib/infsched/sched.db"
+    assert DatabaseUrl("sqlite://").where == ":memory:"
+
+
+def test_default_mysql_port_is_shown_as_3306() -> None:
+    assert DatabaseUrl("mysql+pymysql://root@db.internal/sched").where == "db.internal:3306"
+
+
+def test_with_database_keeps_credentials_and_host() -> None:
+    url = DatabaseUrl(f"mysql+pymysql://app:{SECRET}@127.0.0.1:3306/one")
+    other = url.with_database("two")
+    assert other.database == "two"
+    assert other.sqlalchemy_url.password == SECRET
+    assert other.where == "127.0.0.1:3306"
+    assert url.database == "one"
+
+
+def test_database_urls_compare_by_value() -> None:
+    assert DatabaseUrl("mysql://root@h/db") == DatabaseUrl("mysql+pymysql://root@h/db")
+    assert DatabaseUrl("sqlite:///a.db") != DatabaseUrl("sqlite:///b.db")
