@@ -136,15 +136,20 @@ def to_sections(value: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[
 # -- validators: each names the field, the value and what is allowed --
 
 
+def _number_value(field: attrs.Attribute[Any], value: object) -> float:
+    # Only files and the environment are coerced (see `coerce`); in Python the field is a number.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(field, value, "expected a number of seconds")
+    return value
+
+
 def _positive_number(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-    _number(value, field)
-    if not value > 0:  # type: ignore[operator]
+    if not _number_value(field, value) > 0:
         raise _bad(field, value, "must be greater than 0")
 
 
 def _non_negative_number(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-    _number(value, field)
-    if value < 0:  # type: ignore[operator]
+    if not _number_value(field, value) >= 0:
         raise _bad(field, value, "must be 0 or greater")
 
 
