@@ -32,7 +32,7 @@ DISABLE_ENV = "INFSCHED_DISABLE_PLUGINS"
 LOAD_ONLY_ENV = "INFSCHED_LOAD_PLUGINS"
 
 #: Built-in features, registered after the entry points through the same hooks.
-BUILTIN_PLUGINS: tuple[str, ...] = ("infsched.metrics.log_sink",)
+BUILTIN_PLUGINS: tuple[str, ...] = ("infsched.metrics.log_sink", "infsched.repositories.builtin")
 
 Status = Literal["ok", "failed", "disabled"]
 V = TypeVar("V")
@@ -50,6 +50,8 @@ class PluginInfo:
     error: str | None = None
     hooks: list[str] = attrs.Factory(list)
     registers: list[str] = attrs.Factory(list)
+    #: Names this plugin registered that another plugin (or the core) registered too.
+    conflicts: list[str] = attrs.Factory(list)
 
     def as_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -81,18 +83,25 @@ _EXPECTED: Mapping[str, type | None] = {
 
 
 def _names(raw: str | None) -> set[str] | None:
-    if raw is None:
+    if raw is None or not raw.strip():  # empty means unset, as for every INFSCHED_* variable
         return None
     return {n.strip() for n in raw.split(",") if n.strip()}
 
 
+def _one_line(text: str) -> str:
+    """Errors are shown on one line (pluggy's validation messages span several)."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return _one_line(f"{type(exc).__name__}: {exc}")
 
 
 def _check_value(hook: str, value: object) -> None:
     expected = _EXPECTED[hook]
     if expected is None:
+        if not isinstance(value, type):
+            raise PluginError(f"{hook} returned {value!r}, expected entity classes")
         entity_spec(value)  # raises EntityError naming the field
     elif not isinstance(value, expected):
         raise PluginError(f"{hook} returned {value!r}, expected {expected.__name__} values")
@@ -107,6 +116,8 @@ class PluginRegistry:
         self.infos: dict[str, PluginInfo] = {}
         self.conflicts: list[str] = []
         self._registered: dict[str, dict[str, Registered[Any]]] = {h: {} for h, _, _ in _KINDS}
+        #: Which plugin added each CLI command; None for the core's own.
+        self._command_owner: dict[str, str | None] = {}
 
     # -- loading --
 
@@ -118,23 +129,48 @@ class PluginRegistry:
             self._load_entry_point(ep, disabled, only)
         for module_name in BUILTIN_PLUGINS:
             module = importlib.import_module(module_name)
-            self._add(
-                module,
-                module_name.rsplit(".", 1)[-1],
-                "infinite-scheduler",
-                _own_version(),
-                builtin=True,
-            )
+            name = module_name.rsplit(".", 1)[-1]
+            if self._name_taken(name, "infinite-scheduler"):
+                continue
+            self._add(module, name, "infinite-scheduler", _own_version(), builtin=True)
         return self
+
+    def register(
+        self,
+        plugin: object,
+        name: str,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+    ) -> PluginInfo:
+        """Add a plugin object that no entry point names (an embedding application, a test).
+
+        It is checked and attributed exactly like an entry-point plugin; a
+        failure is recorded in the returned `PluginInfo`, not raised.  A name
+        already in use raises PluginConflictError: the caller chose it.
+        """
+        if name in self.infos:
+            raise PluginConflictError(
+                f"a plugin named {name!r} is already loaded "
+                f"({self.infos[name].distribution}); register this one under another name"
+            )
+        self._add(plugin, name, distribution, version, builtin=False)
+        return self.infos[name]
+
+    def _name_taken(self, name: str, dist: str | None) -> bool:
+        if name not in self.infos:
+            return False
+        first = self.infos[name]
+        self._conflict(
+            f"two plugins are named {name!r} ({first.distribution} and {dist}); uninstall one",
+            first,
+        )
+        return True
 
     def _load_entry_point(self, ep: EntryPoint, disabled: set[str], only: set[str] | None) -> None:
         dist = ep.dist.name if ep.dist is not None else None
         version = ep.dist.version if ep.dist is not None else None
-        if ep.name in self.infos:
-            self.conflicts.append(
-                f"two plugins are named {ep.name!r} "
-                f"({self.infos[ep.name].distribution} and {dist}); uninstall one"
-            )
+        if self._name_taken(ep.name, dist):
             return
         if ep.name in disabled or (only is not None and ep.name not in only):
             self.infos[ep.name] = PluginInfo(ep.name, dist, version, "disabled")
@@ -156,7 +192,7 @@ class PluginRegistry:
         try:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            info.status, info.error = "failed", f"incompatible hook: {exc}"
+            info.status, info.error = "failed", _one_line(f"incompatible hook: {exc}")
             return
         except ValueError as exc:
             info.status, info.error = "failed", _describe(exc)
@@ -184,42 +220,67 @@ class PluginRegistry:
                         _check_value(hook, value)
                         found.append((hook, name_of(value), value))
         except Exception as exc:
-            self.pm.unregister(plugin)
-            info.status, info.error = "failed", _describe(exc)
+            self._fail(plugin, info, _describe(exc))
             return
         labels = {hook: label for hook, label, _ in _KINDS}
         for hook, key, value in found:
             existing = self._registered[hook].get(key)
             if existing is not None:
-                self.conflicts.append(
+                first = self.infos[existing.plugin]
+                self._conflict(
                     f"{labels[hook]} {key!r} is registered by both plugin {existing.plugin!r} "
                     f"and plugin {info.name!r}; disable one with {DISABLE_ENV}="
-                    f"{existing.plugin if not self.infos[existing.plugin].builtin else info.name}"
+                    f"{existing.plugin if not first.builtin else info.name}",
+                    first,
+                    info,
                 )
                 continue
             self._registered[hook][key] = Registered(value, info.name)
             info.registers.append(f"{labels[hook]}: {key}")
 
+    def _conflict(self, message: str, *infos: PluginInfo) -> None:
+        self.conflicts.append(message)
+        for info in infos:
+            info.conflicts.append(message)
+
+    def _fail(self, plugin: object, info: PluginInfo, error: str) -> None:
+        """Mark a loaded plugin failed and forget everything it registered."""
+        self.pm.unregister(plugin)
+        for values in self._registered.values():
+            for key in [k for k, v in values.items() if v.plugin == info.name]:
+                del values[key]
+        info.status, info.error, info.registers = "failed", error, []
+
     # -- commands --
 
     def add_commands(self, cli: click.Group) -> None:
         """Let each healthy plugin add its commands; refuse replacing an existing one."""
+        for name in cli.commands:
+            self._command_owner.setdefault(name, None)
         for impl in self.pm.hook.register_commands.get_hookimpls():
             info = self.infos[self.pm.get_name(impl.plugin) or ""]
             before = dict(cli.commands)
             try:
-                impl.function(cli=cli)
+                impl.function(**{arg: cli for arg in impl.argnames if arg == "cli"})
             except Exception as exc:
                 cli.commands = before
-                info.status, info.error = "failed", f"register_commands: {_describe(exc)}"
+                self._fail(impl.plugin, info, f"register_commands: {_describe(exc)}")
                 continue
-            for name, command in cli.commands.items():
+            for name, command in list(cli.commands.items()):
                 if name in before and before[name] is not command:
-                    self.conflicts.append(
-                        f"command {name!r} already exists; plugin {info.name!r} may not replace it"
+                    owner = self._command_owner.get(name)
+                    first = [self.infos[owner]] if owner is not None else []
+                    self._conflict(
+                        f"command {name!r} is registered by both "
+                        + (f"plugin {owner!r}" if owner is not None else "the core")
+                        + f" and plugin {info.name!r}, which may not replace it; "
+                        f"disable it with {DISABLE_ENV}={info.name}",
+                        *first,
+                        info,
                     )
                     cli.commands[name] = before[name]
                 elif name not in before:
+                    self._command_owner[name] = info.name
                     info.registers.append(f"command: {name}")
 
     # -- queries --

@@ -6,6 +6,7 @@ import json
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from infsched.cli.context import app_context
@@ -31,18 +32,22 @@ def list_plugins(as_json: bool) -> None:
     for heading in ("name", "distribution", "version", "hooks", "registers", "status"):
         table.add_column(heading, overflow="fold")
     for info in infos:
+        # Everything but the styling comes from plugins: escaped, so that an error
+        # message holding "[/x]" is shown as it is instead of breaking the table.
         status = f"[{_STYLE[info.status]}]{info.status}[/]"
         if info.error:
-            status += f"\n[dim]{info.error}[/]"
+            status += f"\n[dim]{escape(info.error)}[/]"
+        for conflict in info.conflicts:
+            status += f"\n[bold red]conflict:[/] {escape(conflict)}"
         table.add_row(
-            info.name + (" [dim](built-in)[/]" if info.builtin else ""),
-            info.distribution or "-",
-            info.version or "-",
+            escape(info.name) + (" [dim](built-in)[/]" if info.builtin else ""),
+            escape(info.distribution or "-"),
+            escape(info.version or "-"),
             "\n".join(info.hooks) or "-",
-            "\n".join(info.registers) or "-",
+            escape("\n".join(info.registers) or "-"),
             status,
         )
     console = Console()
     console.print(table)
     for conflict in registry.conflicts:
-        console.print(f"[bold red]conflict:[/] {conflict}")
+        console.print(f"[bold red]conflict:[/] {escape(conflict)}")

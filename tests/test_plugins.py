@@ -1,0 +1,478 @@
+"""Plugin loading: failures, collisions, selection, and what `infsched plugins list` shows.
+
+The end-to-end tests install throwaway plugin distributions for real: a module
+and a ``NAME-0.1.dist-info`` directory (METADATA, entry_points.txt) in a
+temporary directory on PYTHONPATH, which importlib.metadata discovers, and run
+the installed ``infsched`` executable against them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+import pytest
+
+from infsched.errors import PluginConflictError, PluginError
+from infsched.executors import ExecutorSpec
+from infsched.hookspecs import hookimpl
+from infsched.plugins import PluginRegistry, load_plugins
+
+INFSCHED = str(Path(sys.executable).with_name("infsched"))
+SHIPPED = {
+    "sms": "infsched-sms",
+    "orders": "infsched-orders",
+    "notifications": "infsched-notifications",
+}
+SHIPPED_ENTITIES = {
+    "sms": "SmsEntity",
+    "orders": "OrderEntity",
+    "notifications": "NotificationEntity",
+}
+
+# -- throwaway distributions --
+
+
+def install_dist(site: Path, dist: str, entry_point: str, source: str) -> None:
+    """Install distribution `dist` into `site`: one module, one [infsched] entry point."""
+    module = f"{dist.replace('-', '_')}_plugin"
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[infsched]\n{entry_point} = {module}\n")
+
+
+def executor_plugin(name: str) -> str:
+    """Source of a plugin module registering one executor called `name`."""
+    return f"""
+        from infsched.executors import ExecutorSpec
+        from infsched.hookspecs import hookimpl
+
+        @hookimpl
+        def register_executors():
+            return [ExecutorSpec(name={name!r}, factory=lambda section: print)]
+    """
+
+
+def infsched(
+    site: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``infsched`` in `site`, with it on PYTHONPATH and no INFSCHED_* vars."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INFSCHED_")}
+    environ.update(PYTHONPATH=str(site), COLUMNS="300", **(env or {}))
+    return subprocess.run(
+        [INFSCHED, *args], capture_output=True, text=True, env=environ, cwd=site, timeout=60
+    )
+
+
+def listed(site: Path, env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    result = infsched(site, "plugins", "list", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    entries: list[dict[str, Any]] = json.loads(result.stdout)
+    return {entry["name"]: entry for entry in entries}
+
+
+def assert_shipped_plugins_ok(plugins: dict[str, dict[str, Any]]) -> None:
+    for name in SHIPPED:
+        assert plugins[name]["status"] == "ok", plugins[name]
+
+
+@pytest.fixture
+def broken_site(tmp_path: Path) -> Path:
+    """A site with a plugin that raises on import."""
+    install_dist(
+        tmp_path,
+        "infsched-broken",
+        "broken",
+        """
+        raise RuntimeError("licence server unreachable")
+        """,
+    )
+    return tmp_path
+
+
+def test_installed_plugins_are_listed_with_versions_and_registrations(tmp_path: Path) -> None:
+    plugins = listed(tmp_path)
+    in_process = {info.name: info for info in load_plugins(env={}).listing()}
+    for name, dist in SHIPPED.items():
+        entry = plugins[name]
+        assert (entry["distribution"], entry["version"]) == (dist, version(dist))
+        assert (entry["status"], entry["error"], entry["conflicts"]) == ("ok", None, [])
+        assert "register_entity_types" in entry["hooks"]
+        assert f"entity: {SHIPPED_ENTITIES[name]}" in entry["registers"]
+        assert entry["builtin"] is False
+        assert entry == in_process[name].as_json()
+    log_sink = plugins["log_sink"]
+    assert log_sink["builtin"] is True
+    assert log_sink["distribution"] == "infinite-scheduler"
+    assert log_sink["status"] == "ok"
+    assert "metrics sink: log" in log_sink["registers"]
+    builtins = [entry["builtin"] for entry in plugins.values()]
+    assert builtins == sorted(builtins), "built-ins are listed after the entry-point plugins"
+
+
+def test_plugin_raising_on_import_is_listed_as_failed(broken_site: Path) -> None:
+    plugins = listed(broken_site)
+    broken = plugins["broken"]
+    assert broken["status"] == "failed"
+    assert broken["error"] == "RuntimeError: licence server unreachable"
+    assert (broken["distribution"], broken["version"]) == ("infsched-broken", "0.1")
+    assert_shipped_plugins_ok(plugins)
+
+    table = infsched(broken_site, "plugins", "list")
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if "│ broken" in line)
+    assert "infsched-broken" in row
+    assert "failed" in row
+    assert "RuntimeError: licence server unreachable" in table.stdout
+    assert "SmsEntity" in table.stdout
+
+
+def test_db_init_refuses_with_one_line_naming_the_failed_plugin(broken_site: Path) -> None:
+    result = infsched(broken_site, "db", "init")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "error: plugin 'broken' (infsched-broken) failed to load: RuntimeError: licence server "
+        "unreachable. Fix or uninstall it, or disable it with INFSCHED_DISABLE_PLUGINS=broken\n"
+    )
+    assert not (broken_site / "infsched.db").exists()
+
+    disabled = {"INFSCHED_DISABLE_PLUGINS": "broken"}
+    result = infsched(broken_site, "db", "init", env=disabled)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("created infsched_")
+    assert (broken_site / "infsched.db").is_file()
+    plugins = listed(broken_site, env=disabled)
+    assert plugins["broken"]["status"] == "disabled"
+    assert plugins["broken"]["error"] is None
+
+
+def test_two_plugins_registering_the_same_executor_are_a_conflict_naming_both(
+    tmp_path: Path,
+) -> None:
+    install_dist(tmp_path, "infsched-sms-a", "sms_a", executor_plugin("sms"))
+    install_dist(tmp_path, "infsched-sms-b", "sms_b", executor_plugin("sms"))
+    conflict = (
+        "executor 'sms' is registered by both plugin 'sms_a' and plugin 'sms_b'; "
+        "disable one with INFSCHED_DISABLE_PLUGINS=sms_a"
+    )
+    # Only these two, so the shipped sms plugin's own executor `sms` stays out of it.
+    only = {"INFSCHED_LOAD_PLUGINS": "sms_a,sms_b"}
+    plugins = listed(tmp_path, env=only)
+    assert plugins["sms_a"]["registers"] == ["executor: sms"]
+    assert plugins["sms_b"]["registers"] == []
+    assert plugins["sms_a"]["conflicts"] == [conflict]
+    assert plugins["sms_b"]["conflicts"] == [conflict]
+
+    result = infsched(tmp_path, "db", "init", env=only)
+    assert result.returncode == 1
+    assert result.stderr == f"error: {conflict}\n"
+
+
+def test_unknown_hook_wrong_arguments_and_system_exit_fail_their_plugin_only(
+    tmp_path: Path,
+) -> None:
+    install_dist(
+        tmp_path,
+        "infsched-typo",
+        "typo",
+        """
+        from infsched.hookspecs import hookimpl
+
+        @hookimpl
+        def register_executor():
+            return []
+        """,
+    )
+    install_dist(
+        tmp_path,
+        "infsched-wrongargs",
+        "wrongargs",
+        """
+        from infsched.hookspecs import hookimpl
+
+        @hookimpl
+        def register_executors(config):
+            return []
+        """,
+    )
+    install_dist(tmp_path, "infsched-exits", "exits", "raise SystemExit(3)\n")
+    plugins = listed(tmp_path)
+
+    typo = plugins["typo"]
+    assert typo["status"] == "failed"
+    assert typo["error"].startswith("implements unknown hook(s) register_executor; known hooks: ")
+    assert "register_executors" in typo["error"]
+    assert typo["hooks"] == []
+
+    wrong = plugins["wrongargs"]
+    assert wrong["status"] == "failed"
+    assert wrong["error"].startswith(
+        "incompatible hook: Plugin 'wrongargs' for hook 'register_executors'"
+    )
+    assert "Argument(s) {'config'} are declared in the hookimpl" in wrong["error"]
+    assert "\n" not in wrong["error"]
+
+    assert plugins["exits"]["status"] == "failed"
+    assert plugins["exits"]["error"] == "SystemExit: 3"
+    assert_shipped_plugins_ok(plugins)
+
+
+def test_load_plugins_loads_only_the_named_ones_and_disable_blocks_several(
+    tmp_path: Path,
+) -> None:
+    only = listed(tmp_path, env={"INFSCHED_LOAD_PLUGINS": "sms, orders"})
+    assert {name: entry["status"] for name, entry in only.items()} == {
+        "sms": "ok",
+        "orders": "ok",
+        "notifications": "disabled",
+        "log_sink": "ok",  # built-ins are part of the core, not selectable
+    }
+    assert only["notifications"]["registers"] == []
+
+    blocked = listed(tmp_path, env={"INFSCHED_DISABLE_PLUGINS": "orders,notifications"})
+    assert [blocked[name]["status"] for name in ("sms", "orders", "notifications")] == [
+        "ok",
+        "disabled",
+        "disabled",
+    ]
+    # The version of a disabled plugin is still shown: it comes from its metadata.
+    assert blocked["orders"]["version"] == version("infsched-orders")
+
+
+def test_plugin_registrations_reach_the_command_line(tmp_path: Path) -> None:
+    install_dist(
+        tmp_path,
+        "infsched-everything",
+        "everything",
+        """
+        import click
+        from infsched.executors import ExecutorSpec
+        from infsched.hookspecs import hookimpl
+        from infsched.metrics.sink import MetricsSinkSpec
+
+        @hookimpl
+        def register_executors():
+            return [ExecutorSpec(name="fax", factory=lambda section: print)]
+
+        @hookimpl
+        def register_metrics_sinks():
+            return [MetricsSinkSpec(name="null", factory=lambda section: None)]
+
+        @hookimpl
+        def register_commands(cli):
+            @cli.command("fax")
+            @click.argument("number")
+            def fax(number):
+                click.echo(f"faxing {number}")
+        """,
+    )
+    plugins = listed(tmp_path)
+    assert plugins["everything"]["hooks"] == [
+        "register_commands",
+        "register_executors",
+        "register_metrics_sinks",
+    ]
+    assert plugins["everything"]["registers"] == [
+        "executor: fax",
+        "metrics sink: null",
+        "command: fax",
+    ]
+    result = infsched(tmp_path, "fax", "+4930123456")
+    assert (result.returncode, result.stdout) == (0, "faxing +4930123456\n")
+
+
+# -- the registry in-process --
+
+
+def registry() -> PluginRegistry:
+    """The registry as the CLI loads it, with only the built-ins (no entry points)."""
+    return load_plugins(env={"INFSCHED_LOAD_PLUGINS": "no_entry_point_has_this_name"})
+
+
+@attrs.define
+class Plugin:
+    """A plugin object whose hooks return what the test gives it."""
+
+    executors: Iterable[Any] = ()
+
+    @hookimpl
+    def register_executors(self) -> Iterable[Any]:
+        return self.executors
+
+
+def spec(name: str) -> ExecutorSpec:
+    return ExecutorSpec(name=name, factory=lambda section: print)
+
+
+def test_healthy_registry_passes_require_healthy() -> None:
+    plugins = load_plugins(env={})
+    plugins.require_healthy()
+    assert {"sms", "orders", "notifications", "log_sink"} <= set(plugins.infos)
+    assert set(plugins.entity_types()) >= set(SHIPPED_ENTITIES.values())
+    assert plugins.entity_types()["SmsEntity"].plugin == "sms"
+
+
+def test_hook_that_raises_fails_its_plugin_and_registers_nothing() -> None:
+    class Raising:
+        @hookimpl
+        def register_executors(self) -> Iterable[ExecutorSpec]:
+            yield spec("half")
+            raise OSError("config file missing\nsecond line")
+
+    plugins = registry()
+    info = plugins.register(Raising(), "raising", distribution="raising-dist")
+    assert info.status == "failed"
+    assert info.error == "OSError: config file missing; second line"
+    assert "half" not in plugins.executors()
+    with pytest.raises(PluginError) as err:
+        plugins.require_healthy()
+    assert str(err.value).startswith("plugin 'raising' (raising-dist) failed to load: OSError")
+    assert str(err.value).endswith("INFSCHED_DISABLE_PLUGINS=raising")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("sms", "register_executors returned 's', expected ExecutorSpec values"),
+        (spec("ok_one"), "TypeError: 'ExecutorSpec' object is not iterable"),
+    ],
+)
+def test_hook_returning_the_wrong_kind_of_value_fails_its_plugin(value: Any, expected: str) -> None:
+    plugins = registry()
+    info = plugins.register(Plugin(executors=value), "wrong")
+    assert info.status == "failed"
+    assert info.error is not None
+    assert expected in info.error
+    assert plugins.executors() == {}
+
+
+def test_badly_declared_entity_fails_its_plugin_naming_the_field() -> None:
+    @attrs.define
+    class NoSharding:
+        id: int
+
+    class Declares:
+        @hookimpl
+        def register_entity_types(self) -> Iterable[Any]:
+            return [NoSharding, "not a class"]
+
+    info = registry().register(Declares(), "declares")
+    assert info.status == "failed"
+    assert info.error == ("EntityError: NoSharding must declare exactly one id_field(), found 0")
+
+
+def test_lookup_of_an_unregistered_name_lists_the_known_ones() -> None:
+    plugins = registry()
+    plugins.register(Plugin(executors=[spec("email"), spec("sms")]), "senders")
+    assert plugins.executor("sms").name == "sms"
+    with pytest.raises(PluginError) as err:
+        plugins.executor("fax")
+    assert str(err.value) == "no executor named 'fax' is registered (known: email, sms)"
+
+
+def test_registering_a_name_twice_is_refused() -> None:
+    plugins = registry()
+    with pytest.raises(PluginConflictError, match="a plugin named 'log_sink' is already loaded"):
+        plugins.register(Plugin(), "log_sink")
+
+
+def test_entry_point_named_like_a_builtin_is_a_conflict_not_a_silent_replacement() -> None:
+    plugins = PluginRegistry()
+    plugins.register(Plugin(), "log_sink", distribution="impostor")
+    plugins.load(env={"INFSCHED_LOAD_PLUGINS": "no_entry_point_has_this_name"})
+    message = "two plugins are named 'log_sink' (impostor and infinite-scheduler); uninstall one"
+    assert plugins.conflicts == [message]
+    assert plugins.infos["log_sink"].conflicts == [message]
+    with pytest.raises(PluginConflictError, match="two plugins are named 'log_sink'"):
+        plugins.require_healthy()
+
+
+def test_empty_load_plugins_variable_means_unset() -> None:
+    plugins = load_plugins(env={"INFSCHED_LOAD_PLUGINS": " "})
+    assert plugins.infos["sms"].status == "ok"
+
+
+def root_group() -> click.Group:
+    group = click.Group("infsched")
+
+    @group.command("db")
+    def db() -> None:
+        click.echo("core db")
+
+    return group
+
+
+def test_command_replacing_a_core_command_is_refused_naming_both() -> None:
+    class Replaces:
+        @hookimpl
+        def register_commands(self, cli: click.Group) -> None:
+            @cli.command("db")
+            def db() -> None:
+                click.echo("plugin db")
+
+    plugins = registry()
+    plugins.register(Replaces(), "replaces")
+    group = root_group()
+    core_db = group.commands["db"]
+    plugins.add_commands(group)
+    assert group.commands["db"] is core_db
+    assert plugins.conflicts == [
+        "command 'db' is registered by both the core and plugin 'replaces', which may not "
+        "replace it; disable it with INFSCHED_DISABLE_PLUGINS=replaces"
+    ]
+    assert plugins.infos["replaces"].conflicts == plugins.conflicts
+
+
+def test_two_plugins_adding_the_same_command_conflict_naming_both() -> None:
+    def adds_hello(word: str) -> object:
+        class Adds:
+            @hookimpl
+            def register_commands(self, cli: click.Group) -> None:
+                cli.add_command(click.Command("hello", callback=lambda: click.echo(word)))
+
+        return Adds()
+
+    plugins = registry()
+    plugins.register(adds_hello("first"), "first")
+    plugins.register(adds_hello("second"), "second")
+    group = root_group()
+    plugins.add_commands(group)
+    assert plugins.infos["first"].registers == ["command: hello"]
+    assert plugins.conflicts[0].startswith(
+        "command 'hello' is registered by both plugin 'first' and plugin 'second'"
+    )
+    assert plugins.infos["first"].conflicts == plugins.infos["second"].conflicts
+
+
+def test_register_commands_that_raises_fails_the_plugin_and_drops_its_registrations() -> None:
+    class HalfCommands(Plugin):
+        @hookimpl
+        def register_commands(self, cli: click.Group) -> None:
+            cli.add_command(click.Command("half"))
+            raise RuntimeError("no click today")
+
+    plugins = registry()
+    plugins.register(HalfCommands(executors=[spec("pager")]), "half")
+    assert "pager" in plugins.executors()
+    group = root_group()
+    plugins.add_commands(group)
+    assert set(group.commands) == {"db"}
+    info = plugins.infos["half"]
+    assert (info.status, info.error) == (
+        "failed",
+        "register_commands: RuntimeError: no click today",
+    )
+    assert "pager" not in plugins.executors()
+    assert info.registers == []
