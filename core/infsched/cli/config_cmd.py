@@ -6,6 +6,7 @@ import json
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from infsched.cli.context import app_context, config_options
@@ -28,10 +29,10 @@ def show(as_json: bool) -> None:
         payload = {key: {"value": value, "source": source} for key, value, source in rows}
         click.echo(json.dumps(payload, indent=2))
         return
-    table = Table(title=f"Effective config (file: {loaded.file or 'none'})")
+    table = Table(title=escape(f"Effective config (file: {loaded.file or 'none'})"))
     table.add_column("key")
     table.add_column("value", overflow="fold")
     table.add_column("source")
     for key, value, source in rows:
-        table.add_row(key, value, source)
+        table.add_row(key, escape(value), escape(source))
     Console().print(table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from infsched.cli.context import app_context, config_options, requires_plugins
 from infsched.database import check_reachable, create_engine
@@ -29,6 +30,6 @@ def init() -> None:
         engine.dispose()
     console = Console()
     if created:
-        console.print(f"created {', '.join(created)} in {url}")
+        console.print(f"created {', '.join(created)} in {escape(str(url))}")
     else:
-        console.print(f"all tables already exist in {url}")
+        console.print(f"all tables already exist in {escape(str(url))}")

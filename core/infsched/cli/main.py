@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 
 import click
@@ -29,9 +30,11 @@ cli.add_command(db_group)
 
 
 def build_cli(registry: PluginRegistry) -> click.Group:
-    """The root group with the plugins' commands added."""
-    registry.add_commands(cli)
-    return cli
+    """A copy of the root group with the plugins' commands added; `cli` itself is left as is."""
+    root = copy.copy(cli)
+    root.commands = dict(cli.commands)
+    registry.add_commands(root)
+    return root
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         Console(stderr=True).print("aborted")
         sys.exit(130)
     except InfschedError as exc:
-        Console(stderr=True, highlight=False).print(
+        # soft_wrap: the error stays one line however narrow the terminal (or pipe) is.
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
             Text.assemble(("error: ", "bold red"), str(exc))
         )
         sys.exit(1)
