@@ -22,6 +22,7 @@ import attrs
 
 from infsched.dburl import DEFAULT_SQLITE_URL, DatabaseUrl
 from infsched.errors import ConfigError
+from infsched.names import check_name
 
 DEFAULT_CONFIG_FILE = Path("infsched.toml")
 ENV_PREFIX = "INFSCHED_"
@@ -169,6 +170,121 @@ def _text_value(inst: object, field: attrs.Attribute[Any], value: object) -> Non
     _text(value, field)
 
 
+# -- repositories: ``[[repositories]]`` tables --
+
+
+def _repository_text(where: str, key: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}.{key}: {value!r} is invalid; expected a non-empty string")
+    return value.strip()
+
+
+def _repository_name(where: str, key: str, value: object) -> str:
+    try:
+        return check_name(_repository_text(where, key, value), f"{where}.{key}")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _repository_days(where: str, key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}.{key}: {value!r} is invalid; expected a whole number >= 0")
+    return value
+
+
+def _repository_int(where: str, key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}.{key}: {value!r} is invalid; expected a whole number")
+    return value
+
+
+def _repository_url(where: str, key: str, value: object) -> DatabaseUrl:
+    if isinstance(value, DatabaseUrl):
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}.{key}: expected a URL string, got {type(value).__name__}")
+    try:
+        return DatabaseUrl(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.{exc}") from None
+
+
+@attrs.frozen(kw_only=True)
+class RepositoryConfig:
+    """One ``[[repositories]]`` table: a repository of entities and the executor they go to."""
+
+    #: The repository's name; also its table prefix (multi_table) or table (partitioned).
+    name: str
+    #: The entity type's class name, as a plugin registered it (e.g. ``SmsEntity``).
+    entity: str
+    #: The executor the entities' jobs go to.
+    executor: str
+    #: ``multi_table`` or ``partitioned`` (or a plugin's); None picks ``partitioned`` on
+    #: MySQL/MariaDB and ``multi_table`` on SQLite.
+    backend: str | None = None
+    #: Table prefix or table name, when it should differ from `name`.
+    table: str | None = None
+    retention_days: int = 7
+    precreate_days: int = 2
+    #: The repository's database; None means the config's database_url.
+    database_url: DatabaseUrl | None = None
+    #: Job priority of entities that have no ``priority`` field of their own.
+    priority: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.entity} -> {self.executor}, {self.backend or 'auto'})"
+
+
+#: How each key of a ``[[repositories]]`` table is checked and converted.
+_REPOSITORY_KEYS: dict[str, Callable[[str, str, object], Any]] = {
+    "name": _repository_name,
+    "entity": _repository_text,
+    "executor": _repository_name,
+    "backend": _repository_name,
+    "table": _repository_name,
+    "retention_days": _repository_days,
+    "precreate_days": _repository_days,
+    "database_url": _repository_url,
+    "priority": _repository_int,
+}
+_REQUIRED_REPOSITORY_KEYS = ("name", "entity", "executor")
+
+
+def _repository(index: int, raw: object) -> RepositoryConfig:
+    where = f"repositories[{index}]"
+    if isinstance(raw, RepositoryConfig):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a table ([[repositories]]), got {raw!r}")
+    if isinstance(raw.get("name"), str):
+        where = f"repositories.{raw['name']}"
+    for key in raw:
+        if key not in _REPOSITORY_KEYS:
+            hint = difflib.get_close_matches(str(key), list(_REPOSITORY_KEYS), n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(
+                f"unknown key {key!r} in {where}{suggestion} "
+                f"(known keys: {', '.join(_REPOSITORY_KEYS)})"
+            )
+    for key in _REQUIRED_REPOSITORY_KEYS:
+        if key not in raw:
+            raise ConfigError(f"{where}: {key!r} is required")
+    values = {key: _REPOSITORY_KEYS[key](where, key, value) for key, value in raw.items()}
+    return RepositoryConfig(**values)
+
+
+def to_repositories(value: object) -> tuple[RepositoryConfig, ...]:
+    """``[[repositories]]`` tables (or RepositoryConfig values), checked; names must differ."""
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"repositories: {value!r} is invalid; expected [[repositories]] tables")
+    found = tuple(_repository(i, raw) for i, raw in enumerate(value))
+    names = [r.name for r in found]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"repositories: two repositories are named {name!r}")
+    return found
+
+
 @attrs.frozen(kw_only=True)
 class SchedulerConfig:
     """Everything a scheduler node needs to know; immutable once built."""
@@ -201,6 +317,10 @@ class SchedulerConfig:
     )
     #: Plugin configuration sections, ``[plugins.NAME]`` in TOML.
     plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=to_sections)
+    #: The repositories this node serves, ``[[repositories]]`` in TOML.
+    repositories: tuple[RepositoryConfig, ...] = attrs.field(
+        factory=tuple, converter=to_repositories
+    )
 
     @lookahead_window.validator
     def _lookahead_beyond_interval(self, field: attrs.Attribute[float], value: float) -> None:
@@ -287,7 +407,8 @@ def read_env(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     (plugin selection, test settings) belong to other parts.
     """
     found: dict[str, tuple[str, str]] = {}
-    names = {f"{ENV_PREFIX}{name.upper()}": name for name in FIELD_NAMES if name != "plugins"}
+    tables = {"plugins", "repositories"}  # TOML tables have no one-string form
+    names = {f"{ENV_PREFIX}{name.upper()}": name for name in FIELD_NAMES if name not in tables}
     names.update({f"{ENV_PREFIX}{alias.upper()}": name for alias, name in _ALIASES.items()})
     for var, name in names.items():
         if var in env and env[var] != "":
@@ -341,6 +462,8 @@ def describe(loaded: LoadedConfig) -> list[tuple[str, str, str]]:
             shown = str(value.value)
         elif isinstance(value, Mapping):
             shown = ", ".join(sorted(value)) or "(none)"
+        elif isinstance(value, tuple):
+            shown = "; ".join(str(v) for v in value) or "(none)"
         else:
             shown = str(value)
         rows.append((name, shown, loaded.sources[name]))

@@ -13,6 +13,7 @@ from infsched import __version__
 from infsched.cli.config_cmd import config_group
 from infsched.cli.context import AppContext
 from infsched.cli.db_cmd import db_group
+from infsched.cli.partitions_cmd import partitions_group
 from infsched.cli.plugins_cmd import plugins_group
 from infsched.errors import InfschedError
 from infsched.plugins import PluginRegistry, load_plugins
@@ -27,6 +28,7 @@ def cli() -> None:
 cli.add_command(plugins_group)
 cli.add_command(config_group)
 cli.add_command(db_group)
+cli.add_command(partitions_group)
 
 
 def build_cli(registry: PluginRegistry) -> click.Group:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attrs
 import sqlalchemy as sa
@@ -11,6 +11,9 @@ import sqlalchemy as sa
 from infsched.clock import Clock, SystemClock
 from infsched.names import check_name
 from infsched.repositories.base import ShardingRepository
+from infsched.repositories.ids import IdGenerator, default_id_generator
+
+E = TypeVar("E")
 
 
 def _non_negative_days(inst: object, field: attrs.Attribute[int], value: int) -> None:
@@ -19,12 +22,12 @@ def _non_negative_days(inst: object, field: attrs.Attribute[int], value: int) ->
 
 
 @attrs.frozen(kw_only=True)
-class RepositoryOptions:
-    """Everything a backend needs to build one repository."""
+class RepositoryOptions(Generic[E]):
+    """Everything a backend needs to build one repository of entities of type `E`."""
 
     #: The repository's name; also the table prefix (or table name) unless `table` is set.
     name: str = attrs.field(validator=lambda _, __, v: check_name(v, "repository name"))
-    entity_type: type
+    entity_type: type[E]
     engine: sa.Engine
     #: Table prefix (multi-table) or table name (partitioned); defaults to `name`.
     table: str | None = attrs.field(
@@ -34,13 +37,15 @@ class RepositoryOptions:
     retention_days: int = attrs.field(default=7, validator=_non_negative_days)
     precreate_days: int = attrs.field(default=2, validator=_non_negative_days)
     clock: Clock = attrs.field(factory=SystemClock)
+    #: Where ids for entities inserted without one come from; one per process by default.
+    id_generator: IdGenerator = attrs.field(factory=default_id_generator)
 
     @property
     def table_name(self) -> str:
         return self.table or self.name
 
 
-RepositoryFactory = Callable[[RepositoryOptions], ShardingRepository[Any, Any]]
+RepositoryFactory = Callable[[RepositoryOptions[Any]], ShardingRepository[Any, Any]]
 
 
 @attrs.frozen

@@ -1,7 +1,14 @@
 """The ShardingRepository protocol: what every repository backend offers.
 
-Ranges are half-open, ``[start, end)``, everywhere.  Datetimes are
-timezone-aware; a naive one is refused with an error naming the argument.
+Ranges are half-open, ``[start, end)``, everywhere; a range whose end is not
+after its start is empty.  Datetimes are timezone-aware; a naive one is
+refused with an error naming the argument (or the entity field).
+
+Besides the entity's own columns, every physical table has one column the
+scheduling engine keeps: ``infsched_job_at`` (NULL until a job has been
+created for the entity), read by `find_unscheduled` and set by
+`mark_scheduled`.  It is not an entity field and cannot be set through
+`update_by_id`.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from datetime import date, datetime
 from typing import Any, Protocol, TypeVar
 
 import attrs
+import sqlalchemy as sa
 
 from infsched.errors import EntityError
 
@@ -59,12 +67,25 @@ class ShardingRepository(Protocol[T, K]):
     @property
     def entity_type(self) -> type[T]: ...
 
-    def insert(self, entity: T) -> T:
+    @property
+    def engine(self) -> sa.Engine:
+        """The engine holding the tables, so a caller can open a transaction spanning them."""
+        ...
+
+    def retention_horizon(self) -> datetime:
+        """Start (00:00 UTC) of the oldest day still retained: today - retention_days."""
+        ...
+
+    def insert(self, entity: T, *, conn: sa.Connection | None = None) -> T:
         """Store one entity; returns it with its id set."""
         ...
 
-    def insert_many(self, entities: Sequence[T]) -> list[T]:
-        """Store many in multi-row statements: one round trip and one transaction per batch."""
+    def insert_many(self, entities: Sequence[T], *, conn: sa.Connection | None = None) -> list[T]:
+        """Store many in multi-row statements, all or none; returns them with their ids set.
+
+        Without `conn` the call is one transaction of its own; with `conn` the
+        rows join the caller's transaction, which the caller commits or rolls back.
+        """
         ...
 
     def find_by_id(self, entity_id: K) -> T | None: ...
@@ -87,6 +108,12 @@ class ShardingRepository(Protocol[T, K]):
 
     def find_all_after(self, start: datetime, *, batch_size: int = 1000) -> Iterator[T]: ...
 
+    def find_all_by_column(
+        self, column: str, value: Any, start: datetime, end: datetime, *, batch_size: int = 1000
+    ) -> Iterator[T]:
+        """Stream the entities of the range whose field `column` equals `value`."""
+        ...
+
     def count_by_date_range(self, start: datetime, end: datetime) -> int: ...
 
     def update_by_id(self, entity_id: K, values: Mapping[str, Any]) -> bool: ...
@@ -98,6 +125,20 @@ class ShardingRepository(Protocol[T, K]):
     def delete_by_id(self, entity_id: K) -> bool: ...
 
     def delete_all_by_date_range(self, start: datetime, end: datetime) -> int: ...
+
+    def find_unscheduled(
+        self, start: datetime, end: datetime, limit: int, *, conn: sa.Connection | None = None
+    ) -> list[T]:
+        """Up to `limit` entities of the range with no job yet, ordered by (sharding key, id).
+
+        On `conn` (a transaction) the rows are locked until it ends, and rows
+        locked by another transaction are skipped.
+        """
+        ...
+
+    def mark_scheduled(self, conn: sa.Connection, entities: Sequence[T], when: datetime) -> None:
+        """Record on `conn` (in the caller's transaction) that jobs exist for `entities`."""
+        ...
 
     def maintain(self) -> MaintenanceReport:
         """Create tables/partitions ahead and drop those past retention; idempotent."""

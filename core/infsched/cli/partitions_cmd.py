@@ -1,0 +1,102 @@
+"""``infsched partitions``: the configured repositories' day tables and partitions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from infsched.cli.context import app_context, config_options, requires_plugins
+from infsched.repositories.from_config import ConfiguredRepository, build_repositories
+
+_REPO_OPTION = click.option(
+    "--repo",
+    "names",
+    multiple=True,
+    metavar="NAME",
+    help="Only this repository (repeatable) [default: every configured one].",
+)
+
+
+@click.group("partitions")
+def partitions_group() -> None:
+    """Day tables and partitions of the configured repositories."""
+
+
+@contextmanager
+def _repositories(names: tuple[str, ...]) -> Iterator[list[ConfiguredRepository]]:
+    app = app_context()
+    config = app.loaded().config
+    built = build_repositories(config, app.plugins, names=names or None)
+    try:
+        yield built
+    finally:
+        for engine in {id(r.repository.engine): r.repository.engine for r in built}.values():
+            engine.dispose()
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _none_configured(console: Console) -> None:
+    console.print("no repositories configured; add [[repositories]] tables to the config file")
+
+
+@partitions_group.command("status")
+@config_options
+@_REPO_OPTION
+@requires_plugins
+def status(names: tuple[str, ...]) -> None:
+    """Each repository's tables or partitions, with row counts and key range."""
+    console = Console()
+    with _repositories(names) as built:
+        if not built:
+            _none_configured(console)
+        for item in built:
+            repo = item.repository
+            shards = repo.status()
+            table = Table(
+                title=(
+                    f"{escape(repo.name)}: {item.backend}, {item.config.entity}, "
+                    f"retention {item.config.retention_days} days, "
+                    f"precreate {item.config.precreate_days} days ({item.database_url})"
+                )
+            )
+            for heading in ("table / partition", "day", "rows", "earliest", "latest"):
+                table.add_column(heading, justify="right" if heading == "rows" else "left")
+            for shard in shards:
+                table.add_row(
+                    shard.name,
+                    str(shard.day) if shard.day else "catch-all",
+                    f"{shard.rows:,}",
+                    _when(shard.earliest),
+                    _when(shard.latest),
+                )
+            if not shards:
+                table.caption = "no tables yet; `infsched partitions maintain` creates them"
+            console.print(table)
+
+
+@partitions_group.command("maintain")
+@config_options
+@_REPO_OPTION
+@requires_plugins
+def maintain(names: tuple[str, ...]) -> None:
+    """Create the days ahead and drop those past retention, now."""
+    console = Console()
+    with _repositories(names) as built:
+        if not built:
+            _none_configured(console)
+        for item in built:
+            report = item.repository.maintain()
+            console.print(
+                f"{escape(item.repository.name)}: created {len(report.created)} "
+                f"({', '.join(report.created) or '-'}), dropped {len(report.dropped)} "
+                f"({', '.join(report.dropped) or '-'}), kept {report.kept}"
+            )

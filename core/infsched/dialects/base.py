@@ -1,0 +1,125 @@
+"""The statements that differ between databases, behind one small interface.
+
+Code elsewhere asks `dialect_for(engine)` for a `Dialect` and never tests the
+database's name itself.  Each database has one module here (mysql.py,
+sqlite.py) implementing the interface; a database without RANGE partitions
+has no `range_partitioning`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+
+from infsched.errors import InfschedError
+
+
+class LockTimeoutError(InfschedError):
+    """A named lock stayed held by another session for longer than we would wait."""
+
+
+@attrs.frozen
+class RangePartition:
+    """One RANGE partition: rows below `upper` (None: MAXVALUE), above the partition below."""
+
+    name: str
+    upper: datetime | None  # naive UTC; None is MAXVALUE, the catch-all
+
+
+class RangePartitioning(Protocol):
+    """RANGE COLUMNS partitioning of a table on one DATETIME column."""
+
+    def partition_clause(self, column: str, partitions: Sequence[RangePartition]) -> str:
+        """The ``PARTITION BY RANGE COLUMNS(..) (..)`` suffix of a CREATE TABLE."""
+        ...
+
+    def partitions(self, conn: sa.Connection, table: str) -> list[RangePartition] | None:
+        """The table's partitions in order, [] if it is not partitioned, None if it is absent."""
+        ...
+
+    def partitioned_on(self, conn: sa.Connection, table: str) -> str | None:
+        """The partitioning method and expression, e.g. ``RANGE COLUMNS `due```."""
+        ...
+
+    def split(
+        self, conn: sa.Connection, table: str, source: str, into: Sequence[RangePartition]
+    ) -> None:
+        """Split partition `source` into `into`, whose last one keeps `source`'s upper bound."""
+        ...
+
+    def add(self, conn: sa.Connection, table: str, partition: RangePartition) -> None:
+        """Add a partition above the highest one."""
+        ...
+
+    def drop(self, conn: sa.Connection, table: str, names: Sequence[str]) -> None:
+        """Drop partitions with their rows (metadata only; no row deletes)."""
+        ...
+
+    def explain_partitions(
+        self, conn: sa.Connection, query: sa.Select[*tuple[Any, ...]]
+    ) -> list[str]:
+        """The partitions the server would read for `query`."""
+        ...
+
+
+class Dialect(ABC):
+    """What one database does differently; stateless, one instance per database kind."""
+
+    #: SQLAlchemy dialect names this class serves.
+    names: ClassVar[tuple[str, ...]]
+    #: True when DDL joins the open transaction (SQLite); False when it commits it (MySQL).
+    transactional_ddl: ClassVar[bool]
+    #: RANGE partitioning, or None where the database has none.
+    range_partitioning: RangePartitioning | None = None
+
+    @abstractmethod
+    def create_table(self, conn: sa.Connection, table: sa.Table, suffix: str = "") -> None:
+        """CREATE TABLE IF NOT EXISTS with its indexes; safe when two sessions race.
+
+        `suffix` (table options such as a partition clause) is appended as is.
+        """
+
+    @abstractmethod
+    def named_lock(
+        self, conn: sa.Connection, name: str, timeout: float
+    ) -> AbstractContextManager[None]:
+        """Hold a lock called `name` on `conn` (the same connection that then runs DDL).
+
+        Raises LockTimeoutError when another session holds it beyond `timeout` seconds.
+        """
+
+    @abstractmethod
+    def is_missing_table(self, exc: DBAPIError) -> bool:
+        """Whether `exc` says a table does not exist (e.g. dropped by maintenance meanwhile)."""
+
+    @abstractmethod
+    def is_duplicate_key(self, exc: DBAPIError) -> bool:
+        """Whether `exc` is a primary or unique key violation."""
+
+    # -- the job store's statements --
+
+    @abstractmethod
+    def insert_ignore(self, table: sa.Table, keys: Sequence[str]) -> sa.Insert:
+        """An INSERT that skips rows whose unique `keys` exist (idempotent batches)."""
+
+    @abstractmethod
+    def current_timestamp(self) -> sa.ColumnElement[datetime] | None:
+        """The database's UTC clock with microseconds, or None where the node's clock serves.
+
+        Nodes compare leases against this clock, so their own clocks may disagree.
+        """
+
+    @abstractmethod
+    def lock_skipping_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        """`query` locking the rows it returns and skipping rows others hold (claims)."""
+
+    @staticmethod
+    def _quote(conn: sa.Connection, name: str) -> str:
+        return conn.dialect.identifier_preparer.quote(name)

@@ -1,0 +1,179 @@
+"""MySQL and MariaDB: inline indexes, GET_LOCK, RANGE COLUMNS partitions."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateTable
+
+from infsched.dialects.base import Dialect, LockTimeoutError, RangePartition
+
+_ER_DUP_ENTRY = 1062
+_ER_NO_SUCH_TABLE = 1146
+#: MySQL refuses longer user-lock names.
+_MAX_LOCK_NAME = 64
+
+
+def _errno(exc: DBAPIError) -> int | None:
+    args = getattr(exc.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _ddl(conn: sa.Connection, statement: str) -> None:
+    # exec_driver_sql: partition bounds contain ':' that text() would read as bind parameters.
+    conn.exec_driver_sql(statement)
+
+
+class MySQLRangePartitioning:
+    """RANGE COLUMNS on a DATETIME column: the server prunes a range predicate to its partitions.
+
+    (RANGE(TO_DAYS(col)) prunes ``col < midnight`` to one partition too many,
+    because ``<`` turns into ``<=`` through the function.)
+    """
+
+    @staticmethod
+    def _definition(partition: RangePartition) -> str:
+        bound = "MAXVALUE" if partition.upper is None else f"'{partition.upper:%Y-%m-%d %H:%M:%S}'"
+        return f"PARTITION `{partition.name}` VALUES LESS THAN ({bound})"
+
+    def _definitions(self, partitions: Sequence[RangePartition]) -> str:
+        return ", ".join(self._definition(p) for p in partitions)
+
+    def partition_clause(self, column: str, partitions: Sequence[RangePartition]) -> str:
+        return f" PARTITION BY RANGE COLUMNS(`{column}`) ({self._definitions(partitions)})"
+
+    @staticmethod
+    def _rows(conn: sa.Connection, table: str) -> list[tuple[Any, ...]]:
+        return [
+            tuple(row)
+            for row in conn.execute(
+                sa.text(
+                    "SELECT PARTITION_NAME, PARTITION_METHOD, PARTITION_EXPRESSION, "
+                    "PARTITION_DESCRIPTION FROM information_schema.PARTITIONS "
+                    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :table "
+                    "ORDER BY PARTITION_ORDINAL_POSITION"
+                ),
+                {"table": table},
+            )
+        ]
+
+    def partitions(self, conn: sa.Connection, table: str) -> list[RangePartition] | None:
+        rows = self._rows(conn, table)
+        if not rows:
+            return None
+        found: list[RangePartition] = []
+        for name, _method, _expression, description in rows:
+            if name is None:  # one row without a partition name: a plain table
+                return []
+            upper = None
+            if description != "MAXVALUE":
+                upper = datetime.fromisoformat(str(description).strip("'"))
+            found.append(RangePartition(name, upper))
+        return found
+
+    def partitioned_on(self, conn: sa.Connection, table: str) -> str | None:
+        rows = self._rows(conn, table)
+        if not rows or rows[0][1] is None:
+            return None
+        return f"{rows[0][1]} {rows[0][2]}"
+
+    def split(
+        self, conn: sa.Connection, table: str, source: str, into: Sequence[RangePartition]
+    ) -> None:
+        _ddl(
+            conn,
+            f"ALTER TABLE `{table}` REORGANIZE PARTITION `{source}` "
+            f"INTO ({self._definitions(into)})",
+        )
+
+    def add(self, conn: sa.Connection, table: str, partition: RangePartition) -> None:
+        _ddl(conn, f"ALTER TABLE `{table}` ADD PARTITION ({self._definition(partition)})")
+
+    def drop(self, conn: sa.Connection, table: str, names: Sequence[str]) -> None:
+        if names:
+            listed = ", ".join(f"`{n}`" for n in names)
+            _ddl(conn, f"ALTER TABLE `{table}` DROP PARTITION {listed}")
+
+    def explain_partitions(
+        self, conn: sa.Connection, query: sa.Select[*tuple[Any, ...]]
+    ) -> list[str]:
+        compiled = query.compile(dialect=conn.dialect)
+        # MariaDB wants EXPLAIN PARTITIONS; MySQL 8 shows partitions in plain EXPLAIN.
+        explain = "EXPLAIN PARTITIONS " if conn.dialect.is_mariadb else "EXPLAIN "  # type: ignore[attr-defined]
+        result = conn.exec_driver_sql(explain + str(compiled), compiled.params)
+        used: list[str] = []
+        for row in result.mappings():
+            if row["partitions"]:
+                used.extend(str(row["partitions"]).split(","))
+        return used
+
+
+class MySQLDialect(Dialect):
+    names = ("mysql", "mariadb")
+    transactional_ddl = False
+
+    def __init__(self) -> None:
+        self.range_partitioning = MySQLRangePartitioning()
+
+    def create_table(self, conn: sa.Connection, table: sa.Table, suffix: str = "") -> None:
+        # Indexes go inside the CREATE TABLE: MySQL 8 has no CREATE INDEX IF NOT EXISTS,
+        # and one statement leaves no window where the table exists without them.
+        ddl = str(CreateTable(table, if_not_exists=True).compile(dialect=conn.dialect)).strip()
+        if not ddl.endswith(")"):
+            raise AssertionError(f"unexpected CREATE TABLE shape: {ddl[-40:]!r}")
+        indexes = [
+            f"{'UNIQUE ' if ix.unique else ''}INDEX {self._quote(conn, str(ix.name))} "
+            f"({', '.join(self._quote(conn, c.name) for c in ix.columns)})"
+            for ix in sorted(table.indexes, key=lambda ix: str(ix.name))
+        ]
+        body = ddl[:-1].rstrip() + "".join(f",\n\t{ix}" for ix in indexes) + "\n)"
+        _ddl(conn, f"{body} ENGINE=InnoDB DEFAULT CHARSET=utf8mb4{suffix}")
+
+    @contextmanager
+    def named_lock(self, conn: sa.Connection, name: str, timeout: float) -> Iterator[None]:
+        # User locks are server-wide: the database name keeps two databases apart.
+        database = conn.execute(sa.text("SELECT DATABASE()")).scalar_one()
+        full = f"{database}.{name}"
+        if len(full) > _MAX_LOCK_NAME:
+            full = f"{name[:20]}.{hashlib.sha256(full.encode()).hexdigest()[:40]}"
+        got = conn.execute(
+            sa.text("SELECT GET_LOCK(:name, :timeout)"), {"name": full, "timeout": timeout}
+        ).scalar()
+        if got != 1:
+            raise LockTimeoutError(
+                f"lock {name!r} is held by another session for more than {timeout:g} s"
+            )
+        try:
+            yield
+        finally:
+            # If the session is gone, its user locks went with it.
+            with contextlib.suppress(DBAPIError):
+                conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": full})
+
+    def is_missing_table(self, exc: DBAPIError) -> bool:
+        return _errno(exc) == _ER_NO_SUCH_TABLE
+
+    def is_duplicate_key(self, exc: DBAPIError) -> bool:
+        return _errno(exc) == _ER_DUP_ENTRY
+
+    def insert_ignore(self, table: sa.Table, keys: Sequence[str]) -> sa.Insert:
+        # INSERT IGNORE would also hide truncation and type errors; a no-op
+        # ON DUPLICATE KEY UPDATE skips only duplicate keys.
+        statement = mysql_insert(table)
+        first = keys[0]
+        return statement.on_duplicate_key_update({first: statement.inserted[first]})
+
+    def current_timestamp(self) -> sa.ColumnElement[datetime]:
+        return sa.func.utc_timestamp(6, type_=sa.DateTime())
+
+    def lock_skipping_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        # MariaDB 10.6+ and MySQL 8.0+; rendered after LIMIT as MySQL requires.
+        return query.with_for_update(skip_locked=True)

@@ -1,0 +1,51 @@
+"""SQLite: CREATE … IF NOT EXISTS, transactional DDL, no partitions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from infsched.dialects.base import Dialect
+
+
+class SQLiteDialect(Dialect):
+    names = ("sqlite",)
+    transactional_ddl = True
+
+    def create_table(self, conn: sa.Connection, table: sa.Table, suffix: str = "") -> None:
+        if suffix:
+            raise ValueError(f"SQLite takes no table options, got {suffix!r}")
+        conn.execute(CreateTable(table, if_not_exists=True))
+        for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+            conn.execute(CreateIndex(index, if_not_exists=True))
+
+    def named_lock(
+        self, conn: sa.Connection, name: str, timeout: float
+    ) -> AbstractContextManager[None]:
+        # SQLite runs one writer at a time (busy_timeout makes the next one wait), and
+        # every DDL statement we issue is IF [NOT] EXISTS, so racing sessions converge.
+        return nullcontext()
+
+    def is_missing_table(self, exc: DBAPIError) -> bool:
+        return "no such table" in str(exc.orig)
+
+    def insert_ignore(self, table: sa.Table, keys: Sequence[str]) -> sa.Insert:
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(keys))
+
+    def current_timestamp(self) -> None:
+        # One node writes a SQLite file; its clock is the only one there is.
+        return None
+
+    def lock_skipping_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        # A write transaction already holds the whole database.
+        return query
+
+    def is_duplicate_key(self, exc: DBAPIError) -> bool:
+        message = str(exc.orig)
+        return "UNIQUE constraint failed" in message or "PRIMARY KEY must be unique" in message

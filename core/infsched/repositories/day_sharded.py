@@ -1,0 +1,717 @@
+"""DayShardedRepository: everything both backends do the same way.
+
+A backend says which physical tables hold which days (`_segments`,
+`_table_for_day`), makes sure a day can take rows (`_prepare_days`), and
+lays out and maintains its tables or partitions (`_layout`, `status`).  The
+queries, inserts, updates and deletes are written once, here, against
+`Segment`s: a table plus the part of the requested range it must filter on.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, ClassVar, Generic, TypeVar
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from infsched.clock import require_utc
+from infsched.dialects import dialect_for
+from infsched.entities import ColumnOptions, ColumnSpec, entity_spec
+from infsched.errors import EntityError
+from infsched.repositories.backend import RepositoryOptions
+from infsched.repositories.base import (
+    DuplicateEntityError,
+    MaintenanceReport,
+    RetentionError,
+    ShardStatus,
+)
+from infsched.repositories.entity_rows import EntityRows
+
+T = TypeVar("T")
+K = TypeVar("K", contravariant=True)
+
+#: The engine's bookkeeping column: when a job was created for the entity (NULL: not yet).
+JOB_AT = "infsched_job_at"
+_JOB_AT_TYPE = ColumnSpec(JOB_AT, datetime, True, ColumnOptions()).sql_type
+#: Ids per ``IN (...)`` list.
+IN_LIST_SIZE = 1000
+#: Tables per ``UNION ALL`` statement.
+UNION_SIZE = 100
+#: Seconds maintenance waits for another process's maintenance of the same tables.
+MAINTENANCE_LOCK_TIMEOUT = 60.0
+
+#: A SELECT of any columns.
+AnySelect = sa.Select[*tuple[Any, ...]]
+Condition = Callable[[sa.Table], Sequence[sa.ColumnElement[bool]]]
+
+
+def day_start(day: date) -> datetime:
+    """00:00 of `day`, as the naive UTC the DATETIME columns hold."""
+    return datetime.combine(day, time())
+
+
+def aware(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+@attrs.frozen
+class Segment:
+    """One physical table and the bounds (naive UTC, [start, end)) a query must add on it."""
+
+    table: sa.Table
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def bounds(self, key: str) -> list[sa.ColumnElement[bool]]:
+        column = self.table.c[key]
+        found = []
+        if self.start is not None:
+            found.append(column >= self.start)
+        if self.end is not None:
+            found.append(column < self.end)
+        return found
+
+
+class DayShardedRepository(ABC, Generic[T, K]):
+    """The part of a ShardingRepository that does not depend on how days are stored."""
+
+    #: The backend's registered name.
+    backend: ClassVar[str]
+
+    def __init__(self, options: RepositoryOptions[T]) -> None:
+        self.options = options
+        self._spec = entity_spec(options.entity_type)  # type: ignore[arg-type]  # a class is hashable
+        self._rows = EntityRows(self._spec)
+        self._dialect = dialect_for(options.engine)
+        self._metadata = sa.MetaData()
+        self._id = self._spec.id_column.name
+        self._key = self._spec.sharding_column.name
+        self._selected = [c.name for c in self._spec.columns]
+        self._inserts: dict[str, sa.Insert] = {}
+        self._started = False
+        self._start_lock = threading.Lock()
+
+    # -- what the backends provide --
+
+    @abstractmethod
+    def _segments(
+        self, conn: sa.Connection, start: datetime | None, end: datetime | None
+    ) -> list[Segment]:
+        """The tables holding [start, end) (naive UTC; None is unbounded), in key order."""
+
+    @abstractmethod
+    def _table_for_day(self, day: date) -> sa.Table:
+        """The table a row of `day` belongs in (which may not exist yet)."""
+
+    @abstractmethod
+    def _prepare_days(self, days: Collection[date], conn: sa.Connection | None) -> None:
+        """Make sure rows of `days` can be inserted, through `conn` if that is given."""
+
+    @abstractmethod
+    def _layout(self, *, drop_expired: bool) -> MaintenanceReport:
+        """Create the tables or partitions of the window; drop expired ones if asked."""
+
+    @abstractmethod
+    def status(self) -> list[ShardStatus]:
+        """Each table or partition with its row count and key range."""
+
+    # -- identity --
+
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    @property
+    def entity_type(self) -> type[T]:
+        return self.options.entity_type
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self.options.engine
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self._spec.name})"
+
+    # -- time --
+
+    def _today(self) -> date:
+        return require_utc(self.options.clock.now(), "clock.now()").date()
+
+    def retention_horizon(self) -> datetime:
+        return datetime.combine(
+            self._today() - timedelta(days=self.options.retention_days), time(), UTC
+        )
+
+    def _window(self) -> list[date]:
+        """The days whose tables or partitions should exist now."""
+        today = self._today()
+        first = today - timedelta(days=self.options.retention_days)
+        return [
+            first + timedelta(days=i)
+            for i in range((today - first).days + 1 + self.options.precreate_days)
+        ]
+
+    # -- tables --
+
+    def _build_table(self, name: str, *, partitioned: bool) -> sa.Table:
+        table = self._spec.table(self._metadata, name, primary_key_with_sharding=partitioned)
+        table.append_column(sa.Column(JOB_AT, _JOB_AT_TYPE, nullable=True))
+        # find_unscheduled reads "no job yet" rows in key order straight off this index.
+        sa.Index(f"ix_{name}_job_at"[:64], table.c[JOB_AT], table.c[self._key], table.c[self._id])
+        names = [str(ix.name) for ix in table.indexes]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"table name {name!r} is too long to give its indexes distinct names "
+                "(at most 64 characters each); choose a shorter repository or table name"
+            )
+        return table
+
+    def _forget(self, table: sa.Table) -> None:
+        """Drop a table's metadata once the table itself is dropped."""
+        self._inserts.pop(table.name, None)
+        self._metadata.remove(table)
+
+    def _ready(self) -> None:
+        """Lay out the window once, at the first use."""
+        if not self._started:
+            with self._start_lock:
+                if not self._started:
+                    self._layout(drop_expired=False)
+                    self._started = True
+
+    def maintain(self) -> MaintenanceReport:
+        with self._start_lock:
+            report = self._layout(drop_expired=True)
+            self._started = True
+        return report
+
+    # -- checks --
+
+    def _range(self, start: datetime | None, end: datetime | None) -> tuple[Any, Any] | None:
+        """Naive UTC bounds of [start, end), or None for an empty range."""
+        lo = None if start is None else require_utc(start, "start").replace(tzinfo=None)
+        hi = None if end is None else require_utc(end, "end").replace(tzinfo=None)
+        if lo is not None and hi is not None and lo >= hi:
+            return None
+        return lo, hi
+
+    def _check_id(self, entity_id: object) -> Any:
+        if entity_id is None:
+            raise EntityError(f"{self._spec.name}.{self._id}: an id is required, got None")
+        self._spec.id_column.check(self._spec.name, entity_id)
+        return entity_id
+
+    def _refuse_expired(self, key_value: datetime, horizon: datetime) -> None:
+        if key_value < horizon:
+            raise RetentionError(
+                f"{self._spec.name}.{self._key}: {key_value.isoformat()}Z is before the retention "
+                f"horizon {horizon.isoformat()}Z of repository {self.name!r} "
+                f"(retention_days={self.options.retention_days}); its day is dropped, "
+                "so the entity is refused rather than stored and lost"
+            )
+
+    # -- running selects over segments --
+
+    def _missing(self, exc: DBAPIError) -> bool:
+        return self._dialect.is_missing_table(exc)
+
+    def _select(self, segment: Segment, condition: Condition | None) -> AnySelect:
+        table = segment.table
+        query = sa.select(*(table.c[n] for n in self._selected)).where(*segment.bounds(self._key))
+        return query.where(*condition(table)) if condition else query
+
+    def _union(self, conn: sa.Connection, selects: Sequence[AnySelect]) -> list[Any]:
+        """Rows of all `selects`, UNION ALL'ed in one round trip per UNION_SIZE tables.
+
+        A table dropped meanwhile (maintenance) holds no rows: it is skipped.
+        """
+        rows: list[Any] = []
+        for chunk in _chunks(selects, UNION_SIZE):
+            statement: sa.Executable = chunk[0] if len(chunk) == 1 else sa.union_all(*chunk)
+            try:
+                rows.extend(conn.execute(statement).mappings())
+            except DBAPIError as exc:
+                if not self._missing(exc):
+                    raise
+                rows.extend(self._each_skipping_missing(conn, chunk))
+        return rows
+
+    def _each_skipping_missing(
+        self, conn: sa.Connection, selects: Sequence[AnySelect]
+    ) -> list[Any]:
+        rows: list[Any] = []
+        for select in selects:
+            try:
+                rows.extend(conn.execute(select).mappings())
+            except DBAPIError as exc:
+                if not self._missing(exc):
+                    raise
+        return rows
+
+    def _entities(self, rows: Iterable[Mapping[str, Any]]) -> list[T]:
+        ordered = sorted(rows, key=lambda r: (r[self._key], r[self._id]))
+        return [self._rows.from_row(r) for r in ordered]
+
+    def _find(self, start: datetime | None, end: datetime | None, condition: Condition) -> list[T]:
+        bounds = self._range(start, end)
+        if bounds is None:
+            return []
+        self._ready()
+        with self.engine.connect() as conn:
+            segments = self._segments(conn, *bounds)
+            return self._entities(self._union(conn, [self._select(s, condition) for s in segments]))
+
+    def _stream(
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        condition: Condition | None,
+        batch_size: int,
+    ) -> Iterator[T]:
+        """Keyset pages of (key, id) > the last row seen; a connection per page, none between."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        bounds = self._range(start, end)
+        if bounds is None:
+            return
+        self._ready()
+        with self.engine.connect() as conn:
+            segments = self._segments(conn, *bounds)
+        for segment in segments:
+            key, ident = segment.table.c[self._key], segment.table.c[self._id]
+            first = self._select(segment, condition).order_by(key, ident).limit(batch_size)
+            query = first
+            while True:
+                with self.engine.connect() as conn:
+                    try:
+                        page = conn.execute(query).mappings().all()
+                    except DBAPIError as exc:
+                        if not self._missing(exc):
+                            raise
+                        page = []
+                for row in page:
+                    yield self._rows.from_row(row)
+                if len(page) < batch_size:
+                    break
+                last_key, last_id = page[-1][self._key], page[-1][self._id]
+                query = first.where(key >= last_key, sa.or_(key > last_key, ident > last_id))
+
+    # -- inserts --
+
+    def insert(self, entity: T, *, conn: sa.Connection | None = None) -> T:
+        return self.insert_many([entity], conn=conn)[0]
+
+    def insert_many(self, entities: Sequence[T], *, conn: sa.Connection | None = None) -> list[T]:
+        """Check every entity, give ids to those without, then write all in one transaction.
+
+        Rows go out in one multi-row INSERT per day (SQLAlchemy pages very
+        large ones by 1000 rows).  Ids the caller supplied are first looked up
+        across all the repository's days, because neither a per-day table nor
+        a partitioned primary key (id, key) can make them unique by itself;
+        generated ids are unique by construction and skip that lookup.
+        """
+        if not entities:
+            return []
+        self._ready()
+        stored, by_day, supplied = self._rows_by_day(entities)
+        self._prepare_days(by_day.keys(), conn)
+        if conn is not None:
+            self._write(conn, by_day, supplied)
+        else:
+            with self.engine.begin() as own:
+                self._write(own, by_day, supplied)
+        return stored
+
+    def _rows_by_day(
+        self, entities: Sequence[T]
+    ) -> tuple[list[T], dict[date, list[dict[str, Any]]], list[Any]]:
+        horizon = self.retention_horizon().replace(tzinfo=None)
+        key, ident = self._key, self._id
+        to_row = self._rows.to_row
+        rows = [to_row(e) for e in entities]
+        stored = list(entities)
+        supplied: list[Any] = []
+        unnamed: list[int] = []
+        by_day: dict[date, list[dict[str, Any]]] = defaultdict(list)
+        for position, row in enumerate(rows):
+            key_value = row[key]
+            if key_value < horizon:
+                self._refuse_expired(key_value, horizon)
+            if row[ident] is None:
+                unnamed.append(position)
+            else:
+                supplied.append(row[ident])
+            by_day[key_value.date()].append(row)
+        if len(set(supplied)) != len(supplied):
+            self._refuse_repeated(supplied)
+        if unnamed:
+            if self._spec.id_column.python_type is not int:
+                raise EntityError(
+                    f"{self._spec.name}.{ident}: a str id must be supplied; only int ids "
+                    "are generated"
+                )
+            for position, new_id in zip(
+                unnamed, self.options.id_generator.next_ids(len(unnamed)), strict=True
+            ):
+                rows[position][ident] = new_id
+                stored[position] = attrs.evolve(stored[position], **{ident: new_id})  # type: ignore[misc]
+        return stored, by_day, supplied
+
+    def _refuse_repeated(self, ids: Sequence[Any]) -> None:
+        seen: set[Any] = set()
+        for entity_id in ids:
+            if entity_id in seen:
+                raise DuplicateEntityError(
+                    f"{self._spec.name} id {entity_id!r} appears twice in one insert_many call; "
+                    "nothing of it was written",
+                    entity_id,
+                )
+            seen.add(entity_id)
+
+    def _insert_statement(self, table: sa.Table) -> sa.Insert:
+        statement = self._inserts.get(table.name)
+        if statement is None:
+            statement = self._inserts[table.name] = table.insert()
+        return statement
+
+    def _write(
+        self,
+        conn: sa.Connection,
+        by_day: Mapping[date, list[dict[str, Any]]],
+        supplied: Sequence[Any],
+    ) -> None:
+        all_ids = [row[self._id] for rows in by_day.values() for row in rows]
+        try:
+            if supplied:
+                taken = self._existing_ids(conn, supplied)
+                if taken:
+                    raise self._duplicate(min(taken))
+            for day in sorted(by_day):
+                statement = self._insert_statement(self._table_for_day(day))
+                try:
+                    conn.execute(statement, by_day[day])
+                except DBAPIError as exc:
+                    if not self._missing(exc):
+                        raise
+                    # Dropped meanwhile: past retention now, or a table made in a rolled-back
+                    # transaction.  Make it again (or refuse), then retry once.
+                    self._refuse_expired(
+                        day_start(day), self.retention_horizon().replace(tzinfo=None)
+                    )
+                    self._forget_day(day)
+                    self._prepare_days([day], conn)
+                    conn.execute(statement, by_day[day])
+        except IntegrityError as exc:
+            if not self._dialect.is_duplicate_key(exc):
+                raise
+            taken = self._existing_ids(conn, all_ids)
+            if taken:
+                raise self._duplicate(min(taken)) from None
+            raise DuplicateEntityError(
+                f"{self._spec.name}: an id of this insert is already stored ({exc.orig})", None
+            ) from None
+
+    def _forget_day(self, day: date) -> None:
+        """The table of `day` turned out not to exist; a backend with a cache drops it."""
+
+    def _duplicate(self, entity_id: Any) -> DuplicateEntityError:
+        return DuplicateEntityError(
+            f"{self._spec.name} id {entity_id!r} is already stored in repository {self.name!r}; "
+            "ids are unique across all days, and nothing of this insert was written",
+            entity_id,
+        )
+
+    def _existing_ids(self, conn: sa.Connection, ids: Sequence[Any]) -> set[Any]:
+        found: set[Any] = set()
+        segments = self._segments(conn, None, None)
+        for chunk in _chunks(list(ids), IN_LIST_SIZE):
+            selects = [
+                sa.select(s.table.c[self._id]).where(s.table.c[self._id].in_(chunk))
+                for s in segments
+            ]
+            found.update(row[self._id] for row in self._union(conn, selects))
+        return found
+
+    # -- reads --
+
+    def find_by_id(self, entity_id: K) -> T | None:
+        return self._find_by_id(entity_id, None, None)
+
+    def find_by_id_and_date_range(self, entity_id: K, start: datetime, end: datetime) -> T | None:
+        return self._find_by_id(entity_id, start, end)
+
+    def _find_by_id(self, entity_id: K, start: datetime | None, end: datetime | None) -> T | None:
+        wanted = self._check_id(entity_id)
+        found = self._find(start, end, lambda t: [t.c[self._id] == wanted])
+        return found[0] if found else None
+
+    def find_all_by_ids_and_date_range(
+        self, ids: Iterable[K], start: datetime, end: datetime
+    ) -> list[T]:
+        wanted = list(dict.fromkeys(self._check_id(i) for i in ids))
+        found: list[T] = []
+        for chunk in _chunks(wanted, IN_LIST_SIZE):
+
+            def among(
+                table: sa.Table, chunk: Sequence[Any] = chunk
+            ) -> list[sa.ColumnElement[bool]]:
+                return [table.c[self._id].in_(chunk)]
+
+            found.extend(self._find(start, end, among))
+        key = self._spec.sharding_column.name
+        return sorted(found, key=lambda e: (getattr(e, key), getattr(e, self._id)))
+
+    def find_all_by_date_range(
+        self, start: datetime, end: datetime, *, batch_size: int = 1000
+    ) -> Iterator[T]:
+        require_utc(start, "start"), require_utc(end, "end")  # refuse now, not at first next()
+        return self._stream(start, end, None, batch_size)
+
+    def find_all_before(self, end: datetime, *, batch_size: int = 1000) -> Iterator[T]:
+        require_utc(end, "end")
+        return self._stream(None, end, None, batch_size)
+
+    def find_all_after(self, start: datetime, *, batch_size: int = 1000) -> Iterator[T]:
+        require_utc(start, "start")
+        return self._stream(start, None, None, batch_size)
+
+    def find_all_by_column(
+        self, column: str, value: Any, start: datetime, end: datetime, *, batch_size: int = 1000
+    ) -> Iterator[T]:
+        require_utc(start, "start"), require_utc(end, "end")
+        db_value = self._rows.value_to_db(column, value)
+        return self._stream(start, end, lambda t: [t.c[column] == db_value], batch_size)
+
+    def count_by_date_range(self, start: datetime, end: datetime) -> int:
+        bounds = self._range(start, end)
+        if bounds is None:
+            return 0
+        self._ready()
+        with self.engine.connect() as conn:
+            selects = [
+                sa.select(sa.func.count().label("n"))
+                .select_from(s.table)
+                .where(*s.bounds(self._key))
+                for s in self._segments(conn, *bounds)
+            ]
+            return sum(int(row["n"]) for row in self._union(conn, selects))
+
+    # -- the engine's bookkeeping --
+
+    def find_unscheduled(
+        self, start: datetime, end: datetime, limit: int, *, conn: sa.Connection | None = None
+    ) -> list[T]:
+        """Entities in [start, end) with no job yet, by (key, id), at most `limit`.
+
+        Given `conn` (a transaction), the rows returned stay locked until it
+        ends and rows another transaction holds are skipped: two fetchers
+        racing on one repository take disjoint batches, and neither can
+        schedule an entity the other is scheduling.
+        """
+        bounds = self._range(start, end)
+        if bounds is None or limit <= 0:
+            return []
+        self._ready()
+        if conn is None:
+            with self.engine.connect() as own:
+                return self._unscheduled(own, bounds, limit, lock=False)
+        return self._unscheduled(conn, bounds, limit, lock=True)
+
+    def _unscheduled(
+        self, conn: sa.Connection, bounds: tuple[Any, Any], limit: int, *, lock: bool
+    ) -> list[T]:
+        found: list[T] = []
+        for segment in self._segments(conn, *bounds):
+            table = segment.table
+            query = (
+                self._select(segment, lambda t: [t.c[JOB_AT].is_(None)])
+                .order_by(table.c[self._key], table.c[self._id])
+                .limit(limit - len(found))
+            )
+            if lock:
+                query = self._dialect.lock_skipping_locked(query)
+            found.extend(self._rows.from_row(r) for r in self._each_skipping_missing(conn, [query]))
+            if len(found) >= limit:
+                break
+        return found
+
+    def mark_scheduled(self, conn: sa.Connection, entities: Sequence[T], when: datetime) -> None:
+        stamp = require_utc(when, "when").replace(tzinfo=None)
+        by_day: dict[date, list[Any]] = defaultdict(list)
+        for entity in entities:
+            row = self._rows.to_row(entity)
+            by_day[row[self._key].date()].append(self._check_id(row[self._id]))
+        for day, ids in sorted(by_day.items()):
+            table = self._table_for_day(day)
+            key = table.c[self._key]
+            for chunk in _chunks(ids, IN_LIST_SIZE):
+                statement = (
+                    table.update()
+                    # The day's bounds prune a partitioned table to one partition.
+                    .where(
+                        table.c[self._id].in_(chunk),
+                        key >= day_start(day),
+                        key < day_start(day + timedelta(days=1)),
+                    )
+                    .values({JOB_AT: stamp})
+                )
+                try:
+                    conn.execute(statement)
+                except DBAPIError as exc:
+                    if not self._missing(exc):
+                        raise
+
+    # -- updates and deletes --
+
+    def _changes(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        if not values:
+            raise EntityError(f"{self._spec.name}: nothing to update, the values are empty")
+        changes: dict[str, Any] = {}
+        for field, value in values.items():
+            if field == self._id:
+                raise EntityError(f"{self._spec.name}.{field}: the id cannot be updated")
+            changes[field] = self._rows.value_to_db(field, value)
+        if self._key in changes:
+            self._refuse_expired(changes[self._key], self.retention_horizon().replace(tzinfo=None))
+            # A new due time needs a new job: the entity is offered to the engine again.
+            changes[JOB_AT] = None
+        return changes
+
+    def _locate(
+        self, conn: sa.Connection, entity_id: Any, start: datetime | None, end: datetime | None
+    ) -> tuple[sa.Table, datetime] | None:
+        """The table holding `entity_id` within the range, and its key value."""
+        segments = self._segments(conn, start, end)
+        tables = {s.table.name: s.table for s in segments}
+        selects = [
+            sa.select(sa.literal(s.table.name).label("shard"), s.table.c[self._key])
+            .where(*s.bounds(self._key))
+            .where(s.table.c[self._id] == entity_id)
+            for s in segments
+        ]
+        rows = sorted(self._union(conn, selects), key=lambda r: r[self._key])
+        if not rows:
+            return None
+        return tables[rows[0]["shard"]], rows[0][self._key]
+
+    def update_by_id(self, entity_id: K, values: Mapping[str, Any]) -> bool:
+        return self._update(entity_id, None, None, values)
+
+    def update_by_id_and_date_range(
+        self, entity_id: K, start: datetime, end: datetime, values: Mapping[str, Any]
+    ) -> bool:
+        return self._update(entity_id, start, end, values)
+
+    def _update(
+        self,
+        entity_id: K,
+        start: datetime | None,
+        end: datetime | None,
+        values: Mapping[str, Any],
+    ) -> bool:
+        wanted = self._check_id(entity_id)
+        changes = self._changes(values)
+        bounds = self._range(start, end)
+        if bounds is None:
+            return False
+        self._ready()
+        new_day = changes[self._key].date() if self._key in changes else None
+        if new_day is not None:
+            self._prepare_days([new_day], None)
+        with self.engine.begin() as conn:
+            found = self._locate(conn, wanted, *bounds)
+            if found is None:
+                return False
+            table, key_value = found
+            where = [table.c[self._id] == wanted, table.c[self._key] == key_value]
+            target = table if new_day is None else self._table_for_day(new_day)
+            if target is table:
+                conn.execute(table.update().where(*where).values(changes))
+                return True
+            # A new day in another table: the row moves, in this one transaction.
+            columns = [c.name for c in table.columns]
+            conn.execute(target.insert().from_select(columns, sa.select(*table.c).where(*where)))
+            conn.execute(target.update().where(target.c[self._id] == wanted).values(changes))
+            conn.execute(table.delete().where(*where))
+            return True
+
+    def delete_by_id(self, entity_id: K) -> bool:
+        wanted = self._check_id(entity_id)
+        self._ready()
+        with self.engine.begin() as conn:
+            found = self._locate(conn, wanted, None, None)
+            if found is None:
+                return False
+            table, key_value = found
+            conn.execute(
+                table.delete().where(table.c[self._id] == wanted, table.c[self._key] == key_value)
+            )
+            return True
+
+    def delete_all_by_date_range(self, start: datetime, end: datetime) -> int:
+        bounds = self._range(start, end)
+        if bounds is None:
+            return 0
+        self._ready()
+        deleted = 0
+        with self.engine.begin() as conn:
+            for segment in self._segments(conn, *bounds):
+                statement = segment.table.delete().where(*segment.bounds(self._key))
+                try:
+                    deleted += conn.execute(statement).rowcount
+                except DBAPIError as exc:
+                    if not self._missing(exc):
+                        raise
+        return deleted
+
+    # -- status --
+
+    def _shard_status(
+        self, conn: sa.Connection, shards: Sequence[tuple[str, date | None, Segment]]
+    ) -> list[ShardStatus]:
+        """Row count and key range of each (name, day, segment), in one UNION ALL."""
+        selects = []
+        for name, _day, segment in shards:
+            key = segment.table.c[self._key]
+            selects.append(
+                sa.select(
+                    sa.literal(name).label("shard"),
+                    sa.func.count().label("n"),
+                    sa.func.min(key).label("earliest"),
+                    sa.func.max(key).label("latest"),
+                )
+                .select_from(segment.table)
+                .where(*segment.bounds(self._key))
+            )
+        counted = {row["shard"]: row for row in self._union(conn, selects)}
+        statuses = []
+        for name, day, _segment in shards:
+            row = counted.get(name)
+            statuses.append(
+                ShardStatus(
+                    name=name,
+                    day=day,
+                    rows=int(row["n"]) if row else 0,
+                    earliest=aware(self._rows_datetime(row["earliest"])) if row else None,
+                    latest=aware(self._rows_datetime(row["latest"])) if row else None,
+                )
+            )
+        return statuses
+
+    @staticmethod
+    def _rows_datetime(value: Any) -> datetime | None:
+        # SQLite returns MIN()/MAX() of a DATETIME as the stored text.
+        if isinstance(value, str):
+            return datetime.fromisoformat(value)
+        return value  # type: ignore[no-any-return]

@@ -1,0 +1,104 @@
+"""Entities to row dicts and back, checked field by field before any SQL runs.
+
+`EntitySpec.to_row` checks each value and then converts it, which costs a
+few microseconds a row; inserts of thousands of rows a second feel that.
+Here each column gets one encoder that accepts the common case (an exact
+``str`` within its length, an ``int`` in range, a UTC datetime) with one
+type test, and hands anything else to `ColumnSpec.check`, so every error
+still names the field in the same words.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from infsched.entities import ColumnSpec, EntitySpec
+from infsched.errors import EntityError
+
+Encoder = Callable[[Any], Any]
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _encoder(spec: EntitySpec, column: ColumnSpec) -> Encoder:
+    entity_name = spec.name
+
+    def checked(value: Any) -> Any:
+        column.check(entity_name, value)
+        return column.to_db(value)
+
+    t = column.python_type
+    if t is str:
+        limit = column.options.length
+
+        def encode_str(value: Any) -> Any:
+            if type(value) is str and (limit is None or len(value) <= limit):
+                return value
+            return checked(value)
+
+        return encode_str
+    if t is int:
+
+        def encode_int(value: Any) -> Any:
+            if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+                return value
+            return checked(value)
+
+        return encode_int
+    if t is datetime:
+
+        def encode_datetime(value: Any) -> Any:
+            if type(value) is datetime and value.tzinfo is UTC:
+                return value.replace(tzinfo=None)
+            return checked(value)
+
+        return encode_datetime
+    if t is bool:
+        return lambda value: value if type(value) is bool else checked(value)
+    return checked
+
+
+def _decoder(column: ColumnSpec) -> Callable[[Any], Any]:
+    if column.python_type in (str, int):
+        return lambda value: value
+    if column.python_type is datetime:
+        return lambda value: (
+            value.replace(tzinfo=UTC) if type(value) is datetime else column.from_db(value)
+        )
+    return column.from_db
+
+
+class EntityRows:
+    """Converts between entities of one type and rows of their table."""
+
+    def __init__(self, spec: EntitySpec) -> None:
+        self.spec = spec
+        self._encoders = tuple(
+            (c.name, operator.attrgetter(c.name), _encoder(spec, c)) for c in spec.columns
+        )
+        self._decoders = tuple((c.name, _decoder(c)) for c in spec.columns)
+        self._columns = {c.name: c for c in spec.columns}
+
+    def to_row(self, entity: object) -> dict[str, Any]:
+        """The row of `entity`; EntityError naming the field if a value cannot be stored."""
+        if not isinstance(entity, self.spec.cls):
+            raise EntityError(
+                f"expected a {self.spec.name}, got {type(entity).__name__}; "
+                "this repository stores only its own entity type"
+            )
+        return {name: encode(get(entity)) for name, get, encode in self._encoders}
+
+    def from_row(self, row: Mapping[Any, Any]) -> Any:
+        return self.spec.cls(**{name: decode(row[name]) for name, decode in self._decoders})
+
+    def value_to_db(self, field: str, value: Any) -> Any:
+        """One field's value, checked and converted; EntityError for an unknown field."""
+        column = self._columns.get(field)
+        if column is None:
+            known = ", ".join(self._columns)
+            raise EntityError(f"{self.spec.name} has no field {field!r} (fields: {known})")
+        column.check(self.spec.name, value)
+        return column.to_db(value)

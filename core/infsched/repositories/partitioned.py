@@ -1,0 +1,191 @@
+"""PartitionedRepository: one table, one RANGE COLUMNS partition per UTC day.
+
+MySQL/MariaDB only.  The table is partitioned on the sharding key::
+
+    PARTITION BY RANGE COLUMNS(key) (
+        PARTITION p20240101 VALUES LESS THAN ('2024-01-02 00:00:00'),
+        ...
+        PARTITION pmax VALUES LESS THAN (MAXVALUE))
+
+Its primary key is (id, key), as MySQL requires the partitioning column in
+every unique key.  The catch-all ``pmax`` stays on top, so an insert for any
+future day succeeds; maintenance splits new days off it with REORGANIZE
+PARTITION (cheap while it is empty; rows already in it for the new days are
+moved) and drops partitions past retention with DROP PARTITION.  A range
+predicate on the key is pruned by the server to the partitions of its days.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+
+from infsched.dialects import RangePartition, RangePartitioning
+from infsched.errors import ConfigError
+from infsched.repositories.backend import RepositoryOptions
+from infsched.repositories.base import MaintenanceReport, ShardStatus
+from infsched.repositories.day_sharded import (
+    MAINTENANCE_LOCK_TIMEOUT,
+    DayShardedRepository,
+    K,
+    Segment,
+    T,
+    day_start,
+)
+
+CATCH_ALL = "pmax"
+_DAY_PARTITION = re.compile(r"^p(\d{8})$")
+_ONE_DAY = timedelta(days=1)
+
+
+def partition_name(day: date) -> str:
+    return f"p{day:%Y%m%d}"
+
+
+class PartitionedRepository(DayShardedRepository[T, K]):
+    """Entities in one table partitioned by the UTC day of their sharding key."""
+
+    backend = "partitioned"
+
+    def __init__(self, options: RepositoryOptions[T]) -> None:
+        super().__init__(options)
+        partitioning = self._dialect.range_partitioning
+        if partitioning is None:
+            raise ConfigError(
+                f"repository {options.name!r}: the partitioned backend needs MySQL or MariaDB "
+                f"(RANGE partitions); {options.engine.dialect.name} has none. "
+                "Use the multi_table backend (one table per day) there"
+            )
+        self._partitioning: RangePartitioning = partitioning
+        self.table = self._build_table(options.table_name, partitioned=True)
+
+    def _table_for_day(self, day: date) -> sa.Table:
+        return self.table
+
+    def _segments(
+        self, conn: sa.Connection, start: datetime | None, end: datetime | None
+    ) -> list[Segment]:
+        return [Segment(self.table, start, end)]
+
+    def _prepare_days(self, days: Collection[date], conn: sa.Connection | None) -> None:
+        """Nothing to do: a day without its own partition goes to the catch-all."""
+
+    def _day_partition(self, partition: RangePartition) -> date:
+        """The day of a pYYYYMMDD partition; ConfigError for a partition we did not make."""
+        match = _DAY_PARTITION.match(partition.name)
+        day = None
+        if match is not None:
+            try:
+                day = datetime.strptime(match.group(1), "%Y%m%d").date()
+            except ValueError:
+                day = None
+        if day is None or partition.upper != day_start(day + _ONE_DAY):
+            raise ConfigError(
+                f"table {self.table.name!r} has partition {partition.name!r} "
+                f"(below {partition.upper}), which is not a day partition pYYYYMMDD below the "
+                "next midnight; it was not made by infsched, so it is left alone and refused"
+            )
+        return day
+
+    def _existing(self, conn: sa.Connection) -> list[RangePartition] | None:
+        """The table's partitions, None if the table does not exist; refuses a foreign table."""
+        partitions = self._partitioning.partitions(conn, self.table.name)
+        if partitions is None:
+            return None
+        method = self._partitioning.partitioned_on(conn, self.table.name)
+        expected = f"RANGE COLUMNS `{self._key}`"
+        if not partitions or method != expected:
+            raise ConfigError(
+                f"table {self.table.name!r} exists but is not partitioned by {expected} "
+                f"(found: {method or 'no partitions'}); rename or drop it, or give the "
+                "repository another table name"
+            )
+        return partitions
+
+    def _layout(self, *, drop_expired: bool) -> MaintenanceReport:
+        window = self._window()
+        horizon = window[0]
+        created: list[RangePartition] = []
+        table = self.table.name
+        parts = self._partitioning
+        with self.engine.connect() as conn:
+            with self._dialect.named_lock(
+                conn, f"infsched_maint_{table}", MAINTENANCE_LOCK_TIMEOUT
+            ):
+                existing = self._existing(conn)
+                if existing is None:
+                    created = [
+                        RangePartition(partition_name(d), day_start(d + _ONE_DAY)) for d in window
+                    ]
+                    created.append(RangePartition(CATCH_ALL, None))
+                    clause = parts.partition_clause(self._key, created)
+                    self._dialect.create_table(conn, self.table, clause)
+                    existing = []
+                elif existing[-1].upper is not None:
+                    # A table without a catch-all (made elsewhere): give it one on top.
+                    catch_all = RangePartition(CATCH_ALL, None)
+                    parts.add(conn, table, catch_all)
+                    created.append(catch_all)
+                    existing.append(catch_all)
+                before = [self._day_partition(p) for p in existing if p.upper is not None]
+                split = self._new_partitions(before, window) if existing else []
+                if split:
+                    top = existing[-1].name
+                    parts.split(conn, table, top, [*split, RangePartition(top, None)])
+                    created[:0] = split
+                days = before + [self._day_partition(p) for p in created if p.upper is not None]
+                expired = sorted(d for d in days if d < horizon) if drop_expired else []
+                parts.drop(conn, table, [partition_name(d) for d in expired])
+            conn.commit()
+        return MaintenanceReport(
+            tuple(p.name for p in created),
+            tuple(partition_name(d) for d in expired),
+            len([d for d in before if d not in expired]),
+        )
+
+    @staticmethod
+    def _new_partitions(days: list[date], window: list[date]) -> list[RangePartition]:
+        """Day partitions to split off the catch-all, always above the highest one.
+
+        After a pause longer than the retention, the days between the highest
+        partition and the window get one partition (named for the day before
+        the window) that the same maintenance run drops; no partition is ever
+        added below an existing one.
+        """
+        highest = max(days) if days else None
+        wanted = [d for d in window if highest is None or d > highest]
+        if not wanted:
+            return []
+        new = []
+        if highest is not None and wanted[0] > highest + _ONE_DAY:
+            gap = wanted[0] - _ONE_DAY
+            new.append(RangePartition(partition_name(gap), day_start(wanted[0])))
+        new.extend(RangePartition(partition_name(d), day_start(d + _ONE_DAY)) for d in wanted)
+        return new
+
+    def partitions(self) -> list[RangePartition]:
+        """The table's partitions now, in order ([] before the table exists)."""
+        with self.engine.connect() as conn:
+            return self._existing(conn) or []
+
+    def explain_partitions(self, start: datetime, end: datetime) -> list[str]:
+        """The partitions the server reads for a range query on [start, end)."""
+        bounds = self._range(start, end)
+        if bounds is None:
+            return []
+        query = self._select(Segment(self.table, *bounds), None)
+        with self.engine.connect() as conn:
+            return self._partitioning.explain_partitions(conn, query)
+
+    def status(self) -> list[ShardStatus]:
+        shards: list[tuple[str, date | None, Segment]] = []
+        lower: datetime | None = None
+        with self.engine.connect() as conn:
+            for partition in self._existing(conn) or []:
+                day = None if partition.upper is None else self._day_partition(partition)
+                shards.append((partition.name, day, Segment(self.table, lower, partition.upper)))
+                lower = partition.upper
+            return self._shard_status(conn, shards)
