@@ -24,6 +24,7 @@ import decimal
 import enum
 import functools
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -105,6 +106,12 @@ class ColumnSpec:
     options: ColumnOptions
 
     @property
+    def decimal_digits(self) -> tuple[int, int]:
+        """(precision, scale) of a Decimal column: DECIMAL(18, 4) unless declared."""
+        o = self.options
+        return o.precision or 18, o.scale if o.scale is not None else 4
+
+    @property
     def sql_type(self) -> sa.types.TypeEngine[Any]:
         t, o = self.python_type, self.options
         if t is bool:
@@ -114,7 +121,7 @@ class ColumnSpec:
         if t is float:
             return sa.Float(precision=53)
         if t is decimal.Decimal:
-            return sa.Numeric(o.precision or 18, o.scale if o.scale is not None else 4)
+            return sa.Numeric(*self.decimal_digits)
         if t is str:
             return sa.String(o.length) if o.length else sa.Text()
         if t is datetime:
@@ -156,6 +163,30 @@ class ColumnSpec:
             )
         if t is int and not -(2**63) <= value < 2**63:
             raise EntityError(f"{where}: {value} does not fit a 64-bit integer")
+        if t is float and not math.isfinite(value):
+            raise EntityError(f"{where}: {value} cannot be stored; use a finite number")
+        if t is decimal.Decimal:
+            self._check_decimal(where, value)
+        if t in (dict, list):
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError) as exc:
+                raise EntityError(f"{where}: not storable as JSON ({exc})") from None
+
+    def _check_decimal(self, where: str, value: decimal.Decimal) -> None:
+        # The database would round extra decimals silently (MySQL) or store any
+        # size (SQLite): refuse instead, so an amount is stored exactly or not at all.
+        precision, scale = self.decimal_digits
+        allowed = f"DECIMAL({precision}, {scale}) holds at most {precision - scale} digits "
+        allowed += f"before and {scale} after the point"
+        if not value.is_finite():
+            raise EntityError(f"{where}: {value} cannot be stored; use a finite number")
+        if abs(value) >= decimal.Decimal(10) ** (precision - scale):
+            raise EntityError(f"{where}: {value} is too large; {allowed}")
+        with decimal.localcontext() as exact:
+            exact.prec = precision + 2  # quantize must not round in the default 28 digits
+            if value != value.quantize(decimal.Decimal(1).scaleb(-scale), decimal.ROUND_DOWN):
+                raise EntityError(f"{where}: {value} has too many decimal places; {allowed}")
 
     def to_db(self, value: Any) -> Any:
         if value is None:
@@ -199,7 +230,16 @@ def _column_type(owner: str, name: str, hint: Any) -> tuple[type, bool]:
     if origin in (dict, list, Mapping, Sequence):
         hint = dict if origin in (dict, Mapping) else list
     supported = (bool, int, float, decimal.Decimal, str, datetime, date, dict, list)
-    if isinstance(hint, type) and (hint in supported or issubclass(hint, enum.Enum)):
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        # Stored by value in a VARCHAR: only string values read back as the same member.
+        odd = [m.value for m in hint if not isinstance(m.value, str)]
+        if odd:
+            raise EntityError(
+                f"{owner}.{name}: Enum {hint.__name__} has non-string values ({odd[0]!r}); "
+                "a column stores an Enum's values as text, so give its members string values"
+            )
+        return hint, nullable
+    if isinstance(hint, type) and hint in supported:
         return hint, nullable
     raise EntityError(
         f"{owner}.{name}: type {hint!r} has no column mapping; use one of "
@@ -244,7 +284,8 @@ class EntitySpec:
         self.check(entity)
         return {c.name: c.to_db(getattr(entity, c.name)) for c in self.columns}
 
-    def from_row(self, row: Mapping[str, Any]) -> Any:
+    def from_row(self, row: Mapping[Any, Any]) -> Any:
+        """The entity of a row; takes SQLAlchemy's RowMapping as it is."""
         return self.cls(**{c.name: c.from_db(row[c.name]) for c in self.columns})
 
     def to_json(self, entity: object) -> dict[str, Any]:
@@ -304,7 +345,13 @@ def entity_spec(cls: type) -> EntitySpec:
     """The EntitySpec of an entity class; raises EntityError if it is declared wrongly."""
     if not attrs.has(cls):
         raise EntityError(f"{cls.__name__} is not an attrs class; declare it with @attrs.define")
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError as exc:
+        raise EntityError(
+            f"{cls.__name__}: cannot resolve its field annotations ({exc}); "
+            "import the types it uses at module level, not under TYPE_CHECKING"
+        ) from None
     columns: list[ColumnSpec] = []
     for f in attrs.fields(cls):
         options = f.metadata.get(_META_KEY)
