@@ -34,6 +34,11 @@ def _series(key: SeriesKey) -> str:
     return name + "{" + ",".join(f"{k}={v}" for k, v in labels) + "}"
 
 
+def _number(value: float) -> str:
+    # 15 significant digits: a counter of 1234567 reads 1234567, not 1.23457e+06.
+    return f"{value:.15g}"
+
+
 def _quantile(sorted_values: list[float], q: float) -> float:
     index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
     return sorted_values[index]
@@ -81,8 +86,8 @@ class LogMetricsSink:
     def summary(self) -> str:
         """The current line; resets the histogram interval."""
         with self._lock:
-            parts = [f"{_series(k)}={v:g}" for k, v in sorted(self._counters.items())]
-            parts += [f"{_series(k)}={v:g}" for k, v in sorted(self._gauges.items())]
+            parts = [f"{_series(k)}={_number(v)}" for k, v in sorted(self._counters.items())]
+            parts += [f"{_series(k)}={_number(v)}" for k, v in sorted(self._gauges.items())]
             for key, samples in sorted(self._samples.items()):
                 if samples:
                     ordered = sorted(samples)
