@@ -13,7 +13,7 @@ import enum
 import os
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -170,6 +170,21 @@ def _text_value(inst: object, field: attrs.Attribute[Any], value: object) -> Non
     _text(value, field)
 
 
+def to_sink_names(value: str | Sequence[str]) -> tuple[str, ...]:
+    """Sink names from a list or a comma-separated string (the environment's form)."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"metrics_sinks: {item!r} is invalid; expected sink names")
+        if item.strip():
+            try:
+                names.append(check_name(item.strip(), "metrics_sinks entry"))
+            except ValueError as exc:
+                raise ConfigError(f"metrics_sinks: {exc}") from None
+    return tuple(names)
+
+
 # -- repositories: ``[[repositories]]`` tables --
 
 
@@ -311,12 +326,23 @@ class SchedulerConfig:
     node_id: str = attrs.field(factory=default_node_id, validator=_text_value)
     #: Seconds between a node's heartbeats.
     heartbeat_interval: float = attrs.field(default=5.0, validator=_positive_number)
+    #: Seconds a claimed job stays leased to its node without renewal; after a node dies,
+    #: its jobs run elsewhere once this has passed.
+    job_lease: float = attrs.field(default=30.0, validator=_positive_number)
+    #: Seconds before the first retry of a failed job; each further retry waits twice as long.
+    retry_base_delay: float = attrs.field(default=2.0, validator=_positive_number)
+    #: The longest wait between two attempts, in seconds.
+    retry_max_delay: float = attrs.field(default=300.0, validator=_positive_number)
+    #: Days the outcome history keeps (one table or partition a day).
+    history_retention_days: int = attrs.field(default=7, validator=_positive_integer)
     #: The job store's database; repositories default to it too.
     database_url: DatabaseUrl = attrs.field(
         default=DatabaseUrl(DEFAULT_SQLITE_URL), converter=to_database_url
     )
     #: Plugin configuration sections, ``[plugins.NAME]`` in TOML.
     plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=to_sections)
+    #: Metrics sinks by name (``log``, or a plugin's); each reads ``[plugins.NAME]``.
+    metrics_sinks: tuple[str, ...] = attrs.field(default=("log",), converter=to_sink_names)
     #: The repositories this node serves, ``[[repositories]]`` in TOML.
     repositories: tuple[RepositoryConfig, ...] = attrs.field(
         factory=tuple, converter=to_repositories
@@ -329,6 +355,15 @@ class SchedulerConfig:
                 f"lookahead_window: {value:g} is invalid; it must be greater than "
                 f"fetch_interval ({self.fetch_interval:g}), or entities due between two "
                 "fetch cycles would be fetched late"
+            )
+
+    @job_lease.validator
+    def _lease_beyond_heartbeat(self, field: attrs.Attribute[float], value: float) -> None:
+        if value <= 2 * self.heartbeat_interval:
+            raise ConfigError(
+                f"job_lease: {value:g} is invalid; it must be more than twice "
+                f"heartbeat_interval ({self.heartbeat_interval:g}), or a live node's leases "
+                "could expire between renewals"
             )
 
     def plugin_section(self, name: str) -> Mapping[str, Any]:
@@ -346,6 +381,10 @@ _COERCE: dict[str, Callable[[object, attrs.Attribute[Any]], Any]] = {
     "clustering": _boolean,
     "node_id": _text,
     "heartbeat_interval": _number,
+    "job_lease": _number,
+    "retry_base_delay": _number,
+    "retry_max_delay": _number,
+    "history_retention_days": _integer,
 }
 
 

@@ -49,9 +49,11 @@ jobs = sa.Table(
     sa.Column("payload", LongText, nullable=False),
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
-    # Claim order: highest priority first, then the oldest run time.
-    sa.Index("ix_infsched_jobs_claim", "state", sa.text("priority DESC"), "run_at"),
+    # Claims read one priority at a time, oldest run time first: an index range per priority.
+    sa.Index("ix_infsched_jobs_claim", "state", "priority", "run_at"),
     sa.Index("ix_infsched_jobs_lease", "state", "lease_until"),
+    # Lease renewal touches only its own node's rows (no locks on other nodes' jobs).
+    sa.Index("ix_infsched_jobs_owner", "owner", "state"),
     sa.Index("ix_infsched_jobs_entity", "repository", "entity_id"),
 )
 

@@ -1,0 +1,1 @@
+"""The scheduling engine: fetchers, workers, misfires, retries, and the scheduler."""

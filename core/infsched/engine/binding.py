@@ -1,0 +1,42 @@
+"""RepositoryBinding: a repository, the executor its entities go to, and their priority."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from infsched.entities import EntitySpec, entity_spec
+from infsched.names import check_name
+from infsched.repositories.base import ShardingRepository
+
+#: An entity field of this name (an int) sets each job's priority.
+PRIORITY_FIELD = "priority"
+
+
+@attrs.frozen
+class RepositoryBinding:
+    """Which executor runs a repository's entities, and at what priority.
+
+    A job's priority is the entity's ``priority`` field when it has one,
+    else `default_priority`.
+    """
+
+    repository: ShardingRepository[Any, Any]
+    executor: str = attrs.field(validator=lambda _, __, v: check_name(v, "executor name"))
+    default_priority: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.repository.name
+
+    @property
+    def spec(self) -> EntitySpec:
+        entity_type: type = self.repository.entity_type
+        return entity_spec(entity_type)
+
+    def priority_of(self, entity: object) -> int:
+        value = getattr(entity, PRIORITY_FIELD, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        return self.default_priority

@@ -1,0 +1,175 @@
+"""Fetcher: moves a repository's due entities into the job store.
+
+Each cycle reads entities due before ``now + lookahead_window`` that have no
+job yet, from the oldest retained day on, not just ``[now, now + lookahead]``:
+an entity inserted after its due time, one that came due while no node ran,
+and one beyond the last cycle's max_jobs_per_fetch are all still unscheduled,
+so they are found.  Each batch becomes jobs in one transaction with the mark
+on the entities (when the repository shares the job store's database), so a
+crash never leaves an entity marked without a job or counted before its job
+is committed; INSERT IGNORE on the unique job key makes a repeated batch
+harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+from infsched.clock import Clock
+from infsched.config import SchedulerConfig
+from infsched.engine.binding import RepositoryBinding
+from infsched.engine.controls import Controls
+from infsched.jobstore.base import NewJob, job_key
+from infsched.jobstore.sql import SqlJobStore
+from infsched.metrics.recorder import MetricsRecorder
+
+log = logging.getLogger("infsched.fetcher")
+
+
+@attrs.frozen
+class CycleResult:
+    moved: int
+    #: The cycle stopped at max_jobs_per_fetch: more may be waiting.
+    full: bool
+
+
+def _same_database(a: sa.Engine, b: sa.Engine) -> bool:
+    return a is b or a.url == b.url
+
+
+class Fetcher:
+    """One repository's fetch loop."""
+
+    def __init__(
+        self,
+        binding: RepositoryBinding,
+        store: SqlJobStore,
+        config: SchedulerConfig,
+        clock: Clock,
+        metrics: MetricsRecorder,
+        controls: Controls,
+    ) -> None:
+        self.binding = binding
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.metrics = metrics
+        self.controls = controls
+        self._labels = {"repository": binding.name}
+        self._shared_db = _same_database(binding.repository.engine, store.engine)
+
+    def new_jobs(self, entities: Sequence[Any]) -> list[NewJob]:
+        spec = self.binding.spec
+        id_name, key_name = spec.id_column.name, spec.sharding_column.name
+        jobs = []
+        for entity in entities:
+            due = getattr(entity, key_name)
+            entity_id = getattr(entity, id_name)
+            jobs.append(
+                NewJob(
+                    job_key=job_key(self.binding.name, entity_id, due),
+                    repository=self.binding.name,
+                    executor=self.binding.executor,
+                    entity_id=str(entity_id),
+                    due_at=due,
+                    priority=self.binding.priority_of(entity),
+                    payload=json.dumps(spec.to_json(entity), separators=(",", ":")),
+                )
+            )
+        return jobs
+
+    def _next_batch(self, start: datetime, end: datetime, limit: int) -> int:
+        """Lock up to `limit` unscheduled entities, add their jobs, mark them; one transaction.
+
+        The entities stay locked (SKIP LOCKED for other fetchers) until the jobs
+        and the marks commit together, so no entity is scheduled twice and none
+        is counted before its job is committed.
+        """
+        repo = self.binding.repository
+        now = self.clock.now()
+        if self._shared_db:
+            with self.store.engine.begin() as conn:
+                entities = self._find(start, end, limit, conn)
+                if entities:
+                    self.store.add_jobs(conn, self.new_jobs(entities))
+                    repo.mark_scheduled(conn, entities, now)
+            return len(entities)
+        # Two databases: the jobs commit first, then the marks.  A crash in between
+        # leaves the entities unmarked; the next cycle offers the same job keys and
+        # the store ignores those still waiting (see docs/architecture.md).
+        with repo.engine.begin() as conn:
+            entities = self._find(start, end, limit, conn)
+            if entities:
+                with self.store.engine.begin() as store_conn:
+                    self.store.add_jobs(store_conn, self.new_jobs(entities))
+                repo.mark_scheduled(conn, entities, now)
+        return len(entities)
+
+    def _find(self, start: datetime, end: datetime, limit: int, conn: sa.Connection) -> list[Any]:
+        began = time.monotonic()
+        entities = self.binding.repository.find_unscheduled(start, end, limit, conn=conn)
+        self.metrics.observe("repository_query_seconds", time.monotonic() - began, self._labels)
+        return entities
+
+    def run_cycle(self) -> CycleResult:
+        """Move what is due within the lookahead window, up to max_jobs_per_fetch."""
+        started = time.monotonic()
+        repo = self.binding.repository
+        limit_total = self.config.max_jobs_per_fetch
+        end = self.clock.now() + timedelta(seconds=self.config.lookahead_window)
+        start = repo.retention_horizon()
+        moved = 0
+        full = False
+        while moved < limit_total:
+            limit = min(self.config.batch_size, limit_total - moved)
+            count = self._next_batch(start, end, limit)
+            if count:
+                # Counted only now: the batch's transaction has committed.
+                moved += count
+                self.metrics.increment("jobs_scheduled_total", count, self._labels)
+            if count < limit:
+                break
+        else:
+            full = True
+        self.metrics.observe("fetch_cycle_seconds", time.monotonic() - started, self._labels)
+        self.metrics.observe("fetch_cycle_entities", moved, self._labels)
+        return CycleResult(moved, full)
+
+    def run(self, stop: threading.Event) -> None:
+        """Cycle until `stop` is set; a full cycle is followed by the next at once."""
+        failing = False
+        while not stop.is_set():
+            wait = self.config.fetch_interval
+            try:
+                if not self.controls.is_paused(self.binding.name):
+                    result = self.run_cycle()
+                    if result.full:
+                        wait = 0.0
+                if failing:
+                    log.warning("fetcher %s: database reachable again", self.binding.name)
+                    failing = False
+            except sa.exc.DBAPIError as exc:
+                if not failing:
+                    log.error(
+                        "fetcher %s: database error, retrying every %.0f s: %s",
+                        self.binding.name,
+                        min(wait, 5.0),
+                        _first_line(exc),
+                    )
+                failing = True
+                wait = min(wait, 5.0)
+            stop.wait(wait)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__

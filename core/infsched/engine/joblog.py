@@ -1,0 +1,23 @@
+"""JobLogger: the logger an executor gets, carrying the job key as correlation id."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from typing import Any
+
+
+class JobLogger(logging.LoggerAdapter[logging.Logger]):
+    """Adds ``job_key`` to every record (for JSON logs) and to the message text."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = dict(self.extra or {})
+        extra.update(kwargs.get("extra") or {})
+        kwargs["extra"] = extra
+        return f"[{extra.get('job_key')}] {msg}", kwargs
+
+
+def job_logger(job_key: str, repository: str, name: str = "infsched.job") -> JobLogger:
+    return JobLogger(logging.getLogger(name), {"job_key": job_key, "repository": repository})

@@ -1,0 +1,245 @@
+"""InfiniteScheduler: one node's fetchers, workers and maintenance, started and stopped together.
+
+    scheduler = InfiniteScheduler(
+        repositories=[RepositoryBinding(sms_repo, executor="sms")],
+        config=SchedulerConfig(fetch_interval=25, lookahead_window=30),
+    )
+    with scheduler:          # start(); stop(grace) on exit
+        ...
+
+A plain repository (not a binding) is bound to the executor of its own name.
+Executors come from the `executors` argument or, by name, from the plugins.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+
+from infsched.clock import Clock, SystemClock
+from infsched.config import SchedulerConfig
+from infsched.database import create_engine
+from infsched.engine.binding import RepositoryBinding
+from infsched.engine.controls import Controls
+from infsched.engine.fetcher import Fetcher
+from infsched.engine.history import HISTORY_REPOSITORY, History, JobOutcome
+from infsched.engine.retry import RetryPolicy
+from infsched.engine.status import JobStatus, job_status
+from infsched.engine.workers import BoundExecutor, Workers
+from infsched.executors import BatchExecutor, Executor, ExecutorSpec
+from infsched.jobstore.sql import SqlJobStore
+from infsched.metrics.recorder import MetricsRecorder
+from infsched.metrics.sink import MetricsSink
+from infsched.plugins import PluginRegistry
+from infsched.repositories.backend import RepositoryOptions
+from infsched.repositories.base import ShardingRepository
+from infsched.repositories.multi_table import MultiTableRepository
+from infsched.repositories.partitioned import PartitionedRepository
+
+log = logging.getLogger("infsched.scheduler")
+
+ExecutorLike = Executor[Any] | BatchExecutor[Any] | ExecutorSpec
+
+#: Seconds between maintenance runs (create ahead, drop past retention).
+MAINTENANCE_INTERVAL = 3600.0
+
+
+def history_repository(
+    engine: sa.Engine, clock: Clock, retention_days: int
+) -> ShardingRepository[JobOutcome, int]:
+    """The history repository: partitioned on MySQL/MariaDB, one table per day on SQLite."""
+    options = RepositoryOptions(
+        name=HISTORY_REPOSITORY,
+        entity_type=JobOutcome,
+        engine=engine,
+        retention_days=retention_days,
+        precreate_days=1,
+        clock=clock,
+    )
+    if engine.dialect.name in {"mysql", "mariadb"}:
+        return PartitionedRepository(options)
+    return MultiTableRepository(options)
+
+
+def _fixed(executor: Executor[Any] | BatchExecutor[Any]) -> Any:
+    """A factory that returns an executor built by the caller."""
+    return lambda _section: executor
+
+
+def _bind(item: ShardingRepository[Any, Any] | RepositoryBinding) -> RepositoryBinding:
+    if isinstance(item, RepositoryBinding):
+        return item
+    return RepositoryBinding(item, executor=item.name)
+
+
+class InfiniteScheduler:
+    """A scheduler node serving one or more repositories."""
+
+    def __init__(
+        self,
+        repositories: Sequence[ShardingRepository[Any, Any] | RepositoryBinding],
+        config: SchedulerConfig | None = None,
+        *,
+        executors: Mapping[str, ExecutorLike] | None = None,
+        plugins: PluginRegistry | None = None,
+        clock: Clock | None = None,
+        metrics_sinks: Sequence[MetricsSink] = (),
+        engine: sa.Engine | None = None,
+    ) -> None:
+        self.config = config or SchedulerConfig()
+        self.clock = clock or SystemClock()
+        self.bindings = {b.name: b for b in map(_bind, repositories)}
+        if len(self.bindings) != len(repositories):
+            raise ValueError("two repositories have the same name")
+        self._owns_engine = engine is None
+        self.engine = engine or create_engine(
+            self.config.database_url, pool_size=self.config.thread_pool_size + 5
+        )
+        self.store = SqlJobStore(self.engine, self.clock)
+        self.controls = Controls(self.engine, self.clock)
+        self.metrics = MetricsRecorder(metrics_sinks)
+        self.history = History(
+            history_repository(self.engine, self.clock, self.config.history_retention_days),
+            self.config.node_id,
+        )
+        self._executors = self._resolve(executors or {}, plugins)
+        self.fetchers = [
+            Fetcher(b, self.store, self.config, self.clock, self.metrics, self.controls)
+            for b in self.bindings.values()
+        ]
+        self.workers = Workers(
+            node_id=self.config.node_id,
+            store=self.store,
+            history=self.history,
+            bindings=self.bindings,
+            executors=self._executors,
+            config=self.config,
+            clock=self.clock,
+            metrics=self.metrics,
+            controls=self.controls,
+            job_lease=self.config.job_lease,
+        )
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = False
+
+    def _resolve(
+        self, given: Mapping[str, ExecutorLike], plugins: PluginRegistry | None
+    ) -> dict[str, BoundExecutor]:
+        needed = {b.executor for b in self.bindings.values()}
+        bound: dict[str, BoundExecutor] = {}
+        for name in sorted(needed):
+            item = given.get(name)
+            section: Mapping[str, Any] = {}
+            if item is None:
+                if plugins is None:
+                    raise ValueError(
+                        f"no executor {name!r}: pass it in executors= or give the plugins"
+                    )
+                item = plugins.executor(name)
+                section = self.config.plugin_section(plugins.executors()[name].plugin)
+            if isinstance(item, ExecutorSpec):
+                spec = item
+                instance = spec.factory(section)
+            else:
+                instance = item
+                spec = ExecutorSpec(name=name, factory=_fixed(item))
+            retry = RetryPolicy(
+                max_attempts=spec.max_attempts,
+                base_delay=self.config.retry_base_delay,
+                max_delay=self.config.retry_max_delay,
+            )
+            bound[name] = BoundExecutor(spec, instance, retry)
+        return bound
+
+    # -- lifecycle --
+
+    def start(self) -> None:
+        """Create what is missing, run maintenance once, and start every thread; returns."""
+        if self._started:
+            raise RuntimeError("this scheduler is already started")
+        self.store.create_schema()
+        self.maintain()
+        for fetcher in self.fetchers:
+            self._spawn(fetcher.run, f"infsched-fetch-{fetcher.binding.name}")
+        self._spawn(self._maintenance_loop, "infsched-maintenance")
+        self.workers.start()
+        self._started = True
+        log.info("scheduler node %s started: %s", self.config.node_id, ", ".join(self.bindings))
+
+    def _spawn(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, args=(self._stop,), name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Stop fetching, let in-flight jobs finish within `grace` seconds, release the rest."""
+        if not self._started:
+            return
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self.workers.stop(grace)
+        self.metrics.close()
+        if self._owns_engine:
+            self.engine.dispose()
+        self._started = False
+        log.info("scheduler node %s stopped", self.config.node_id)
+
+    def __enter__(self) -> InfiniteScheduler:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- maintenance --
+
+    def maintain(self) -> None:
+        for binding in self.bindings.values():
+            report = binding.repository.maintain()
+            if report.created or report.dropped:
+                log.info(
+                    "maintenance of %s: created %s, dropped %s",
+                    binding.name,
+                    list(report.created),
+                    list(report.dropped),
+                )
+        self.history.repository.maintain()
+
+    def _maintenance_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(MAINTENANCE_INTERVAL):
+            try:
+                self.maintain()
+            except sa.exc.DBAPIError as exc:
+                log.error(
+                    "maintenance failed, trying again in %.0f s: %s", MAINTENANCE_INTERVAL, exc
+                )
+
+    # -- control --
+
+    def pause(self, repository: str | None = None) -> None:
+        """Pause fetching and claiming, for one repository or all; holds for every node."""
+        self.controls.pause(repository, by=self.config.node_id)
+
+    def resume(self, repository: str | None = None) -> None:
+        self.controls.resume(repository)
+
+    def run_fetch_cycles(self) -> int:
+        """Run one fetch cycle of every repository now; returns the jobs moved."""
+        return sum(f.run_cycle().moved for f in self.fetchers)
+
+    def status(self, repository: str, entity_id: object) -> JobStatus:
+        """The entity's live job row, if any, and every recorded outcome in retention."""
+        found = job_status(self.engine, self.history, entity_id, repository, now=self.clock.now())
+        return found[0] if found else JobStatus(repository, str(entity_id), None, ())

@@ -1,0 +1,497 @@
+"""Workers: claim due jobs, run their executors on a bounded pool, record outcomes.
+
+Three threads and a pool:
+
+- the claimer takes due jobs in batches (up to the free capacity) and hands
+  them to the pool in chunks, one chunk per thread at most;
+- the pool's threads run executors, one job (or one batch call) at a time;
+- the recorder writes finished jobs in batches, one transaction each, and
+  keeps them in memory while the database is away;
+- the keeper renews this node's leases, returns expired ones to waiting,
+  and fails jobs that overran their executor's timeout.
+
+Memory is bounded: a node never holds more than `max_outstanding` claimed
+jobs (queued, running, or waiting to be recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+from infsched.clock import Clock
+from infsched.config import SchedulerConfig
+from infsched.engine import misfire
+from infsched.engine.binding import RepositoryBinding
+from infsched.engine.controls import ALL, Controls
+from infsched.engine.history import History
+from infsched.engine.joblog import job_logger
+from infsched.engine.retry import RetryPolicy
+from infsched.executors import BatchExecutor, Executor, ExecutorSpec, JobContext, PermanentError
+from infsched.jobstore.base import ClaimedJob, Finished, Outcome
+from infsched.jobstore.sql import SqlJobStore
+from infsched.metrics.recorder import MetricsRecorder
+
+log = logging.getLogger("infsched.workers")
+
+#: Seconds the claimer sleeps when nothing is due.
+IDLE_POLL = 0.1
+#: Jobs per chunk handed to one pool thread, at most.
+MAX_CHUNK = 50
+
+
+@attrs.frozen
+class BoundExecutor:
+    """An executor instance with its spec and retry policy."""
+
+    spec: ExecutorSpec
+    instance: Executor[Any] | BatchExecutor[Any]
+    retry: RetryPolicy
+
+    @property
+    def is_batch(self) -> bool:
+        return isinstance(self.instance, BatchExecutor)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+class _Outage:
+    """Logs one line when database trouble starts and one when it ends."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.down = False
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.down:
+            text = str(getattr(exc, "orig", None) or exc).splitlines()
+            log.error(
+                "%s: database unavailable (%s); retrying", self.what, text[0] if text else exc
+            )
+        self.down = True
+
+    def ok(self) -> None:
+        if self.down:
+            log.warning("%s: database reachable again", self.what)
+        self.down = False
+
+
+class Workers:
+    """This node's executing side."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        store: SqlJobStore,
+        history: History,
+        bindings: Mapping[str, RepositoryBinding],
+        executors: Mapping[str, BoundExecutor],
+        config: SchedulerConfig,
+        clock: Clock,
+        metrics: MetricsRecorder,
+        controls: Controls,
+        job_lease: float = 30.0,
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.history = history
+        self.bindings = dict(bindings)
+        self.executors = dict(executors)
+        self.config = config
+        self.clock = clock
+        self.metrics = metrics
+        self.controls = controls
+        self.job_lease = job_lease
+        self.max_outstanding = max(2 * config.thread_pool_size, 2 * config.batch_size)
+        self._pool = ThreadPoolExecutor(config.thread_pool_size, thread_name_prefix="infsched-exec")
+        self._lock = threading.Lock()
+        self._capacity = threading.Condition(self._lock)
+        self._outstanding = 0
+        self._hung = 0
+        #: job id -> (monotonic start, start time, job, executor) for jobs running now
+        self._running: dict[int, tuple[float, datetime, ClaimedJob, BoundExecutor]] = {}
+        self._timed_out: set[int] = set()
+        self._queued: dict[Future[None], list[ClaimedJob]] = {}
+        self._finished: queue.SimpleQueue[Finished] = queue.SimpleQueue()
+        self._stop_claiming = threading.Event()
+        self._stop_all = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._leftover: list[Finished] = []
+        self.lost_outcomes = 0
+
+    # -- lifecycle --
+
+    def start(self) -> None:
+        for target, name in (
+            (self._claim_loop, "infsched-claimer"),
+            (self._record_loop, "infsched-recorder"),
+            (self._keep_loop, "infsched-keeper"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    @property
+    def outstanding(self) -> int:
+        with self._lock:
+            return self._outstanding
+
+    def stop(self, grace: float) -> None:
+        """Stop claiming, release unstarted jobs, let running ones finish within `grace`."""
+        self._stop_claiming.set()
+        self._threads[0].join(timeout=30)
+        released: list[ClaimedJob] = []
+        with self._lock:
+            queued = list(self._queued.items())
+        for future, jobs in queued:
+            if future.cancel():
+                released.extend(jobs)
+        if released:
+            try:
+                self.store.release(self.node_id, [j.id for j in released])
+            except sa.exc.DBAPIError as exc:
+                log.warning(
+                    "could not release %d unstarted jobs (their leases will expire): %s",
+                    len(released),
+                    exc,
+                )
+            self._settle(len(released))
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._outstanding - self._hung <= 0:
+                    break
+            time.sleep(0.05)
+        self._stop_all.set()
+        for thread in self._threads[1:]:
+            thread.join(timeout=30)
+        self._flush_all()
+        with self._lock:
+            left = self._outstanding
+        if left:
+            log.warning(
+                "%d jobs still running after the grace period; their leases will "
+                "expire and another run will pick them up",
+                left,
+            )
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- claiming --
+
+    def _serving(self) -> list[str]:
+        paused = self.controls.paused()
+        if ALL in paused:
+            return []
+        return [name for name in self.bindings if name not in paused]
+
+    def _claim_loop(self) -> None:
+        outage = _Outage("claimer")
+        while not self._stop_claiming.is_set():
+            with self._capacity:
+                free = self.max_outstanding - self._outstanding - self._hung
+                if free <= 0:
+                    self._capacity.wait(timeout=0.1)
+                    continue
+            try:
+                repositories = self._serving()
+                claimed = (
+                    self.store.claim_due(
+                        self.node_id,
+                        min(free, self.config.batch_size),
+                        self.job_lease,
+                        repositories,
+                    )
+                    if repositories
+                    else []
+                )
+                outage.ok()
+            except sa.exc.DBAPIError as exc:
+                outage.failed(exc)
+                self._stop_claiming.wait(1.0)
+                continue
+            if not claimed:
+                self._stop_claiming.wait(IDLE_POLL)
+                continue
+            with self._lock:
+                self._outstanding += len(claimed)
+            self._dispatch(claimed)
+
+    def _dispatch(self, claimed: Sequence[ClaimedJob]) -> None:
+        now = self.clock.now()
+        runnable: dict[str, list[ClaimedJob]] = {}
+        for job in claimed:
+            bound = self.executors.get(job.executor)
+            if bound is None:
+                self._record(
+                    job,
+                    None,
+                    Outcome.DEAD,
+                    f"no executor named {job.executor!r} on node {self.node_id}",
+                    now,
+                )
+                continue
+            if not misfire.runs(job, self.config.misfire_policy, self.config.misfire_threshold):
+                self.metrics.increment("jobs_misfired_total", 1, self._labels(job))
+                self._record(job, None, Outcome.MISFIRED, "misfired: not run (do_nothing)", now)
+                continue
+            if misfire.is_misfire(job, self.config.misfire_threshold):
+                self.metrics.increment("jobs_misfired_total", 1, self._labels(job))
+            runnable.setdefault(job.executor, []).append(job)
+        for name, jobs in runnable.items():
+            bound = self.executors[name]
+            if bound.is_batch:
+                size = bound.spec.batch_size
+            else:
+                size = max(1, min(MAX_CHUNK, math.ceil(len(jobs) / self.config.thread_pool_size)))
+            for i in range(0, len(jobs), size):
+                chunk = jobs[i : i + size]
+                future = self._pool.submit(self._run_chunk, bound, chunk)
+                with self._lock:
+                    self._queued[future] = chunk
+                future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._lock:
+            self._queued.pop(future, None)
+
+    # -- running (pool threads) --
+
+    def _context(self, job: ClaimedJob) -> JobContext[Any]:
+        binding = self.bindings[job.repository]
+        entity = binding.spec.from_json(json.loads(job.payload))
+        return JobContext(
+            entity=entity,
+            job_key=job.job_key,
+            attempt=job.attempt,
+            due_at=job.due_at,
+            repository=job.repository,
+            logger=job_logger(job.job_key, job.repository),
+        )
+
+    def _run_chunk(self, bound: BoundExecutor, jobs: list[ClaimedJob]) -> None:
+        if bound.is_batch:
+            self._run_batch(bound, jobs)
+            return
+        for job in jobs:
+            self._run_one(bound, job)
+
+    def _start(self, job: ClaimedJob, bound: BoundExecutor) -> datetime:
+        started = self.clock.now()
+        with self._lock:
+            self._running[job.id] = (time.monotonic(), started, job, bound)
+        self.metrics.observe(
+            "lag_seconds", (started - job.due_at).total_seconds(), self._labels(job)
+        )
+        return started
+
+    def _end(self, job: ClaimedJob) -> bool:
+        """Forget a running job; False if the keeper already failed it for its timeout."""
+        with self._lock:
+            self._running.pop(job.id, None)
+            if job.id in self._timed_out:
+                self._timed_out.discard(job.id)
+                self._hung -= 1
+                self._capacity.notify_all()
+                return False
+            return True
+
+    def _run_one(self, bound: BoundExecutor, job: ClaimedJob) -> None:
+        try:
+            context = self._context(job)
+        except Exception as exc:  # a snapshot the entity type no longer accepts
+            self._record(
+                job,
+                None,
+                Outcome.DEAD,
+                f"entity could not be read: {_describe(exc)}",
+                self.clock.now(),
+            )
+            return
+        started = self._start(job, bound)
+        error: BaseException | None = None
+        try:
+            bound.instance(context)  # type: ignore[operator]
+        except Exception as exc:
+            error = exc
+        if self._end(job):
+            self._conclude(job, bound, started, error)
+
+    def _run_batch(self, bound: BoundExecutor, jobs: list[ClaimedJob]) -> None:
+        contexts: list[JobContext[Any]] = []
+        readable: list[ClaimedJob] = []
+        for job in jobs:
+            try:
+                contexts.append(self._context(job))
+                readable.append(job)
+            except Exception as exc:
+                self._record(
+                    job,
+                    None,
+                    Outcome.DEAD,
+                    f"entity could not be read: {_describe(exc)}",
+                    self.clock.now(),
+                )
+        if not readable:
+            return
+        started = {job.id: self._start(job, bound) for job in readable}
+        errors: Sequence[BaseException | None]
+        try:
+            errors = bound.instance.execute_batch(contexts)  # type: ignore[union-attr]
+            if len(errors) != len(contexts):
+                raise RuntimeError(
+                    f"execute_batch returned {len(errors)} results for {len(contexts)} jobs"
+                )
+        except Exception as exc:
+            errors = [exc] * len(readable)
+        for job, error in zip(readable, errors, strict=True):
+            if self._end(job):
+                self._conclude(job, bound, started[job.id], error)
+
+    def _conclude(
+        self, job: ClaimedJob, bound: BoundExecutor, started: datetime, error: BaseException | None
+    ) -> None:
+        now = self.clock.now()
+        labels = self._labels(job)
+        if error is None:
+            self.metrics.increment("jobs_executed_total", 1, labels)
+            self._record(job, started, Outcome.SUCCEEDED, None, now)
+            return
+        self.metrics.increment("jobs_failed_total", 1, labels)
+        text = _describe(error)
+        if bound.retry.gives_up(job.attempt, error):
+            reason = (
+                "permanent error"
+                if isinstance(error, PermanentError)
+                else (f"attempt {job.attempt} of {bound.retry.max_attempts}")
+            )
+            job_logger(job.job_key, job.repository).error("dead-lettered (%s): %s", reason, text)
+            self.metrics.increment("jobs_dead_lettered_total", 1, labels)
+            self._record(job, started, Outcome.DEAD, text, now)
+        else:
+            retry_at = bound.retry.next_run(job.attempt, now)
+            job_logger(job.job_key, job.repository).warning(
+                "attempt %d failed, retrying at %s: %s", job.attempt, retry_at.isoformat(), text
+            )
+            self.metrics.increment("jobs_retried_total", 1, labels)
+            self._record(job, started, Outcome.FAILED, text, now, retry_at)
+
+    def _record(
+        self,
+        job: ClaimedJob,
+        started: datetime | None,
+        outcome: Outcome,
+        error: str | None,
+        now: datetime,
+        retry_at: datetime | None = None,
+    ) -> None:
+        self._finished.put(Finished(job, outcome, started, now, error, retry_at))
+
+    @staticmethod
+    def _labels(job: ClaimedJob) -> dict[str, str]:
+        return {"repository": job.repository, "executor": job.executor}
+
+    # -- recording --
+
+    def _settle(self, count: int) -> None:
+        with self._capacity:
+            self._outstanding -= count
+            self._capacity.notify_all()
+
+    def _drain(self, pending: list[Finished], limit: int, wait: float) -> None:
+        try:
+            if not pending:
+                pending.append(self._finished.get(timeout=wait))
+            while len(pending) < limit:
+                pending.append(self._finished.get_nowait())
+        except queue.Empty:
+            pass
+
+    def _write(self, batch: Sequence[Finished]) -> None:
+        self.store.finish(self.node_id, batch, self.history.write)
+
+    def _record_loop(self) -> None:
+        outage = _Outage("recorder")
+        pending: list[Finished] = []
+        while not self._stop_all.is_set():
+            self._drain(pending, self.config.batch_size, 0.05)
+            if not pending:
+                continue
+            try:
+                self._write(pending)
+                outage.ok()
+            except sa.exc.DBAPIError as exc:
+                outage.failed(exc)
+                self._stop_all.wait(1.0)
+                continue
+            self._settle(len(pending))
+            pending = []
+        self._leftover = pending
+
+    def _flush_all(self) -> None:
+        pending = self._leftover
+        self._drain(pending, 10**9, 0.0)
+        for i in range(0, len(pending), self.config.batch_size):
+            batch = pending[i : i + self.config.batch_size]
+            try:
+                self._write(batch)
+            except sa.exc.DBAPIError as exc:
+                self.lost_outcomes += len(batch)
+                log.error(
+                    "could not record %d outcomes at shutdown; those jobs will run again "
+                    "when their leases expire: %s",
+                    len(batch),
+                    exc,
+                )
+            self._settle(len(batch))
+
+    # -- keeping leases and timeouts --
+
+    def _keep_loop(self) -> None:
+        outage = _Outage("lease keeper")
+        next_lease_work = 0.0
+        while not self._stop_all.wait(0.25):
+            self._fail_overdue()
+            if time.monotonic() < next_lease_work:
+                continue
+            next_lease_work = time.monotonic() + self.config.heartbeat_interval
+            try:
+                self.store.renew_leases(self.node_id, self.job_lease)
+                recovered = self.store.recover_expired()
+                outage.ok()
+            except sa.exc.DBAPIError as exc:
+                outage.failed(exc)
+                continue
+            if recovered:
+                log.warning("returned %d jobs with expired leases to waiting", recovered)
+                self.metrics.increment("jobs_recovered_total", recovered)
+
+    def _fail_overdue(self) -> None:
+        now_mono = time.monotonic()
+        overdue: list[tuple[ClaimedJob, BoundExecutor, datetime]] = []
+        with self._lock:
+            for job_id, (mono_start, started, job, bound) in self._running.items():
+                if now_mono - mono_start > bound.spec.timeout and job_id not in self._timed_out:
+                    self._timed_out.add(job_id)
+                    self._hung += 1
+                    overdue.append((job, bound, started))
+        for job, bound, started in overdue:
+            # The thread cannot be killed; it keeps its pool slot (counted as hung) until
+            # the executor returns, and whatever it returns then is ignored.
+            error = TimeoutError(
+                f"executor {bound.spec.name!r} ran longer than {bound.spec.timeout:g} s"
+            )
+            self._conclude(job, bound, started, error)

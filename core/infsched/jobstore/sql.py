@@ -1,0 +1,256 @@
+"""SqlJobStore: the job store on MySQL/MariaDB or SQLite, in batches.
+
+Every hot-path statement handles a batch: one multi-row INSERT IGNORE per
+fetch batch, one claim (SELECT … FOR UPDATE SKIP LOCKED + UPDATE) per claim
+batch, one transaction per batch of finished jobs.
+
+Claims never queue on a global lock row.  They read the claim index one
+priority at a time (``state, priority, run_at``), so a claim locks exactly
+the rows it takes; SKIP LOCKED lets other nodes take the next ones.  Lease
+expiry is judged by the database's clock (``UTC_TIMESTAMP(6)``), so a node
+whose own clock is off neither steals nor loses jobs.  SQLite has one writer
+at a time, so there a claim is a plain transaction on a single node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from infsched.clock import Clock, SystemClock, utc_naive
+from infsched.dialects import dialect_for
+from infsched.jobstore.base import ClaimedJob, Finished, JobState, NewJob, Outcome
+from infsched.schema import create_schema, jobs
+
+HistoryWriter = Callable[[sa.Connection, Sequence[Finished]], None]
+
+_DONE = {Outcome.SUCCEEDED, Outcome.MISFIRED, Outcome.CANCELLED}
+_WAITING = JobState.WAITING.value
+_CLAIMED = JobState.CLAIMED.value
+_DEAD = JobState.DEAD.value
+#: Longest error text kept on a job row.
+MAX_ERROR = 4000
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class SqlJobStore:
+    """The built-in job store (``sql``)."""
+
+    def __init__(self, engine: sa.Engine, clock: Clock | None = None) -> None:
+        self._engine = engine
+        self._dialect = dialect_for(engine)
+        # Only SQLite (one node) reads the node's clock; MySQL reads UTC_TIMESTAMP(6).
+        self._clock = clock or SystemClock()
+        self._insert_ignore = self._dialect.insert_ignore(jobs, ["job_key"])
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self._engine
+
+    def create_schema(self) -> list[str]:
+        return create_schema(self._engine)
+
+    # -- time --
+
+    def db_now(self, conn: sa.Connection) -> datetime:
+        """The database's clock (UTC); the node's clock on SQLite."""
+        expr = self._dialect.current_timestamp()
+        if expr is None:
+            return self._clock.now()
+        value = conn.execute(sa.select(expr)).scalar_one()
+        return _aware(value)
+
+    # -- fetcher side --
+
+    def add_jobs(self, conn: sa.Connection, new_jobs: Sequence[NewJob]) -> int:
+        if not new_jobs:
+            return 0
+        created = utc_naive(self._clock.now())
+        rows = [
+            {
+                "job_key": j.job_key,
+                "repository": j.repository,
+                "executor": j.executor,
+                "entity_id": j.entity_id,
+                "due_at": utc_naive(j.due_at),
+                "run_at": utc_naive(j.due_at),
+                "priority": j.priority,
+                "state": _WAITING,
+                "attempt": 0,
+                "payload": j.payload,
+                "created_at": created,
+            }
+            for j in new_jobs
+        ]
+        result = conn.execute(self._insert_ignore, rows)
+        return max(result.rowcount, 0)
+
+    # -- worker side --
+
+    def claim_due(
+        self, owner: str, limit: int, lease_seconds: float, repositories: Sequence[str]
+    ) -> list[ClaimedJob]:
+        """Claim up to `limit` due jobs of `repositories`: highest priority, then oldest first."""
+        if limit <= 0 or not repositories:
+            return []
+        with self._engine.begin() as conn:
+            now = self.db_now(conn)
+            naive_now = utc_naive(now)
+            priorities = (
+                conn.execute(
+                    sa.select(jobs.c.priority)
+                    .where(jobs.c.state == _WAITING)
+                    .distinct()
+                    .order_by(jobs.c.priority.desc())
+                )
+                .scalars()
+                .all()
+            )
+            rows: list[sa.Row[Any]] = []
+            for priority in priorities:
+                query = (
+                    sa.select(jobs)
+                    .where(
+                        jobs.c.state == _WAITING,
+                        jobs.c.priority == priority,
+                        jobs.c.run_at <= naive_now,
+                    )
+                    .order_by(jobs.c.run_at)
+                    .limit(limit - len(rows))
+                )
+                if len(repositories) == 1:
+                    query = query.where(jobs.c.repository == repositories[0])
+                else:
+                    query = query.where(jobs.c.repository.in_(list(repositories)))
+                rows.extend(conn.execute(self._dialect.lock_skipping_locked(query)).all())
+                if len(rows) >= limit:
+                    break
+            if not rows:
+                return []
+            lease_until = naive_now + timedelta(seconds=lease_seconds)
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id.in_([r.id for r in rows]))
+                .values(
+                    state=_CLAIMED,
+                    owner=owner,
+                    lease_until=lease_until,
+                    attempt=jobs.c.attempt + 1,
+                )
+            )
+        return [
+            ClaimedJob(
+                id=r.id,
+                job_key=r.job_key,
+                repository=r.repository,
+                executor=r.executor,
+                entity_id=r.entity_id,
+                due_at=_aware(r.due_at),
+                run_at=_aware(r.run_at),
+                priority=r.priority,
+                attempt=r.attempt + 1,
+                payload=r.payload,
+                claimed_at=now,
+            )
+            for r in rows
+        ]
+
+    def finish(self, owner: str, results: Sequence[Finished], write_history: HistoryWriter) -> None:
+        """Record outcomes in one transaction: history rows, then the hot table.
+
+        Done jobs are deleted; failed ones wait for their retry time; dead ones
+        stay as dead letters.  Rows this node no longer owns (its lease expired
+        and another node took the job) are left alone.
+        """
+        if not results:
+            return
+        mine = sa.or_(jobs.c.owner == owner, jobs.c.owner.is_(None))
+        done = [r.job.id for r in results if r.outcome in _DONE]
+        retries = [
+            {"b_id": r.job.id, "b_run_at": utc_naive(r.retry_at), "b_error": _trim(r.error)}
+            for r in results
+            if r.outcome is Outcome.FAILED and r.retry_at is not None
+        ]
+        dead = [
+            {"b_id": r.job.id, "b_error": _trim(r.error)}
+            for r in results
+            if r.outcome is Outcome.DEAD
+        ]
+        with self._engine.begin() as conn:
+            write_history(conn, results)
+            if done:
+                conn.execute(jobs.delete().where(jobs.c.id.in_(done), mine))
+            if retries:
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == sa.bindparam("b_id"), mine)
+                    .values(
+                        state=_WAITING,
+                        owner=None,
+                        lease_until=None,
+                        run_at=sa.bindparam("b_run_at"),
+                        last_error=sa.bindparam("b_error"),
+                    ),
+                    retries,
+                )
+            if dead:
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == sa.bindparam("b_id"), mine)
+                    .values(
+                        state=_DEAD,
+                        owner=None,
+                        lease_until=None,
+                        last_error=sa.bindparam("b_error"),
+                    ),
+                    dead,
+                )
+
+    def release(self, owner: str, job_ids: Sequence[int]) -> int:
+        """Give claimed-but-unstarted jobs back; the claim does not count as an attempt."""
+        if not job_ids:
+            return 0
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                jobs.update()
+                .where(jobs.c.id.in_(list(job_ids)), jobs.c.owner == owner)
+                .values(state=_WAITING, owner=None, lease_until=None, attempt=jobs.c.attempt - 1)
+            )
+        return result.rowcount
+
+    def renew_leases(self, owner: str, lease_seconds: float) -> int:
+        with self._engine.begin() as conn:
+            until = utc_naive(self.db_now(conn)) + timedelta(seconds=lease_seconds)
+            result = conn.execute(
+                jobs.update()
+                .where(jobs.c.owner == owner, jobs.c.state == _CLAIMED)
+                .values(lease_until=until)
+            )
+        return result.rowcount
+
+    def recover_expired(self) -> int:
+        """Jobs whose lease ran out (their node died or hung) wait again.
+
+        The attempt counter keeps the lost run, so the next claim sees the
+        next attempt number and the same job key.
+        """
+        with self._engine.begin() as conn:
+            now = utc_naive(self.db_now(conn))
+            result = conn.execute(
+                jobs.update()
+                .where(jobs.c.state == _CLAIMED, jobs.c.lease_until < now)
+                .values(state=_WAITING, owner=None, lease_until=None)
+            )
+        return result.rowcount
+
+
+def _trim(error: str | None) -> str | None:
+    if error is None or len(error) <= MAX_ERROR:
+        return error
+    return error[: MAX_ERROR - 1] + "…"

@@ -1,0 +1,310 @@
+"""The engine's guarantees, each against MariaDB and, where it applies, SQLite."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from infsched.config import SchedulerConfig
+from infsched.dburl import DatabaseUrl
+from infsched.engine.binding import RepositoryBinding
+from infsched.engine.fetcher import Fetcher
+from infsched.engine.scheduler import InfiniteScheduler
+from infsched.executors import ExecutorSpec
+from infsched.jobstore.base import Outcome
+from infsched.metrics.sink import Labels
+from infsched.repositories.base import ShardingRepository
+from infsched.schema import jobs
+from tests.engine_support import RecordingExecutor, Reminder, repository_for, wait_until
+
+FAST: dict[str, Any] = {
+    "fetch_interval": 0.2,
+    "lookahead_window": 1.0,
+    "batch_size": 100,
+    "heartbeat_interval": 0.5,
+    "job_lease": 5.0,
+    "retry_base_delay": 0.05,
+    "retry_max_delay": 0.2,
+    "thread_pool_size": 4,
+}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def reminders(count: int, due: datetime, text: str = "hello", priority: int = 0) -> list[Reminder]:
+    return [
+        Reminder(due=due + timedelta(milliseconds=i), text=text, priority=priority)
+        for i in range(count)
+    ]
+
+
+def scheduler_for(
+    url: DatabaseUrl,
+    repo: ShardingRepository[Reminder, int],
+    executor: Any,
+    node: str = "node-a",
+    **overrides: Any,
+) -> InfiniteScheduler:
+    config = SchedulerConfig(database_url=url, node_id=node, **{**FAST, **overrides})
+    return InfiniteScheduler(
+        [RepositoryBinding(repo, executor="remind")], config, executors={"remind": executor}
+    )
+
+
+def job_rows(s: InfiniteScheduler) -> int:
+    with s.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar_one())
+
+
+def history_states(s: InfiniteScheduler) -> Counter[str]:
+    start = now() - timedelta(days=2)
+    return Counter(
+        o.state.value
+        for o in s.history.repository.find_all_by_date_range(start, now() + timedelta(days=1))
+    )
+
+
+def test_late_overdue_and_timely_entities_each_run_once(any_url: DatabaseUrl) -> None:
+    repo = repository_for(any_url)
+    repo.maintain()
+    timely = repo.insert_many(reminders(30, now() + timedelta(seconds=1)))
+    overdue = repo.insert_many(reminders(10, now() - timedelta(hours=1), "overdue"))
+    executor = RecordingExecutor()
+    with scheduler_for(any_url, repo, executor) as s:
+        late = repo.insert_many(reminders(10, now() - timedelta(seconds=5), "late"))
+        wait_until(lambda: executor.count() >= 50, what="50 runs")
+        wait_until(lambda: job_rows(s) == 0, what="the hot table to empty")
+        keys = executor.keys()
+        assert len(keys) == len(set(keys)) == 50
+        ran = {c.entity_id for c in executor.calls}
+        assert ran == {e.id for e in timely + overdue + late}
+        assert history_states(s) == Counter({"succeeded": 50})
+
+
+def test_backlog_beyond_max_jobs_per_fetch_drains_without_waiting(any_url: DatabaseUrl) -> None:
+    repo = repository_for(any_url)
+    repo.maintain()
+    repo.insert_many(reminders(300, now() - timedelta(minutes=10)))
+    executor = RecordingExecutor()
+    # A fetch interval of 60 s: only back-to-back cycles can move 300 entities in time.
+    with scheduler_for(
+        any_url,
+        repo,
+        executor,
+        fetch_interval=60,
+        lookahead_window=90,
+        max_jobs_per_fetch=20,
+        batch_size=10,
+    ):
+        wait_until(lambda: executor.count() >= 300, timeout=20, what="the backlog")
+    assert len(set(executor.keys())) == 300
+
+
+def test_repeated_and_racing_fetches_schedule_each_entity_once(any_url: DatabaseUrl) -> None:
+    repo = repository_for(any_url)
+    repo.maintain()
+    entities = repo.insert_many(reminders(250, now()))
+    s = scheduler_for(any_url, repo, RecordingExecutor(), batch_size=40)
+    s.store.create_schema()
+    fetcher = s.fetchers[0]
+    # A crash after the jobs were written but before the entities were marked.
+    with s.engine.begin() as conn:
+        s.store.add_jobs(conn, fetcher.new_jobs(entities[:100]))
+    # Two fetchers racing, each cycling over overlapping windows.
+    other = Fetcher(fetcher.binding, s.store, s.config, s.clock, s.metrics, s.controls)
+    threads = [threading.Thread(target=f.run_cycle) for f in (fetcher, other, fetcher, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    s.run_fetch_cycles()
+    with s.engine.connect() as conn:
+        keys = conn.execute(sa.select(jobs.c.entity_id)).scalars().all()
+    assert sorted(keys) == sorted(str(e.id) for e in entities)
+    assert repo.find_unscheduled(repo.retention_horizon(), now() + timedelta(days=1), 10) == []
+    s.engine.dispose()
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+
+    def increment(self, name: str, value: float = 1.0, labels: Labels | None = None) -> None:
+        self.counters[name] += int(value)
+
+    def set_gauge(self, name: str, value: float, labels: Labels | None = None) -> None:
+        pass
+
+    def observe(self, name: str, value: float, labels: Labels | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_job_is_committed_before_it_counts_as_scheduled(
+    any_url: DatabaseUrl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = repository_for(any_url)
+    repo.maintain()
+    repo.insert_many(reminders(5, now()))
+    sink = RecordingSink()
+    config = SchedulerConfig(database_url=any_url, **FAST)
+    s = InfiniteScheduler(
+        [RepositoryBinding(repo, executor="remind")],
+        config,
+        executors={"remind": RecordingExecutor()},
+        metrics_sinks=[sink],
+    )
+    s.store.create_schema()
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise sa.exc.OperationalError("UPDATE", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(repo, "mark_scheduled", crash)
+    with pytest.raises(sa.exc.OperationalError):
+        s.run_fetch_cycles()
+    assert job_rows(s) == 0  # the job insert was rolled back with the failed mark
+    assert sink.counters["jobs_scheduled_total"] == 0
+    monkeypatch.undo()
+    assert s.run_fetch_cycles() == 5
+    assert job_rows(s) == 5
+    assert sink.counters["jobs_scheduled_total"] == 5
+    s.engine.dispose()
+
+
+@pytest.mark.parametrize("policy", ["fire_once_now", "do_nothing"])
+def test_misfired_jobs_run_once_or_not_at_all(any_url: DatabaseUrl, policy: str) -> None:
+    repo = repository_for(any_url)
+    repo.maintain()
+    repo.insert_many(reminders(20, now() - timedelta(hours=2), "old"))
+    repo.insert_many(reminders(5, now(), "fresh"))
+    executor = RecordingExecutor()
+    with scheduler_for(any_url, repo, executor, misfire_policy=policy, misfire_threshold=60) as s:
+        wait_until(lambda: sum(history_states(s).values()) >= 25, what="25 outcomes")
+        states = history_states(s)
+    texts = Counter(c.job_key for c in executor.calls)
+    assert all(n == 1 for n in texts.values())
+    if policy == "fire_once_now":
+        assert executor.count() == 25
+        assert states == Counter({"succeeded": 25})
+    else:
+        assert executor.count() == 5
+        assert states == Counter({"succeeded": 5, "misfired": 20})
+
+
+def test_failures_retry_with_backoff_then_dead_letter(any_url: DatabaseUrl) -> None:
+    repo = repository_for(any_url)
+    repo.maintain()
+    flaky, broken, rejected = (
+        repo.insert(Reminder(due=now(), text=t)) for t in ("flaky", "broken", "rejected")
+    )
+    executor = RecordingExecutor()
+    executor.fail_times = {"flaky": 2, "broken": 99}
+    executor.permanent = {"rejected"}
+    spec = ExecutorSpec(name="remind", factory=lambda _s: executor, max_attempts=3)
+    config = SchedulerConfig(database_url=any_url, **FAST)
+    with InfiniteScheduler(
+        [RepositoryBinding(repo, executor="remind")], config, executors={"remind": spec}
+    ) as s:
+        wait_until(lambda: sum(history_states(s).values()) >= 7, what="7 outcomes")
+        flaky_status = s.status("reminders", flaky.id)
+        broken_status = s.status("reminders", broken.id)
+        rejected_status = s.status("reminders", rejected.id)
+    assert [o.state for o in flaky_status.outcomes] == [
+        Outcome.FAILED,
+        Outcome.FAILED,
+        Outcome.SUCCEEDED,
+    ]
+    assert [o.attempt for o in flaky_status.outcomes] == [1, 2, 3]
+    assert flaky_status.live is None
+    assert [o.state for o in broken_status.outcomes] == [
+        Outcome.FAILED,
+        Outcome.FAILED,
+        Outcome.DEAD,
+    ]
+    assert broken_status.live is not None
+    assert broken_status.live["state"] == "dead"
+    assert "gateway down" in (broken_status.live["last_error"] or "")
+    assert [o.state for o in rejected_status.outcomes] == [Outcome.DEAD]
+    assert "rejected for good" in (rejected_status.outcomes[0].error or "")
+
+
+def test_a_hanging_executor_is_bounded_by_its_timeout(any_url: DatabaseUrl) -> None:
+    repo = repository_for(any_url)
+    repo.maintain()
+    stuck = repo.insert(Reminder(due=now(), text="stuck"))
+    repo.insert(Reminder(due=now(), text="fine"))
+    executor = RecordingExecutor()
+    executor.hang_seconds = {"stuck": 3.0}
+    spec = ExecutorSpec(name="remind", factory=lambda _s: executor, max_attempts=1, timeout=0.5)
+    config = SchedulerConfig(database_url=any_url, **FAST)
+    with InfiniteScheduler(
+        [RepositoryBinding(repo, executor="remind")], config, executors={"remind": spec}
+    ) as s:
+        wait_until(lambda: sum(history_states(s).values()) >= 2, timeout=10, what="2 outcomes")
+        status = s.status("reminders", stuck.id)
+    assert [o.state for o in status.outcomes] == [Outcome.DEAD]
+    assert "longer than 0.5 s" in (status.outcomes[0].error or "")
+
+
+def test_higher_priority_jobs_are_claimed_first(any_url: DatabaseUrl) -> None:
+    repo = repository_for(any_url)
+    repo.maintain()
+    repo.insert_many(reminders(20, now() - timedelta(seconds=30), "low", priority=0))
+    repo.insert_many(reminders(20, now() - timedelta(seconds=10), "high", priority=5))
+    executor = RecordingExecutor()
+    s = scheduler_for(any_url, repo, executor, thread_pool_size=1, batch_size=10)
+    s.store.create_schema()
+    s.run_fetch_cycles()
+    with s:
+        wait_until(lambda: executor.count() >= 40, what="40 runs")
+    texts = [c.job_key for c in executor.calls]
+    high = {
+        str(e.id)
+        for e in repo.find_all_by_date_range(now() - timedelta(minutes=1), now())
+        if e.text == "high"
+    }
+    first = [k.split(":")[1] for k in texts[:20]]
+    assert set(first) == high
+
+
+def test_pause_holds_for_every_node_and_resume_releases(any_url: DatabaseUrl) -> None:
+    repo = repository_for(any_url)
+    repo.maintain()
+    executor = RecordingExecutor()
+    with scheduler_for(any_url, repo, executor) as s:
+        other = scheduler_for(any_url, repo, RecordingExecutor(), node="node-b")
+        other.pause("reminders")
+        assert s.controls.paused(fresh=True) == {"reminders"}
+        repo.insert_many(reminders(5, now()))
+        threading.Event().wait(2.0)
+        assert executor.count() == 0
+        other.resume("reminders")
+        wait_until(lambda: executor.count() == 5, what="5 runs after resume")
+        other.engine.dispose()
+
+
+def test_two_nodes_share_the_work_and_run_each_job_once(
+    mysql_url: DatabaseUrl,
+) -> None:
+    repo = repository_for(mysql_url)
+    repo.maintain()
+    repo.insert_many(reminders(1500, now() - timedelta(seconds=1)))
+    a, b = RecordingExecutor(), RecordingExecutor()
+    with (
+        scheduler_for(mysql_url, repo, a, node="node-a", batch_size=50),
+        scheduler_for(mysql_url, repo, b, node="node-b", batch_size=50),
+    ):
+        wait_until(lambda: a.count() + b.count() >= 1500, what="1500 runs")
+    keys = a.keys() + b.keys()
+    assert len(keys) == len(set(keys)) == 1500
+    assert a.count() > 0
+    assert b.count() > 0
