@@ -19,6 +19,7 @@ $(STAMP): $(SOURCES)
 run: $(STAMP)
 	$(BIN)/infsched plugins list
 	$(BIN)/infsched db init
+	$(BIN)/infsched demo
 
 mariadb:
 	@bash .ci/ensure-mariadb

@@ -10,11 +10,14 @@ from rich.console import Console
 from rich.text import Text
 
 from infsched import __version__
+from infsched.cli.bench_cmd import bench
 from infsched.cli.config_cmd import config_group
 from infsched.cli.context import AppContext
 from infsched.cli.db_cmd import db_group
+from infsched.cli.jobs_cmd import jobs_group
 from infsched.cli.partitions_cmd import partitions_group
 from infsched.cli.plugins_cmd import plugins_group
+from infsched.cli.run_cmd import demo, run
 from infsched.errors import InfschedError
 from infsched.plugins import PluginRegistry, load_plugins
 
@@ -29,6 +32,10 @@ cli.add_command(plugins_group)
 cli.add_command(config_group)
 cli.add_command(db_group)
 cli.add_command(partitions_group)
+cli.add_command(run)
+cli.add_command(demo)
+cli.add_command(jobs_group)
+cli.add_command(bench)
 
 
 def build_cli(registry: PluginRegistry) -> click.Group:

@@ -32,7 +32,7 @@ class NotificationEntity:
     subject: str | None = column(length=255, default=None)
     body_text: str = column()
     body_html: str | None = column(default=None)
-    #: Values for ``{name}`` placeholders in subject and bodies.
+    #: Values for ``$name`` placeholders in subject and bodies (string.Template).
     template_data: dict[str, Any] = column(factory=dict)
     priority: int = column(default=0)
 

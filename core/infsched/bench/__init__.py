@@ -1,0 +1,1 @@
+"""``infsched bench``: throughput and memory measured on a real database."""

@@ -1,0 +1,347 @@
+"""The benchmark stages; each returns result dicts (one per backend or setting).
+
+insert    raw driver rate vs ShardingRepository.insert_many, both backends
+scan      find_all_by_date_range over many rows, resident memory growth
+schedule  entities already in a repository moved into the job store
+execute   claim, run a no-op executor, record the outcome, leave the hot table
+lag       start-minus-due latency at a sustained rate, default fetch settings
+memory    resident memory while many entities pass through schedule and execute
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+from infsched.bench.fixtures import BenchMessage, messages
+from infsched.bench.memory import resident_mb
+from infsched.bench.raw_insert import raw_insert_rate
+from infsched.bench.workspace import throwaway_database
+from infsched.clock import SystemClock
+from infsched.config import SchedulerConfig
+from infsched.database import create_engine
+from infsched.dburl import DatabaseUrl
+from infsched.engine.binding import RepositoryBinding
+from infsched.engine.scheduler import InfiniteScheduler
+from infsched.executors import JobContext
+from infsched.plugins import PluginRegistry
+from infsched.repositories.backend import RepositoryOptions
+from infsched.repositories.base import ShardingRepository
+from infsched.schema import jobs
+
+Result = dict[str, Any]
+Progress = Callable[[str], None]
+
+BATCH = 1000
+
+
+def _noop(job: JobContext[BenchMessage]) -> None:
+    return None
+
+
+def _backends(url: DatabaseUrl) -> list[str]:
+    return ["multi_table", "partitioned"] if url.is_mysql else ["multi_table"]
+
+
+def _default_backend(url: DatabaseUrl) -> str:
+    return "partitioned" if url.is_mysql else "multi_table"
+
+
+def _repository(
+    plugins: PluginRegistry, backend: str, engine: sa.Engine, name: str = "bench"
+) -> ShardingRepository[BenchMessage, int]:
+    repo: ShardingRepository[BenchMessage, int] = plugins.repository_backend(backend).factory(
+        RepositoryOptions(
+            name=name,
+            entity_type=BenchMessage,
+            engine=engine,
+            retention_days=2,
+            precreate_days=2,
+            clock=SystemClock(),
+        )
+    )
+    repo.maintain()
+    return repo
+
+
+def _chunks(items: Sequence[BenchMessage], size: int = BATCH) -> Iterator[Sequence[BenchMessage]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _today_noon() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(hour=12, minute=0, second=0, microsecond=0)
+
+
+@attrs.frozen
+class Bench:
+    """One benchmark run against the server `server` names."""
+
+    server: DatabaseUrl
+    plugins: PluginRegistry
+    rows: int
+    progress: Progress = print
+
+    def raw_rate(self, url: DatabaseUrl) -> float:
+        sample = list(messages(min(self.rows, 100_000), _today_noon(), timedelta(milliseconds=1)))
+        return raw_insert_rate(url, sample, BATCH)
+
+    def insert(self) -> list[Result]:
+        results = []
+        for backend in _backends(self.server):
+            with throwaway_database(self.server) as url:
+                spread = timedelta(days=1) / self.rows
+                entities = list(messages(self.rows, _today_noon(), spread))
+                self.progress(f"insert/{backend}: raw driver rate")
+                raw = raw_insert_rate(url, entities, BATCH)
+                engine = create_engine(url)
+                repo = _repository(self.plugins, backend, engine)
+                self.progress(f"insert/{backend}: insert_many of {self.rows} rows")
+                started = time.perf_counter()
+                for chunk in _chunks(entities):
+                    repo.insert_many(chunk)
+                rate = self.rows / (time.perf_counter() - started)
+                engine.dispose()
+            results.append(
+                {
+                    "stage": "insert",
+                    "backend": backend,
+                    "rows": self.rows,
+                    "raw_rows_per_s": round(raw),
+                    "repo_rows_per_s": round(rate),
+                    "ratio": round(rate / raw, 3),
+                }
+            )
+        return results
+
+    def scan(self) -> list[Result]:
+        results = []
+        for backend in _backends(self.server):
+            with throwaway_database(self.server) as url:
+                engine = create_engine(url)
+                repo = _repository(self.plugins, backend, engine)
+                start = _today_noon() - timedelta(hours=6)
+                spread = timedelta(hours=12) / self.rows
+                self.progress(f"scan/{backend}: inserting {self.rows} rows")
+                for chunk in _chunks(list(messages(self.rows, start, spread))):
+                    repo.insert_many(chunk)
+                before = peak = resident_mb()
+                self.progress(f"scan/{backend}: streaming them back")
+                count = 0
+                started = time.perf_counter()
+                for _ in repo.find_all_by_date_range(start, start + timedelta(hours=13)):
+                    count += 1
+                    if count % 20_000 == 0:
+                        peak = max(peak, resident_mb())
+                elapsed = time.perf_counter() - started
+                peak = max(peak, resident_mb())
+                engine.dispose()
+            results.append(
+                {
+                    "stage": "scan",
+                    "backend": backend,
+                    "rows": count,
+                    "rows_per_s": round(count / elapsed),
+                    "rss_growth_mb": round(peak - before, 1),
+                }
+            )
+        return results
+
+    def _scheduler(
+        self,
+        url: DatabaseUrl,
+        engine: sa.Engine,
+        repo: ShardingRepository[BenchMessage, int],
+        **config: Any,
+    ) -> InfiniteScheduler:
+        settings: dict[str, Any] = {"database_url": url, "node_id": "bench"} | config
+        return InfiniteScheduler(
+            [RepositoryBinding(repo, executor="noop")],
+            SchedulerConfig(**settings),
+            executors={"noop": _noop},
+            engine=engine,
+        )
+
+    def schedule(self) -> list[Result]:
+        with throwaway_database(self.server) as url:
+            raw = self.raw_rate(url)
+            engine = create_engine(url, pool_size=30)
+            repo = _repository(self.plugins, _default_backend(url), engine)
+            start = datetime.now(UTC) - timedelta(minutes=30)
+            self.progress(f"schedule: inserting {self.rows} due entities")
+            for chunk in _chunks(
+                list(messages(self.rows, start, timedelta(minutes=29) / self.rows))
+            ):
+                repo.insert_many(chunk)
+            scheduler = self._scheduler(url, engine, repo)
+            scheduler.store.create_schema()
+            self.progress("schedule: moving them into the job store")
+            started = time.perf_counter()
+            moved = 0
+            while (n := scheduler.run_fetch_cycles()) > 0:
+                moved += n
+            rate = moved / (time.perf_counter() - started)
+            engine.dispose()
+        return [
+            {
+                "stage": "schedule",
+                "backend": _default_backend(url),
+                "jobs": moved,
+                "raw_rows_per_s": round(raw),
+                "jobs_per_s": round(rate),
+                "ratio": round(rate / raw, 3),
+            }
+        ]
+
+    def execute(self) -> list[Result]:
+        with throwaway_database(self.server) as url:
+            raw = self.raw_rate(url)
+            engine = create_engine(url, pool_size=30)
+            repo = _repository(self.plugins, _default_backend(url), engine)
+            scheduler = self._scheduler(url, engine, repo)
+            scheduler.store.create_schema()
+            self.progress(f"execute: adding {self.rows} due jobs")
+            start = datetime.now(UTC) - timedelta(seconds=30)
+            fetcher = scheduler.fetchers[0]
+            for chunk in _chunks(
+                list(messages(self.rows, start, timedelta(seconds=20) / self.rows))
+            ):
+                with engine.begin() as conn:
+                    scheduler.store.add_jobs(conn, fetcher.new_jobs(chunk))
+            self.progress("execute: claiming, running and recording them")
+            started = time.perf_counter()
+            scheduler.start()
+            try:
+                while _hot_rows(engine) > 0:
+                    time.sleep(0.05)
+                rate = self.rows / (time.perf_counter() - started)
+            finally:
+                scheduler.stop(grace=5)
+            engine.dispose()
+        return [
+            {
+                "stage": "execute",
+                "backend": _default_backend(url),
+                "jobs": self.rows,
+                "raw_rows_per_s": round(raw),
+                "jobs_per_s": round(rate),
+                "ratio": round(rate / raw, 3),
+            }
+        ]
+
+    def lag(self, rate: int = 2000, seconds: float = 60.0) -> list[Result]:
+        """Entities inserted 40 s ahead at `rate`/s; default fetch settings; lag from history."""
+        with throwaway_database(self.server) as url:
+            engine = create_engine(url, pool_size=30)
+            repo = _repository(self.plugins, _default_backend(url), engine)
+            scheduler = self._scheduler(url, engine, repo)
+            stop = threading.Event()
+            produced = [0]
+
+            def produce() -> None:
+                next_id = 1
+                began = time.monotonic()
+                while not stop.is_set() and time.monotonic() - began < seconds:
+                    tick = time.monotonic()
+                    due = datetime.now(UTC) + timedelta(seconds=40)
+                    batch = list(
+                        messages(rate // 10, due, timedelta(seconds=0.1) / (rate // 10), next_id)
+                    )
+                    repo.insert_many(batch)
+                    next_id += len(batch)
+                    produced[0] += len(batch)
+                    stop.wait(max(0.0, 0.1 - (time.monotonic() - tick)))
+
+            self.progress(f"lag: {rate}/s for {seconds:.0f} s, due 40 s after insert")
+            scheduler.start()
+            producer = threading.Thread(target=produce)
+            producer.start()
+            producer.join()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if _history_count(scheduler) >= produced[0]:
+                    break
+                time.sleep(0.5)
+            scheduler.stop(grace=5)
+            lags = sorted(
+                (o.started_at - o.due_at).total_seconds()
+                for o in scheduler.history.repository.find_all_by_date_range(
+                    datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=1)
+                )
+                if o.started_at is not None
+            )
+            engine.dispose()
+        return [
+            {
+                "stage": "lag",
+                "backend": _default_backend(url),
+                "rate_per_s": rate,
+                "jobs": len(lags),
+                "produced": produced[0],
+                "lag_p50_s": round(statistics.median(lags), 3) if lags else None,
+                "lag_p99_s": round(lags[int(0.99 * (len(lags) - 1))], 3) if lags else None,
+                "lag_max_s": round(lags[-1], 3) if lags else None,
+            }
+        ]
+
+    def memory(self) -> list[Result]:
+        """`rows` entities through schedule and execute, with resident memory sampled."""
+        with throwaway_database(self.server) as url:
+            engine = create_engine(url, pool_size=30)
+            repo = _repository(self.plugins, _default_backend(url), engine)
+            scheduler = self._scheduler(url, engine, repo, fetch_interval=1, lookahead_window=5)
+            scheduler.start()
+            before = peak = resident_mb()
+            self.progress(f"memory: {self.rows} entities through schedule and execute")
+            started = time.perf_counter()
+            chunk = 20_000
+            for first in range(1, self.rows + 1, chunk):
+                due = datetime.now(UTC) - timedelta(seconds=1)
+                batch = list(
+                    messages(
+                        min(chunk, self.rows - first + 1), due, timedelta(microseconds=10), first
+                    )
+                )
+                for part in _chunks(batch):
+                    repo.insert_many(part)
+                del batch
+                peak = max(peak, resident_mb())
+                while _hot_rows(engine) > 4 * chunk:  # keep the input paced to the engine
+                    time.sleep(0.2)
+                    peak = max(peak, resident_mb())
+            while _history_count(scheduler) < self.rows:
+                time.sleep(0.5)
+                peak = max(peak, resident_mb())
+            elapsed = time.perf_counter() - started
+            scheduler.stop(grace=5)
+            engine.dispose()
+        return [
+            {
+                "stage": "memory",
+                "backend": _default_backend(url),
+                "entities": self.rows,
+                "seconds": round(elapsed, 1),
+                "rss_before_mb": round(before, 1),
+                "rss_growth_mb": round(peak - before, 1),
+            }
+        ]
+
+
+def _hot_rows(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar_one())
+
+
+def _history_count(scheduler: InfiniteScheduler) -> int:
+    now = datetime.now(UTC)
+    return scheduler.history.repository.count_by_date_range(
+        now - timedelta(days=1), now + timedelta(days=1)
+    )

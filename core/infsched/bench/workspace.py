@@ -1,0 +1,34 @@
+"""Throwaway databases for a benchmark run, dropped afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from infsched.database import check_reachable, create_engine
+from infsched.dburl import DatabaseUrl
+
+
+@contextlib.contextmanager
+def throwaway_database(server: DatabaseUrl) -> Iterator[DatabaseUrl]:
+    """A new empty database on the server `server` names (a temp file for SQLite)."""
+    if server.is_sqlite:
+        with tempfile.TemporaryDirectory(prefix="infsched-bench-") as tmp:
+            yield DatabaseUrl(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        return
+    admin = create_engine(server)
+    check_reachable(admin, server)
+    name = f"infsched_bench_{secrets.token_hex(4)}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    try:
+        yield server.with_database(name)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()

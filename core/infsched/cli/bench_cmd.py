@@ -1,0 +1,107 @@
+"""``infsched bench``: measure throughput and memory on a real database."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from infsched.bench.stages import Bench, Result
+from infsched.cli.context import app_context, config_options, requires_plugins
+
+#: Stage -> rows it handles unless --rows says otherwise.
+DEFAULT_ROWS = {
+    "insert": 100_000,
+    "scan": 1_000_000,
+    "schedule": 100_000,
+    "execute": 100_000,
+    "lag": 0,
+    "memory": 1_000_000,
+}
+
+
+def _stages(value: str) -> list[str]:
+    names = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [s for s in names if s not in DEFAULT_ROWS]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown stage(s) {', '.join(unknown) or '(none)'}; choose from "
+            f"{', '.join(DEFAULT_ROWS)}"
+        )
+    return names
+
+
+@click.command("bench")
+@config_options
+@click.option(
+    "--stage",
+    "stage_list",
+    default="insert",
+    show_default=True,
+    help=f"Comma-separated stages: {', '.join(DEFAULT_ROWS)}.",
+)
+@click.option(
+    "--rows",
+    type=click.IntRange(min=1000),
+    default=None,
+    help="Rows per stage [default: per stage].",
+)
+@click.option(
+    "--rate",
+    type=click.IntRange(min=10),
+    default=2000,
+    show_default=True,
+    help="Jobs per second for the lag stage.",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=5),
+    default=60.0,
+    show_default=True,
+    help="How long the lag stage produces.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per result line.")
+@requires_plugins
+def bench(stage_list: str, rows: int | None, rate: int, seconds: float, as_json: bool) -> None:
+    """Benchmark the database the URL names, in throwaway databases dropped afterwards."""
+    app = app_context()
+    server = app.loaded().config.database_url
+    stages = _stages(stage_list)
+    console = Console(stderr=True)
+    results: list[Result] = []
+    for stage in stages:
+        runner = Bench(
+            server,
+            app.plugins,
+            rows or DEFAULT_ROWS[stage] or 1000,
+            progress=lambda text: console.log(text),
+        )
+        found = runner.lag(rate, seconds) if stage == "lag" else getattr(runner, stage)()
+        for result in found:
+            result["server"] = server.where if server.is_mysql else "sqlite"
+            results.append(result)
+            if as_json:
+                click.echo(json.dumps(result))
+    if not as_json:
+        _print(results)
+
+
+def _print(results: list[Result]) -> None:
+    table = Table(title="infsched bench")
+    keys: list[str] = []
+    for result in results:
+        keys += [k for k in result if k not in keys]
+    for key in keys:
+        table.add_column(
+            key, justify="right" if key not in {"stage", "backend", "server"} else "left"
+        )
+    for result in results:
+        table.add_row(*(_show(result.get(k)) for k in keys))
+    Console().print(table)
+
+
+def _show(value: Any) -> str:
+    return "" if value is None else str(value)

@@ -1,0 +1,1 @@
+"""SMS transports: how a message reaches the operator."""
