@@ -1,0 +1,305 @@
+"""Every hook in infsched.hookspecs: tested here (test_hook_<name>) and documented in docs/.
+
+Each test registers a plugin object through the registry, checks that the
+registry hands back what it registered, and that ``infsched plugins list``
+shows it.  The last tests fail when a hook is added without a test named
+``test_hook_<hook>`` in this module or a heading in docs/plugin_hooks.md.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+import pluggy
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from infsched import hookspecs
+from infsched.cli.context import AppContext
+from infsched.cli.main import build_cli
+from infsched.clock import FixedClock
+from infsched.dburl import DatabaseUrl
+from infsched.entities import column, id_field, sharding_key
+from infsched.executors import ExecutorSpec, JobContext
+from infsched.hookspecs import hookimpl
+from infsched.jobstore.backend import JobStoreBackend
+from infsched.metrics.log_sink import LogMetricsSink
+from infsched.metrics.sink import Labels, MetricsSink, MetricsSinkSpec
+from infsched.plugins import PluginRegistry, load_plugins
+from infsched.repositories.backend import RepositoryBackend, RepositoryOptions
+from infsched.repositories.base import ShardingRepository
+from infsched.repositories.multi_table import MultiTableRepository
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "plugin_hooks.md"
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def hook_names() -> list[str]:
+    """The hooks a plugin may implement, read from the specifications themselves."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return sorted(
+        name
+        for name, caller in vars(pm.hook).items()
+        if isinstance(caller, pluggy.HookCaller) and caller.spec is not None
+    )
+
+
+def registry_with(plugin: object, name: str = "testplugin") -> PluginRegistry:
+    """The built-ins (no entry points) plus `plugin`, which must load cleanly."""
+    registry = load_plugins(env={"INFSCHED_LOAD_PLUGINS": "no_entry_point_has_this_name"})
+    info = registry.register(plugin, name, distribution="infsched-testplugin", version="9.9")
+    assert (info.status, info.error) == ("ok", None)
+    return registry
+
+
+def cli_listing(registry: PluginRegistry, root: click.Group | None = None) -> dict[str, Any]:
+    """`plugins list --json` as the CLI prints it for `registry`; the test plugin's entry."""
+    root = root if root is not None else build_cli(registry)
+    result = CliRunner().invoke(
+        root, ["plugins", "list", "--json"], obj=AppContext(plugins=registry)
+    )
+    assert result.exit_code == 0, result.output
+    entries = {entry["name"]: entry for entry in json.loads(result.stdout)}
+    entry: dict[str, Any] = entries["testplugin"]
+    assert (entry["distribution"], entry["version"], entry["status"]) == (
+        "infsched-testplugin",
+        "9.9",
+        "ok",
+    )
+    return entry
+
+
+@attrs.define(kw_only=True)
+class Widget:
+    id: int | None = id_field()
+    due: datetime = sharding_key()
+    colour: str = column(length=16)
+
+
+# -- one test per hook --
+
+
+def test_hook_register_entity_types() -> None:
+    class Declares:
+        @hookimpl
+        def register_entity_types(self) -> Iterable[type]:
+            return [Widget]
+
+    registry = registry_with(Declares())
+    assert registry.entity_type("Widget") is Widget
+    assert registry.entity_types()["Widget"].plugin == "testplugin"
+    entry = cli_listing(registry)
+    assert entry["hooks"] == ["register_entity_types"]
+    assert entry["registers"] == ["entity: Widget"]
+
+
+def test_hook_register_executors() -> None:
+    ran: list[tuple[str, int, str]] = []
+
+    def make_executor(section: Mapping[str, Any]) -> Callable[[JobContext[Widget]], None]:
+        def run(job: JobContext[Widget]) -> None:
+            ran.append((section["greeting"], job.attempt, job.entity.colour))
+
+        return run
+
+    class Executes:
+        @hookimpl
+        def register_executors(self) -> Iterable[ExecutorSpec]:
+            return [ExecutorSpec(name="paint", factory=make_executor, max_attempts=2)]
+
+    registry = registry_with(Executes())
+    spec = registry.executor("paint")
+    assert spec.max_attempts == 2
+    executor = spec.factory({"greeting": "hello"})
+    job = JobContext(
+        entity=Widget(id=1, due=NOW, colour="teal"),
+        job_key="widgets:1:20240601T120000",
+        attempt=1,
+        due_at=NOW,
+        repository="widgets",
+        logger=logging.LoggerAdapter(logging.getLogger("test"), {}),
+    )
+    executor(job)  # type: ignore[operator]
+    assert ran == [("hello", 1, "teal")]
+    entry = cli_listing(registry)
+    assert entry["hooks"] == ["register_executors"]
+    assert entry["registers"] == ["executor: paint"]
+
+
+def test_hook_register_repository_backends(
+    sqlite_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    def daily_tables(options: RepositoryOptions[Any]) -> ShardingRepository[Any, Any]:
+        return MultiTableRepository(options)
+
+    class Shards:
+        @hookimpl
+        def register_repository_backends(self) -> Iterable[RepositoryBackend]:
+            return [RepositoryBackend("daily_widgets", daily_tables, "widgets by day")]
+
+    registry = registry_with(Shards())
+    backend = registry.repository_backend("daily_widgets")
+    assert registry.repository_backends()["daily_widgets"].plugin == "testplugin"
+    repository = backend.factory(
+        RepositoryOptions(
+            name="widgets",
+            entity_type=Widget,
+            engine=engine_for(sqlite_url),
+            clock=FixedClock(NOW),
+        )
+    )
+    repository.maintain()
+    stored = repository.insert(Widget(due=NOW + timedelta(hours=1), colour="red"))
+    assert stored.id is not None
+    assert repository.find_by_id(stored.id) == stored
+    entry = cli_listing(registry)
+    assert entry["registers"] == ["repository backend: daily_widgets"]
+
+
+def test_hook_register_job_stores(
+    sqlite_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    @attrs.frozen
+    class EngineBound:
+        engine: sa.Engine
+
+    class Stores:
+        @hookimpl
+        def register_job_stores(self) -> Iterable[JobStoreBackend]:
+            return [JobStoreBackend("bound", EngineBound, "remembers its engine")]
+
+    registry = registry_with(Stores())
+    engine = engine_for(sqlite_url)
+    store = registry.job_store("bound").factory(engine)
+    assert store == EngineBound(engine)
+    assert registry.job_stores()["bound"].plugin == "testplugin"
+    entry = cli_listing(registry)
+    assert entry["hooks"] == ["register_job_stores"]
+    assert entry["registers"] == ["job store: bound"]
+
+
+class CountingSink:
+    def __init__(self, section: Mapping[str, Any]) -> None:
+        self.prefix = str(section.get("prefix", ""))
+        self.counts: dict[str, float] = {}
+        self.closed = False
+
+    def increment(self, name: str, value: float = 1.0, labels: Labels | None = None) -> None:
+        key = self.prefix + name
+        self.counts[key] = self.counts.get(key, 0.0) + value
+
+    def set_gauge(self, name: str, value: float, labels: Labels | None = None) -> None:
+        self.counts[self.prefix + name] = value
+
+    def observe(self, name: str, value: float, labels: Labels | None = None) -> None:
+        self.increment(name + "_count")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_hook_register_metrics_sinks() -> None:
+    class Sinks:
+        @hookimpl
+        def register_metrics_sinks(self) -> Sequence[MetricsSinkSpec]:
+            return [MetricsSinkSpec(name="counting", factory=CountingSink)]
+
+    registry = registry_with(Sinks())
+    sink = registry.metrics_sink("counting").factory({"prefix": "infsched_"})
+    assert isinstance(sink, MetricsSink)
+    sink.increment("jobs_executed_total", 2)
+    sink.observe("lag_seconds", 0.1)
+    sink.close()
+    assert isinstance(sink, CountingSink)
+    assert sink.counts == {"infsched_jobs_executed_total": 2.0, "infsched_lag_seconds_count": 1.0}
+    assert sink.closed
+
+    # The built-in `log` sink comes through the same hook and reads its section too.
+    builtin = registry.metrics_sinks()["log"]
+    assert registry.infos[builtin.plugin].builtin
+    log_sink = builtin.value.factory({"interval": 42})
+    assert isinstance(log_sink, LogMetricsSink)
+    assert log_sink.interval == 42.0
+    log_sink.close()
+
+    entry = cli_listing(registry)
+    assert entry["registers"] == ["metrics sink: counting"]
+
+
+def test_hook_register_commands() -> None:
+    class Commands:
+        @hookimpl
+        def register_commands(self, cli: click.Group) -> None:
+            @cli.group("widgets")
+            def widgets() -> None:
+                """Widget tools."""
+
+            @widgets.command("paint")
+            @click.argument("colour")
+            def paint(colour: str) -> None:
+                click.echo(f"painted {colour}")
+
+    registry = registry_with(Commands())
+    root = build_cli(registry)
+    result = CliRunner().invoke(root, ["widgets", "paint", "teal"], obj=AppContext(registry))
+    assert (result.exit_code, result.stdout) == (0, "painted teal\n")
+    entry = cli_listing(registry, root)
+    assert entry["hooks"] == ["register_commands"]
+    assert entry["registers"] == ["command: widgets"]
+
+
+# -- the contract itself --
+
+
+def test_the_hooks_are_the_register_hooks() -> None:
+    assert hook_names() == [
+        "register_commands",
+        "register_entity_types",
+        "register_executors",
+        "register_job_stores",
+        "register_metrics_sinks",
+        "register_repository_backends",
+    ]
+
+
+@pytest.mark.parametrize("hook", hook_names())
+def test_plugin_hooks_are_typed_and_have_docstrings(hook: str) -> None:
+    spec = getattr(hookspecs, hook)
+    doc = inspect.getdoc(spec)
+    assert doc, f"hookspec {hook} has no docstring"
+    assert "Called once" in doc, f"hookspec {hook}'s docstring does not say when it is called"
+    signature = inspect.signature(spec)
+    assert signature.return_annotation is not inspect.Signature.empty, f"{hook} has no return type"
+    for parameter in signature.parameters.values():
+        assert parameter.annotation is not inspect.Parameter.empty, f"{hook}({parameter.name})"
+
+
+@pytest.mark.parametrize("hook", hook_names())
+def test_plugin_hooks_have_tests(hook: str) -> None:
+    tests = [name for name in globals() if name.startswith(f"test_hook_{hook}")]
+    assert tests, f"hook {hook} has no test named test_hook_{hook} in {Path(__file__).name}"
+
+
+def documented_hooks() -> list[str]:
+    return re.findall(r"^##+ `?(\w+)", DOCS.read_text(), flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize("hook", hook_names())
+def test_plugin_hooks_are_documented(hook: str) -> None:
+    assert hook in documented_hooks(), f"docs/plugin_hooks.md has no heading for {hook}"
+
+
+def test_documented_hooks_exist() -> None:
+    documented = {name for name in documented_hooks() if name.startswith("register_")}
+    assert documented <= set(hook_names()), "docs/plugin_hooks.md documents hooks that do not exist"
