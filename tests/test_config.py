@@ -146,6 +146,32 @@ def test_repr_and_str_of_config_hide_the_password() -> None:
     assert config.database_url.sqlalchemy_url.password == SECRET
 
 
+def test_repr_of_config_shows_plugin_section_keys_but_not_their_values() -> None:
+    config = SchedulerConfig(
+        plugins={"notifications": {"smtp_password": SECRET, "smtp_host": "mail"}, "log": {}}
+    )
+    assert "plugins=<notifications: smtp_password, smtp_host; log: ->" in repr(config)
+    assert SECRET not in repr(config)
+    assert config.plugin_section("notifications")["smtp_password"] == SECRET
+
+
+def test_repository_database_password_is_hidden_too(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path / "sched.toml",
+        f"""
+[[repositories]]
+name = "sms"
+entity = "SmsEntity"
+executor = "sms"
+database_url = "mysql+pymysql://app:{SECRET}@shard1.example/sms"
+""",
+    )
+    loaded = load_config(path, env={})
+    assert loaded.config.repositories[0].database_url is not None
+    assert SECRET not in repr(loaded.config)
+    assert SECRET not in repr(describe(loaded))
+
+
 # -- the TOML file --
 
 

@@ -134,6 +134,12 @@ def to_sections(value: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[
     return _sections(value, attrs.fields(SchedulerConfig).plugins)
 
 
+def _sections_repr(sections: Mapping[str, Mapping[str, Any]]) -> str:
+    # Plugin sections hold credentials (smtp_password, API keys): repr names keys, never values.
+    shown = (f"{name}: {', '.join(section) or '-'}" for name, section in sections.items())
+    return "<" + ("; ".join(shown) or "none") + ">"
+
+
 # -- validators: each names the field, the value and what is allowed --
 
 
@@ -340,7 +346,9 @@ class SchedulerConfig:
         default=DatabaseUrl(DEFAULT_SQLITE_URL), converter=to_database_url
     )
     #: Plugin configuration sections, ``[plugins.NAME]`` in TOML.
-    plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=to_sections)
+    plugins: Mapping[str, Mapping[str, Any]] = attrs.field(
+        factory=dict, converter=to_sections, repr=_sections_repr
+    )
     #: Metrics sinks by name (``log``, or a plugin's); each reads ``[plugins.NAME]``.
     metrics_sinks: tuple[str, ...] = attrs.field(default=("log",), converter=to_sink_names)
     #: The repositories this node serves, ``[[repositories]]`` in TOML.
