@@ -39,6 +39,8 @@ K = TypeVar("K", contravariant=True)
 #: The engine's bookkeeping column: when a job was created for the entity (NULL: not yet).
 JOB_AT = "infsched_job_at"
 _JOB_AT_TYPE = ColumnSpec(JOB_AT, datetime, True, ColumnOptions()).sql_type
+#: Rows per multi-row INSERT statement.
+ROWS_PER_STATEMENT = 1000
 #: Ids per ``IN (...)`` list.
 IN_LIST_SIZE = 1000
 #: Tables per ``UNION ALL`` statement.
@@ -99,6 +101,11 @@ class DayShardedRepository(ABC, Generic[T, K]):
         self._key = self._spec.sharding_column.name
         self._selected = [c.name for c in self._spec.columns]
         self._inserts: dict[str, sa.Insert] = {}
+        # One INSERT statement per chunk, so a failed one is known exactly.  SQLite
+        # binds at most 32766 parameters per statement.
+        self._rows_per_statement = max(
+            1, min(ROWS_PER_STATEMENT, 30_000 // (len(self._selected) + 1))
+        )
         self._started = False
         self._start_lock = threading.Lock()
 
@@ -315,8 +322,8 @@ class DayShardedRepository(ABC, Generic[T, K]):
     def insert_many(self, entities: Sequence[T], *, conn: sa.Connection | None = None) -> list[T]:
         """Check every entity, give ids to those without, then write all in one transaction.
 
-        Rows go out in one multi-row INSERT per day (SQLAlchemy pages very
-        large ones by 1000 rows).  Ids the caller supplied are first looked up
+        Rows go out in one multi-row INSERT per table and ROWS_PER_STATEMENT
+        rows, all in one transaction: a failure leaves nothing written.  Ids the caller supplied are first looked up
         across all the repository's days, because neither a per-day table nor
         a partitioned primary key (id, key) can make them unique by itself;
         generated ids are unique by construction and skip that lookup.
@@ -391,36 +398,56 @@ class DayShardedRepository(ABC, Generic[T, K]):
         by_day: Mapping[date, list[dict[str, Any]]],
         supplied: Sequence[Any],
     ) -> None:
-        all_ids = [row[self._id] for rows in by_day.values() for row in rows]
-        try:
-            if supplied:
-                taken = self._existing_ids(conn, supplied)
-                if taken:
-                    raise self._duplicate(min(taken))
-            for day in sorted(by_day):
-                statement = self._insert_statement(self._table_for_day(day))
-                try:
-                    conn.execute(statement, by_day[day])
-                except DBAPIError as exc:
-                    if not self._missing(exc):
-                        raise
-                    # Dropped meanwhile: past retention now, or a table made in a rolled-back
-                    # transaction.  Make it again (or refuse), then retry once.
-                    self._refuse_expired(
-                        day_start(day), self.retention_horizon().replace(tzinfo=None)
-                    )
-                    self._forget_day(day)
-                    self._prepare_days([day], conn)
-                    conn.execute(statement, by_day[day])
-        except IntegrityError as exc:
-            if not self._dialect.is_duplicate_key(exc):
-                raise
-            taken = self._existing_ids(conn, all_ids)
+        if supplied:
+            taken = self._existing_ids(conn, supplied)
             if taken:
-                raise self._duplicate(min(taken)) from None
-            raise DuplicateEntityError(
-                f"{self._spec.name}: an id of this insert is already stored ({exc.orig})", None
-            ) from None
+                raise self._duplicate(min(taken))
+        # Days that share a table (all of them, partitioned) share its statements.
+        by_table: dict[str, tuple[sa.Table, list[date], list[dict[str, Any]]]] = {}
+        for day in sorted(by_day):
+            table = self._table_for_day(day)
+            _, days, table_rows = by_table.setdefault(table.name, (table, [], []))
+            days.append(day)
+            table_rows.extend(by_day[day])
+        for table, days, all_rows in by_table.values():
+            statement = self._insert_statement(table)
+            for chunk in _chunks(all_rows, self._rows_per_statement):
+                try:
+                    self._insert_rows(conn, days, statement, chunk)
+                except IntegrityError as exc:
+                    if not self._dialect.is_duplicate_key(exc):
+                        raise
+                    # The failed statement left nothing behind, and its ids differ from
+                    # each other and from those written before it: any of them found
+                    # now was stored by someone else.
+                    taken = self._existing_ids(conn, [row[self._id] for row in chunk])
+                    if taken:
+                        raise self._duplicate(min(taken)) from None
+                    raise DuplicateEntityError(
+                        f"{self._spec.name}: an id of this insert is already stored ({exc.orig})",
+                        None,
+                    ) from None
+
+    def _insert_rows(
+        self,
+        conn: sa.Connection,
+        days: Sequence[date],
+        statement: sa.Insert,
+        rows: Sequence[dict[str, Any]],
+    ) -> None:
+        """One multi-row INSERT; a day table dropped meanwhile is made again (or refused)."""
+        try:
+            conn.execute(statement, rows)
+        except DBAPIError as exc:
+            if not self._missing(exc):
+                raise
+            # Dropped meanwhile: past retention now, or made in a rolled-back transaction.
+            horizon = self.retention_horizon().replace(tzinfo=None)
+            for day in days:
+                self._refuse_expired(day_start(day), horizon)
+                self._forget_day(day)
+            self._prepare_days(days, conn)
+            conn.execute(statement, rows)
 
     def _forget_day(self, day: date) -> None:
         """The table of `day` turned out not to exist; a backend with a cache drops it."""
@@ -549,9 +576,11 @@ class DayShardedRepository(ABC, Generic[T, K]):
     def mark_scheduled(self, conn: sa.Connection, entities: Sequence[T], when: datetime) -> None:
         stamp = require_utc(when, "when").replace(tzinfo=None)
         by_day: dict[date, list[Any]] = defaultdict(list)
+        # Only the id and the sharding key matter here: a full to_row would check
+        # every field of entities that were just read from the table.
         for entity in entities:
-            row = self._rows.to_row(entity)
-            by_day[row[self._key].date()].append(self._check_id(row[self._id]))
+            due = self._rows.value_to_db(self._key, getattr(entity, self._key))
+            by_day[due.date()].append(self._check_id(getattr(entity, self._id)))
         for day, ids in sorted(by_day.items()):
             table = self._table_for_day(day)
             key = table.c[self._key]
