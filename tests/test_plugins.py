@@ -401,6 +401,23 @@ def test_entry_point_named_like_a_builtin_is_a_conflict_not_a_silent_replacement
         plugins.require_healthy()
 
 
+def test_two_distributions_with_one_entry_point_name_conflict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_dist(tmp_path, "infsched-dup-one", "dup", executor_plugin("dup_one"))
+    install_dist(tmp_path, "infsched-dup-two", "dup", executor_plugin("dup_two"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins = load_plugins(env={"INFSCHED_LOAD_PLUGINS": "dup"})
+    [message] = plugins.conflicts
+    assert message.startswith("two plugins are named 'dup' (infsched-dup-")
+    assert "infsched-dup-one" in message
+    assert "infsched-dup-two" in message
+    assert plugins.infos["dup"].conflicts == [message]
+    assert len(plugins.executors()) == 1, "only the first one is loaded"
+    with pytest.raises(PluginConflictError):
+        plugins.require_healthy()
+
+
 def test_empty_load_plugins_variable_means_unset() -> None:
     plugins = load_plugins(env={"INFSCHED_LOAD_PLUGINS": " "})
     assert plugins.infos["sms"].status == "ok"
