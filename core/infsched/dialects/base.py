@@ -9,7 +9,7 @@ has no `range_partitioning`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
@@ -69,6 +69,11 @@ class RangePartitioning(Protocol):
         ...
 
 
+#: Inserts rows (value sequences in the inserter's column order) on a connection,
+#: in multi-row statements.
+RowInserter = Callable[[sa.Connection, Sequence[Sequence[Any]]], None]
+
+
 class Dialect(ABC):
     """What one database does differently; stateless, one instance per database kind."""
 
@@ -102,6 +107,10 @@ class Dialect(ABC):
     @abstractmethod
     def is_duplicate_key(self, exc: DBAPIError) -> bool:
         """Whether `exc` is a primary or unique key violation."""
+
+    @abstractmethod
+    def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:
+        """A prepared multi-row INSERT of `columns` into `table`, for rows given as sequences."""
 
     # -- the job store's statements --
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -14,7 +14,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable
 
-from infsched.dialects.base import Dialect, LockTimeoutError, RangePartition
+from infsched.dialects.base import Dialect, LockTimeoutError, RangePartition, RowInserter
 
 _ER_DUP_ENTRY = 1062
 _ER_NO_SUCH_TABLE = 1146
@@ -163,6 +163,35 @@ class MySQLDialect(Dialect):
 
     def is_duplicate_key(self, exc: DBAPIError) -> bool:
         return _errno(exc) == _ER_DUP_ENTRY
+
+    def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:
+        # Rows go to PyMySQL as tuples: its executemany sends one multi-row INSERT per
+        # ~1 MB, and skips the per-row dict handling of a Core insert (~15% of the time).
+        listed = ", ".join(f"`{c}`" for c in columns)
+        sql = f"INSERT INTO `{table.name}` ({listed}) VALUES ({', '.join(['%s'] * len(columns))})"
+        types = [table.c[c].type for c in columns]
+        processors: list[Callable[[Any], Any] | None] | None = None
+
+        def insert(conn: sa.Connection, rows: Sequence[Sequence[Any]]) -> None:
+            nonlocal processors
+            if processors is None:
+                # JSON needs its serialiser; PyMySQL already sends a bool as 1/0.
+                processors = [
+                    None
+                    if isinstance(t, sa.Boolean)
+                    else t.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+                    for t in types
+                ]
+            if any(processors):
+                values = [
+                    tuple(v if p is None else p(v) for p, v in zip(processors, row, strict=True))
+                    for row in rows
+                ]
+            else:
+                values = [tuple(row) for row in rows]
+            conn.exec_driver_sql(sql, values)
+
+        return insert
 
     def insert_ignore(self, table: sa.Table, keys: Sequence[str]) -> sa.Insert:
         # INSERT IGNORE would also hide truncation and type errors; a no-op

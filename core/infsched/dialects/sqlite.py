@@ -11,7 +11,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from infsched.dialects.base import Dialect
+from infsched.dialects.base import Dialect, RowInserter
 
 
 class SQLiteDialect(Dialect):
@@ -45,6 +45,14 @@ class SQLiteDialect(Dialect):
     def lock_skipping_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
         # A write transaction already holds the whole database.
         return query
+
+    def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:
+        statement = table.insert()
+
+        def insert(conn: sa.Connection, rows: Sequence[Sequence[Any]]) -> None:
+            conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
+
+        return insert
 
     def is_duplicate_key(self, exc: DBAPIError) -> bool:
         message = str(exc.orig)

@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from infsched.clock import require_utc
 from infsched.dialects import dialect_for
+from infsched.dialects.base import RowInserter
 from infsched.entities import ColumnOptions, ColumnSpec, entity_spec
 from infsched.errors import EntityError
 from infsched.repositories.backend import RepositoryOptions
@@ -50,6 +51,8 @@ MAINTENANCE_LOCK_TIMEOUT = 60.0
 
 #: A SELECT of any columns.
 AnySelect = sa.Select[*tuple[Any, ...]]
+#: An entity's values in column order.
+Row = list[Any]
 Condition = Callable[[sa.Table], Sequence[sa.ColumnElement[bool]]]
 
 
@@ -99,8 +102,10 @@ class DayShardedRepository(ABC, Generic[T, K]):
         self._metadata = sa.MetaData()
         self._id = self._spec.id_column.name
         self._key = self._spec.sharding_column.name
-        self._selected = [c.name for c in self._spec.columns]
-        self._inserts: dict[str, sa.Insert] = {}
+        self._selected = self._rows.columns
+        self._id_at = self._selected.index(self._id)
+        self._key_at = self._selected.index(self._key)
+        self._inserters: dict[str, RowInserter] = {}
         # One INSERT statement per chunk, so a failed one is known exactly.  SQLite
         # binds at most 32766 parameters per statement.
         self._rows_per_statement = max(
@@ -186,7 +191,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
 
     def _forget(self, table: sa.Table) -> None:
         """Drop a table's metadata once the table itself is dropped."""
-        self._inserts.pop(table.name, None)
+        self._inserters.pop(table.name, None)
         self._metadata.remove(table)
 
     def _ready(self) -> None:
@@ -323,10 +328,11 @@ class DayShardedRepository(ABC, Generic[T, K]):
         """Check every entity, give ids to those without, then write all in one transaction.
 
         Rows go out in one multi-row INSERT per table and ROWS_PER_STATEMENT
-        rows, all in one transaction: a failure leaves nothing written.  Ids the caller supplied are first looked up
-        across all the repository's days, because neither a per-day table nor
-        a partitioned primary key (id, key) can make them unique by itself;
-        generated ids are unique by construction and skip that lookup.
+        rows, all in one transaction: a failure leaves nothing written.  Ids
+        the caller supplied are first looked up across all the repository's
+        days, because neither a per-day table nor a partitioned primary key
+        (id, key) can make them unique by itself; generated ids are unique by
+        construction and skip that look-up.
         """
         if not entities:
             return []
@@ -342,37 +348,37 @@ class DayShardedRepository(ABC, Generic[T, K]):
 
     def _rows_by_day(
         self, entities: Sequence[T]
-    ) -> tuple[list[T], dict[date, list[dict[str, Any]]], list[Any]]:
+    ) -> tuple[list[T], dict[date, list[Row]], list[Any]]:
         horizon = self.retention_horizon().replace(tzinfo=None)
-        key, ident = self._key, self._id
-        to_row = self._rows.to_row
-        rows = [to_row(e) for e in entities]
+        key_at, id_at = self._key_at, self._id_at
+        to_values = self._rows.to_values
+        rows = [to_values(e) for e in entities]
         stored = list(entities)
         supplied: list[Any] = []
         unnamed: list[int] = []
-        by_day: dict[date, list[dict[str, Any]]] = defaultdict(list)
+        by_day: dict[date, list[Row]] = defaultdict(list)
         for position, row in enumerate(rows):
-            key_value = row[key]
+            key_value = row[key_at]
             if key_value < horizon:
                 self._refuse_expired(key_value, horizon)
-            if row[ident] is None:
+            if row[id_at] is None:
                 unnamed.append(position)
             else:
-                supplied.append(row[ident])
+                supplied.append(row[id_at])
             by_day[key_value.date()].append(row)
         if len(set(supplied)) != len(supplied):
             self._refuse_repeated(supplied)
         if unnamed:
             if self._spec.id_column.python_type is not int:
                 raise EntityError(
-                    f"{self._spec.name}.{ident}: a str id must be supplied; only int ids "
+                    f"{self._spec.name}.{self._id}: a str id must be supplied; only int ids "
                     "are generated"
                 )
-            for position, new_id in zip(
-                unnamed, self.options.id_generator.next_ids(len(unnamed)), strict=True
-            ):
-                rows[position][ident] = new_id
-                stored[position] = attrs.evolve(stored[position], **{ident: new_id})  # type: ignore[misc]
+            new_ids = self.options.id_generator.next_ids(len(unnamed))
+            with_id, ident = self._rows.with_field, self._id
+            for position, new_id in zip(unnamed, new_ids, strict=True):
+                rows[position][id_at] = new_id
+                stored[position] = with_id(stored[position], ident, new_id)
         return stored, by_day, supplied
 
     def _refuse_repeated(self, ids: Sequence[Any]) -> None:
@@ -386,16 +392,18 @@ class DayShardedRepository(ABC, Generic[T, K]):
                 )
             seen.add(entity_id)
 
-    def _insert_statement(self, table: sa.Table) -> sa.Insert:
-        statement = self._inserts.get(table.name)
-        if statement is None:
-            statement = self._inserts[table.name] = table.insert()
-        return statement
+    def _inserter(self, table: sa.Table) -> RowInserter:
+        inserter = self._inserters.get(table.name)
+        if inserter is None:
+            inserter = self._inserters[table.name] = self._dialect.row_inserter(
+                table, self._selected
+            )
+        return inserter
 
     def _write(
         self,
         conn: sa.Connection,
-        by_day: Mapping[date, list[dict[str, Any]]],
+        by_day: Mapping[date, list[Row]],
         supplied: Sequence[Any],
     ) -> None:
         if supplied:
@@ -403,24 +411,24 @@ class DayShardedRepository(ABC, Generic[T, K]):
             if taken:
                 raise self._duplicate(min(taken))
         # Days that share a table (all of them, partitioned) share its statements.
-        by_table: dict[str, tuple[sa.Table, list[date], list[dict[str, Any]]]] = {}
+        by_table: dict[str, tuple[sa.Table, list[date], list[Row]]] = {}
         for day in sorted(by_day):
             table = self._table_for_day(day)
             _, days, table_rows = by_table.setdefault(table.name, (table, [], []))
             days.append(day)
             table_rows.extend(by_day[day])
         for table, days, all_rows in by_table.values():
-            statement = self._insert_statement(table)
+            inserter = self._inserter(table)
             for chunk in _chunks(all_rows, self._rows_per_statement):
                 try:
-                    self._insert_rows(conn, days, statement, chunk)
+                    self._insert_rows(conn, days, inserter, chunk)
                 except IntegrityError as exc:
                     if not self._dialect.is_duplicate_key(exc):
                         raise
                     # The failed statement left nothing behind, and its ids differ from
                     # each other and from those written before it: any of them found
                     # now was stored by someone else.
-                    taken = self._existing_ids(conn, [row[self._id] for row in chunk])
+                    taken = self._existing_ids(conn, [row[self._id_at] for row in chunk])
                     if taken:
                         raise self._duplicate(min(taken)) from None
                     raise DuplicateEntityError(
@@ -432,12 +440,12 @@ class DayShardedRepository(ABC, Generic[T, K]):
         self,
         conn: sa.Connection,
         days: Sequence[date],
-        statement: sa.Insert,
-        rows: Sequence[dict[str, Any]],
+        inserter: RowInserter,
+        rows: Sequence[Row],
     ) -> None:
         """One multi-row INSERT; a day table dropped meanwhile is made again (or refused)."""
         try:
-            conn.execute(statement, rows)
+            inserter(conn, rows)
         except DBAPIError as exc:
             if not self._missing(exc):
                 raise
@@ -447,7 +455,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
                 self._refuse_expired(day_start(day), horizon)
                 self._forget_day(day)
             self._prepare_days(days, conn)
-            conn.execute(statement, rows)
+            inserter(conn, rows)
 
     def _forget_day(self, day: date) -> None:
         """The table of `day` turned out not to exist; a backend with a cache drops it."""

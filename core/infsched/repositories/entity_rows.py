@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
+
 from infsched.entities import ColumnSpec, EntitySpec
 from infsched.errors import EntityError
 
@@ -81,15 +83,27 @@ class EntityRows:
         )
         self._decoders = tuple((c.name, _decoder(c)) for c in spec.columns)
         self._columns = {c.name: c for c in spec.columns}
+        self._init = [(a.alias, a.name) for a in attrs.fields(spec.cls) if a.init]
 
-    def to_row(self, entity: object) -> dict[str, Any]:
-        """The row of `entity`; EntityError naming the field if a value cannot be stored."""
+    @property
+    def columns(self) -> list[str]:
+        """The column names, in the order `to_values` gives the values."""
+        return [name for name, _, _ in self._encoders]
+
+    def to_values(self, entity: object) -> list[Any]:
+        """The row of `entity` as values in column order; EntityError naming a bad field."""
         if not isinstance(entity, self.spec.cls):
             raise EntityError(
                 f"expected a {self.spec.name}, got {type(entity).__name__}; "
                 "this repository stores only its own entity type"
             )
-        return {name: encode(get(entity)) for name, get, encode in self._encoders}
+        return [encode(get(entity)) for _, get, encode in self._encoders]
+
+    def with_field(self, entity: Any, field: str, value: Any) -> Any:
+        """A copy of `entity` with one field changed: `attrs.evolve`, minus its per-call set-up."""
+        values = {alias: getattr(entity, name) for alias, name in self._init}
+        values[field] = value
+        return self.spec.cls(**values)
 
     def from_row(self, row: Mapping[Any, Any]) -> Any:
         return self.spec.cls(**{name: decode(row[name]) for name, decode in self._decoders})

@@ -1,0 +1,117 @@
+"""insert_many is batched: multi-row statements, one transaction, round trips counted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from infsched.dburl import DatabaseUrl
+from infsched.repositories.base import DuplicateEntityError
+from infsched.repositories.day_sharded import DayShardedRepository
+from infsched.repositories.ids import IdGenerator
+from tests.repositories_support import (
+    BACKENDS,
+    DAY,
+    NOW,
+    TODAY,
+    Backend,
+    Reminder,
+    backend_for,
+    reminder,
+    statements,
+)
+
+Repo = DayShardedRepository[Reminder, int]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    engine_for: Callable[[DatabaseUrl], sa.Engine],
+) -> Backend:
+    return backend_for(request, tmp_path, engine_for, request.param)
+
+
+@pytest.fixture
+def repo(backend: Backend) -> Repo:
+    repo = backend.make(precreate_days=3)
+    repo.maintain()
+    return repo
+
+
+@contextmanager
+def commits(engine: sa.Engine) -> Iterator[list[Any]]:
+    done: list[Any] = []
+
+    def record(conn: Any) -> None:
+        done.append(conn)
+
+    sa.event.listen(engine, "commit", record)
+    try:
+        yield done
+    finally:
+        sa.event.remove(engine, "commit", record)
+
+
+def inserts(sent: list[str]) -> list[str]:
+    return [s for s in sent if s.lstrip().upper().startswith("INSERT")]
+
+
+def test_a_thousand_rows_of_one_day_are_one_statement_and_one_commit(
+    backend: Backend, repo: Repo
+) -> None:
+    batch = [reminder(TODAY + timedelta(seconds=i), f"r{i}") for i in range(1000)]
+    with statements(backend.engine) as sent, commits(backend.engine) as done:
+        repo.insert_many(batch)
+    assert len(inserts(sent)) == 1
+    assert len(sent) == 1  # generated ids need no look-up
+    assert len(done) == 1
+    assert repo.count_by_date_range(TODAY, TODAY + DAY) == 1000
+
+
+def test_larger_batches_go_in_statements_of_a_thousand_rows(backend: Backend, repo: Repo) -> None:
+    batch = [reminder(TODAY + timedelta(seconds=i)) for i in range(2500)]
+    with statements(backend.engine) as sent, commits(backend.engine) as done:
+        repo.insert_many(batch)
+    assert len(inserts(sent)) == 3
+    assert len(done) == 1
+
+
+def test_rows_of_several_days_need_one_statement_per_table(backend: Backend, repo: Repo) -> None:
+    batch = [reminder(NOW + (i % 3) * DAY) for i in range(30)]
+    with statements(backend.engine) as sent:
+        repo.insert_many(batch)
+    assert len(inserts(sent)) == (1 if backend.is_partitioned else 3)
+
+
+def test_supplied_ids_cost_one_look_up_across_all_days(backend: Backend, repo: Repo) -> None:
+    batch = [Reminder(id=i + 1, due=NOW + (i % 3) * DAY, text="x") for i in range(30)]
+    with statements(backend.engine) as sent:
+        repo.insert_many(batch)
+    look_ups = [s for s in sent if not s.lstrip().upper().startswith("INSERT")]
+    # multi-table: list the tables, then one UNION ALL over them; partitioned: one SELECT.
+    assert len(look_ups) == (1 if backend.is_partitioned else 2)
+
+
+def test_a_duplicate_in_a_later_statement_leaves_nothing_written(backend: Backend) -> None:
+    # Twin generators (one node number, a stopped clock) make the same ids, which only the
+    # primary key catches.  The clash is in the third statement; the first two are undone.
+    def twin() -> IdGenerator:
+        return IdGenerator(node=5, now_ms=lambda: 1_750_000_000_000)
+
+    first = backend.make(id_generator=twin())
+    there = first.insert_many([reminder(NOW) for _ in range(2001)])
+    second = backend.make(id_generator=twin())
+    batch = [reminder(NOW - DAY) for _ in range(2000)] + [reminder(NOW)]
+    with statements(backend.engine) as sent, pytest.raises(DuplicateEntityError) as error:
+        second.insert_many(batch)
+    assert error.value.entity_id == there[2000].id
+    assert len(inserts(sent)) == 3
+    assert second.count_by_date_range(TODAY - DAY, TODAY) == 0
