@@ -131,6 +131,15 @@ def test_plugin_raising_on_import_is_listed_as_failed(broken_site: Path) -> None
 
     table = infsched(broken_site, "plugins", "list")
     assert table.returncode == 0, table.stderr
+    header = next(line for line in table.stdout.splitlines() if "┃ name" in line)
+    assert [cell.strip() for cell in header.split("┃")[1:-1]] == [
+        "name",
+        "distribution",
+        "version",
+        "hooks",
+        "registers",
+        "status",
+    ]
     row = next(line for line in table.stdout.splitlines() if "│ broken" in line)
     assert "infsched-broken" in row
     assert "failed" in row
@@ -416,6 +425,33 @@ def test_two_distributions_with_one_entry_point_name_conflict(
     assert len(plugins.executors()) == 1, "only the first one is loaded"
     with pytest.raises(PluginConflictError):
         plugins.require_healthy()
+
+
+def test_builtins_load_after_entry_points_and_the_plugin_is_named_to_disable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_dist(
+        tmp_path,
+        "infsched-shadow",
+        "shadow",
+        """
+        from infsched.hookspecs import hookimpl
+        from infsched.metrics.sink import MetricsSinkSpec
+
+        @hookimpl
+        def register_metrics_sinks():
+            return [MetricsSinkSpec(name="log", factory=lambda section: None)]
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins = load_plugins(env={"INFSCHED_LOAD_PLUGINS": "shadow"})
+    # The entry point came first, so the built-in is the one refused; the advice names
+    # the plugin that can be disabled (built-ins cannot).
+    assert plugins.metrics_sinks()["log"].plugin == "shadow"
+    assert plugins.conflicts == [
+        "metrics sink 'log' is registered by both plugin 'shadow' and plugin 'log_sink'; "
+        "disable one with INFSCHED_DISABLE_PLUGINS=shadow"
+    ]
 
 
 def test_empty_load_plugins_variable_means_unset() -> None:
