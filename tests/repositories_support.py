@@ -51,6 +51,12 @@ class Label:
     text: str = column(length=20)
 
 
+def id_of(entity: Any) -> int:
+    """The id of a stored entity (declared ``int | None`` because it is None until stored)."""
+    assert isinstance(entity.id, int)
+    return entity.id
+
+
 def reminder(due: datetime, text: str = "x", **kwargs: Any) -> Reminder:
     return Reminder(due=due, text=text, **kwargs)
 
@@ -92,20 +98,25 @@ class Backend:
         )
 
 
-def backend_for(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    engine_for: Callable[[DatabaseUrl], sa.Engine],
-    spec: str,
-) -> Backend:
-    backend, database = spec.split("-")
-    if database == "mysql":
-        factory: Callable[[], DatabaseUrl] = request.getfixturevalue("mysql_database_factory")
-        url = factory()
-    else:
-        url = DatabaseUrl(f"sqlite:///{tmp_path / 'repositories.db'}")
-    cls = MultiTableRepository if backend == "multi_table" else PartitionedRepository
-    return Backend(spec, url, engine_for(url), cls)
+def backend_fixture(*specs: str) -> Any:
+    """A fixture giving a Backend for each of `specs` ("multi_table-mysql", ...) in turn."""
+
+    @pytest.fixture(params=list(specs))
+    def backend(
+        request: pytest.FixtureRequest,
+        tmp_path: Path,
+        engine_for: Callable[[DatabaseUrl], sa.Engine],
+    ) -> Backend:
+        kind, database = request.param.split("-")
+        if database == "mysql":
+            factory: Callable[[], DatabaseUrl] = request.getfixturevalue("mysql_database_factory")
+            url = factory()
+        else:
+            url = DatabaseUrl(f"sqlite:///{tmp_path / 'repositories.db'}")
+        cls = MultiTableRepository if kind == "multi_table" else PartitionedRepository
+        return Backend(request.param, url, engine_for(url), cls)
+
+    return backend
 
 
 @contextmanager

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-import sqlalchemy as sa
 
-from infsched.dburl import DatabaseUrl
 from infsched.entities import column, id_field, sharding_key
 from infsched.errors import EntityError
 from infsched.repositories.day_sharded import DayShardedRepository
@@ -26,7 +22,8 @@ from tests.repositories_support import (
     TODAY,
     Backend,
     Reminder,
-    backend_for,
+    backend_fixture,
+    id_of,
     reminder,
     statements,
 )
@@ -37,24 +34,12 @@ PAGE = re.compile(r"FROM\s+\W?reminders\w*\W?\s.*ORDER BY", re.DOTALL)
 END_OF_TODAY = TODAY + DAY - timedelta(microseconds=1)
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    engine_for: Callable[[DatabaseUrl], sa.Engine],
-) -> Backend:
-    return backend_for(request, tmp_path, engine_for, request.param)
+backend = backend_fixture(*BACKENDS)
 
 
 @pytest.fixture
 def repo(backend: Backend) -> Repo:
     return backend.make()
-
-
-def id_of(entity: Any) -> int:
-    """The id of a stored entity (declared ``int | None`` because it is None until stored)."""
-    assert isinstance(entity.id, int)
-    return entity.id
 
 
 def ids(entities: list[Reminder]) -> list[int | None]:

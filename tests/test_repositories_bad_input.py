@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -27,7 +26,7 @@ from tests.repositories_support import (
     Backend,
     Label,
     Reminder,
-    backend_for,
+    backend_fixture,
     reminder,
     statements,
 )
@@ -35,13 +34,7 @@ from tests.repositories_support import (
 Repo = DayShardedRepository[Reminder, int]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    engine_for: Callable[[DatabaseUrl], sa.Engine],
-) -> Backend:
-    return backend_for(request, tmp_path, engine_for, request.param)
+backend = backend_fixture(*BACKENDS)
 
 
 @pytest.fixture

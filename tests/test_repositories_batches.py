@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from infsched.dburl import DatabaseUrl
 from infsched.repositories.base import DuplicateEntityError
 from infsched.repositories.day_sharded import DayShardedRepository
 from infsched.repositories.ids import IdGenerator
@@ -22,7 +20,7 @@ from tests.repositories_support import (
     TODAY,
     Backend,
     Reminder,
-    backend_for,
+    backend_fixture,
     reminder,
     statements,
 )
@@ -30,13 +28,7 @@ from tests.repositories_support import (
 Repo = DayShardedRepository[Reminder, int]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    engine_for: Callable[[DatabaseUrl], sa.Engine],
-) -> Backend:
-    return backend_for(request, tmp_path, engine_for, request.param)
+backend = backend_fixture(*BACKENDS)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from infsched.cli.context import app_context, config_options, requires_plugins
+from infsched.database import check_reachable
 from infsched.repositories.from_config import ConfiguredRepository, build_repositories
 
 _REPO_OPTION = click.option(
@@ -34,6 +35,8 @@ def _repositories(names: tuple[str, ...]) -> Iterator[list[ConfiguredRepository]
     config = app.loaded().config
     built = build_repositories(config, app.plugins, names=names or None)
     try:
+        for item in {id(r.repository.engine): r for r in built}.values():
+            check_reachable(item.repository.engine, item.database_url)
         yield built
     finally:
         for engine in {id(r.repository.engine): r.repository.engine for r in built}.values():
