@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 import pytest
+import sqlalchemy as sa
 
 from infsched.entities import column, id_field, sharding_key
 from infsched.errors import EntityError
@@ -380,3 +381,20 @@ def test_every_column_type_round_trips(backend: Backend) -> None:
     assert found is not None
     assert (found.attributes, found.flag, found.maybe) == ({"c": 3}, False, 7)
     assert list(repo.find_all_by_column("colour", Colour.BLUE, TODAY, TODAY + DAY)) == [found]
+
+
+def test_a_first_insert_in_a_callers_transaction_that_already_wrote(backend: Backend) -> None:
+    fresh = backend.make(name="fresh")  # never used: its tables are not laid out yet
+    with backend.engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE other (x INTEGER)"))
+    with backend.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO other VALUES (1)"))  # holds SQLite's write lock
+        stored = fresh.insert_many([reminder(NOW)], conn=conn)
+    assert fresh.find_by_id(id_of(stored[0])) == stored[0]
+
+
+def test_bad_input_is_refused_before_the_first_use_lays_anything_out(backend: Backend) -> None:
+    fresh = backend.make(name="fresh")
+    with statements(backend.engine) as sent, pytest.raises(EntityError, match=r"Reminder\.text"):
+        fresh.insert(reminder(NOW, "z" * 30))
+    assert sent == []

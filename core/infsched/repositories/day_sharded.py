@@ -336,8 +336,12 @@ class DayShardedRepository(ABC, Generic[T, K]):
         """
         if not entities:
             return []
-        self._ready()
-        stored, by_day, supplied = self._rows_by_day(entities)
+        stored, by_day, supplied = self._rows_by_day(entities)  # every check before any SQL
+        if conn is None or not self._dialect.transactional_ddl:
+            # (SQLite: laying out the window takes a connection of its own, which would
+            # wait for the caller's write lock; the rows' own tables are made in the
+            # caller's transaction by _prepare_days.)
+            self._ready()
         self._prepare_days(by_day.keys(), conn)
         if conn is not None:
             self._write(conn, by_day, supplied)
