@@ -129,6 +129,24 @@ class Dialect(ABC):
     def lock_skipping_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
         """`query` locking the rows it returns and skipping rows others hold (claims)."""
 
+    # -- building jobs from entity rows inside the database (INSERT … SELECT) --
+
+    @abstractmethod
+    def job_key(
+        self, repository: str, entity_id: sa.ColumnElement[Any], due: sa.ColumnElement[Any]
+    ) -> sa.ColumnElement[str]:
+        """SQL computing `infsched.jobstore.base.job_key` from an entity row, to the character."""
+
+    @abstractmethod
+    def json_field(self, column: sa.ColumnElement[Any], python_type: type) -> sa.ColumnElement[Any]:
+        """`column` as it must appear in a JSON snapshot that `EntitySpec.from_json` reads back."""
+
+    @abstractmethod
+    def json_object(
+        self, fields: Sequence[tuple[str, sa.ColumnElement[Any]]]
+    ) -> sa.ColumnElement[str]:
+        """A JSON object text of (name, value) pairs."""
+
     @staticmethod
     def _quote(conn: sa.Connection, name: str) -> str:
         return conn.dialect.identifier_preparer.quote(name)

@@ -6,7 +6,8 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -199,6 +200,35 @@ class MySQLDialect(Dialect):
         statement = mysql_insert(table)
         first = keys[0]
         return statement.on_duplicate_key_update({first: statement.inserted[first]})
+
+    def job_key(
+        self, repository: str, entity_id: sa.ColumnElement[Any], due: sa.ColumnElement[Any]
+    ) -> sa.ColumnElement[str]:
+        return sa.func.concat(
+            sa.literal(f"{repository}:"),
+            entity_id,
+            sa.literal(":"),
+            sa.func.date_format(due, sa.literal("%Y%m%dT%H%i%s.%fZ")),
+            type_=sa.String(),
+        )
+
+    def json_field(self, column: sa.ColumnElement[Any], python_type: type) -> sa.ColumnElement[Any]:
+        if python_type is datetime:
+            return sa.func.date_format(column, sa.literal("%Y-%m-%dT%H:%i:%s.%f"))
+        if python_type is date:
+            return sa.func.date_format(column, sa.literal("%Y-%m-%d"))
+        if python_type is Decimal:
+            # As text: a JSON number would come back as a float and lose digits.
+            return sa.cast(column, sa.String())
+        if python_type in (dict, list):
+            return sa.func.json_extract(column, sa.literal("$"))
+        return column
+
+    def json_object(
+        self, fields: Sequence[tuple[str, sa.ColumnElement[Any]]]
+    ) -> sa.ColumnElement[str]:
+        args = [part for name, value in fields for part in (sa.literal(name), value)]
+        return sa.func.json_object(*args, type_=sa.Text())
 
     def current_timestamp(self) -> sa.ColumnElement[datetime]:
         return sa.func.utc_timestamp(6, type_=sa.DateTime())

@@ -38,6 +38,40 @@ class SQLiteDialect(Dialect):
     def insert_ignore(self, table: sa.Table, keys: Sequence[str]) -> sa.Insert:
         return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(keys))
 
+    def job_key(
+        self, repository: str, entity_id: sa.ColumnElement[Any], due: sa.ColumnElement[Any]
+    ) -> sa.ColumnElement[str]:
+        # SQLAlchemy stores a DATETIME as 'YYYY-MM-DD HH:MM:SS.ffffff' text.
+        def part(start: int, length: int) -> sa.ColumnElement[str]:
+            return sa.func.substr(due, start, length)
+
+        return (
+            sa.literal(f"{repository}:")
+            + sa.cast(entity_id, sa.String())
+            + ":"
+            + part(1, 4)
+            + part(6, 2)
+            + part(9, 2)
+            + "T"
+            + part(12, 2)
+            + part(15, 2)
+            + part(18, 2)
+            + "."
+            + part(21, 6)
+            + "Z"
+        )
+
+    def json_field(self, column: sa.ColumnElement[Any], python_type: type) -> sa.ColumnElement[Any]:
+        if python_type in (dict, list):
+            return sa.func.json(column)
+        return column
+
+    def json_object(
+        self, fields: Sequence[tuple[str, sa.ColumnElement[Any]]]
+    ) -> sa.ColumnElement[str]:
+        args = [part for name, value in fields for part in (sa.literal(name), value)]
+        return sa.func.json_object(*args, type_=sa.Text())
+
     def current_timestamp(self) -> None:
         # One node writes a SQLite file; its clock is the only one there is.
         return None

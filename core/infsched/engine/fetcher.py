@@ -24,11 +24,12 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from infsched.clock import Clock
+from infsched.clock import Clock, utc_naive
 from infsched.config import SchedulerConfig
-from infsched.engine.binding import RepositoryBinding
+from infsched.dialects import dialect_for
+from infsched.engine.binding import PRIORITY_FIELD, RepositoryBinding
 from infsched.engine.controls import Controls
-from infsched.jobstore.base import NewJob, job_key
+from infsched.jobstore.base import JobState, NewJob, job_key
 from infsched.jobstore.sql import SqlJobStore
 from infsched.metrics.recorder import MetricsRecorder
 
@@ -66,6 +67,7 @@ class Fetcher:
         self.controls = controls
         self._labels = {"repository": binding.name}
         self._shared_db = _same_database(binding.repository.engine, store.engine)
+        self._dialect = dialect_for(store.engine)
 
     def new_jobs(self, entities: Sequence[Any]) -> list[NewJob]:
         spec = self.binding.spec
@@ -97,12 +99,19 @@ class Fetcher:
         repo = self.binding.repository
         now = self.clock.now()
         if self._shared_db:
+            # One database: the rows are copied by INSERT … SELECT inside it, and only
+            # (id, key) pairs cross the wire; PyMySQL's per-value costs stay out of it.
             with self.store.engine.begin() as conn:
-                entities = self._find(start, end, limit, conn)
-                if entities:
-                    self.store.add_jobs(conn, self.new_jobs(entities))
-                    repo.mark_scheduled(conn, entities, now)
-            return len(entities)
+                began = time.monotonic()
+                keys = repo.lock_unscheduled(conn, start, end, limit)
+                self.metrics.observe(
+                    "repository_query_seconds", time.monotonic() - began, self._labels
+                )
+                if keys:
+                    for table, where in repo.sources(keys):
+                        self.store.add_jobs_from(conn, self._copy(table, where, now))
+                    repo.mark_keys_scheduled(conn, keys, now)
+            return len(keys)
         # Two databases: the jobs commit first, then the marks.  A crash in between
         # leaves the entities unmarked; the next cycle offers the same job keys and
         # the store ignores those still waiting (see docs/architecture.md).
@@ -113,6 +122,33 @@ class Fetcher:
                     self.store.add_jobs(store_conn, self.new_jobs(entities))
                 repo.mark_scheduled(conn, entities, now)
         return len(entities)
+
+    def _copy(
+        self, table: sa.Table, where: sa.ColumnElement[bool], now: datetime
+    ) -> sa.Select[Any]:
+        """The SELECT producing job rows (SqlJobStore.COPY_COLUMNS) from entity rows."""
+        spec, dialect = self.binding.spec, self._dialect
+        entity_id = table.c[spec.id_column.name]
+        due = table.c[spec.sharding_column.name]
+        payload = dialect.json_object(
+            [(c.name, dialect.json_field(table.c[c.name], c.python_type)) for c in spec.columns]
+        )
+        default = sa.literal(self.binding.default_priority, sa.Integer())
+        has_priority = any(c.name == PRIORITY_FIELD and c.python_type is int for c in spec.columns)
+        priority = sa.func.coalesce(table.c[PRIORITY_FIELD], default) if has_priority else default
+        return sa.select(
+            dialect.job_key(self.binding.name, entity_id, due),
+            sa.literal(self.binding.name),
+            sa.literal(self.binding.executor),
+            sa.cast(entity_id, sa.String(191)),
+            due,
+            due,
+            priority,
+            sa.literal(JobState.WAITING.value),
+            sa.literal(0, sa.Integer()),
+            payload,
+            sa.literal(utc_naive(now), sa.DateTime()),
+        ).where(where)
 
     def _find(self, start: datetime, end: datetime, limit: int, conn: sa.Connection) -> list[Any]:
         began = time.monotonic()

@@ -19,5 +19,9 @@ class JobLogger(logging.LoggerAdapter[logging.Logger]):
         return f"[{extra.get('job_key')}] {msg}", kwargs
 
 
-def job_logger(job_key: str, repository: str, name: str = "infsched.job") -> JobLogger:
-    return JobLogger(logging.getLogger(name), {"job_key": job_key, "repository": repository})
+#: Looked up once: getLogger takes a lock, and this runs for every job.
+_JOB_LOG = logging.getLogger("infsched.job")
+
+
+def job_logger(job_key: str, repository: str) -> JobLogger:
+    return JobLogger(_JOB_LOG, {"job_key": job_key, "repository": repository})

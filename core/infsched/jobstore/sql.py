@@ -31,6 +31,19 @@ _DONE = {Outcome.SUCCEEDED, Outcome.MISFIRED, Outcome.CANCELLED}
 _WAITING = JobState.WAITING.value
 _CLAIMED = JobState.CLAIMED.value
 _DEAD = JobState.DEAD.value
+#: What a claim reads: a PyMySQL row costs per column, so nothing more.
+_CLAIMED_COLUMNS = (
+    jobs.c.id,
+    jobs.c.job_key,
+    jobs.c.repository,
+    jobs.c.executor,
+    jobs.c.entity_id,
+    jobs.c.due_at,
+    jobs.c.run_at,
+    jobs.c.priority,
+    jobs.c.attempt,
+    jobs.c.payload,
+)
 #: Longest error text kept on a job row.
 MAX_ERROR = 4000
 
@@ -91,6 +104,31 @@ class SqlJobStore:
         result = conn.execute(self._insert_ignore, rows)
         return max(result.rowcount, 0)
 
+    #: The columns `add_jobs_from` expects its SELECT to produce, in order.
+    COPY_COLUMNS = (
+        "job_key",
+        "repository",
+        "executor",
+        "entity_id",
+        "due_at",
+        "run_at",
+        "priority",
+        "state",
+        "attempt",
+        "payload",
+        "created_at",
+    )
+
+    def add_jobs_from(self, conn: sa.Connection, rows: sa.Select[Any]) -> int:
+        """INSERT … SELECT jobs from rows of the same database, ignoring existing keys.
+
+        The rows never travel through Python: this is how a fetcher on the job
+        store's own database moves a batch (see engine/fetcher.py).
+        """
+        statement = self._insert_ignore.from_select(list(self.COPY_COLUMNS), rows)
+        result = conn.execute(statement)
+        return max(result.rowcount, 0)
+
     # -- worker side --
 
     def claim_due(
@@ -115,7 +153,7 @@ class SqlJobStore:
             rows: list[sa.Row[Any]] = []
             for priority in priorities:
                 query = (
-                    sa.select(jobs)
+                    sa.select(*_CLAIMED_COLUMNS)
                     .where(
                         jobs.c.state == _WAITING,
                         jobs.c.priority == priority,

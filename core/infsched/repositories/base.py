@@ -136,6 +136,24 @@ class ShardingRepository(Protocol[T, K]):
         """
         ...
 
+    def lock_unscheduled(
+        self, conn: sa.Connection, start: datetime, end: datetime, limit: int
+    ) -> list[tuple[Any, datetime]]:
+        """(id, naive UTC sharding key) of up to `limit` unscheduled entities, locked on `conn`."""
+        ...
+
+    def sources(
+        self, keys: Sequence[tuple[Any, datetime]]
+    ) -> list[tuple[sa.Table, sa.ColumnElement[bool]]]:
+        """Per day: the table and a WHERE selecting exactly the entities of `keys`."""
+        ...
+
+    def mark_keys_scheduled(
+        self, conn: sa.Connection, keys: Sequence[tuple[Any, datetime]], when: datetime
+    ) -> None:
+        """Record on `conn` that jobs exist for the entities of `keys`."""
+        ...
+
     def mark_scheduled(self, conn: sa.Connection, entities: Sequence[T], when: datetime) -> None:
         """Record on `conn` (in the caller's transaction) that jobs exist for `entities`."""
         ...

@@ -585,33 +585,89 @@ class DayShardedRepository(ABC, Generic[T, K]):
                 break
         return found
 
-    def mark_scheduled(self, conn: sa.Connection, entities: Sequence[T], when: datetime) -> None:
-        stamp = require_utc(when, "when").replace(tzinfo=None)
-        by_day: dict[date, list[Any]] = defaultdict(list)
-        # Only the id and the sharding key matter here: a full to_row would check
-        # every field of entities that were just read from the table.
-        for entity in entities:
-            due = self._rows.value_to_db(self._key, getattr(entity, self._key))
-            by_day[due.date()].append(self._check_id(getattr(entity, self._id)))
-        for day, ids in sorted(by_day.items()):
+    def lock_unscheduled(
+        self, conn: sa.Connection, start: datetime, end: datetime, limit: int
+    ) -> list[tuple[Any, datetime]]:
+        """(id, sharding key as naive UTC) of up to `limit` unscheduled entities, locked on `conn`.
+
+        Like find_unscheduled with a connection, but reads two columns instead
+        of whole entities: the engine copies the rows into the job store with
+        one INSERT … SELECT and never needs them in Python.
+        """
+        bounds = self._range(start, end)
+        if bounds is None or limit <= 0:
+            return []
+        self._ready()
+        found: list[tuple[Any, datetime]] = []
+        for segment in self._segments(conn, *bounds):
+            table = segment.table
+            key, ident = table.c[self._key], table.c[self._id]
+            query = (
+                sa.select(ident, key)
+                .where(table.c[JOB_AT].is_(None), *segment.bounds(self._key))
+                .order_by(key, ident)
+                .limit(limit - len(found))
+            )
+            rows = self._each_skipping_missing(conn, [self._dialect.lock_skipping_locked(query)])
+            found.extend((r[self._id], r[self._key]) for r in rows)
+            if len(found) >= limit:
+                break
+        return found
+
+    def sources(
+        self, keys: Sequence[tuple[Any, datetime]]
+    ) -> list[tuple[sa.Table, sa.ColumnElement[bool]]]:
+        """For each day of `keys`: its table and a WHERE that selects exactly those entities.
+
+        The day's bounds in the WHERE prune a partitioned table to one partition.
+        """
+        found = []
+        for day, ids in sorted(self._ids_by_day(keys).items()):
             table = self._table_for_day(day)
             key = table.c[self._key]
             for chunk in _chunks(ids, IN_LIST_SIZE):
-                statement = (
-                    table.update()
-                    # The day's bounds prune a partitioned table to one partition.
-                    .where(
-                        table.c[self._id].in_(chunk),
-                        key >= day_start(day),
-                        key < day_start(day + timedelta(days=1)),
+                found.append(
+                    (
+                        table,
+                        sa.and_(
+                            table.c[self._id].in_(chunk),
+                            key >= day_start(day),
+                            key < day_start(day + timedelta(days=1)),
+                        ),
                     )
-                    .values({JOB_AT: stamp})
                 )
-                try:
-                    conn.execute(statement)
-                except DBAPIError as exc:
-                    if not self._missing(exc):
-                        raise
+        return found
+
+    @staticmethod
+    def _ids_by_day(keys: Sequence[tuple[Any, datetime]]) -> dict[date, list[Any]]:
+        by_day: dict[date, list[Any]] = defaultdict(list)
+        for entity_id, due in keys:
+            by_day[due.date()].append(entity_id)
+        return by_day
+
+    def mark_scheduled(self, conn: sa.Connection, entities: Sequence[T], when: datetime) -> None:
+        # Only the id and the sharding key matter here: a full to_row would check
+        # every field of entities that were just read from the table.
+        keys = [
+            (
+                self._check_id(getattr(entity, self._id)),
+                self._rows.value_to_db(self._key, getattr(entity, self._key)),
+            )
+            for entity in entities
+        ]
+        self.mark_keys_scheduled(conn, keys, when)
+
+    def mark_keys_scheduled(
+        self, conn: sa.Connection, keys: Sequence[tuple[Any, datetime]], when: datetime
+    ) -> None:
+        """Record on `conn` that jobs exist for the entities of `keys` (id, naive UTC key)."""
+        stamp = require_utc(when, "when").replace(tzinfo=None)
+        for table, where in self.sources(keys):
+            try:
+                conn.execute(table.update().where(where).values({JOB_AT: stamp}))
+            except DBAPIError as exc:
+                if not self._missing(exc):
+                    raise
 
     # -- updates and deletes --
 
