@@ -223,7 +223,8 @@ def test_partitions_maintain_and_status(
         "partitions", "status", "--config", str(path), "--db", raw(mysql_url), "--repo", "sms"
     )
     assert code == 0, err
-    assert "sms: partitioned, SmsEntity, retention 1 days" in out
+    assert "sms (partitioned, SmsEntity)" in out
+    assert "retention 1 d, precreate 1 d" in out
     assert "mail" not in out
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
     assert set(rows) == {*[n for n in rows if n.startswith("p2")], "pmax"}

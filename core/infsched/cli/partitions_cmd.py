@@ -65,13 +65,13 @@ def status(names: tuple[str, ...]) -> None:
             repo = item.repository
             shards = repo.status()
             table = Table(
-                title=(
-                    f"{escape(repo.name)}: {item.backend}, {item.config.entity}, "
-                    f"retention {item.config.retention_days} days, "
-                    f"precreate {item.config.precreate_days} days ({item.database_url})"
-                )
+                title=f"{escape(repo.name)} ({item.backend}, {escape(item.config.entity)})",
+                caption=(
+                    f"retention {item.config.retention_days} d, "
+                    f"precreate {item.config.precreate_days} d; {escape(str(item.database_url))}"
+                ),
             )
-            for heading in ("table / partition", "day", "rows", "earliest", "latest"):
+            for heading in ("table / partition", "day", "rows", "earliest (UTC)", "latest (UTC)"):
                 table.add_column(heading, justify="right" if heading == "rows" else "left")
             for shard in shards:
                 table.add_row(
@@ -82,7 +82,7 @@ def status(names: tuple[str, ...]) -> None:
                     _when(shard.latest),
                 )
             if not shards:
-                table.caption = "no tables yet; `infsched partitions maintain` creates them"
+                table.caption = "no tables yet: `infsched partitions maintain` creates them"
             console.print(table)
 
 
