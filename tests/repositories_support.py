@@ -17,6 +17,7 @@ from infsched.dburl import DatabaseUrl
 from infsched.entities import column, id_field, sharding_key
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.day_sharded import DayShardedRepository
+from infsched.repositories.ids import IdGenerator
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
 
@@ -55,6 +56,14 @@ def id_of(entity: Any) -> int:
     """The id of a stored entity (declared ``int | None`` because it is None until stored)."""
     assert isinstance(entity.id, int)
     return entity.id
+
+
+def twin_ids() -> IdGenerator:
+    """A generator whose ids repeat those of every other twin: one node, a stopped clock.
+
+    Only a primary key can catch such a duplicate: no look-up guards generated ids.
+    """
+    return IdGenerator(node=3, now_ms=lambda: 1_750_000_000_000)
 
 
 def reminder(due: datetime, text: str = "x", **kwargs: Any) -> Reminder:

@@ -14,7 +14,6 @@ from infsched.errors import ConfigError, EntityError
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import DuplicateEntityError, RetentionError
 from infsched.repositories.day_sharded import DayShardedRepository
-from infsched.repositories.ids import IdGenerator
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
 from infsched_orders.entity import OrderAction, OrderEntity
@@ -29,6 +28,7 @@ from tests.repositories_support import (
     backend_fixture,
     reminder,
     statements,
+    twin_ids,
 )
 
 Repo = DayShardedRepository[Reminder, int]
@@ -145,19 +145,26 @@ def test_an_id_twice_in_one_batch(backend: Backend, repo: Repo) -> None:
 
 
 def test_a_duplicate_the_database_catches_rolls_back_the_whole_call(backend: Backend) -> None:
-    # Two generators with one node number and a stopped clock make the same ids: no
-    # look-up guards generated ids, so the primary key catches it, mid-transaction.
-    def twin() -> IdGenerator:
-        return IdGenerator(node=3, now_ms=lambda: 1_750_000_000_000)
-
-    first = backend.make(id_generator=twin())
+    first = backend.make(id_generator=twin_ids())
     stored = first.insert(reminder(NOW))
-    second = backend.make(id_generator=twin())
+    second = backend.make(id_generator=twin_ids())
     with pytest.raises(DuplicateEntityError, match=f"id {stored.id} is already stored") as error:
         second.insert_many([Reminder(id=1, due=NOW - DAY, text="x"), reminder(NOW)])
     assert error.value.entity_id == stored.id
     assert second.find_by_id(1) is None
     assert second.count_by_date_range(TODAY - DAY, TODAY + DAY) == 1
+
+
+def test_a_duplicate_the_database_catches_in_the_callers_transaction(backend: Backend) -> None:
+    first = backend.make(id_generator=twin_ids())
+    stored = first.insert_many([reminder(NOW), reminder(NOW)])
+    second = backend.make(id_generator=twin_ids())
+    second.insert(reminder(NOW - DAY))  # takes the first twin id, on another day
+    with backend.engine.connect() as conn:
+        with pytest.raises(DuplicateEntityError) as error:
+            second.insert_many([reminder(NOW)], conn=conn)
+        conn.rollback()
+    assert error.value.entity_id == stored[1].id
 
 
 def test_a_str_id_must_be_supplied(backend: Backend) -> None:

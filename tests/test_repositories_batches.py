@@ -12,7 +12,6 @@ import sqlalchemy as sa
 
 from infsched.repositories.base import DuplicateEntityError
 from infsched.repositories.day_sharded import DayShardedRepository
-from infsched.repositories.ids import IdGenerator
 from tests.repositories_support import (
     BACKENDS,
     DAY,
@@ -23,6 +22,7 @@ from tests.repositories_support import (
     backend_fixture,
     reminder,
     statements,
+    twin_ids,
 )
 
 Repo = DayShardedRepository[Reminder, int]
@@ -93,17 +93,14 @@ def test_supplied_ids_cost_one_look_up_across_all_days(backend: Backend, repo: R
 
 
 def test_a_duplicate_in_a_later_statement_leaves_nothing_written(backend: Backend) -> None:
-    # Twin generators (one node number, a stopped clock) make the same ids, which only the
-    # primary key catches.  The clash is in the third statement; the first two are undone.
-    def twin() -> IdGenerator:
-        return IdGenerator(node=5, now_ms=lambda: 1_750_000_000_000)
-
-    first = backend.make(id_generator=twin())
+    # The clash is in the third statement; the first two are undone.
+    first = backend.make(id_generator=twin_ids())
     there = first.insert_many([reminder(NOW) for _ in range(2001)])
-    second = backend.make(id_generator=twin())
+    second = backend.make(id_generator=twin_ids())
     batch = [reminder(NOW - DAY) for _ in range(2000)] + [reminder(NOW)]
     with statements(backend.engine) as sent, pytest.raises(DuplicateEntityError) as error:
         second.insert_many(batch)
-    assert error.value.entity_id == there[2000].id
+    # Every id of the call clashes with one stored on some day; the smallest is named.
+    assert error.value.entity_id == there[0].id
     assert len(inserts(sent)) == 3
     assert second.count_by_date_range(TODAY - DAY, TODAY) == 0

@@ -70,6 +70,15 @@ def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield values[i : i + size]
 
 
+class _KeyClash(Exception):
+    """A primary key refused an INSERT; the id is named once the transaction allows."""
+
+    def __init__(self, error: IntegrityError, ids: list[Any]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.ids = ids
+
+
 @attrs.frozen
 class Segment:
     """One physical table and the bounds (naive UTC, [start, end)) a query must add on it."""
@@ -344,10 +353,21 @@ class DayShardedRepository(ABC, Generic[T, K]):
             self._ready()
         self._prepare_days(by_day.keys(), conn)
         if conn is not None:
-            self._write(conn, by_day, supplied)
-        else:
+            try:
+                self._write(conn, by_day, supplied)
+            except _KeyClash as clash:
+                # Still inside the caller's transaction: look among the refused
+                # statement's ids, which differ from those written before it.
+                raise self._named_duplicate(conn, clash.ids, clash.error) from None
+            return stored
+        try:
             with self.engine.begin() as own:
                 self._write(own, by_day, supplied)
+        except _KeyClash as clash:
+            # Rolled back: any id of this call found now was stored by someone else.
+            every = [row[self._id_at] for rows in by_day.values() for row in rows]
+            with self.engine.connect() as fresh:
+                raise self._named_duplicate(fresh, every, clash.error) from None
         return stored
 
     def _rows_by_day(
@@ -429,16 +449,17 @@ class DayShardedRepository(ABC, Generic[T, K]):
                 except IntegrityError as exc:
                     if not self._dialect.is_duplicate_key(exc):
                         raise
-                    # The failed statement left nothing behind, and its ids differ from
-                    # each other and from those written before it: any of them found
-                    # now was stored by someone else.
-                    taken = self._existing_ids(conn, [row[self._id_at] for row in chunk])
-                    if taken:
-                        raise self._duplicate(min(taken)) from None
-                    raise DuplicateEntityError(
-                        f"{self._spec.name}: an id of this insert is already stored ({exc.orig})",
-                        None,
-                    ) from None
+                    raise _KeyClash(exc, [row[self._id_at] for row in chunk]) from None
+
+    def _named_duplicate(
+        self, conn: sa.Connection, ids: Sequence[Any], error: IntegrityError
+    ) -> DuplicateEntityError:
+        taken = self._existing_ids(conn, ids)
+        if taken:
+            return self._duplicate(min(taken))
+        return DuplicateEntityError(
+            f"{self._spec.name}: an id of this insert is already stored ({error.orig})", None
+        )
 
     def _insert_rows(
         self,
