@@ -40,7 +40,7 @@ K = TypeVar("K", contravariant=True)
 #: The engine's bookkeeping column: when a job was created for the entity (NULL: not yet).
 JOB_AT = "infsched_job_at"
 _JOB_AT_TYPE = ColumnSpec(JOB_AT, datetime, True, ColumnOptions()).sql_type
-#: Rows per multi-row INSERT statement.
+#: Rows per INSERT call (an executemany that PyMySQL sends as a multi-row INSERT).
 ROWS_PER_STATEMENT = 1000
 #: Ids per ``IN (...)`` list.
 IN_LIST_SIZE = 1000
@@ -115,11 +115,6 @@ class DayShardedRepository(ABC, Generic[T, K]):
         self._id_at = self._selected.index(self._id)
         self._key_at = self._selected.index(self._key)
         self._inserters: dict[str, RowInserter] = {}
-        # One INSERT statement per chunk, so a failed one is known exactly.  SQLite
-        # binds at most 32766 parameters per statement.
-        self._rows_per_statement = max(
-            1, min(ROWS_PER_STATEMENT, 30_000 // (len(self._selected) + 1))
-        )
         self._started = False
         self._start_lock = threading.Lock()
 
@@ -443,7 +438,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
             table_rows.extend(by_day[day])
         for table, days, all_rows in by_table.values():
             inserter = self._inserter(table)
-            for chunk in _chunks(all_rows, self._rows_per_statement):
+            for chunk in _chunks(all_rows, ROWS_PER_STATEMENT):
                 try:
                     self._insert_rows(conn, days, inserter, chunk)
                 except IntegrityError as exc:
