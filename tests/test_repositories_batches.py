@@ -104,3 +104,20 @@ def test_a_duplicate_in_a_later_statement_leaves_nothing_written(backend: Backen
     assert error.value.entity_id == there[0].id
     assert len(inserts(sent)) == 3
     assert second.count_by_date_range(TODAY - DAY, TODAY) == 0
+
+
+on_mysql = backend_fixture("multi_table-mysql", "partitioned-mysql")
+
+
+def test_the_server_receives_one_insert_statement_per_thousand_rows(on_mysql: Backend) -> None:
+    repo = on_mysql.make()
+    repo.maintain()
+
+    def inserts_run(conn: sa.Connection) -> int:
+        row = conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Com_insert'").one()
+        return int(row[1])
+
+    with repo.engine.begin() as conn:
+        before = inserts_run(conn)
+        repo.insert_many([reminder(TODAY + timedelta(seconds=i)) for i in range(2000)], conn=conn)
+        assert inserts_run(conn) - before == 2
