@@ -308,3 +308,19 @@ def test_two_nodes_share_the_work_and_run_each_job_once(
     assert len(keys) == len(set(keys)) == 1500
     assert a.count() > 0
     assert b.count() > 0
+
+
+def test_stop_lets_running_jobs_finish_and_releases_unstarted_ones(any_url: DatabaseUrl) -> None:
+    repo = repository_for(any_url)
+    repo.maintain()
+    entities = repo.insert_many(reminders(6, now() - timedelta(seconds=5), "slow"))
+    executor = RecordingExecutor()
+    executor.hang_seconds = {"slow": 1.0}
+    s = scheduler_for(any_url, repo, executor, thread_pool_size=1, batch_size=6)
+    s.start()
+    wait_until(lambda: executor.count() >= 1, what="the first job to start")
+    s.stop(grace=5)
+    assert executor.count() == 1  # the running job finished; the queued ones never started
+    with repo.engine.connect() as conn:
+        rows = conn.execute(sa.select(jobs.c.state, jobs.c.attempt, jobs.c.owner)).all()
+    assert [tuple(r) for r in rows] == [("waiting", 0, None)] * (len(entities) - 1)

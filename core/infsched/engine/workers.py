@@ -131,6 +131,8 @@ class Workers:
         self._stop_all = threading.Event()
         self._threads: list[threading.Thread] = []
         self._leftover: list[Finished] = []
+        #: Jobs of chunks that were running when stop() began, never started.
+        self._unstarted: list[ClaimedJob] = []
         self.lost_outcomes = 0
 
     # -- lifecycle --
@@ -154,28 +156,22 @@ class Workers:
         """Stop claiming, release unstarted jobs, let running ones finish within `grace`."""
         self._stop_claiming.set()
         self._threads[0].join(timeout=30)
-        released: list[ClaimedJob] = []
+        cancelled: list[ClaimedJob] = []
         with self._lock:
             queued = list(self._queued.items())
         for future, jobs in queued:
             if future.cancel():
-                released.extend(jobs)
-        if released:
-            try:
-                self.store.release(self.node_id, [j.id for j in released])
-            except sa.exc.DBAPIError as exc:
-                log.warning(
-                    "could not release %d unstarted jobs (their leases will expire): %s",
-                    len(released),
-                    exc,
-                )
-            self._settle(len(released))
+                cancelled.extend(jobs)
+        self._release(cancelled)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             with self._lock:
-                if self._outstanding - self._hung <= 0:
+                if self._outstanding - self._hung - len(self._unstarted) <= 0:
                     break
             time.sleep(0.05)
+        with self._lock:
+            unstarted, self._unstarted = self._unstarted, []
+        self._release(unstarted)
         self._stop_all.set()
         for thread in self._threads[1:]:
             thread.join(timeout=30)
@@ -189,6 +185,19 @@ class Workers:
                 left,
             )
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _release(self, jobs: Sequence[ClaimedJob]) -> None:
+        if not jobs:
+            return
+        try:
+            self.store.release(self.node_id, [j.id for j in jobs])
+        except sa.exc.DBAPIError as exc:
+            log.warning(
+                "could not release %d unstarted jobs (their leases will expire): %s",
+                len(jobs),
+                exc,
+            )
+        self._settle(len(jobs))
 
     # -- claiming --
 
@@ -286,7 +295,12 @@ class Workers:
         if bound.is_batch:
             self._run_batch(bound, jobs)
             return
-        for job in jobs:
+        for i, job in enumerate(jobs):
+            if self._stop_claiming.is_set():
+                # Stopping: the rest of this chunk never started; stop() gives it back.
+                with self._lock:
+                    self._unstarted.extend(jobs[i:])
+                return
             self._run_one(bound, job)
 
     def _start(self, job: ClaimedJob, bound: BoundExecutor) -> datetime:
