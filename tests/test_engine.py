@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
+
+import attrs
 
 import pytest
 import sqlalchemy as sa
 
 from infsched.config import SchedulerConfig
+from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
+from infsched.entities import column, id_field, sharding_key
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.fetcher import Fetcher
 from infsched.engine.scheduler import InfiniteScheduler
 from infsched.executors import ExecutorSpec
-from infsched.jobstore.base import Outcome
+from infsched.jobstore.base import Outcome, job_key
 from infsched.metrics.sink import Labels
+from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
+from infsched.repositories.multi_table import MultiTableRepository
+from infsched.repositories.partitioned import PartitionedRepository
 from infsched.schema import jobs
 from tests.engine_support import RecordingExecutor, Reminder, repository_for, wait_until
 
@@ -324,3 +333,62 @@ def test_stop_lets_running_jobs_finish_and_releases_unstarted_ones(any_url: Data
     with repo.engine.connect() as conn:
         rows = conn.execute(sa.select(jobs.c.state, jobs.c.attempt, jobs.c.owner)).all()
     assert [tuple(r) for r in rows] == [("waiting", 0, None)] * (len(entities) - 1)
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@attrs.define(kw_only=True)
+class Everything:
+    id: int | None = id_field()
+    due: datetime = sharding_key()
+    name: str = column(length=40)
+    note: str | None = column(default=None)
+    amount: Decimal = column(precision=14, scale=4)
+    ratio: float = column()
+    active: bool = column()
+    color: Color = column()
+    born: date = column()
+    seen: datetime | None = column(default=None)
+    data: dict[str, Any] = column(factory=dict)
+    priority: int = column(default=0)
+
+
+def test_the_snapshot_copied_in_the_database_reads_back_as_the_same_entity(
+    any_url: DatabaseUrl,
+) -> None:
+    options = RepositoryOptions(
+        name="everything", entity_type=Everything, engine=create_engine(any_url), retention_days=2
+    )
+    repo: ShardingRepository[Everything, int] = (
+        PartitionedRepository(options) if any_url.is_mysql else MultiTableRepository(options)
+    )
+    repo.maintain()
+    original = repo.insert(
+        Everything(
+            due=now(),
+            name='quote " and \\ and ü',
+            amount=Decimal("1234567890.1234"),
+            ratio=0.1,
+            active=True,
+            color=Color.BLUE,
+            born=date(1990, 2, 28),
+            seen=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+            data={"nested": [1, "two", None], "x": 1.5},
+            priority=7,
+        )
+    )
+    received: list[Everything] = []
+    config = SchedulerConfig(database_url=any_url, **FAST)
+    with InfiniteScheduler(
+        [RepositoryBinding(repo, executor="keep")],
+        config,
+        executors={"keep": lambda job: received.append(job.entity)},
+    ) as s:
+        wait_until(lambda: len(received) == 1, what="the job")
+        live = s.status("everything", original.id)
+    assert received == [original]
+    assert live.outcomes[0].job_key == job_key("everything", original.id, original.due)
+    repo.engine.dispose()
