@@ -10,17 +10,16 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
-
 import pytest
 import sqlalchemy as sa
 
 from infsched.config import SchedulerConfig
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
-from infsched.entities import column, id_field, sharding_key
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.fetcher import Fetcher
 from infsched.engine.scheduler import InfiniteScheduler
+from infsched.entities import column, id_field, sharding_key
 from infsched.executors import ExecutorSpec
 from infsched.jobstore.base import Outcome, job_key
 from infsched.metrics.sink import Labels
