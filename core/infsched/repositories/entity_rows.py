@@ -28,7 +28,11 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 def _encoder(spec: EntitySpec, column: ColumnSpec) -> Encoder:
     entity_name = spec.name
 
+    may_be_none = column.nullable or column.options.role == "id"  # an id may come later
+
     def checked(value: Any) -> Any:
+        if value is None and may_be_none:
+            return None
         column.check(entity_name, value)
         return column.to_db(value)
 
