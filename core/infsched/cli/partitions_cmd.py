@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -15,13 +16,20 @@ from infsched.cli.context import app_context, config_options, requires_plugins
 from infsched.database import check_reachable
 from infsched.repositories.from_config import ConfiguredRepository, build_repositories
 
-_REPO_OPTION = click.option(
-    "--repo",
-    "names",
-    multiple=True,
-    metavar="NAME",
-    help="Only this repository (repeatable) [default: every configured one].",
-)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _repository_command(fn: F) -> F:
+    """``--config``, ``--db`` and ``--repo NAME`` (repeatable), once every plugin loaded."""
+    fn = requires_plugins(fn)
+    fn = click.option(
+        "--repo",
+        "names",
+        multiple=True,
+        metavar="NAME",
+        help="Only this repository (repeatable) [default: every configured one].",
+    )(fn)
+    return config_options(fn)
 
 
 @click.group("partitions")
@@ -30,10 +38,13 @@ def partitions_group() -> None:
 
 
 @contextmanager
-def _repositories(names: tuple[str, ...]) -> Iterator[list[ConfiguredRepository]]:
+def _repositories(names: tuple[str, ...], console: Console) -> Iterator[list[ConfiguredRepository]]:
+    """The selected repositories, their databases checked reachable; engines disposed after."""
     app = app_context()
     config = app.loaded().config
     built = build_repositories(config, app.plugins, names=names or None)
+    if not built:
+        console.print("no repositories configured; add [[repositories]] tables to the config file")
     try:
         for item in {id(r.repository.engine): r for r in built}.values():
             check_reachable(item.repository.engine, item.database_url)
@@ -47,20 +58,12 @@ def _when(value: datetime | None) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _none_configured(console: Console) -> None:
-    console.print("no repositories configured; add [[repositories]] tables to the config file")
-
-
 @partitions_group.command("status")
-@config_options
-@_REPO_OPTION
-@requires_plugins
+@_repository_command
 def status(names: tuple[str, ...]) -> None:
     """Each repository's tables or partitions, with row counts and key range."""
     console = Console()
-    with _repositories(names) as built:
-        if not built:
-            _none_configured(console)
+    with _repositories(names, console) as built:
         for item in built:
             repo = item.repository
             shards = repo.status()
@@ -87,15 +90,11 @@ def status(names: tuple[str, ...]) -> None:
 
 
 @partitions_group.command("maintain")
-@config_options
-@_REPO_OPTION
-@requires_plugins
+@_repository_command
 def maintain(names: tuple[str, ...]) -> None:
     """Create the days ahead and drop those past retention, now."""
     console = Console()
-    with _repositories(names) as built:
-        if not built:
-            _none_configured(console)
+    with _repositories(names, console) as built:
         for item in built:
             report = item.repository.maintain()
             console.print(
