@@ -147,6 +147,16 @@ class Dialect(ABC):
     ) -> sa.ColumnElement[str]:
         """A JSON object text of (name, value) pairs."""
 
+    @abstractmethod
+    def json_rows(
+        self, document: str, columns: Sequence[tuple[str, sa.types.TypeEngine[Any]]]
+    ) -> sa.Subquery:
+        """A derived table named ``v`` of the rows of `document`, a JSON array of arrays.
+
+        Many rows' values travel as one bound string (one escape instead of one
+        per value): the recorder joins it with the job rows to write history.
+        """
+
     @staticmethod
     def _quote(conn: sa.Connection, name: str) -> str:
         return conn.dialect.identifier_preparer.quote(name)

@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql as mysql_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable
 
@@ -229,6 +230,19 @@ class MySQLDialect(Dialect):
     ) -> sa.ColumnElement[str]:
         args = [part for name, value in fields for part in (sa.literal(name), value)]
         return sa.func.json_object(*args, type_=sa.Text())
+
+    def json_rows(
+        self, document: str, columns: Sequence[tuple[str, sa.types.TypeEngine[Any]]]
+    ) -> sa.Subquery:
+        dialect = mysql_dialect()
+        definitions = ", ".join(
+            f"{name} {type_.compile(dialect=dialect)} PATH '$[{i}]'"
+            for i, (name, type_) in enumerate(columns)
+        )
+        text = sa.text(
+            f"SELECT * FROM JSON_TABLE(:document, '$[*]' COLUMNS ({definitions})) AS rows_"
+        ).bindparams(document=document)
+        return text.columns(*(sa.column(name, type_) for name, type_ in columns)).subquery("v")
 
     def current_timestamp(self) -> sa.ColumnElement[datetime]:
         return sa.func.utc_timestamp(6, type_=sa.DateTime())

@@ -72,6 +72,15 @@ class SQLiteDialect(Dialect):
         args = [part for name, value in fields for part in (sa.literal(name), value)]
         return sa.func.json_object(*args, type_=sa.Text())
 
+    def json_rows(
+        self, document: str, columns: Sequence[tuple[str, sa.types.TypeEngine[Any]]]
+    ) -> sa.Subquery:
+        fields = ", ".join(
+            f"json_extract(value, '$[{i}]') AS {name}" for i, (name, _) in enumerate(columns)
+        )
+        text = sa.text(f"SELECT {fields} FROM json_each(:document)").bindparams(document=document)
+        return text.columns(*(sa.column(name, type_) for name, type_ in columns)).subquery("v")
+
     def current_timestamp(self) -> None:
         # One node writes a SQLite file; its clock is the only one there is.
         return None

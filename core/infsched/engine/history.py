@@ -8,15 +8,20 @@ repository: partitioned on MySQL/MariaDB, one table per day on SQLite.
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
 import attrs
 import sqlalchemy as sa
 
-from infsched.entities import column, id_field, sharding_key
+from infsched.dialects import dialect_for
+from infsched.entities import column, entity_spec, id_field, sharding_key
 from infsched.jobstore.base import Finished, Outcome
 from infsched.repositories.base import ShardingRepository
+from infsched.schema import jobs
 
 HISTORY_REPOSITORY = "infsched_history"
 
@@ -65,8 +70,85 @@ class History:
         ]
 
     def write(self, conn: sa.Connection, results: Sequence[Finished]) -> None:
-        """Insert the outcomes on `conn`, inside the caller's transaction."""
-        self.repository.insert_many(self.outcomes(results), conn=conn)
+        """Insert the outcomes on `conn`, inside the caller's transaction.
+
+        The job rows are still in ``infsched_jobs`` at this point, so each
+        outcome row is built in the database from its job row joined with one
+        JSON document of what only this node knows (times, state, error):
+        one bound value per batch instead of a dozen per outcome.  An outcome
+        whose job row is gone (another node finished it after this node's
+        lease ran out) is written from Python instead.
+        """
+        by_day: dict[date, list[Finished]] = defaultdict(list)
+        for result in results:
+            by_day[result.finished_at.astimezone(UTC).date()].append(result)
+        for day, group in sorted(by_day.items()):
+            written = self.repository.insert_from_select(conn, day, self._rows(group))
+            if written < len(group):
+                self._write_orphans(conn, group)
+
+    def _rows(self, group: Sequence[Finished]) -> sa.Select[Any]:
+        ids = self.repository.new_ids(len(group))
+        document = json.dumps(
+            [
+                [
+                    r.job.id,
+                    hid,
+                    _text(r.finished_at),
+                    _text(r.started_at),
+                    r.outcome.value,
+                    r.job.attempt,
+                    _short(r.error),
+                ]
+                for r, hid in zip(group, ids, strict=True)
+            ],
+            separators=(",", ":"),
+        )
+        v = dialect_for(self.repository.engine).json_rows(document, _DOCUMENT_COLUMNS)
+        produced = {
+            "id": v.c.hid,
+            "finished_at": v.c.finished,
+            "job_key": jobs.c.job_key,
+            "repository": jobs.c.repository,
+            "entity_id": jobs.c.entity_id,
+            "executor": jobs.c.executor,
+            "state": v.c.state,
+            "attempt": v.c.attempt,
+            "due_at": jobs.c.due_at,
+            "started_at": v.c.started,
+            "node": sa.literal(self.node),
+            "error": v.c.error,
+        }
+        columns = [produced[c.name] for c in entity_spec(JobOutcome).columns]
+        return sa.select(*columns).select_from(jobs.join(v, v.c.jid == jobs.c.id))
+
+    def _write_orphans(self, conn: sa.Connection, group: Sequence[Finished]) -> None:
+        present = set(
+            conn.execute(
+                sa.select(jobs.c.id).where(jobs.c.id.in_([r.job.id for r in group]))
+            ).scalars()
+        )
+        orphans = [r for r in group if r.job.id not in present]
+        if orphans:
+            self.repository.insert_many(self.outcomes(orphans), conn=conn)
+
+
+_DOCUMENT_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (
+    ("jid", sa.BigInteger()),
+    ("hid", sa.BigInteger()),
+    ("finished", sa.DateTime()),
+    ("started", sa.DateTime()),
+    ("state", sa.String(16)),
+    ("attempt", sa.Integer()),
+    ("error", sa.Text()),
+)
+
+
+def _text(value: datetime | None) -> str | None:
+    """A datetime as the naive UTC text both databases read into a DATETIME column."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _short(error: str | None) -> str | None:

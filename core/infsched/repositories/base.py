@@ -136,6 +136,14 @@ class ShardingRepository(Protocol[T, K]):
         """
         ...
 
+    def insert_from_select(self, conn: sa.Connection, day: date, rows: sa.Select[Any]) -> int:
+        """Insert the rows `rows` selects (every column, in field order) into `day`'s shard."""
+        ...
+
+    def new_ids(self, count: int) -> list[int]:
+        """Fresh 64-bit ids from the repository's generator."""
+        ...
+
     def lock_unscheduled(
         self, conn: sa.Connection, start: datetime, end: datetime, limit: int
     ) -> list[tuple[Any, datetime]]:

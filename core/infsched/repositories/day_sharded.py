@@ -661,6 +661,25 @@ class DayShardedRepository(ABC, Generic[T, K]):
             by_day[due.date()].append(entity_id)
         return by_day
 
+    def insert_from_select(self, conn: sa.Connection, day: date, rows: sa.Select[Any]) -> int:
+        """Insert what `rows` selects into `day`'s table or partition, on `conn`.
+
+        `rows` yields every column in the entity's field order, with ids from
+        `new_ids` and sharding keys on `day`: nothing is checked in Python,
+        which is the point (the engine's history writer uses it).
+        """
+        if not self._dialect.transactional_ddl:
+            self._ready()
+        self._prepare_days([day], conn)
+        table = self._table_for_day(day)
+        return int(
+            conn.execute(table.insert().from_select(list(self._rows.columns), rows)).rowcount
+        )
+
+    def new_ids(self, count: int) -> list[int]:
+        """`count` fresh 64-bit ids from the repository's generator."""
+        return list(self.options.id_generator.next_ids(count))
+
     def mark_scheduled(self, conn: sa.Connection, entities: Sequence[T], when: datetime) -> None:
         # Only the id and the sharding key matter here: a full to_row would check
         # every field of entities that were just read from the table.
