@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 types: $(STAMP)
-	$(BIN)/mypy core/infsched plugins/sms/infsched_sms plugins/orders/infsched_orders plugins/notifications/infsched_notifications tests bench
+	$(BIN)/mypy core/infsched plugins/sms/infsched_sms plugins/orders/infsched_orders plugins/notifications/infsched_notifications tests
 
 pytest: $(STAMP) mariadb
 	$(BIN)/python -m pytest -q
