@@ -1,73 +1,109 @@
-"""``infsched jobs``: what became of an entity's job."""
+"""``infsched jobs``: list, show, cancel, retry and run jobs now."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import attrs
 import click
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from infsched.cli.context import app_context, config_options
-from infsched.clock import SystemClock
-from infsched.database import check_reachable, create_engine
-from infsched.engine.history import History
-from infsched.engine.scheduler import history_repository
-from infsched.engine.status import JobStatus, job_status
+from infsched.cli.admin import AwareDateTime, console, open_admin, print_json, when
+from infsched.cli.context import config_options
+from infsched.engine.status import JobStatus
+from infsched.management.jobs import STATES
+from infsched.management.jobs import Progress as ProgressCallback
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 @click.group("jobs")
 def jobs_group() -> None:
-    """Inspect jobs."""
+    """List, inspect, cancel, retry and run jobs."""
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return getattr(value, "value", value)
 
 
 def _as_json(status: JobStatus) -> dict[str, Any]:
     live = None
     if status.live is not None:
-        live = {
-            k: (v.isoformat() if hasattr(v, "isoformat") else v)
-            for k, v in status.live.items()
-            if k != "payload"
-        }
+        live = {k: _plain(v) for k, v in status.live.items() if k != "payload"}
     return {
         "repository": status.repository,
         "entity_id": status.entity_id,
         "state": status.state,
         "live": live,
         "outcomes": [
-            {
-                k: (v.isoformat() if hasattr(v, "isoformat") else getattr(v, "value", v))
-                for k, v in attrs.asdict(o, recurse=False).items()
-            }
+            {k: _plain(v) for k, v in attrs.asdict(o, recurse=False).items()}
             for o in status.outcomes
         ],
     }
 
 
+@jobs_group.command("list")
+@config_options
+@click.option("--state", type=click.Choice(STATES), default=None, help="Only jobs in this state.")
+@click.option("--repo", default=None, metavar="NAME", help="Only this repository.")
+@click.option(
+    "--due-before",
+    type=AwareDateTime(),
+    default=None,
+    help="Only jobs due before this time (ISO-8601 with a timezone, e.g. 2025-01-01T12:00:00Z).",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many."
+)
+@_JSON
+def list_jobs(
+    state: str | None, repo: str | None, due_before: datetime | None, limit: int, as_json: bool
+) -> None:
+    """Jobs waiting, running (claimed) or dead, soonest due first."""
+    with open_admin() as (admin, _config):
+        rows = admin.list_jobs(state=state, repository=repo, due_before=due_before, limit=limit)
+    if as_json:
+        print_json([r.as_json() for r in rows])
+        return
+    table = Table(title=f"{len(rows)} jobs" + (f" (first {limit})" if len(rows) == limit else ""))
+    for heading in ("job key", "state", "attempt", "due", "run at", "owner", "last error"):
+        table.add_column(heading, overflow="fold")
+    for r in rows:
+        table.add_row(
+            escape(r.job_key),
+            r.state,
+            str(r.attempt),
+            when(r.due_at),
+            when(r.run_at),
+            escape(r.owner or "-"),
+            escape(r.last_error or ""),
+        )
+    console().print(table)
+
+
 @jobs_group.command("show")
 @config_options
-@click.argument("entity_id")
+@click.argument("ref", metavar="KEY|ENTITY_ID")
 @click.option("--repo", default=None, metavar="NAME", help="Only this repository.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def show(entity_id: str, repo: str | None, as_json: bool) -> None:
-    """Print an entity's job: its live state and every recorded outcome."""
-    config = app_context().loaded().config
-    engine = create_engine(config.database_url)
-    try:
-        check_reachable(engine, config.database_url)
-        clock = SystemClock()
-        history = History(
-            history_repository(engine, clock, config.history_retention_days), config.node_id
-        )
-        statuses = job_status(engine, history, entity_id, repo, now=clock.now())
-    finally:
-        engine.dispose()
+@_JSON
+def show(ref: str, repo: str | None, as_json: bool) -> None:
+    """A job by its key, or an entity's jobs by entity id: live state and every outcome."""
+    with open_admin() as (admin, _config):
+        statuses = admin.show(ref, repo)
     if as_json:
-        click.echo(json.dumps([_as_json(s) for s in statuses], indent=2))
+        print_json([_as_json(s) for s in statuses])
     elif not statuses:
-        Console().print(f"no job for entity {entity_id}" + (f" in {repo}" if repo else ""))
+        console().print(
+            f"no job with key or entity id {escape(ref)}" + (f" in {repo}" if repo else "")
+        )
     for status in [] if as_json else statuses:
         _print(status)
     if not statuses:
@@ -75,30 +111,102 @@ def show(entity_id: str, repo: str | None, as_json: bool) -> None:
 
 
 def _print(status: JobStatus) -> None:
-    console = Console()
-    console.print(
-        f"[bold]{status.repository}[/] entity {status.entity_id}: [bold]{status.state}[/]"
+    out = console()
+    out.print(
+        f"[bold]{status.repository}[/] entity {escape(status.entity_id)}: [bold]{status.state}[/]"
     )
     if status.live is not None:
         live = status.live
-        console.print(
-            f"  job {live['job_key']}  attempt {live['attempt']}  due {live['due_at']}  "
-            f"run at {live['run_at']}  owner {live['owner'] or '-'}"
+        out.print(
+            f"  job {escape(live['job_key'])}  attempt {live['attempt']}  due {live['due_at']}  "
+            f"run at {live['run_at']}  owner {escape(live['owner'] or '-')}"
         )
         if live["last_error"]:
-            console.print(f"  last error: {live['last_error']}", markup=False)
+            out.print(f"  last error: {live['last_error']}", markup=False)
     if status.outcomes:
         table = Table()
         for heading in ("finished", "state", "attempt", "due", "started", "node", "error"):
             table.add_column(heading, overflow="fold")
         for o in status.outcomes:
             table.add_row(
-                o.finished_at.isoformat(),
+                when(o.finished_at),
                 o.state.value,
                 str(o.attempt),
-                o.due_at.isoformat(),
-                o.started_at.isoformat() if o.started_at else "-",
-                o.node,
-                o.error or "",
+                when(o.due_at),
+                when(o.started_at),
+                escape(o.node),
+                escape(o.error or ""),
             )
-        console.print(table)
+        out.print(table)
+
+
+@contextmanager
+def progress_bar(description: str, *, show: bool = True) -> Iterator[ProgressCallback]:
+    """A rich progress bar on stderr, driven by (done, total) calls."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not show,
+    )
+    task = bar.add_task(description, total=None)
+
+    def advance(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield advance
+
+
+@jobs_group.command("cancel")
+@config_options
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@_JSON
+def cancel(keys: tuple[str, ...], as_json: bool) -> None:
+    """Cancel waiting or dead jobs: removed, and recorded in history as cancelled.
+
+    All or none: a key that names no job, or a running one, changes nothing.
+    """
+    with open_admin() as (admin, _config):
+        count = admin.cancel(keys)
+    if as_json:
+        print_json({"cancelled": count, "job_keys": list(dict.fromkeys(keys))})
+    else:
+        console().print(f"cancelled {count} job{'s' if count != 1 else ''}")
+
+
+@jobs_group.command("retry")
+@config_options
+@click.argument("keys", nargs=-1, metavar="[KEY...]")
+@click.option("--repo", default=None, metavar="NAME", help="Every dead letter of this repository.")
+@click.option("--all", "all_dead", is_flag=True, help="Every dead letter.")
+@_JSON
+def retry(keys: tuple[str, ...], repo: str | None, all_dead: bool, as_json: bool) -> None:
+    """Dead letters back to waiting, due now, with their attempts reset.
+
+    Give job keys, or --repo NAME, or --all.
+    """
+    if bool(keys) + (repo is not None) + all_dead != 1:
+        raise click.UsageError("give job keys, or --repo NAME, or --all (one of them)")
+    with open_admin() as (admin, _config), progress_bar("retrying dead letters") as bar:
+        count = admin.retry(keys, repository=repo, all_dead=all_dead, progress=bar)
+    if as_json:
+        print_json({"retried": count})
+    else:
+        console().print(f"{count} dead letter{'s' if count != 1 else ''} back to waiting, due now")
+
+
+@jobs_group.command("run-now")
+@config_options
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@_JSON
+def run_now(keys: tuple[str, ...], as_json: bool) -> None:
+    """Make waiting jobs due now: the next claim takes them."""
+    with open_admin() as (admin, _config):
+        count = admin.run_now(keys)
+    if as_json:
+        print_json({"updated": count})
+    else:
+        console().print(f"{count} job{'s' if count != 1 else ''} due now")

@@ -13,6 +13,8 @@ from infsched import __version__
 from infsched.cli.bench_cmd import bench
 from infsched.cli.config_cmd import config_group
 from infsched.cli.context import AppContext
+from infsched.cli.control_cmd import nodes, pause, resume, stats
+from infsched.cli.dashboard import dashboard
 from infsched.cli.db_cmd import db_group
 from infsched.cli.jobs_cmd import jobs_group
 from infsched.cli.partitions_cmd import partitions_group
@@ -36,6 +38,11 @@ cli.add_command(run)
 cli.add_command(demo)
 cli.add_command(jobs_group)
 cli.add_command(bench)
+cli.add_command(pause)
+cli.add_command(resume)
+cli.add_command(nodes)
+cli.add_command(stats)
+cli.add_command(dashboard)
 
 
 def build_cli(registry: PluginRegistry) -> click.Group:

@@ -14,10 +14,15 @@ from infsched.jobstore.base import ClaimedJob
 
 
 def is_misfire(job: ClaimedJob, threshold: float) -> bool:
-    """Whether `job` was claimed more than `threshold` seconds after it was due."""
+    """Whether `job` was claimed more than `threshold` seconds after it was due to run.
+
+    Judged against the run time, which is the due time unless an operator
+    moved it (``jobs retry`` of a dead letter, ``jobs run-now``): a job an
+    operator asked to run now is not late.
+    """
     if job.attempt > 1:
         return False
-    return (job.claimed_at - job.due_at).total_seconds() > threshold
+    return (job.claimed_at - job.run_at).total_seconds() > threshold
 
 
 def runs(job: ClaimedJob, policy: MisfirePolicy, threshold: float) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -33,6 +34,7 @@ from infsched.engine.status import JobStatus, job_status
 from infsched.engine.workers import BoundExecutor, Workers
 from infsched.executors import BatchExecutor, Executor, ExecutorSpec
 from infsched.jobstore.sql import SqlJobStore
+from infsched.management import JobAdmin, JobRow, Stats
 from infsched.metrics.recorder import MetricsRecorder
 from infsched.metrics.sink import MetricsSink
 from infsched.plugins import PluginRegistry
@@ -108,6 +110,10 @@ class InfiniteScheduler:
             self.config.node_id,
         )
         self._executors = self._resolve(executors or {}, plugins)
+        #: List, show, cancel, retry, run-now, stats: see infsched.management.
+        self.admin = JobAdmin(
+            self.engine, self.history, clock=self.clock, actor=self.config.node_id
+        )
         self.fetchers = [
             Fetcher(b, self.store, self.config, self.clock, self.metrics, self.controls)
             for b in self.bindings.values()
@@ -234,6 +240,36 @@ class InfiniteScheduler:
 
     def resume(self, repository: str | None = None) -> None:
         self.controls.resume(repository)
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        repository: str | None = None,
+        due_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[JobRow]:
+        """Jobs waiting, running or dead, soonest due first."""
+        return self.admin.list_jobs(
+            state=state, repository=repository, due_before=due_before, limit=limit
+        )
+
+    def cancel(self, job_keys: Sequence[str]) -> int:
+        """Cancel waiting or dead jobs (recorded as cancelled); a running one raises."""
+        return self.admin.cancel(job_keys)
+
+    def retry(self, job_keys: Sequence[str] = (), *, repository: str | None = None) -> int:
+        """Dead letters (these, or all of `repository`) back to waiting, due now."""
+        if repository is not None:
+            return self.admin.retry(repository=repository)
+        return self.admin.retry(job_keys)
+
+    def run_now(self, job_keys: Sequence[str]) -> int:
+        """Make waiting jobs due now."""
+        return self.admin.run_now(job_keys)
+
+    def stats(self, lag_minutes: float = 5.0) -> Stats:
+        return self.admin.stats(lag_minutes)
 
     def run_fetch_cycles(self) -> int:
         """Run one fetch cycle of every repository now; returns the jobs moved."""

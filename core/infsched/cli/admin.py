@@ -1,0 +1,109 @@
+"""What the management commands share: a JobAdmin on the configured database, JSON, times."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+import sqlalchemy as sa
+from rich.console import Console
+
+from infsched.cli.context import app_context
+from infsched.clock import SystemClock
+from infsched.config import SchedulerConfig
+from infsched.database import check_reachable, create_engine
+from infsched.engine.history import History
+from infsched.engine.scheduler import history_repository
+from infsched.errors import InfschedError
+from infsched.management import JobAdmin
+from infsched.schema import metadata
+
+
+def actor() -> str:
+    """Who acts from this command line, as pauses and cancelled outcomes record it."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a container)
+        user = "unknown"
+    return f"cli:{user}@{socket.gethostname()}"
+
+
+@contextmanager
+def open_admin() -> Iterator[tuple[JobAdmin, SchedulerConfig]]:
+    """A JobAdmin on the configured database (checked reachable), disposed afterwards."""
+    config = app_context().loaded().config
+    engine = create_engine(config.database_url, pool_size=2)
+    try:
+        check_reachable(engine, config.database_url)
+        missing = [
+            t.name for t in metadata.sorted_tables if not sa.inspect(engine).has_table(t.name)
+        ]
+        if missing:
+            raise InfschedError(
+                f"{config.database_url} has no {', '.join(missing)}: it is not a scheduler's "
+                "database yet; point --db at a running cluster's, or run `infsched db init`"
+            )
+        clock = SystemClock()
+        history = History(
+            history_repository(engine, clock, config.history_retention_days), config.node_id
+        )
+        yield JobAdmin(engine, history, clock=clock, actor=actor()), config
+    finally:
+        engine.dispose()
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def console() -> Console:
+    return Console(highlight=False)
+
+
+def when(value: datetime | None) -> str:
+    """A UTC time as people read it in a table, to the millisecond."""
+    if value is None:
+        return "-"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if abs(value) < 1 else f"{value:.2f} s"
+
+
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[datetime]
+else:  # click before 8.2 has no type parameter
+    _ParamType = click.ParamType
+
+
+class AwareDateTime(_ParamType):
+    """An ISO-8601 time with a timezone (``2025-01-01T12:00:00Z``, ``…+02:00``)."""
+
+    name = "TIME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO-8601 time, e.g. 2025-01-01T12:00:00Z", param, ctx)
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            self.fail(
+                f"{value!r} has no timezone, so it could mean any time; add one, "
+                "e.g. 2025-01-01T12:00:00Z or 2025-01-01T14:00:00+02:00",
+                param,
+                ctx,
+            )
+        return parsed.astimezone(UTC)

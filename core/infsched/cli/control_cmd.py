@@ -1,0 +1,138 @@
+"""``infsched pause``, ``resume``, ``nodes`` and ``stats``: steering and reading a cluster."""
+
+from __future__ import annotations
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from infsched.cli.admin import console, open_admin, print_json, seconds, when
+from infsched.cli.context import config_options
+from infsched.engine.controls import ALL
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _scopes(paused: frozenset[str]) -> str:
+    if not paused:
+        return "nothing is paused"
+    names = ", ".join("every repository" if s == ALL else s for s in sorted(paused))
+    return f"paused: {names}"
+
+
+@click.command("pause")
+@config_options
+@click.argument("repo", required=False, metavar="[REPO]")
+@_JSON
+def pause(repo: str | None, as_json: bool) -> None:
+    """Stop fetching and claiming for REPO, or for every repository, on every node.
+
+    Running jobs finish; nothing new starts until `infsched resume`.  Nodes
+    see the switch within a second.
+    """
+    with open_admin() as (admin, _config):
+        paused = admin.pause(repo)
+    if as_json:
+        print_json({"paused": sorted(paused)})
+    else:
+        console().print(_scopes(paused))
+
+
+@click.command("resume")
+@config_options
+@click.argument("repo", required=False, metavar="[REPO]")
+@_JSON
+def resume(repo: str | None, as_json: bool) -> None:
+    """Lift the pause of REPO, or the pause of every repository (`pause` without REPO).
+
+    A repository paused by name stays paused until resumed by name.
+    """
+    with open_admin() as (admin, _config):
+        paused = admin.resume(repo)
+    if as_json:
+        print_json({"paused": sorted(paused)})
+    else:
+        console().print(_scopes(paused))
+
+
+@click.command("nodes")
+@config_options
+@_JSON
+def nodes(as_json: bool) -> None:
+    """The cluster's nodes: state, heartbeat age and jobs in flight."""
+    with open_admin() as (admin, config):
+        rows = admin.nodes()
+    if as_json:
+        print_json([n.as_json() for n in rows])
+        return
+    table = Table(title=f"{len(rows)} nodes")
+    headings = ("node", "host", "pid", "version", "state", "started", "heartbeat age", "in flight")
+    for heading in headings:
+        table.add_column(heading, justify="right" if heading in {"pid", "in flight"} else "left")
+    for n in rows:
+        stale = n.heartbeat_age > 3 * config.heartbeat_interval and n.state != "stopped"
+        age = f"[red]{seconds(n.heartbeat_age)}[/]" if stale else seconds(n.heartbeat_age)
+        table.add_row(
+            escape(n.node_id),
+            escape(n.host),
+            str(n.pid),
+            escape(n.version),
+            n.state,
+            when(n.started_at),
+            age,
+            str(n.in_flight),
+        )
+    console().print(table)
+
+
+@click.command("stats")
+@config_options
+@click.option(
+    "--lag-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Lag quantiles over runs finished in the last this many minutes.",
+)
+@_JSON
+def stats(lag_minutes: float, as_json: bool) -> None:
+    """Jobs per repository and state; executed and failed in the last minute and hour; lag."""
+    with open_admin() as (admin, _config):
+        found = admin.stats(lag_minutes)
+    if as_json:
+        print_json(found.as_json())
+        return
+    table = Table(
+        title=f"at {when(found.at)} UTC; {_scopes(frozenset(found.paused))}",
+        caption=f"lag: start minus due time of runs finished in the last {lag_minutes:g} min",
+    )
+    headings = (
+        "repository",
+        "waiting",
+        "due",
+        "running",
+        "dead",
+        "ok 1m",
+        "failed 1m",
+        "ok 1h",
+        "failed 1h",
+        "lag p50",
+        "lag p99",
+    )
+    for heading in headings:
+        table.add_column(heading, justify="left" if heading == "repository" else "right")
+    for r in found.repositories:
+        table.add_row(
+            escape(r.repository),
+            f"{r.waiting:,}",
+            f"{r.due:,}",
+            f"{r.claimed:,}",
+            f"{r.dead:,}",
+            f"{r.executed_last_minute:,}",
+            f"{r.failed_last_minute:,}",
+            f"{r.executed_last_hour:,}",
+            f"{r.failed_last_hour:,}",
+            seconds(r.lag_p50),
+            seconds(r.lag_p99),
+        )
+    console().print(table)

@@ -1,0 +1,436 @@
+"""``infsched dashboard``: a live view of a running cluster, from its database.
+
+Reading and drawing are apart: `read_snapshot` takes everything a frame
+shows from the database in a few queries (and writes nothing), and `render`
+turns a `Snapshot` into rich renderables and nothing else, so a frame is a
+pure function of what the database held (``--once`` prints one).  The live
+view redraws in place once a second on the terminal's alternate screen; `q`
+or Ctrl-C leaves it and gives the terminal back as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+import click
+import sqlalchemy as sa
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from infsched.cli.admin import open_admin, seconds, when
+from infsched.cli.context import config_options
+from infsched.clock import utc_naive
+from infsched.engine.controls import ALL
+from infsched.jobstore.base import JobState, Outcome
+from infsched.management import JobAdmin, JobRow, NodeRow
+from infsched.management.counts import job_counts
+from infsched.management.history import quantile
+from infsched.management.nodes import read_leases, read_nodes, read_shards
+from infsched.schema import pauses
+
+#: Sparkline levels, lowest first; a bucket with nothing in it is a blank.
+BARS = "▁▂▃▄▅▆▇█"
+#: Failures and dead letters listed, at most.
+LISTED = 8
+
+
+@attrs.frozen
+class RepositoryView:
+    name: str
+    paused: bool
+    #: Waiting jobs due within the lookahead window (not yet due).
+    due_soon: int
+    #: Waiting jobs whose run time has passed: due, not started.
+    backlog: int
+    #: Claimed jobs: queued on a node or running.
+    in_flight: int
+    dead: int
+    #: Outcomes per bucket, oldest first, over the sparkline window.
+    executed: tuple[int, ...]
+    failed: tuple[int, ...]
+    lag_p50: float | None
+    lag_p99: float | None
+    watermark: str
+    shards: str
+
+
+@attrs.frozen
+class FailureView:
+    finished_at: datetime
+    repository: str
+    job_key: str
+    state: str
+    attempt: int
+    error: str
+
+
+@attrs.frozen
+class Snapshot:
+    """Everything one frame shows, as the database held it at `at` (its own clock)."""
+
+    at: datetime
+    database: str
+    lookahead: float
+    bucket_seconds: float
+    #: A node whose heartbeat is older than this many seconds is shown as stale.
+    stale_after: float
+    paused_all: bool
+    repositories: tuple[RepositoryView, ...]
+    nodes: tuple[NodeRow, ...]
+    failures: tuple[FailureView, ...]
+    dead_letters: tuple[JobRow, ...]
+
+
+# -- reading --
+
+
+def _job_counts(conn: sa.Connection, now: datetime, lookahead: float) -> dict[str, dict[str, int]]:
+    """{repository: {"due_soon", "backlog", "in_flight", "dead"}} from the job table."""
+    found: dict[str, dict[str, int]] = {}
+    for c in job_counts(conn, now, horizon=now + timedelta(seconds=lookahead)):
+        counts = found.setdefault(c.repository, dict.fromkeys(_COUNTS, 0))
+        if c.state == JobState.WAITING.value:
+            counts["backlog"] = c.due
+            counts["due_soon"] = c.before_horizon - c.due
+        elif c.state == JobState.CLAIMED.value:
+            counts["in_flight"] = c.total
+        elif c.state == JobState.DEAD.value:
+            counts["dead"] = c.total
+    return found
+
+
+_COUNTS = ("due_soon", "backlog", "in_flight", "dead")
+_FAILED = (Outcome.FAILED.value, Outcome.DEAD.value)
+
+
+def read_snapshot(
+    admin: JobAdmin,
+    *,
+    tables: Sequence[tuple[str, str]] = (),
+    lookahead: float = 30.0,
+    window: float = 300.0,
+    bucket_seconds: float = 10.0,
+    stale_after: float = 15.0,
+    database: str = "",
+) -> Snapshot:
+    """Read one frame's worth from `admin`'s database; writes nothing.
+
+    `tables` are (repository, table name or prefix) pairs of the configured
+    repositories; repositories found only in the job table or the history
+    are shown too, their table taken to be named after them.
+    """
+    buckets = max(1, round(window / bucket_seconds))
+    with admin.engine.connect() as conn:
+        at = admin.store.db_now(conn)
+        now = utc_naive(at)
+        since = now - timedelta(seconds=buckets * bucket_seconds)
+        counts = _job_counts(conn, now, lookahead)
+        finishes = admin.reader.finishes(conn, since, now)
+        lags = admin.reader.lags(conn, since, now)
+        latest = admin.reader.latest(conn, _FAILED, now - timedelta(hours=1), now, LISTED)
+        paused = frozenset(conn.execute(sa.select(pauses.c.scope)).scalars())
+        node_rows = read_nodes(conn, at)
+        lease_rows = read_leases(conn)
+        table_of = dict(tables)
+        names = sorted(set(table_of) | set(counts) | {r for r, _, _ in finishes} | (paused - {ALL}))
+        for name in names:
+            table_of.setdefault(name, name)
+        shards = read_shards(conn, list(table_of.values()), sa.inspect(conn).get_table_names())
+    dead = admin.list_jobs(state=JobState.DEAD.value, limit=LISTED)
+    series: dict[str, tuple[list[int], list[int]]] = {
+        n: ([0] * buckets, [0] * buckets) for n in names
+    }
+    for repository, state, finished in finishes:
+        age = (now - finished).total_seconds()
+        index = buckets - 1 - min(int(age // bucket_seconds), buckets - 1)
+        ok, failed = series[repository]
+        if state == Outcome.SUCCEEDED.value:
+            ok[index] += 1
+        elif state in _FAILED:
+            failed[index] += 1
+    views = []
+    for name in names:
+        c = counts.get(name, dict.fromkeys(_COUNTS, 0))
+        lag = lags.get(name, [])
+        lease = next((x for x in lease_rows if x.fetches(name)), None)
+        views.append(
+            RepositoryView(
+                name=name,
+                paused=name in paused,
+                due_soon=c["due_soon"],
+                backlog=c["backlog"],
+                in_flight=c["in_flight"],
+                dead=c["dead"],
+                executed=tuple(series[name][0]),
+                failed=tuple(series[name][1]),
+                lag_p50=quantile(lag, 0.5) if lag else None,
+                lag_p99=quantile(lag, 0.99) if lag else None,
+                watermark=lease.watermark() if lease is not None else "-",
+                shards=shards[table_of[name]].describe(),
+            )
+        )
+    return Snapshot(
+        at=at,
+        database=database,
+        lookahead=lookahead,
+        bucket_seconds=bucket_seconds,
+        stale_after=stale_after,
+        paused_all=ALL in paused,
+        repositories=tuple(views),
+        nodes=tuple(node_rows),
+        failures=tuple(
+            FailureView(
+                finished_at=r["finished_at"],
+                repository=r["repository"],
+                job_key=r["job_key"],
+                state=r["state"],
+                attempt=int(r["attempt"]),
+                error=r["error"] or "",
+            )
+            for r in latest
+        ),
+        dead_letters=tuple(dead),
+    )
+
+
+# -- drawing --
+
+
+def sparkline(values: Sequence[int]) -> str:
+    """One character per value, scaled to the largest; zero is a blank."""
+    top = max(values, default=0)
+    if top <= 0:
+        return " " * len(values)
+    return "".join(
+        " " if v <= 0 else BARS[min(len(BARS) - 1, (v * len(BARS) - 1) // top)] for v in values
+    )
+
+
+def _rate(values: Sequence[int], bucket_seconds: float) -> str:
+    """Per second over the last bucket."""
+    per_second = (values[-1] if values else 0) / bucket_seconds
+    return f"{per_second:.1f}"
+
+
+def _repositories(s: Snapshot) -> Table:
+    minutes = len(s.repositories[0].executed) * s.bucket_seconds / 60 if s.repositories else 0
+    table = Table(
+        title="repositories",
+        title_justify="left",
+        caption=f"rates over the last {s.bucket_seconds:g} s; sparklines: executed per "
+        f"{s.bucket_seconds:g} s over the last {minutes:g} min; lag: start minus due time",
+        caption_justify="left",
+        expand=False,
+    )
+    table.add_column("repository")
+    for heading in (f"due ≤{s.lookahead:g}s", "backlog", "in flight", "dead", "ok/s", "fail/s"):
+        table.add_column(heading, justify="right")
+    table.add_column("executed", no_wrap=True)
+    table.add_column("lag p50", justify="right")
+    table.add_column("lag p99", justify="right")
+    table.add_column("watermark")
+    table.add_column("tables / partitions")
+    for r in s.repositories:
+        name = Text(r.name)
+        if r.paused or s.paused_all:
+            name.append(" paused", style="bold yellow")
+        table.add_row(
+            name,
+            f"{r.due_soon:,}",
+            Text(f"{r.backlog:,}", style="red" if r.backlog else ""),
+            f"{r.in_flight:,}",
+            Text(f"{r.dead:,}", style="red" if r.dead else ""),
+            _rate(r.executed, s.bucket_seconds),
+            _rate(r.failed, s.bucket_seconds),
+            Text(sparkline(r.executed), style="green"),
+            seconds(r.lag_p50),
+            seconds(r.lag_p99),
+            Text(r.watermark),
+            Text(r.shards),
+        )
+    if not s.repositories:
+        table.add_row("(no repositories: no jobs, history or configured repositories)")
+    return table
+
+
+def _table(title: str, headings: Sequence[str], right: Sequence[str] = ()) -> Table:
+    table = Table(title=title, title_justify="left")
+    for heading in headings:
+        table.add_column(heading, justify="right" if heading in right else "left", overflow="fold")
+    return table
+
+
+def _nodes(s: Snapshot) -> Table:
+    table = _table(
+        "nodes",
+        ("node", "host", "pid", "state", "heartbeat age", "in flight", "started"),
+        right=("pid", "in flight"),
+    )
+    for n in s.nodes:
+        stale = n.state != "stopped" and n.heartbeat_age > s.stale_after
+        table.add_row(
+            Text(n.node_id),
+            Text(n.host),
+            str(n.pid),
+            n.state,
+            Text(seconds(n.heartbeat_age) + (" stale" if stale else ""), "red" if stale else ""),
+            str(n.in_flight),
+            when(n.started_at),
+        )
+    if not s.nodes:
+        table.add_row("(no node has sent a heartbeat)")
+    return table
+
+
+def _failures(s: Snapshot) -> Table:
+    table = _table(
+        "recent failures (last hour)", ("finished", "job key", "outcome", "attempt", "error")
+    )
+    for f in s.failures:
+        table.add_row(
+            when(f.finished_at),
+            Text(f.job_key),
+            Text(f.state, "red" if f.state == Outcome.DEAD.value else "yellow"),
+            str(f.attempt),
+            Text(f.error),
+        )
+    if not s.failures:
+        table.add_row("(none)")
+    return table
+
+
+def _dead_letters(s: Snapshot) -> Table:
+    total = sum(r.dead for r in s.repositories)
+    table = _table(
+        f"dead letters ({total:,}; `infsched jobs retry` or `jobs cancel`)",
+        ("job key", "attempts", "due", "last error"),
+    )
+    for d in s.dead_letters:
+        table.add_row(Text(d.job_key), str(d.attempt), when(d.due_at), Text(d.last_error or ""))
+    if not s.dead_letters:
+        table.add_row("(none)")
+    return table
+
+
+def render(s: Snapshot) -> RenderableType:
+    """One frame: a pure function of the snapshot."""
+    paused = " — [bold yellow]ALL REPOSITORIES PAUSED[/]" if s.paused_all else ""
+    header = (
+        f"[bold]infsched dashboard[/] — {escape(s.database)} — {when(s.at)} UTC{paused}"
+        "  [dim](q or Ctrl-C to leave)[/]"
+    )
+    return Group(header, _repositories(s), _nodes(s), _failures(s), _dead_letters(s))
+
+
+# -- the live view --
+
+
+@contextlib.contextmanager
+def quit_on_q(stop: threading.Event) -> Iterator[None]:
+    """While inside, a `q` typed on the terminal sets `stop` (stdin a TTY only).
+
+    The terminal is put in cbreak mode (keys arrive unbuffered, Ctrl-C still
+    interrupts) and read without blocking by a thread; its settings are
+    restored on the way out, however the block ends.
+    """
+    if not sys.stdin.isatty():
+        yield
+        return
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready and os.read(fd, 1) in (b"q", b"Q"):
+                stop.set()
+                return
+
+    tty.setcbreak(fd)
+    thread = threading.Thread(target=watch, name="infsched-dashboard-keys", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=1)
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _frame(read: Callable[[], Snapshot]) -> RenderableType:
+    try:
+        return render(read())
+    except sa.exc.DBAPIError as exc:
+        reason = str(exc.orig or exc).splitlines()[0]
+        return Panel(f"database error, trying again every second: {escape(reason)}", style="red")
+
+
+def live(read: Callable[[], Snapshot], interval: float, console: Console) -> None:
+    """Redraw every `interval` seconds until `q` or Ctrl-C."""
+    stop = threading.Event()
+    # Ctrl-C is caught outermost: the screen and the terminal's settings are restored first.
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        quit_on_q(stop),
+        Live(_frame(read), console=console, screen=True, auto_refresh=False) as view,
+    ):
+        while not stop.wait(interval):
+            view.update(_frame(read), refresh=True)
+
+
+@click.command("dashboard")
+@config_options
+@click.option("--once", is_flag=True, help="Print one frame and exit.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.2),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+@click.option(
+    "--window",
+    type=click.FloatRange(min=10),
+    default=300.0,
+    show_default=True,
+    help="Seconds of history the sparklines and lag quantiles cover.",
+)
+def dashboard(once: bool, interval: float, window: float) -> None:
+    """A live view of the cluster using this database: repositories, nodes, failures.
+
+    Works from any terminal against the database of a running cluster; it
+    only reads.  `q` or Ctrl-C leaves.
+    """
+    with open_admin() as (admin, config):
+        options: dict[str, Any] = {
+            "tables": [(r.name, r.table or r.name) for r in config.repositories],
+            "lookahead": config.lookahead_window,
+            "window": window,
+            "stale_after": 3 * config.heartbeat_interval,
+            "database": str(config.database_url),
+        }
+
+        def read() -> Snapshot:
+            return read_snapshot(admin, **options)
+
+        console = Console()
+        if once:
+            console.print(render(read()))
+        else:
+            live(read, interval, console)

@@ -1,0 +1,62 @@
+"""Counts of the job table per repository and state: one grouped query.
+
+The metrics gauges, `stats` and the dashboard all read the hot table this
+way; it holds only the jobs of the lookahead window, retries and dead
+letters, so the scan stays small however large the repositories are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import attrs
+import sqlalchemy as sa
+
+from infsched.schema import jobs
+
+
+@attrs.frozen
+class StateCount:
+    """The jobs of one repository in one state."""
+
+    repository: str
+    state: str
+    total: int
+    #: Of those, jobs whose run time is at or before `now`: due.
+    due: int
+    #: Of those, jobs whose run time is at or before `horizon` (all of them without one).
+    before_horizon: int
+    #: Of those, jobs owned by `owner` (none without one).
+    owned: int
+
+
+def job_counts(
+    conn: sa.Connection,
+    now: datetime,
+    *,
+    horizon: datetime | None = None,
+    owner: str | None = None,
+    repositories: Sequence[str] | None = None,
+) -> list[StateCount]:
+    """Counts per (repository, state); times are naive UTC, as the table holds them."""
+
+    def count_where(condition: sa.ColumnElement[bool] | None) -> sa.ColumnElement[int]:
+        if condition is None:
+            return sa.literal(0)
+        return sa.func.sum(sa.case((condition, 1), else_=0))
+
+    query = sa.select(
+        jobs.c.repository,
+        jobs.c.state,
+        sa.func.count(),
+        count_where(jobs.c.run_at <= now),
+        count_where(jobs.c.run_at <= horizon) if horizon is not None else sa.func.count(),
+        count_where(jobs.c.owner == owner if owner is not None else None),
+    ).group_by(jobs.c.repository, jobs.c.state)
+    if repositories is not None:
+        query = query.where(jobs.c.repository.in_(list(repositories)))
+    return [
+        StateCount(r, s, int(total), int(due or 0), int(before or 0), int(mine or 0))
+        for r, s, total, due, before, mine in conn.execute(query).all()
+    ]

@@ -1,0 +1,402 @@
+"""JobAdmin: list, show, cancel, retry and run jobs now; statistics, nodes and pauses.
+
+    admin = JobAdmin(engine, history)
+    admin.list_jobs(state="dead", repository="sms")
+    admin.retry(repository="sms", progress=lambda done, total: ...)
+    admin.cancel(["sms:42:20250101T120000.000000Z"])
+
+Every change is one transaction per batch, guarded by the job's state in
+its WHERE clause, so a job that a node claims meanwhile is never changed
+under it: the operation fails with `JobStateError` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+from infsched.clock import Clock, SystemClock, require_utc, utc_naive
+from infsched.engine.controls import Controls
+from infsched.engine.history import History, JobOutcome
+from infsched.engine.status import JobStatus, job_status
+from infsched.errors import InfschedError
+from infsched.jobstore.base import JobState, Outcome
+from infsched.jobstore.sql import SqlJobStore
+from infsched.management.counts import job_counts
+from infsched.management.history import HistoryReader, quantile
+from infsched.management.nodes import NodeRow, read_nodes
+from infsched.schema import jobs
+
+#: Rows changed per transaction by bulk operations.
+BATCH = 1000
+#: The states a row of the job table can be in.
+STATES = tuple(s.value for s in JobState)
+
+#: Called with (done, total) as a bulk operation advances.
+Progress = Callable[[int, int], None]
+
+_WAITING, _CLAIMED, _DEAD = JobState.WAITING.value, JobState.CLAIMED.value, JobState.DEAD.value
+_FAILED_OUTCOMES = (Outcome.FAILED.value, Outcome.DEAD.value)
+
+
+class JobNotFoundError(InfschedError):
+    """No job has the key given."""
+
+
+class JobStateError(InfschedError):
+    """The job is not in a state the operation applies to."""
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+@attrs.frozen
+class JobRow:
+    """One row of the job table (a waiting, running or dead job), without its payload."""
+
+    job_key: str
+    repository: str
+    executor: str
+    entity_id: str
+    state: str
+    attempt: int
+    priority: int
+    due_at: datetime
+    run_at: datetime
+    owner: str | None
+    lease_until: datetime | None
+    last_error: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> JobRow:
+        values = {f.name: row[f.name] for f in attrs.fields(cls)}
+        for name in ("due_at", "run_at", "lease_until", "created_at"):
+            values[name] = _aware(values[name])
+        return cls(**values)
+
+    def as_json(self) -> dict[str, Any]:
+        values = attrs.asdict(self)
+        for name in ("due_at", "run_at", "lease_until", "created_at"):
+            values[name] = _iso(values[name])
+        return values
+
+
+@attrs.frozen
+class RepositoryStats:
+    """One repository's jobs now, and its outcomes over the last minute and hour."""
+
+    repository: str
+    waiting: int = 0
+    #: Waiting jobs whose run time has passed: the backlog.
+    due: int = 0
+    claimed: int = 0
+    dead: int = 0
+    executed_last_minute: int = 0
+    failed_last_minute: int = 0
+    executed_last_hour: int = 0
+    failed_last_hour: int = 0
+    #: Start minus due time over the lag window, in seconds; None without runs.
+    lag_p50: float | None = None
+    lag_p99: float | None = None
+    lag_samples: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class Stats:
+    at: datetime
+    lag_minutes: float
+    paused: tuple[str, ...]
+    repositories: tuple[RepositoryStats, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "lag_minutes": self.lag_minutes,
+            "paused": list(self.paused),
+            "repositories": [r.as_json() for r in self.repositories],
+        }
+
+
+def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+class JobAdmin:
+    """Operations on one database's jobs, for the CLI and the Python API."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        history: History,
+        *,
+        clock: Clock | None = None,
+        actor: str = "admin",
+    ) -> None:
+        self.engine = engine
+        self.history = history
+        self.clock = clock or SystemClock()
+        #: Who acts: recorded as the node of cancelled outcomes and as who paused.
+        self.actor = actor
+        self.store = SqlJobStore(engine, self.clock)
+        self.controls = Controls(engine, self.clock, ttl=0.0)
+        self.reader = HistoryReader(history.repository.name)
+
+    def now(self) -> datetime:
+        """The database's clock (the one claims compare run times with)."""
+        with self.engine.connect() as conn:
+            return self.store.db_now(conn)
+
+    # -- reading jobs --
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        repository: str | None = None,
+        due_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[JobRow]:
+        """Jobs of the job table, soonest due first; `due_before` must be timezone-aware."""
+        query = sa.select(*(jobs.c[f.name] for f in attrs.fields(JobRow)))
+        if state is not None:
+            if state not in STATES:
+                raise JobStateError(f"state {state!r} is invalid; expected {', '.join(STATES)}")
+            query = query.where(jobs.c.state == state)
+        if repository is not None:
+            query = query.where(jobs.c.repository == repository)
+        if due_before is not None:
+            query = query.where(jobs.c.due_at < utc_naive(require_utc(due_before, "due_before")))
+        query = query.order_by(jobs.c.due_at, jobs.c.id).limit(limit)
+        with self.engine.connect() as conn:
+            return [JobRow.from_row(r) for r in conn.execute(query).mappings()]
+
+    def show(self, ref: str, repository: str | None = None) -> list[JobStatus]:
+        """A job by key, or an entity's jobs by entity id: live row and recorded outcomes."""
+        now = self.clock.now()
+        with self.engine.connect() as conn:
+            live = conn.execute(sa.select(jobs).where(jobs.c.job_key == ref)).mappings().first()
+        horizon = self.history.repository.retention_horizon()
+        outcomes = sorted(
+            self.history.repository.find_all_by_column(
+                "job_key", ref, horizon, now + timedelta(days=1)
+            ),
+            key=lambda o: (o.finished_at, o.id or 0),
+        )
+        if live is not None or outcomes:
+            name = live["repository"] if live is not None else outcomes[0].repository
+            entity_id = live["entity_id"] if live is not None else outcomes[0].entity_id
+            if repository is None or repository == name:
+                found = dict(live) if live is not None else None
+                return [JobStatus(name, entity_id, found, tuple(outcomes))]
+        return job_status(self.engine, self.history, ref, repository, now=now)
+
+    # -- changing jobs --
+
+    def _rows(self, conn: sa.Connection, keys: Sequence[str]) -> list[Any]:
+        unique = list(dict.fromkeys(keys))
+        rows: list[Any] = []
+        for chunk in _chunks(unique, BATCH):
+            rows.extend(
+                conn.execute(
+                    sa.select(jobs).where(jobs.c.job_key.in_(list(chunk))).with_for_update()
+                ).mappings()
+            )
+        missing = set(unique) - {r["job_key"] for r in rows}
+        if missing:
+            raise JobNotFoundError(
+                f"no job with key {sorted(missing)[0]!r}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                + "; `infsched jobs list` shows the jobs there are"
+            )
+        return rows
+
+    @staticmethod
+    def _refuse(rows: Sequence[Any], allowed: Sequence[str], operation: str, hint: str) -> None:
+        for row in rows:
+            if row["state"] not in allowed:
+                where = f" on node {row['owner']}" if row["state"] == _CLAIMED else ""
+                raise JobStateError(
+                    f"job {row['job_key']} is {row['state']}{where} (attempt {row['attempt']}); "
+                    f"{operation} applies only to {' or '.join(allowed)} jobs{hint}"
+                )
+
+    def cancel(self, keys: Sequence[str]) -> int:
+        """Remove waiting or dead jobs and record them as cancelled, all in one transaction.
+
+        A running (claimed) job cannot be cancelled: JobStateError, and nothing changes.
+        """
+        if not keys:
+            return 0
+        finished = self.clock.now()
+        with self.engine.begin() as conn:
+            rows = self._rows(conn, keys)
+            self._refuse(
+                rows,
+                (_WAITING, _DEAD),
+                "cancel",
+                "; a running job finishes or fails on its own (pause its repository to stop "
+                "new runs)",
+            )
+            self.history.repository.insert_many(
+                [self._cancelled(row, finished) for row in rows], conn=conn
+            )
+            deleted = 0
+            for chunk in _chunks([r["id"] for r in rows], BATCH):
+                deleted += conn.execute(
+                    jobs.delete().where(jobs.c.id.in_(list(chunk)), jobs.c.state != _CLAIMED)
+                ).rowcount
+            if deleted != len(rows):  # a node claimed one meanwhile (SQLite takes no row locks)
+                raise JobStateError("a job was claimed while being cancelled; nothing changed")
+        return deleted
+
+    def _cancelled(self, row: Any, finished: datetime) -> JobOutcome:
+        return JobOutcome(
+            finished_at=finished,
+            job_key=row["job_key"],
+            repository=row["repository"],
+            entity_id=row["entity_id"],
+            executor=row["executor"],
+            state=Outcome.CANCELLED,
+            attempt=row["attempt"],
+            due_at=row["due_at"].replace(tzinfo=UTC),
+            started_at=None,
+            node=self.actor,
+            error=row["last_error"],
+        )
+
+    def retry(
+        self,
+        keys: Sequence[str] = (),
+        *,
+        repository: str | None = None,
+        all_dead: bool = False,
+        progress: Progress | None = None,
+    ) -> int:
+        """Dead letters back to waiting, due now, with their attempts reset.
+
+        By key (each must be dead), or every dead letter of `repository`, or
+        with `all_dead` every dead letter; one transaction per BATCH jobs.
+        """
+        if bool(keys) + (repository is not None) + all_dead != 1:
+            raise ValueError("retry takes job keys, or a repository, or all_dead=True")
+        if keys:
+            with self.engine.connect() as conn:
+                rows = self._rows(conn, keys)
+            self._refuse(rows, (_DEAD,), "retry", "")
+            ids = [r["id"] for r in rows]
+        else:
+            query = sa.select(jobs.c.id).where(jobs.c.state == _DEAD).order_by(jobs.c.id)
+            if repository is not None:
+                query = query.where(jobs.c.repository == repository)
+            with self.engine.connect() as conn:
+                ids = list(conn.execute(query).scalars())
+        return self._update(
+            ids,
+            _DEAD,
+            {"state": _WAITING, "attempt": 0, "owner": None, "lease_until": None},
+            progress,
+        )
+
+    def run_now(self, keys: Sequence[str]) -> int:
+        """Make waiting jobs due now (the next claim takes them, ahead of their due time)."""
+        if not keys:
+            return 0
+        with self.engine.connect() as conn:
+            rows = self._rows(conn, keys)
+        self._refuse(rows, (_WAITING,), "run-now", "")
+        return self._update([r["id"] for r in rows], _WAITING, {}, None)
+
+    def _update(
+        self, ids: Sequence[int], state: str, values: dict[str, Any], progress: Progress | None
+    ) -> int:
+        """Set run_at to now (and `values`) on the rows `ids` still in `state`, in batches."""
+        done = 0
+        if progress is not None:
+            progress(0, len(ids))
+        for chunk in _chunks(ids, BATCH):
+            with self.engine.begin() as conn:
+                now = utc_naive(self.store.db_now(conn))
+                done += conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id.in_(list(chunk)), jobs.c.state == state)
+                    .values(run_at=now, **values)
+                ).rowcount
+            if progress is not None:
+                progress(min(done, len(ids)), len(ids))
+        return done
+
+    # -- pauses --
+
+    def pause(self, repository: str | None = None) -> frozenset[str]:
+        """Pause one repository, or all (None); returns the paused scopes."""
+        self.controls.pause(repository, by=self.actor)
+        return self.controls.paused(fresh=True)
+
+    def resume(self, repository: str | None = None) -> frozenset[str]:
+        """Lift one repository's pause, or the global one (None); returns the paused scopes.
+
+        Resuming the global pause leaves repositories paused on their own paused.
+        """
+        self.controls.resume(repository)
+        return self.controls.paused(fresh=True)
+
+    def paused(self) -> frozenset[str]:
+        return self.controls.paused(fresh=True)
+
+    # -- cluster --
+
+    def nodes(self) -> list[NodeRow]:
+        with self.engine.connect() as conn:
+            return read_nodes(conn, self.store.db_now(conn))
+
+    def stats(self, lag_minutes: float = 5.0) -> Stats:
+        """Jobs per repository and state; outcomes over the last minute and hour; lag quantiles."""
+        with self.engine.connect() as conn:
+            at = self.store.db_now(conn)
+            now = utc_naive(at)
+            counts = job_counts(conn, now)
+            outcomes = self.reader.outcome_counts(
+                conn, now - timedelta(hours=1), now - timedelta(minutes=1), now
+            )
+            lags = self.reader.lags(conn, now - timedelta(minutes=lag_minutes), now)
+        per: dict[str, dict[str, Any]] = {}
+        for c in counts:
+            values = per.setdefault(c.repository, {})
+            values[c.state] = c.total
+            if c.state == _WAITING:
+                values["due"] = c.due
+        for o in outcomes:
+            values = per.setdefault(o.repository, {})
+            kind = "executed" if o.state == Outcome.SUCCEEDED.value else None
+            if o.state in _FAILED_OUTCOMES:
+                kind = "failed"
+            if kind is not None:
+                values[f"{kind}_last_hour"] = values.get(f"{kind}_last_hour", 0) + o.total
+                values[f"{kind}_last_minute"] = values.get(f"{kind}_last_minute", 0) + o.recent
+        for repository, samples in lags.items():
+            values = per.setdefault(repository, {})
+            values.update(
+                lag_p50=quantile(samples, 0.5),
+                lag_p99=quantile(samples, 0.99),
+                lag_samples=len(samples),
+            )
+        return Stats(
+            at=at,
+            lag_minutes=lag_minutes,
+            paused=tuple(sorted(self.paused())),
+            repositories=tuple(RepositoryStats(name, **per[name]) for name in sorted(per)),
+        )

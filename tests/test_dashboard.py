@@ -1,0 +1,190 @@
+"""The dashboard: a frame rendered from a database with known content, and --once."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from rich.console import Console
+
+from infsched.cli.dashboard import Snapshot, read_snapshot, render, sparkline
+from infsched.clock import SystemClock
+from infsched.dburl import DatabaseUrl
+from infsched.engine.controls import Controls
+from infsched.jobstore.base import Outcome
+from infsched.management import JobAdmin
+from tests.engine_support import repository_for
+from tests.management_support import Cli, Seed, clean_cli, now
+
+
+def text_of(snapshot: Snapshot, width: int = 220) -> str:
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    console.print(render(snapshot))
+    return console.export_text()
+
+
+def row(text: str, first_cell: str) -> list[str]:
+    """The cells of the table line whose first cell is `first_cell`."""
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no line starts with {first_cell!r} in:\n{text}")
+
+
+def seed_cluster(url: DatabaseUrl, seed: Seed) -> dict[str, str]:
+    """A cluster in mid-flight: jobs in every state, history, two nodes, a lease, a pause."""
+    repo = repository_for(url, engine=seed.engine)
+    repo.maintain()
+    t = now()
+    for i in range(2):
+        seed.job(i, repository="reminders", due=t - timedelta(seconds=30))
+    for i in range(3):
+        seed.job(10 + i, repository="reminders", due=t + timedelta(seconds=10))
+    seed.job(20, repository="reminders", due=t + timedelta(hours=2))
+    for i in range(4):
+        seed.job(30 + i, repository="reminders", state="claimed", owner="node-a", attempt=1)
+    keys = {
+        "dead": seed.job(
+            40, repository="reminders", state="dead", attempt=3, last_error="gateway down"
+        ),
+        "orders_dead": seed.job(1, repository="orders", state="dead", attempt=1, last_error="bad"),
+    }
+    for i in range(12):
+        seed.outcome(
+            100 + i,
+            Outcome.SUCCEEDED,
+            repository="reminders",
+            lag=0.25,
+            finished=t - timedelta(seconds=3),
+        )
+    for i in range(20):
+        seed.outcome(
+            200 + i,
+            Outcome.SUCCEEDED,
+            repository="reminders",
+            lag=0.05,
+            finished=t - timedelta(seconds=115),
+        )
+    keys["failed"] = seed.outcome(
+        300,
+        Outcome.FAILED,
+        repository="reminders",
+        lag=3.0,
+        attempt=1,
+        error="timeout talking to gateway",
+        finished=t - timedelta(seconds=2),
+    )
+    seed.outcome(
+        40,
+        Outcome.DEAD,
+        repository="reminders",
+        lag=3.0,
+        attempt=3,
+        error="gateway down",
+        key=keys["dead"],
+        finished=t - timedelta(seconds=30),
+    )
+    seed.node("node-a", heartbeat_age=1.0, in_flight=4)
+    seed.node("node-b", heartbeat_age=90.0, in_flight=0)
+    seed.lease("fetch:reminders", "node-a", {"fetched_until": "2025-06-01T12:00:30Z"})
+    Controls(seed.engine, SystemClock()).pause("orders", by="test")
+    return keys
+
+
+@pytest.fixture
+def seed(any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]) -> Seed:
+    return Seed(engine_for(any_url))
+
+
+def test_a_frame_shows_what_the_database_holds(any_url: DatabaseUrl, seed: Seed) -> None:
+    keys = seed_cluster(any_url, seed)
+    snapshot = read_snapshot(
+        JobAdmin(seed.engine, seed.history),
+        tables=[("reminders", "reminders")],
+        lookahead=30,
+        window=300,
+        bucket_seconds=10,
+        stale_after=15,
+        database="test-db",
+    )
+    text = text_of(snapshot)
+
+    assert "infsched dashboard — test-db —" in text
+    reminders = row(text, "reminders")
+    # due ≤30s, backlog, in flight, dead, ok/s, fail/s
+    assert reminders[1:7] == ["3", "2", "4", "1", "1.2", "0.1"]
+    # 20 runs 115 s ago (the top, bucket 11 from the end), 12 in the last 10 s (5/8 of it).
+    assert reminders[7] == "█" + " " * 10 + "▅"
+    # lag p50 and p99 over the 34 runs of the window: 20 at 50 ms, 12 at 250 ms, 2 at 3 s.
+    assert reminders[8:10] == ["50 ms", "3.00 s"]
+    assert reminders[10] == "fetched_until=2025-06-01T12:00:30Z"
+    days = [d.strftime("%Y%m%d") for d in (now() - timedelta(days=3), now() + timedelta(days=1))]
+    if any_url.is_mysql:
+        assert reminders[11] == f"5 partitions p{days[0]}…p{days[1]} + catch-all"
+    else:
+        assert reminders[11] == f"5 day tables reminders_{days[0]}…reminders_{days[1]}"
+    orders = row(text, "orders paused")
+    assert orders[1:5] == ["0", "0", "0", "1"]
+    assert orders[10:12] == ["-", "no tables"]
+
+    node_a, node_b = row(text, "node-a"), row(text, "node-b")
+    assert node_a[1:4] == ["host-1", "4242", "running"]
+    assert node_a[5] == "4"
+    assert "stale" not in node_a[4]
+    assert node_b[4].endswith(" stale")
+
+    failures = [line for line in text.splitlines() if "gateway" in line and "│" in line]
+    failed_at = next(i for i, line in enumerate(failures) if keys["failed"] in line)
+    dead_at = next(i for i, line in enumerate(failures) if "dead" in line and keys["dead"] in line)
+    assert failed_at < dead_at  # newest first
+    assert "timeout talking to gateway" in failures[failed_at]
+    assert "dead letters (2;" in text
+    assert row(text, keys["orders_dead"])[1:2] == ["1"]
+
+
+def test_dashboard_once_prints_one_frame(
+    any_url: DatabaseUrl,
+    seed: Seed,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    keys = seed_cluster(any_url, seed)
+    cli: Cli = clean_cli(capsys, monkeypatch, tmp_path)
+    url = seed.engine.url.render_as_string(hide_password=False)
+    result = cli("dashboard", "--once", "--db", url)
+    assert result.code == 0, result.err
+    assert row(result.out, "reminders")[1:5] == ["3", "2", "4", "1"]
+    assert keys["dead"] in result.out
+    assert "node-b" in result.out
+
+
+def test_an_empty_cluster_renders_with_placeholders(tmp_path: Path) -> None:
+    snapshot = Snapshot(
+        at=now(),
+        database="sqlite:///x.db",
+        lookahead=30,
+        bucket_seconds=10,
+        stale_after=15,
+        paused_all=True,
+        repositories=(),
+        nodes=(),
+        failures=(),
+        dead_letters=(),
+    )
+    text = text_of(snapshot, width=160)
+    assert "ALL REPOSITORIES PAUSED" in text
+    assert "(no node has sent a heartbeat)" in text
+    assert "dead letters (0;" in text
+
+
+def test_sparkline_scales_to_the_largest_value() -> None:
+    assert sparkline([0, 0, 0]) == "   "
+    assert sparkline([0, 1, 2, 4, 8]) == " ▁▂▄█"
+    assert sparkline([5]) == "█"
+    assert sparkline([]) == ""
