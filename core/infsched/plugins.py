@@ -32,7 +32,11 @@ DISABLE_ENV = "INFSCHED_DISABLE_PLUGINS"
 LOAD_ONLY_ENV = "INFSCHED_LOAD_PLUGINS"
 
 #: Built-in features, registered after the entry points through the same hooks.
-BUILTIN_PLUGINS: tuple[str, ...] = ("infsched.metrics.log_sink", "infsched.repositories.builtin")
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "infsched.metrics.log_sink",
+    "infsched.metrics.prometheus_sink",
+    "infsched.repositories.builtin",
+)
 
 Status = Literal["ok", "failed", "disabled"]
 V = TypeVar("V")

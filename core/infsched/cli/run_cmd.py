@@ -56,9 +56,22 @@ def metrics_sinks(
     show_default=True,
     help="Seconds in-flight jobs may take to finish after SIGTERM/SIGINT.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (adds the prometheus sink; listens on "
+    "127.0.0.1 unless [plugins.prometheus] host says otherwise).",
+)
 @log_options
 @requires_plugins
-def run(repos: tuple[str, ...], grace: float, log_level: str, log_format: str) -> None:
+def run(
+    repos: tuple[str, ...],
+    grace: float,
+    metrics_port: int | None,
+    log_level: str,
+    log_format: str,
+) -> None:
     """Run a scheduler node until SIGTERM or SIGINT, then stop gracefully and exit 0."""
     setup_logging(log_level, log_format)
     app = app_context()
@@ -76,11 +89,15 @@ def run(repos: tuple[str, ...], grace: float, log_level: str, log_format: str) -
         for c in configured
     ]
     sections = {k: dict(v) for k, v in config.plugins.items()}
+    sink_names = config.metrics_sinks
+    if metrics_port is not None:
+        sections.setdefault("prometheus", {})["port"] = metrics_port
+        sink_names = tuple(dict.fromkeys((*sink_names, "prometheus")))
     scheduler = InfiniteScheduler(
         bindings,
         config,
         plugins=app.plugins,
-        metrics_sinks=metrics_sinks(app.plugins, config.metrics_sinks, sections),
+        metrics_sinks=metrics_sinks(app.plugins, sink_names, sections),
     )
     stop = threading.Event()
 

@@ -35,6 +35,7 @@ from infsched.engine.workers import BoundExecutor, Workers
 from infsched.executors import BatchExecutor, Executor, ExecutorSpec
 from infsched.jobstore.sql import SqlJobStore
 from infsched.management import JobAdmin, JobRow, Stats
+from infsched.metrics.gauges import GaugeSampler
 from infsched.metrics.recorder import MetricsRecorder
 from infsched.metrics.sink import MetricsSink
 from infsched.plugins import PluginRegistry
@@ -114,6 +115,13 @@ class InfiniteScheduler:
         self.admin = JobAdmin(
             self.engine, self.history, clock=self.clock, actor=self.config.node_id
         )
+        self.gauges = GaugeSampler(
+            self.store,
+            self.metrics,
+            self.config.node_id,
+            list(self.bindings),
+            interval=self.config.heartbeat_interval,
+        )
         self.fetchers = [
             Fetcher(b, self.store, self.config, self.clock, self.metrics, self.controls)
             for b in self.bindings.values()
@@ -174,6 +182,7 @@ class InfiniteScheduler:
         for fetcher in self.fetchers:
             self._spawn(fetcher.run, f"infsched-fetch-{fetcher.binding.name}")
         self._spawn(self._maintenance_loop, "infsched-maintenance")
+        self._spawn(self.gauges.run, "infsched-gauges")
         self.workers.start()
         self._started = True
         log.info("scheduler node %s started: %s", self.config.node_id, ", ".join(self.bindings))

@@ -1,0 +1,129 @@
+"""Every metric the engine records: its kind, labels and meaning.
+
+Names are the base names sinks receive; the ``prometheus`` sink exports them
+with the ``infsched_`` prefix.  docs/operations.md lists the same metrics
+(a test keeps the two in step), and the Prometheus sink uses the meanings as
+HELP text.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+#: Prefix of every exported metric name.
+PREFIX = "infsched_"
+
+_JOB = ("repository", "executor")
+_REPO = ("repository",)
+
+
+@attrs.frozen
+class MetricInfo:
+    name: str
+    kind: Kind
+    labels: tuple[str, ...]
+    help: str
+
+
+CATALOG: dict[str, MetricInfo] = {
+    m.name: m
+    for m in (
+        MetricInfo(
+            "jobs_scheduled_total",
+            "counter",
+            _REPO,
+            "Entities moved into the job store by fetch cycles (counted once committed).",
+        ),
+        MetricInfo("jobs_executed_total", "counter", _JOB, "Runs that succeeded."),
+        MetricInfo(
+            "jobs_failed_total",
+            "counter",
+            _JOB,
+            "Runs that failed (raised, or overran the executor's timeout), retried or not.",
+        ),
+        MetricInfo("jobs_retried_total", "counter", _JOB, "Failed runs scheduled to run again."),
+        MetricInfo(
+            "jobs_misfired_total",
+            "counter",
+            _JOB,
+            "First runs claimed later than misfire_threshold after their due time.",
+        ),
+        MetricInfo(
+            "jobs_dead_lettered_total",
+            "counter",
+            _JOB,
+            "Jobs given up on (out of attempts, or a permanent error); kept as dead letters.",
+        ),
+        MetricInfo(
+            "jobs_recovered_total",
+            "counter",
+            (),
+            "Claimed jobs whose node stopped renewing their lease, returned to waiting.",
+        ),
+        MetricInfo(
+            "metrics_sink_errors_total",
+            "counter",
+            ("sink",),
+            "Measurements a failing metrics sink could not take (counted on the healthy sinks).",
+        ),
+        MetricInfo(
+            "process_cpu_seconds_total",
+            "counter",
+            (),
+            "CPU time (user and system) this scheduler process has used.",
+        ),
+        MetricInfo(
+            "jobs_backlog",
+            "gauge",
+            _REPO,
+            "Jobs due now and not started (waiting, run time passed), across the cluster.",
+        ),
+        MetricInfo(
+            "jobs_in_flight",
+            "gauge",
+            _REPO,
+            "Jobs claimed by this node (queued in its pool or running).",
+        ),
+        MetricInfo(
+            "dead_letters",
+            "gauge",
+            _REPO,
+            "Dead letters in the job table, across the cluster; `infsched jobs retry` "
+            "or `jobs cancel` clears them.",
+        ),
+        MetricInfo(
+            "process_resident_memory_bytes",
+            "gauge",
+            (),
+            "Resident memory of this scheduler process.",
+        ),
+        MetricInfo(
+            "lag_seconds",
+            "histogram",
+            _JOB,
+            "Start time minus due time of each run (retries included).",
+        ),
+        MetricInfo(
+            "fetch_cycle_seconds",
+            "histogram",
+            _REPO,
+            "Duration of one fetch cycle of a repository.",
+        ),
+        MetricInfo(
+            "fetch_cycle_entities",
+            "histogram",
+            _REPO,
+            "Entities one fetch cycle moved into the job store.",
+        ),
+        MetricInfo(
+            "repository_query_seconds",
+            "histogram",
+            _REPO,
+            "Duration of one query for unscheduled entities in a repository.",
+        ),
+    )
+}

@@ -1,0 +1,96 @@
+"""GaugeSampler: the gauges no single event updates, sampled every few seconds.
+
+- ``jobs_backlog{repository}``: waiting jobs whose run time has passed, read
+  from the job table, so it is the cluster's backlog (every node reports the
+  same value: aggregate with ``max``);
+- ``jobs_in_flight{repository}``: jobs claimed by this node;
+- ``dead_letters{repository}``: dead letters in the job table (cluster-wide);
+- ``process_resident_memory_bytes`` and ``process_cpu_seconds_total``.
+
+One grouped query over the hot job table per sample; "now" is the database's
+clock, the one claims compare run times with.  A repository with no rows is
+reported as 0, never left at its last value.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from infsched.bench.memory import resident_mb
+from infsched.clock import utc_naive
+from infsched.jobstore.base import JobState
+from infsched.jobstore.sql import SqlJobStore
+from infsched.management.counts import job_counts
+from infsched.metrics.recorder import MetricsRecorder
+
+log = logging.getLogger("infsched.metrics")
+
+
+class GaugeSampler:
+    """Samples the job-table and process gauges of one node."""
+
+    def __init__(
+        self,
+        store: SqlJobStore,
+        metrics: MetricsRecorder,
+        node_id: str,
+        repositories: Sequence[str],
+        interval: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.node_id = node_id
+        self.repositories = list(repositories)
+        self.interval = interval
+        #: CPU seconds already counted; from 0, so the counter is the process's total.
+        self._cpu = 0.0
+        self._failing = False
+
+    def job_counts(self) -> dict[str, dict[str, int]]:
+        """{gauge name: {repository: value}} for this node's repositories, from one query."""
+        counts = {
+            name: dict.fromkeys(self.repositories, 0)
+            for name in ("jobs_backlog", "jobs_in_flight", "dead_letters")
+        }
+        if not self.repositories:
+            return counts
+        with self.store.engine.connect() as conn:
+            now = utc_naive(self.store.db_now(conn))
+            found = job_counts(conn, now, owner=self.node_id, repositories=self.repositories)
+        for c in found:
+            if c.state == JobState.WAITING.value:
+                counts["jobs_backlog"][c.repository] = c.due
+            elif c.state == JobState.CLAIMED.value:
+                counts["jobs_in_flight"][c.repository] = c.owned
+            elif c.state == JobState.DEAD.value:
+                counts["dead_letters"][c.repository] = c.total
+        return counts
+
+    def sample(self) -> None:
+        """Record every gauge once; a database error skips the job-table gauges this time."""
+        try:
+            counts = self.job_counts()
+        except sa.exc.DBAPIError as exc:
+            if not self._failing:
+                log.warning("job gauges not sampled (database error): %s", exc.orig or exc)
+            self._failing = True
+        else:
+            self._failing = False
+            for name, values in counts.items():
+                for repository, value in values.items():
+                    self.metrics.set_gauge(name, value, {"repository": repository})
+        self.metrics.set_gauge("process_resident_memory_bytes", resident_mb() * 2**20)
+        cpu = time.process_time()
+        self.metrics.increment("process_cpu_seconds_total", max(cpu - self._cpu, 0.0))
+        self._cpu = cpu
+
+    def run(self, stop: threading.Event) -> None:
+        """Sample until `stop` is set, every `interval` seconds."""
+        while not stop.is_set():
+            self.sample()
+            stop.wait(self.interval)
