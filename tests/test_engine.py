@@ -387,6 +387,7 @@ def test_the_snapshot_copied_in_the_database_reads_back_as_the_same_entity(
         executors={"keep": lambda job: received.append(job.entity)},
     ) as s:
         wait_until(lambda: len(received) == 1, what="the job")
+        wait_until(lambda: bool(s.status("everything", original.id).outcomes), what="its outcome")
         live = s.status("everything", original.id)
     assert received == [original]
     assert live.outcomes[0].job_key == job_key("everything", original.id, original.due)
