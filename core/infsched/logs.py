@@ -24,8 +24,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         payload.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
-        if record.exc_info and record.levelno >= logging.ERROR:
-            payload["error"] = self.formatException(record.exc_info)
+        if record.exc_info:
+            # The engine attaches a trace only at --log-level debug; whoever attached one wants it.
+            payload["traceback"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str)
 
 

@@ -386,19 +386,26 @@ class Workers:
             return
         self.metrics.increment("jobs_failed_total", 1, labels)
         text = _describe(error)
+        job_log = job_logger(job.job_key, job.repository)
+        # One line per failure; its stack trace only at --log-level debug.
+        trace = error if job_log.isEnabledFor(logging.DEBUG) else None
         if bound.retry.gives_up(job.attempt, error):
             reason = (
                 "permanent error"
                 if isinstance(error, PermanentError)
                 else (f"attempt {job.attempt} of {bound.retry.max_attempts}")
             )
-            job_logger(job.job_key, job.repository).error("dead-lettered (%s): %s", reason, text)
+            job_log.error("dead-lettered (%s): %s", reason, text, exc_info=trace)
             self.metrics.increment("jobs_dead_lettered_total", 1, labels)
             self._record(job, started, Outcome.DEAD, text, now)
         else:
             retry_at = bound.retry.next_run(job.attempt, now)
-            job_logger(job.job_key, job.repository).warning(
-                "attempt %d failed, retrying at %s: %s", job.attempt, retry_at.isoformat(), text
+            job_log.warning(
+                "attempt %d failed, retrying at %s: %s",
+                job.attempt,
+                retry_at.isoformat(),
+                text,
+                exc_info=trace,
             )
             self.metrics.increment("jobs_retried_total", 1, labels)
             self._record(job, started, Outcome.FAILED, text, now, retry_at)
@@ -412,6 +419,13 @@ class Workers:
         now: datetime,
         retry_at: datetime | None = None,
     ) -> None:
+        if started is None and outcome in (Outcome.DEAD, Outcome.MISFIRED):
+            # Not run at all (no executor, unreadable entity, do_nothing misfire): say so once.
+            dead = outcome is Outcome.DEAD
+            job_log = job_logger(job.job_key, job.repository)
+            job_log.log(logging.ERROR if dead else logging.WARNING, "not run: %s", error)
+            if dead:
+                self.metrics.increment("jobs_dead_lettered_total", 1, self._labels(job))
         self._finished.put(Finished(job, outcome, started, now, error, retry_at))
 
     @staticmethod
