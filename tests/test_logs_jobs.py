@@ -19,9 +19,9 @@ from infsched.engine.scheduler import InfiniteScheduler
 from infsched.executors import ExecutorSpec, JobContext, PermanentError
 from infsched.jobstore.base import job_key
 from infsched.logs import setup_logging
-from infsched.metrics.sink import Labels
 from tests.engine_support import Reminder, repository_for, wait_until
 from tests.management_support import Seed, now
+from tests.test_engine import RecordingSink
 
 FAST: dict[str, Any] = {
     "fetch_interval": 0.2,
@@ -135,23 +135,6 @@ def test_at_debug_a_failure_carries_its_stack_trace(
     assert "ConnectionError: gateway blip" in retry["traceback"]
 
 
-class CountingSink:
-    def __init__(self) -> None:
-        self.counters: Counter[str] = Counter()
-
-    def increment(self, name: str, value: float = 1.0, labels: Labels | None = None) -> None:
-        self.counters[name] += int(value)
-
-    def set_gauge(self, name: str, value: float, labels: Labels | None = None) -> None:
-        pass
-
-    def observe(self, name: str, value: float, labels: Labels | None = None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def test_a_job_dead_lettered_without_running_is_logged_once_with_its_key_and_counted(
     sqlite_url: DatabaseUrl,
     engine_for: Callable[[DatabaseUrl], sa.Engine],
@@ -161,7 +144,7 @@ def test_a_job_dead_lettered_without_running_is_logged_once_with_its_key_and_cou
     ghost = seed.job(1, repository="reminders", executor="ghost", due=now() - timedelta(seconds=1))
     repo = repository_for(sqlite_url)
     repo.maintain()
-    sink = CountingSink()
+    sink = RecordingSink()
     config = SchedulerConfig(database_url=sqlite_url, **FAST)
     json_logs("info")
     with InfiniteScheduler(
