@@ -94,6 +94,14 @@ def test_late_overdue_and_timely_entities_each_run_once(any_url: DatabaseUrl) ->
         ran = {c.entity_id for c in executor.calls}
         assert ran == {e.id for e in timely + overdue + late}
         assert history_states(s) == Counter({"succeeded": 50})
+        outcomes = list(
+            s.history.repository.find_all_by_date_range(
+                now() - timedelta(days=1), now() + timedelta(days=1)
+            )
+        )
+    # No job starts before it is due, to the microsecond the history keeps.
+    assert all(o.started_at is not None and o.started_at >= o.due_at for o in outcomes)
+    assert all(o.finished_at >= o.started_at for o in outcomes if o.started_at)
 
 
 def test_backlog_beyond_max_jobs_per_fetch_drains_without_waiting(any_url: DatabaseUrl) -> None:

@@ -21,7 +21,7 @@ from infsched.dialects import dialect_for
 from infsched.entities import column, entity_spec, id_field, sharding_key
 from infsched.jobstore.base import Finished, Outcome
 from infsched.repositories.base import ShardingRepository
-from infsched.schema import jobs
+from infsched.schema import UtcDateTime, jobs
 
 HISTORY_REPOSITORY = "infsched_history"
 
@@ -136,8 +136,9 @@ class History:
 _DOCUMENT_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (
     ("jid", sa.BigInteger()),
     ("hid", sa.BigInteger()),
-    ("finished", sa.DateTime()),
-    ("started", sa.DateTime()),
+    # DATETIME(6) on MySQL: a plain DATETIME would drop the microseconds.
+    ("finished", UtcDateTime),
+    ("started", UtcDateTime),
     ("state", sa.String(16)),
     ("attempt", sa.Integer()),
     ("error", sa.Text()),
