@@ -141,11 +141,12 @@ class Dialect(ABC):
     def json_field(self, column: sa.ColumnElement[Any], python_type: type) -> sa.ColumnElement[Any]:
         """`column` as it must appear in a JSON snapshot that `EntitySpec.from_json` reads back."""
 
-    @abstractmethod
     def json_object(
         self, fields: Sequence[tuple[str, sa.ColumnElement[Any]]]
     ) -> sa.ColumnElement[str]:
-        """A JSON object text of (name, value) pairs."""
+        """A JSON object text of (name, value) pairs (JSON_OBJECT in MariaDB and SQLite alike)."""
+        args = [part for name, value in fields for part in (sa.literal(name), value)]
+        return sa.func.json_object(*args, type_=sa.Text())
 
     @abstractmethod
     def json_rows(

@@ -225,12 +225,6 @@ class MySQLDialect(Dialect):
             return sa.func.json_extract(column, sa.literal("$"))
         return column
 
-    def json_object(
-        self, fields: Sequence[tuple[str, sa.ColumnElement[Any]]]
-    ) -> sa.ColumnElement[str]:
-        args = [part for name, value in fields for part in (sa.literal(name), value)]
-        return sa.func.json_object(*args, type_=sa.Text())
-
     def json_rows(
         self, document: str, columns: Sequence[tuple[str, sa.types.TypeEngine[Any]]]
     ) -> sa.Subquery:

@@ -229,44 +229,33 @@ class SqlJobStore:
             return
         mine = sa.or_(jobs.c.owner == owner, jobs.c.owner.is_(None))
         done = [r.job.id for r in results if r.outcome in _DONE]
-        retries = [
-            {"b_id": r.job.id, "b_run_at": utc_naive(r.retry_at), "b_error": _trim(r.error)}
+        # Retries wait again until their retry time; dead letters keep their run time.
+        kept = [
+            {
+                "b_id": r.job.id,
+                "b_state": _WAITING if r.outcome is Outcome.FAILED else _DEAD,
+                "b_run_at": utc_naive(r.retry_at if r.retry_at is not None else r.job.run_at),
+                "b_error": _trim(r.error),
+            }
             for r in results
-            if r.outcome is Outcome.FAILED and r.retry_at is not None
-        ]
-        dead = [
-            {"b_id": r.job.id, "b_error": _trim(r.error)}
-            for r in results
-            if r.outcome is Outcome.DEAD
+            if r.outcome is Outcome.DEAD or (r.outcome is Outcome.FAILED and r.retry_at)
         ]
         with self._engine.begin() as conn:
             write_history(conn, results)
             if done:
                 conn.execute(jobs.delete().where(jobs.c.id.in_(done), mine))
-            if retries:
+            if kept:
                 conn.execute(
                     jobs.update()
                     .where(jobs.c.id == sa.bindparam("b_id"), mine)
                     .values(
-                        state=_WAITING,
+                        state=sa.bindparam("b_state"),
                         owner=None,
                         lease_until=None,
                         run_at=sa.bindparam("b_run_at"),
                         last_error=sa.bindparam("b_error"),
                     ),
-                    retries,
-                )
-            if dead:
-                conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id == sa.bindparam("b_id"), mine)
-                    .values(
-                        state=_DEAD,
-                        owner=None,
-                        lease_until=None,
-                        last_error=sa.bindparam("b_error"),
-                    ),
-                    dead,
+                    kept,
                 )
 
     def release(self, owner: str, job_ids: Sequence[int]) -> int:
