@@ -177,7 +177,7 @@ def read_snapshot(
                 failed=tuple(series[name][1]),
                 lag_p50=quantile(lag, 0.5) if lag else None,
                 lag_p99=quantile(lag, 0.99) if lag else None,
-                watermark=lease.watermark() if lease is not None else "-",
+                watermark=lease.watermark(at) if lease is not None else "-",
                 shards=shards[table_of[name]].describe(),
             )
         )
@@ -229,19 +229,20 @@ def _repositories(s: Snapshot) -> Table:
     table = Table(
         title="repositories",
         title_justify="left",
-        caption=f"rates over the last {s.bucket_seconds:g} s; sparklines: executed per "
-        f"{s.bucket_seconds:g} s over the last {minutes:g} min; lag: start minus due time",
+        caption=f"rates over the last {s.bucket_seconds:g} s; executed: per {s.bucket_seconds:g} s "
+        f"over the last {minutes:g} min; lag: start minus due time; fetched ahead: how far past "
+        "now the fetcher has moved due entities into the job store, and which node fetches",
         caption_justify="left",
         expand=False,
     )
-    table.add_column("repository")
+    table.add_column("repository", overflow="fold")
     for heading in (f"due ≤{s.lookahead:g}s", "backlog", "in flight", "dead", "ok/s", "fail/s"):
         table.add_column(heading, justify="right")
     table.add_column("executed", no_wrap=True)
     table.add_column("lag p50", justify="right")
     table.add_column("lag p99", justify="right")
-    table.add_column("watermark")
-    table.add_column("tables / partitions")
+    table.add_column("fetched ahead")
+    table.add_column("days")
     for r in s.repositories:
         name = Text(r.name)
         if r.paused or s.paused_all:
@@ -313,10 +314,9 @@ def _failures(s: Snapshot) -> Table:
 
 def _dead_letters(s: Snapshot) -> Table:
     total = sum(r.dead for r in s.repositories)
-    table = _table(
-        f"dead letters ({total:,}; `infsched jobs retry` or `jobs cancel`)",
-        ("job key", "attempts", "due", "last error"),
-    )
+    table = _table(f"dead letters ({total:,})", ("job key", "attempts", "due", "last error"))
+    table.caption = "infsched jobs retry KEY | jobs cancel KEY"
+    table.caption_justify = "left"
     for d in s.dead_letters:
         table.add_row(Text(d.job_key), str(d.attempt), when(d.due_at), Text(d.last_error or ""))
     if not s.dead_letters:

@@ -79,17 +79,31 @@ class LeaseRow:
     def held(self, now: datetime) -> bool:
         return self.owner is not None and self.lease_until is not None and self.lease_until > now
 
-    def watermark(self) -> str:
-        """The state as short text: a JSON object's values ``k=v``, else the raw text."""
+    def watermark(self, now: datetime) -> str:
+        """A fetch lease's progress as short text, seen at database time `now`.
+
+        A fetcher's state says up to when entities are fetched (``due_through``):
+        shown as how far ahead of now that is, and by which node (``nobody`` when
+        the lease has lapsed: no node fetches).  Any other state is shown as ``k=v``.
+        """
         if not self.state:
             return "-"
         try:
             value = json.loads(self.state)
         except ValueError:
             return self.state
-        if isinstance(value, dict):
-            return " ".join(f"{k}={v}" for k, v in value.items())
-        return str(value)
+        if not isinstance(value, dict):
+            return str(value)
+        through = value.get("due_through")
+        if isinstance(through, str):
+            try:
+                ahead = (datetime.fromisoformat(through) - now).total_seconds()
+            except (ValueError, TypeError):
+                pass
+            else:
+                holder = self.owner if self.held(now) and self.owner else "nobody"
+                return f"{ahead:+.1f}s {holder}"
+        return " ".join(f"{k}={v}" for k, v in value.items())
 
     def fetches(self, repository: str) -> bool:
         """Whether this is `repository`'s fetch lease, whose state is its fetch watermark."""
@@ -136,19 +150,21 @@ def read_leases(conn: sa.Connection) -> list[LeaseRow]:
 class Shards:
     """A repository's day tables or partitions, as names."""
 
-    kind: str  # "partitions" or "day tables"
+    kind: str  # "parts" (partitions) or "tables"
     #: The days' tables or partitions, oldest first.
     names: tuple[str, ...]
     #: A partition for rows beyond the last day (MAXVALUE).
     catch_all: bool = False
 
     def describe(self) -> str:
-        extra = " + catch-all" if self.catch_all else ""
+        """``10 parts 11-20…11-29 +max``: how many, and their first and last day."""
+        extra = " +max" if self.catch_all else ""
         if not self.names:
             return "no tables" if not self.catch_all else "catch-all partition only"
+        days = [f"{n[-4:-2]}-{n[-2:]}" for n in (self.names[0], self.names[-1])]
         if len(self.names) == 1:
-            return f"1 {self.kind[:-1]} {self.names[0]}{extra}"
-        return f"{len(self.names)} {self.kind} {self.names[0]}…{self.names[-1]}{extra}"
+            return f"1 {self.kind[:-1]} {days[0]}{extra}"
+        return f"{len(self.names)} {self.kind} {days[0]}…{days[1]}{extra}"
 
 
 def read_shards(
@@ -165,8 +181,8 @@ def read_shards(
         if table in names and partitioning is not None:
             parts = partitioning.partitions(conn, table) or []
             days = tuple(p.name for p in parts if p.upper is not None)
-            found[table] = Shards("partitions", days, catch_all=len(days) < len(parts))
+            found[table] = Shards("parts", days, catch_all=len(days) < len(parts))
             continue
         pattern = re.compile(rf"^{re.escape(table)}_\d{{8}}$")
-        found[table] = Shards("day tables", tuple(n for n in names if pattern.match(n)))
+        found[table] = Shards("tables", tuple(n for n in names if pattern.match(n)))
     return found
