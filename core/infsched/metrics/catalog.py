@@ -96,6 +96,13 @@ CATALOG: dict[str, MetricInfo] = {
             "or `jobs cancel` clears them.",
         ),
         MetricInfo(
+            "node_heartbeat_age_seconds",
+            "gauge",
+            ("node",),
+            "Seconds since each node's last heartbeat, by the database's clock, as every node "
+            "sees it (0 for a node that stopped cleanly).",
+        ),
+        MetricInfo(
             "process_resident_memory_bytes",
             "gauge",
             (),

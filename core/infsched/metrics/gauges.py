@@ -5,6 +5,8 @@
   same value: aggregate with ``max``);
 - ``jobs_in_flight{repository}``: jobs claimed by this node;
 - ``dead_letters{repository}``: dead letters in the job table (cluster-wide);
+- ``node_heartbeat_age_seconds{node}``: every node's heartbeat age, so a
+  dead node is reported by the live ones;
 - ``process_resident_memory_bytes`` and ``process_cpu_seconds_total``.
 
 One grouped query over the hot job table per sample; "now" is the database's
@@ -26,6 +28,7 @@ from infsched.clock import utc_naive
 from infsched.jobstore.base import JobState
 from infsched.jobstore.sql import SqlJobStore
 from infsched.management.counts import job_counts
+from infsched.management.nodes import read_nodes
 from infsched.metrics.recorder import MetricsRecorder
 
 log = logging.getLogger("infsched.metrics")
@@ -51,30 +54,40 @@ class GaugeSampler:
         self._cpu = 0.0
         self._failing = False
 
-    def job_counts(self) -> dict[str, dict[str, int]]:
-        """{gauge name: {repository: value}} for this node's repositories, from one query."""
-        counts = {
-            name: dict.fromkeys(self.repositories, 0)
+    def read(self) -> dict[str, dict[tuple[str, str], float]]:
+        """{gauge name: {(label, value): gauge value}}, read in one connection.
+
+        The job gauges for this node's repositories (one grouped query), and
+        every node's heartbeat age by the database's clock; a node that
+        stopped cleanly is not late, so its age reads 0.
+        """
+        counts: dict[str, dict[tuple[str, str], float]] = {
+            name: {("repository", r): 0 for r in self.repositories}
             for name in ("jobs_backlog", "jobs_in_flight", "dead_letters")
         }
-        if not self.repositories:
-            return counts
         with self.store.engine.connect() as conn:
-            now = utc_naive(self.store.db_now(conn))
-            found = job_counts(conn, now, owner=self.node_id, repositories=self.repositories)
+            at = self.store.db_now(conn)
+            found = job_counts(
+                conn, utc_naive(at), owner=self.node_id, repositories=self.repositories
+            )
+            counts["node_heartbeat_age_seconds"] = {
+                ("node", n.node_id): 0.0 if n.state == "stopped" else n.heartbeat_age
+                for n in read_nodes(conn, at)
+            }
         for c in found:
+            key = ("repository", c.repository)
             if c.state == JobState.WAITING.value:
-                counts["jobs_backlog"][c.repository] = c.due
+                counts["jobs_backlog"][key] = c.due
             elif c.state == JobState.CLAIMED.value:
-                counts["jobs_in_flight"][c.repository] = c.owned
+                counts["jobs_in_flight"][key] = c.owned
             elif c.state == JobState.DEAD.value:
-                counts["dead_letters"][c.repository] = c.total
+                counts["dead_letters"][key] = c.total
         return counts
 
     def sample(self) -> None:
-        """Record every gauge once; a database error skips the job-table gauges this time."""
+        """Record every gauge once; a database error skips the database's gauges this time."""
         try:
-            counts = self.job_counts()
+            counts = self.read()
         except sa.exc.DBAPIError as exc:
             if not self._failing:
                 log.warning("job gauges not sampled (database error): %s", exc.orig or exc)
@@ -82,8 +95,8 @@ class GaugeSampler:
         else:
             self._failing = False
             for name, values in counts.items():
-                for repository, value in values.items():
-                    self.metrics.set_gauge(name, value, {"repository": repository})
+                for (label, label_value), value in values.items():
+                    self.metrics.set_gauge(name, value, {label: label_value})
         self.metrics.set_gauge("process_resident_memory_bytes", resident_mb() * 2**20)
         cpu = time.process_time()
         self.metrics.increment("process_cpu_seconds_total", max(cpu - self._cpu, 0.0))

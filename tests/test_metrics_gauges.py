@@ -1,0 +1,84 @@
+"""GaugeSampler: backlog, in flight, dead letters, heartbeat ages and process gauges."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from infsched.clock import SystemClock
+from infsched.dburl import DatabaseUrl
+from infsched.jobstore.sql import SqlJobStore
+from infsched.metrics.gauges import GaugeSampler
+from infsched.metrics.recorder import MetricsRecorder
+from infsched.metrics.sink import Labels
+from tests.management_support import Seed, now
+
+
+class GaugeSink:
+    def __init__(self) -> None:
+        self.gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self.counters: dict[str, float] = {}
+
+    def increment(self, name: str, value: float = 1.0, labels: Labels | None = None) -> None:
+        self.counters[name] = self.counters.get(name, 0.0) + value
+
+    def set_gauge(self, name: str, value: float, labels: Labels | None = None) -> None:
+        self.gauges[(name, tuple(sorted((labels or {}).items())))] = value
+
+    def observe(self, name: str, value: float, labels: Labels | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def gauge(self, name: str, **labels: str) -> float:
+        return self.gauges[(name, tuple(sorted(labels.items())))]
+
+
+def test_gauges_read_the_job_table_and_the_nodes(
+    any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    seed = Seed(engine_for(any_url))
+    for i in range(3):
+        seed.job(i, due=now() - timedelta(seconds=5))  # due: backlog
+    seed.job(10, due=now() + timedelta(minutes=5))  # waiting, not due yet
+    seed.job(11, state="claimed", owner="node-a")
+    seed.job(12, state="claimed", owner="node-b")  # another node's
+    seed.job(13, state="dead")
+    seed.job(14, state="dead", repository="other")  # not served here
+    seed.node("node-a", heartbeat_age=2.0)
+    seed.node("node-b", heartbeat_age=300.0)
+    seed.node("node-c", heartbeat_age=900.0, state="stopped")
+    sink = GaugeSink()
+    sampler = GaugeSampler(
+        SqlJobStore(seed.engine, SystemClock()),
+        MetricsRecorder([sink]),
+        "node-a",
+        ["sms", "idle"],
+    )
+    sampler.sample()
+
+    assert sink.gauge("jobs_backlog", repository="sms") == 3
+    assert sink.gauge("jobs_in_flight", repository="sms") == 1  # only node-a's own
+    assert sink.gauge("dead_letters", repository="sms") == 1
+    for name in ("jobs_backlog", "jobs_in_flight", "dead_letters"):
+        assert sink.gauge(name, repository="idle") == 0  # reported, not left out
+        with pytest.raises(KeyError):
+            sink.gauge(name, repository="other")
+    assert 1.5 <= sink.gauge("node_heartbeat_age_seconds", node="node-a") < 10
+    assert 295 <= sink.gauge("node_heartbeat_age_seconds", node="node-b") < 310
+    assert sink.gauge("node_heartbeat_age_seconds", node="node-c") == 0  # stopped cleanly
+    assert sink.gauge("process_resident_memory_bytes") > 10 * 2**20
+    first_cpu = sink.counters["process_cpu_seconds_total"]
+    assert first_cpu > 0
+    sum(i * i for i in range(300_000))  # burn some CPU
+    sampler.sample()
+    assert sink.counters["process_cpu_seconds_total"] > first_cpu
+
+    with seed.engine.begin() as conn:  # the backlog drains: the gauge follows
+        conn.execute(sa.text("DELETE FROM infsched_jobs WHERE state = 'waiting'"))
+    sampler.sample()
+    assert sink.gauge("jobs_backlog", repository="sms") == 0
