@@ -301,3 +301,16 @@ def test_infsched_run_serves_metrics_on_the_metrics_port(tmp_path: Path) -> None
     lines: list[dict[str, Any]] = [json.loads(line) for line in err.splitlines() if line.strip()]
     assert any("started" in line["message"] for line in lines)
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+
+
+def test_docs_operations_lists_every_metric_with_its_kind_and_labels() -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "operations.md").read_text()
+    rows = {
+        line.split("|")[1].strip(" `"): [cell.strip() for cell in line.split("|")[2:4]]
+        for line in docs.splitlines()
+        if line.startswith("| `infsched_")
+    }
+    assert set(rows) == {f"infsched_{name}" for name in CATALOG}
+    for name, info in CATALOG.items():
+        labels = ", ".join(f"`{label}`" for label in info.labels) or "-"
+        assert rows[f"infsched_{name}"] == [info.kind, labels], name

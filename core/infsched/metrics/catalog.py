@@ -65,6 +65,19 @@ CATALOG: dict[str, MetricInfo] = {
             "Claimed jobs whose node stopped renewing their lease, returned to waiting.",
         ),
         MetricInfo(
+            "jobs_outcome_lost_total",
+            "counter",
+            (),
+            "Outcomes not recorded because the job's lease expired first; the job runs again.",
+        ),
+        MetricInfo(
+            "leases_taken_total",
+            "counter",
+            ("lease",),
+            "Leases (a repository's fetching or maintenance) this node took, at its start or "
+            "over from a node that stopped renewing them.",
+        ),
+        MetricInfo(
             "metrics_sink_errors_total",
             "counter",
             ("sink",),
@@ -101,6 +114,13 @@ CATALOG: dict[str, MetricInfo] = {
             ("node",),
             "Seconds since each node's last heartbeat, by the database's clock, as every node "
             "sees it (0 for a node that stopped cleanly).",
+        ),
+        MetricInfo(
+            "clock_offset_seconds",
+            "gauge",
+            (),
+            "The database's clock minus this node's, as last measured; the node's times are "
+            "corrected by it.",
         ),
         MetricInfo(
             "process_resident_memory_bytes",
