@@ -7,7 +7,7 @@ PLUGINS := plugins/sms plugins/orders plugins/notifications
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 
-.PHONY: run test lint types pytest mariadb clean
+.PHONY: run test lint types pytest mariadb system-packages clean
 
 # Set-up: a virtual environment with the core, the three plugins (editable) and the dev tools.
 $(STAMP): $(SOURCES)
@@ -24,14 +24,20 @@ run: $(STAMP)
 mariadb:
 	@bash .ci/ensure-mariadb
 
+# Kannel (bearerbox, smsbox, fakesmsc) for the SMS plugin's tests; installed when missing.
+system-packages:
+	@bash .ci/system-packages
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 types: $(STAMP)
 	$(BIN)/mypy core/infsched plugins/sms/infsched_sms plugins/orders/infsched_orders plugins/notifications/infsched_notifications tests
+	# Each plugin's tests import their helpers by module name: one run per plugin.
+	for p in $(PLUGINS); do MYPYPATH=$$p/tests $(BIN)/mypy $$p/tests || exit 1; done
 
-pytest: $(STAMP) mariadb
+pytest: $(STAMP) mariadb system-packages
 	$(BIN)/python -m pytest -q
 
 test: $(STAMP) mariadb lint types pytest

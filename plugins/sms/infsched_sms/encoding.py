@@ -92,3 +92,58 @@ def encode(text: str, coding: str = "auto") -> Encoded:
     if coding == "ucs2" or not gsm7:
         return Encoded(Coding.UCS2, _parts(text, UCS2_SINGLE, UCS2_PART, gsm7=False))
     return Encoded(Coding.GSM7, _parts(text, GSM7_SINGLE, GSM7_PART, gsm7=True))
+
+
+# -- bytes on the wire (SMPP): the gateway gets each part ready to send --
+
+#: The GSM 7-bit code of each extension character (sent after the 0x1B escape).
+_EXTENSION_CODES = {
+    "\f": 0x0A,
+    "^": 0x14,
+    "{": 0x28,
+    "}": 0x29,
+    "\\": 0x2F,
+    "[": 0x3C,
+    "~": 0x3D,
+    "]": 0x3E,
+    "|": 0x40,
+    "€": 0x65,
+}
+_BASIC_CODES = {ch: code for code, ch in enumerate(GSM7_BASIC) if ch != "\x1b"}
+
+#: SMPP data_coding: 0 is the SMSC's default alphabet (GSM 03.38), 8 is UCS-2.
+DATA_CODING = {Coding.GSM7: 0x00, Coding.UCS2: 0x08}
+#: esm_class bit saying short_message starts with a user data header.
+ESM_CLASS_UDHI = 0x40
+
+
+def gsm7_septets(text: str) -> bytes:
+    """GSM 03.38 codes, one septet per octet (unpacked, as SMPP carries them)."""
+    out = bytearray()
+    for ch in text:
+        if ch in _EXTENSION_CODES:
+            out += bytes((0x1B, _EXTENSION_CODES[ch]))
+        else:
+            out.append(_BASIC_CODES[ch])
+    return bytes(out)
+
+
+def part_payload(part: str, coding: Coding) -> bytes:
+    return gsm7_septets(part) if coding is Coding.GSM7 else part.encode("utf-16-be")
+
+
+def concatenation_header(reference: int, total: int, number: int) -> bytes:
+    """The 6-octet user data header of part `number` (from 1) of `total`: IEI 0x00, 8-bit ref."""
+    if not 0 <= reference <= 0xFF or not 1 <= number <= total <= 0xFF:
+        raise ValueError(f"bad concatenation header: ref {reference}, part {number}/{total}")
+    return bytes((0x05, 0x00, 0x03, reference, total, number))
+
+
+def wire_parts(encoded: Encoded, reference: int) -> list[bytes]:
+    """Each part's short_message: a UDH before every part when there are several."""
+    if encoded.count == 1:
+        return [part_payload(encoded.parts[0], encoded.coding)]
+    return [
+        concatenation_header(reference, encoded.count, i) + part_payload(part, encoded.coding)
+        for i, part in enumerate(encoded.parts, start=1)
+    ]

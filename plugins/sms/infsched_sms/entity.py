@@ -7,25 +7,50 @@ import re
 from datetime import datetime
 
 import attrs
+import phonenumbers
 
 from infsched.entities import column, id_field, sharding_key
 
-#: E.164: a plus, a country code that does not start with 0, at most 15 digits in all.
-_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 #: An alphanumeric sender id is at most 11 characters (GSM 03.40); a numeric one is an MSISDN.
 _ALPHANUMERIC_SENDER = re.compile(r"^[A-Za-z0-9 .\-_&]{1,11}$")
 
 
+def is_e164(value: object) -> bool:
+    """True for a number written in E.164 that its country's numbering plan allows.
+
+    The text must be the canonical form (``+``, country code, national number,
+    nothing else), and `phonenumbers` must find it *possible*: a known country
+    code and a national number of a length that country uses.  It is not
+    required to be *valid* (in a range the library knows as assigned): numbering
+    plans change faster than the library's metadata, and a wrongly refused
+    message is lost, while a number the operator does not know comes back as a
+    rejection that fails the job for good.
+    """
+    if not isinstance(value, str) or not value.startswith("+"):
+        return False
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return False
+    canonical = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return (
+        canonical == value
+        and phonenumbers.region_code_for_number(number) is not None
+        and phonenumbers.is_possible_number_with_reason(number)
+        == phonenumbers.ValidationResult.IS_POSSIBLE
+    )
+
+
 def _e164(instance: object, field: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not _E164.match(value):
+    if not is_e164(value):
         raise ValueError(
-            f"SmsEntity.{field.name}: {value!r} is not an E.164 number (+ and 7 to 15 digits, "
-            "e.g. +4915112345678)"
+            f"SmsEntity.{field.name}: {value!r} is not an E.164 number (+, country code and "
+            "national number without spaces, of a length that country uses, e.g. +4915112345678)"
         )
 
 
 def _sender(instance: object, field: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not (_E164.match(value) or _ALPHANUMERIC_SENDER.match(value)):
+    if not isinstance(value, str) or not (is_e164(value) or _ALPHANUMERIC_SENDER.match(value)):
         raise ValueError(
             f"SmsEntity.{field.name}: {value!r} is neither an E.164 number nor an alphanumeric "
             "sender id of at most 11 characters"

@@ -1,30 +1,99 @@
-"""SmsExecutor: sends a due SmsEntity through the configured transport."""
+"""SmsExecutor: sends due SmsEntity jobs through the configured transport."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from infsched.errors import ConfigError
 from infsched.executors import JobContext, PermanentError
 from infsched_sms.entity import SmsEntity
 from infsched_sms.message import SmsMessage
-from infsched_sms.transports.base import SmsTransport
+from infsched_sms.settings import Settings, url_address
+from infsched_sms.transports.base import RejectedError, SmsTransport
 from infsched_sms.transports.console import ConsoleTransport
+from infsched_sms.transports.http import DEFAULT_BODY, HttpTransport, unknown_placeholders
+from infsched_sms.transports.kannel import DEFAULT_DLR_MASK, KannelTransport
+from infsched_sms.transports.smpp import BIND_MODES, SmppTransport
 
-TransportFactory = Callable[[Mapping[str, Any]], SmsTransport]
+TransportFactory = Callable[[Settings], SmsTransport]
 
 
-def _console(section: Mapping[str, Any]) -> SmsTransport:
+def _console(settings: Settings) -> SmsTransport:
     return ConsoleTransport()
 
 
-#: Transport name -> factory taking the plugin's config section.
-TRANSPORTS: dict[str, TransportFactory] = {"console": _console}
+def _kannel(settings: Settings) -> SmsTransport:
+    url = settings.http_url("kannel_url")
+    transport = KannelTransport(
+        url,
+        settings.text("kannel_username"),
+        settings.text("kannel_password"),
+        dlr_url=settings.optional_text("kannel_dlr_url"),
+        dlr_mask=settings.integer("kannel_dlr_mask", DEFAULT_DLR_MASK, high=255),
+        smsc=settings.optional_text("kannel_smsc"),
+        timeout=settings.seconds("timeout", 10.0),
+    )
+    if settings.boolean("connect_at_start", True):
+        settings.reachable("kannel_url", *url_address(url), timeout=transport.timeout)
+    return transport
+
+
+def _smpp(settings: Settings) -> SmsTransport:
+    transport = SmppTransport(
+        settings.text("smpp_host"),
+        settings.integer("smpp_port", 2775, high=65535),
+        settings.text("smpp_system_id"),
+        settings.text("smpp_password"),
+        system_type=str(settings.section.get("smpp_system_type", "")),
+        bind=settings.choice("smpp_bind", "transmitter", BIND_MODES),
+        window=settings.integer("smpp_window", 10, high=1000),
+        enquire_link_interval=settings.seconds("smpp_enquire_link_interval", 30.0),
+        timeout=settings.seconds("timeout", 10.0),
+    )
+    if settings.boolean("connect_at_start", True):
+        try:
+            transport.open()
+        except RejectedError as exc:
+            raise settings.error("smpp_password", f"was refused: {exc}") from None
+        except ConnectionError as exc:
+            raise settings.error("smpp_host", f"cannot be used: {exc}") from None
+    return transport
+
+
+def _http(settings: Settings) -> SmsTransport:
+    url = settings.http_url("http_url")
+    headers = settings.table("http_headers", {})
+    if not all(isinstance(v, str) for v in headers.values()):
+        raise settings.error("http_headers", "must map header names to strings")
+    body = settings.table("http_body", DEFAULT_BODY)
+    unknown = unknown_placeholders(body)
+    if unknown:
+        raise settings.error(
+            "http_body", f"uses unknown placeholder(s) {', '.join(sorted(unknown))}"
+        )
+    transport = HttpTransport(
+        url,
+        headers={str(k): str(v) for k, v in headers.items()},
+        body=body,
+        bulk_size=settings.integer("http_bulk_size", 1, high=10_000),
+        timeout=settings.seconds("timeout", 10.0),
+    )
+    if settings.boolean("connect_at_start", True):
+        settings.reachable("http_url", *url_address(url), timeout=transport.timeout)
+    return transport
+
+
+#: Transport name -> factory taking the plugin's settings.
+TRANSPORTS: dict[str, TransportFactory] = {
+    "console": _console,
+    "http": _http,
+    "kannel": _kannel,
+    "smpp": _smpp,
+}
 
 
 class SmsExecutor:
-    """Runs SMS jobs singly or in batches (one gateway round per batch where it can)."""
+    """Runs SMS jobs in batches (one gateway round per batch where the transport can)."""
 
     def __init__(self, transport: SmsTransport) -> None:
         self.transport = transport
@@ -40,19 +109,22 @@ class SmsExecutor:
                 results.append(None)
             except ValueError as exc:  # cannot be encoded as asked: retrying won't help
                 results.append(PermanentError(str(exc)))
-        sent = self.transport.send_many(messages)
+        sent = self.transport.send_many(messages) if messages else []
         for position, error in zip(positions, sent, strict=True):
             results[position] = error
         return results
 
+    def close(self) -> None:
+        self.transport.close()
+
+
+def make_transport(section: Mapping[str, Any]) -> SmsTransport:
+    """The transport ``[plugins.sms]`` names; ConfigError naming the key when it is wrong."""
+    settings = Settings(section)
+    name = settings.choice("transport", "console", tuple(sorted(TRANSPORTS)))
+    return TRANSPORTS[name](settings)
+
 
 def make_executor(section: Mapping[str, Any]) -> SmsExecutor:
-    """Build the executor from ``[plugins.sms]``; an unknown transport is one clear error."""
-    name = str(section.get("transport", "console"))
-    factory = TRANSPORTS.get(name)
-    if factory is None:
-        raise ConfigError(
-            f"plugin sms: transport {name!r} is unknown; use one of "
-            f"{', '.join(sorted(TRANSPORTS))} in [plugins.sms] transport"
-        )
-    return SmsExecutor(factory(section))
+    """Build the executor from ``[plugins.sms]``."""
+    return SmsExecutor(make_transport(section))

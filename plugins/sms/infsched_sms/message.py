@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import attrs
 
 from infsched.executors import JobContext
@@ -22,9 +24,14 @@ class SmsMessage:
     #: The job key: the gateway's client reference, so it can drop duplicates.
     reference: str
 
+    @property
+    def concat_reference(self) -> int:
+        """The 8-bit concatenation reference: the same on every retry of the same job."""
+        return zlib.crc32(self.reference.encode()) & 0xFF
+
     @classmethod
-    def from_job(cls, job: JobContext[SmsEntity]) -> SmsMessage:
-        entity = job.entity
+    def from_entity(cls, entity: SmsEntity, reference: str) -> SmsMessage:
+        """The message of `entity`; ValueError when its text cannot take its coding."""
         return cls(
             to=entity.phone_number,
             sender=entity.sender,
@@ -32,5 +39,9 @@ class SmsMessage:
             encoded=encode(entity.message, entity.coding.value),
             validity_minutes=entity.validity_minutes,
             delivery_report=entity.delivery_report,
-            reference=job.job_key,
+            reference=reference,
         )
+
+    @classmethod
+    def from_job(cls, job: JobContext[SmsEntity]) -> SmsMessage:
+        return cls.from_entity(job.entity, job.job_key)

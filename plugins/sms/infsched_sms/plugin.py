@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import click
+
 from infsched.executors import ExecutorSpec
 from infsched.hookspecs import hookimpl
+from infsched_sms.commands import sms_group
 from infsched_sms.entity import SmsEntity
 from infsched_sms.executor import make_executor
 
@@ -27,3 +30,8 @@ def register_executors() -> Iterable[ExecutorSpec]:
             description="sends SmsEntity messages through [plugins.sms] transport",
         )
     ]
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(sms_group)

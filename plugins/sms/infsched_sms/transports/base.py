@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from infsched.executors import PermanentError
@@ -23,3 +23,27 @@ class SmsTransport(Protocol):
     def send_many(self, messages: Sequence[SmsMessage]) -> list[BaseException | None]: ...
 
     def close(self) -> None: ...
+
+
+def send_each(
+    send: Callable[[SmsMessage], None], messages: Sequence[SmsMessage]
+) -> list[BaseException | None]:
+    """Send one at a time; once the gateway is unreachable, the rest fail (to retry) unsent.
+
+    A batch must not wait out one timeout per message against a gateway that is down.
+    """
+    results: list[BaseException | None] = []
+    down: ConnectionError | None = None
+    for message in messages:
+        if down is not None:
+            results.append(ConnectionError(f"not sent: {down}"))
+            continue
+        try:
+            send(message)
+            results.append(None)
+        except ConnectionError as exc:
+            down = exc
+            results.append(exc)
+        except Exception as exc:
+            results.append(exc)
+    return results
