@@ -1,0 +1,68 @@
+"""``infsched sms encode`` and ``infsched sms send-test``, through the real command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from infsched.cli.context import AppContext
+from infsched.cli.main import build_cli
+from infsched.plugins import load_plugins
+from tests.loopback_servers import SmscServer
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    registry = load_plugins()
+    result = CliRunner().invoke(build_cli(registry), list(args), obj=AppContext(plugins=registry))
+    return result.exit_code, result.output
+
+
+def test_encode_shows_coding_and_parts() -> None:
+    code, out = invoke("sms", "encode", "x" * 170)
+    assert code == 0, out
+    assert out.splitlines()[:3] == [
+        "coding: gsm7",
+        "parts: 2",
+        "part 1 (153 septets): " + "x" * 153,
+    ]
+    code, out = invoke("sms", "encode", "--json", "Привет €")
+    assert json.loads(out) == {"coding": "ucs2", "parts": ["Привет €"]}
+    code, out = invoke("sms", "encode", "--coding", "gsm7", "Привет")
+    assert code == 1
+    assert "outside the GSM 7-bit alphabet" in out
+
+
+def test_send_test_goes_through_the_configured_transport(tmp_path: Path, smsc: SmscServer) -> None:
+    config = tmp_path / "infsched.toml"
+    config.write_text(
+        f"""
+[plugins.sms]
+transport = "smpp"
+smpp_host = "127.0.0.1"
+smpp_port = {smsc.port}
+smpp_system_id = "{smsc.system_id}"
+smpp_password = "{smsc.password}"
+"""
+    )
+    code, out = invoke(
+        "sms", "send-test", "--config", str(config), "--to", "+4915112345678", "--text", "ping"
+    )
+    assert code == 0, out
+    assert "sent to +4915112345678 via smpp: 1 part(s), gsm7, ref send-test:" in out
+    [submit] = smsc.received()
+    assert (submit.destination_addr, submit.source_addr, submit.text) == (
+        "4915112345678",
+        "infsched",
+        "ping",
+    )
+    code, out = invoke("sms", "send-test", "--config", str(config), "--to", "0151", "--text", "x")
+    assert code == 1
+    assert "is not an E.164 number" in out
+    smsc.reject.add("33612345678")
+    code, out = invoke(
+        "sms", "send-test", "--config", str(config), "--to", "+33612345678", "--text", "x"
+    )
+    assert code == 1
+    assert "rejected: SMSC refused the SMS to +33612345678" in out
