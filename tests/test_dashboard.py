@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
+import termios
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from attrs import evolve as replace
 from rich.console import Console
 
-from infsched.cli.dashboard import Snapshot, read_snapshot, render, sparkline
+from infsched.cli.dashboard import Snapshot, live, read_snapshot, render, sparkline
 from infsched.clock import SystemClock
 from infsched.dburl import DatabaseUrl
 from infsched.engine.controls import Controls
@@ -168,20 +173,22 @@ def test_dashboard_once_prints_one_frame(
     assert "node-b" in result.out
 
 
-def test_an_empty_cluster_renders_with_placeholders(tmp_path: Path) -> None:
-    snapshot = Snapshot(
-        at=now(),
-        database="sqlite:///x.db",
-        lookahead=30,
-        bucket_seconds=10,
-        stale_after=15,
-        paused_all=True,
-        repositories=(),
-        nodes=(),
-        failures=(),
-        dead_letters=(),
-    )
-    text = text_of(snapshot, width=160)
+EMPTY = Snapshot(
+    at=now(),
+    database="sqlite:///x.db",
+    lookahead=30,
+    bucket_seconds=10,
+    stale_after=15,
+    paused_all=False,
+    repositories=(),
+    nodes=(),
+    failures=(),
+    dead_letters=(),
+)
+
+
+def test_an_empty_cluster_renders_with_placeholders() -> None:
+    text = text_of(replace(EMPTY, paused_all=True), width=160)
     assert "ALL REPOSITORIES PAUSED" in text
     assert "(no node has sent a heartbeat)" in text
     assert "dead letters (0)" in text
@@ -192,3 +199,38 @@ def test_sparkline_scales_to_the_largest_value() -> None:
     assert sparkline([0, 1, 2, 4, 8]) == " ▁▂▄█"
     assert sparkline([5]) == "█"
     assert sparkline([]) == ""
+
+
+def test_q_on_the_terminal_leaves_the_live_view_and_restores_the_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    master, slave = os.openpty()
+    terminal = os.fdopen(slave, "r")
+    before = termios.tcgetattr(slave)
+    monkeypatch.setattr(sys, "stdin", terminal)
+    frames: list[int] = []
+
+    def read() -> Snapshot:
+        frames.append(1)
+        if len(frames) == 3:
+            os.write(master, b"xq")  # any other key is ignored
+        return replace(EMPTY, at=now())
+
+    screen = Console(file=io.StringIO(), force_terminal=True, width=120)
+    done = threading.Event()
+
+    def view() -> None:
+        live(read, 0.05, screen)
+        done.set()
+
+    viewer = threading.Thread(target=view, daemon=True)
+    viewer.start()
+    viewer.join(timeout=10)
+    try:
+        assert done.is_set(), "q did not end the live view"
+        assert len(frames) >= 3
+        assert termios.tcgetattr(slave) == before  # cbreak mode undone
+        assert "infsched dashboard" in screen.file.getvalue()  # type: ignore[attr-defined]
+    finally:
+        terminal.close()
+        os.close(master)
