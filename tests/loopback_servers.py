@@ -582,7 +582,7 @@ class SmtpRecorder:
                 and isinstance(data, LoginPassword)
                 and (data.login.decode(), data.password.decode()) == login
             )
-            return AuthResult(success=ok)
+            return AuthResult(success=ok, handled=False)
 
         kwargs: dict[str, Any] = {}
         if tls_cert is not None:

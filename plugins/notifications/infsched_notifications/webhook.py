@@ -52,3 +52,6 @@ def post(url: str, payload: dict[str, Any], *, secret: str, key: str, timeout: f
         raise PermanentError(
             f"webhook {url} refused the call with {exc.code} {exc.reason}"
         ) from None
+    except (urllib.error.URLError, OSError) as exc:  # refused, reset, DNS, timeout
+        reason = getattr(exc, "reason", exc)
+        raise ConnectionError(f"webhook {url} unreachable: {reason}; will retry") from None
