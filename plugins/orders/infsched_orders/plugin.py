@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import click
+
 from infsched.executors import ExecutorSpec
 from infsched.hookspecs import hookimpl
+from infsched_orders.commands import orders_group
 from infsched_orders.entity import OrderEntity
 from infsched_orders.executor import make_executor
 
@@ -26,3 +29,8 @@ def register_executors() -> Iterable[ExecutorSpec]:
             description="applies OrderEntity transitions to the orders table (compare-and-set)",
         )
     ]
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(orders_group)
