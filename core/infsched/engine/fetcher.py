@@ -25,6 +25,8 @@ import attrs
 import sqlalchemy as sa
 
 from infsched.clock import Clock, utc_naive
+from infsched.cluster.member import Lease
+from infsched.cluster.outage import DatabaseOutage
 from infsched.config import SchedulerConfig
 from infsched.dialects import dialect_for
 from infsched.engine.binding import PRIORITY_FIELD, RepositoryBinding
@@ -34,6 +36,9 @@ from infsched.jobstore.sql import SqlJobStore
 from infsched.metrics.recorder import MetricsRecorder
 
 log = logging.getLogger("infsched.fetcher")
+
+#: Seconds between looks at the fetch lease while another node holds it (no database access).
+STANDBY_POLL = 0.05
 
 
 @attrs.frozen
@@ -180,32 +185,43 @@ class Fetcher:
         self.metrics.observe("fetch_cycle_entities", moved, self._labels)
         return CycleResult(moved, full)
 
-    def run(self, stop: threading.Event) -> None:
-        """Cycle until `stop` is set; a full cycle is followed by the next at once."""
-        failing = False
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        lease: Lease | None = None,
+        outage: DatabaseOutage | None = None,
+    ) -> None:
+        """Cycle until `stop` is set; a full cycle is followed by the next at once.
+
+        With a `lease`, cycles run only while this node holds it (one node
+        fetches a repository at a time); the others wait for it to come free.
+        Each cycle starts from the retention horizon, so whoever holds the
+        lease next carries on where the last holder stopped.  Database errors
+        are reported to `outage` (one log line per outage, not per cycle).
+        """
+        watch = (outage or DatabaseOutage()).watch(f"fetcher {self.binding.name}")
         while not stop.is_set():
+            if lease is not None and not lease.held():
+                watch.idle()
+                stop.wait(STANDBY_POLL)
+                continue
             wait = self.config.fetch_interval
             try:
                 if not self.controls.is_paused(self.binding.name):
+                    # Everything due before this was scheduled once the cycle returns.
+                    due_through = self.clock.now() + timedelta(seconds=self.config.lookahead_window)
                     result = self.run_cycle()
+                    if lease is not None:
+                        lease.note(
+                            last_cycle_at=self.clock.now().isoformat(),
+                            due_through=due_through.isoformat(),
+                            moved=result.moved,
+                            full=result.full,
+                        )
                     if result.full:
                         wait = 0.0
-                if failing:
-                    log.warning("fetcher %s: database reachable again", self.binding.name)
-                    failing = False
-            except sa.exc.DBAPIError as exc:
-                if not failing:
-                    log.error(
-                        "fetcher %s: database error, retrying every %.0f s: %s",
-                        self.binding.name,
-                        min(wait, 5.0),
-                        _first_line(exc),
-                    )
-                failing = True
-                wait = min(wait, 5.0)
+                watch.ok()
+            except Exception as exc:
+                wait = min(wait, watch.failed(exc))
             stop.wait(wait)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.splitlines()[0] if text else type(exc).__name__

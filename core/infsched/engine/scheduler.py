@@ -13,6 +13,7 @@ Executors come from the `executors` argument or, by name, from the plugins.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from infsched.clock import Clock, SystemClock
+from infsched.cluster.dbtime import DatabaseClock, has_clock
+from infsched.cluster.member import ClusterMember, Lease
+from infsched.cluster.outage import DatabaseOutage
 from infsched.config import SchedulerConfig
 from infsched.database import create_engine
 from infsched.engine.binding import RepositoryBinding
@@ -95,7 +99,8 @@ class InfiniteScheduler:
         engine: sa.Engine | None = None,
     ) -> None:
         self.config = config or SchedulerConfig()
-        self.clock = clock or SystemClock()
+        #: The node's own clock; `clock` is it corrected to the database's (see cluster.dbtime).
+        self.node_clock = clock or SystemClock()
         self.bindings = {b.name: b for b in map(_bind, repositories)}
         if len(self.bindings) != len(repositories):
             raise ValueError("two repositories have the same name")
@@ -103,9 +108,14 @@ class InfiniteScheduler:
         self.engine = engine or create_engine(
             self.config.database_url, pool_size=self.config.thread_pool_size + 5
         )
+        self.clock: Clock = (
+            DatabaseClock(self.node_clock) if has_clock(self.engine) else self.node_clock
+        )
         self.store = SqlJobStore(self.engine, self.clock)
         self.controls = Controls(self.engine, self.clock)
         self.metrics = MetricsRecorder(metrics_sinks)
+        #: One log line when database trouble starts and one when it ends, for all threads.
+        self.outage = DatabaseOutage(metrics=self.metrics)
         self.history = History(
             history_repository(self.engine, self.clock, self.config.history_retention_days),
             self.config.node_id,
@@ -137,7 +147,25 @@ class InfiniteScheduler:
             metrics=self.metrics,
             controls=self.controls,
             job_lease=self.config.job_lease,
+            outage=self.outage,
         )
+        self.member = ClusterMember(
+            engine=self.engine,
+            node_id=self.config.node_id,
+            heartbeat_interval=self.config.heartbeat_interval,
+            job_lease=self.config.job_lease,
+            clock=self.clock,
+            in_flight=lambda: self.workers.outstanding,
+            metrics=self.metrics,
+            outage=self.outage,
+        )
+        # One node at a time fetches a repository, and one maintains it.
+        self.fetch_leases = {name: self.member.lease(f"fetch:{name}") for name in self.bindings}
+        maintained = {name: b.repository for name, b in self.bindings.items()}
+        maintained[HISTORY_REPOSITORY] = self.history.repository
+        self.maintenance_leases: dict[str, tuple[ShardingRepository[Any, Any], Lease]] = {
+            name: (repo, self.member.lease(f"maintain:{name}")) for name, repo in maintained.items()
+        }
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -174,16 +202,25 @@ class InfiniteScheduler:
     # -- lifecycle --
 
     def start(self) -> None:
-        """Create what is missing, run maintenance once, and start every thread; returns."""
+        """Create what is missing, join the cluster, maintain what this node leads, start threads.
+
+        Joining registers the node, takes back what an earlier process under
+        this node id left claimed, and takes the leases nobody holds.
+        """
         if self._started:
             raise RuntimeError("this scheduler is already started")
         self.store.create_schema()
-        self.maintain()
+        self.member.join()
+        self._maintain_due(force=True)
         for fetcher in self.fetchers:
-            self._spawn(fetcher.run, f"infsched-fetch-{fetcher.binding.name}")
+            run = functools.partial(
+                fetcher.run, lease=self.fetch_leases[fetcher.binding.name], outage=self.outage
+            )
+            self._spawn(run, f"infsched-fetch-{fetcher.binding.name}")
         self._spawn(self._maintenance_loop, "infsched-maintenance")
         self._spawn(self.gauges.run, "infsched-gauges")
         self.workers.start()
+        self.member.start()
         self._started = True
         log.info("scheduler node %s started: %s", self.config.node_id, ", ".join(self.bindings))
 
@@ -197,9 +234,13 @@ class InfiniteScheduler:
         if not self._started:
             return
         self._stop.set()
+        self.member.mark_stopping()
         for thread in self._threads:
             thread.join(timeout=30)
+        # Fetching and maintenance move to another node now, not when the leases expire.
+        self.member.release_leases()
         self.workers.stop(grace)
+        self.member.stop()
         self.metrics.close()
         if self._owns_engine:
             self.engine.dispose()
@@ -232,14 +273,51 @@ class InfiniteScheduler:
                 )
         self.history.repository.maintain()
 
-    def _maintenance_loop(self, stop: threading.Event) -> None:
-        while not stop.wait(MAINTENANCE_INTERVAL):
-            try:
-                self.maintain()
-            except sa.exc.DBAPIError as exc:
-                log.error(
-                    "maintenance failed, trying again in %.0f s: %s", MAINTENANCE_INTERVAL, exc
+    def _maintain_due(self, *, force: bool = False) -> bool:
+        """Maintain each repository whose maintenance lease this node holds, when it is due.
+
+        Due means the lease's state (left by whichever node maintained last)
+        says the last run is MAINTENANCE_INTERVAL old, or `force`.  Returns
+        whether any maintenance ran.
+        """
+        ran = False
+        for name, (repository, lease) in self.maintenance_leases.items():
+            if not lease.held():
+                continue
+            now = self.clock.now()
+            last = (lease.state or {}).get("last_run_at")
+            if not force and isinstance(last, str):
+                elapsed = (now - datetime.fromisoformat(last)).total_seconds()
+                if 0 <= elapsed < MAINTENANCE_INTERVAL:
+                    continue
+            report = repository.maintain()
+            ran = True
+            lease.note(
+                last_run_at=now.isoformat(),
+                node=self.config.node_id,
+                created=len(report.created),
+                dropped=len(report.dropped),
+            )
+            if report.created or report.dropped:
+                log.info(
+                    "maintenance of %s: created %s, dropped %s",
+                    name,
+                    list(report.created),
+                    list(report.dropped),
                 )
+        return ran
+
+    def _maintenance_loop(self, stop: threading.Event) -> None:
+        watch = self.outage.watch("maintenance")
+        while not stop.wait(min(self.config.heartbeat_interval, MAINTENANCE_INTERVAL)):
+            try:
+                if self._maintain_due():
+                    watch.ok()
+                else:
+                    watch.idle()
+            except Exception as exc:
+                # Not recorded as run: tried again at the next turn.
+                watch.failed(exc)
 
     # -- control --
 

@@ -24,13 +24,15 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
 import sqlalchemy as sa
 
 from infsched.clock import Clock
+from infsched.cluster.outage import DatabaseOutage
+from infsched.cluster.recovery import recover_expired, still_held
 from infsched.config import SchedulerConfig
 from infsched.engine import misfire
 from infsched.engine.binding import RepositoryBinding
@@ -68,27 +70,6 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-class _Outage:
-    """Logs one line when database trouble starts and one when it ends."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.down = False
-
-    def failed(self, exc: BaseException) -> None:
-        if not self.down:
-            text = str(getattr(exc, "orig", None) or exc).splitlines()
-            log.error(
-                "%s: database unavailable (%s); retrying", self.what, text[0] if text else exc
-            )
-        self.down = True
-
-    def ok(self) -> None:
-        if self.down:
-            log.warning("%s: database reachable again", self.what)
-        self.down = False
-
-
 class Workers:
     """This node's executing side."""
 
@@ -105,6 +86,7 @@ class Workers:
         metrics: MetricsRecorder,
         controls: Controls,
         job_lease: float = 30.0,
+        outage: DatabaseOutage | None = None,
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -116,6 +98,13 @@ class Workers:
         self.metrics = metrics
         self.controls = controls
         self.job_lease = job_lease
+        self.outage = outage or DatabaseOutage()
+        #: Until this monotonic time none of this node's job leases can have expired
+        #: in the database: the last renewal (or the start) plus job_lease.
+        self._leases_good_until = float("inf")
+        #: Jobs claimed before this (database time) may have lost their lease: a renewal
+        #: came too late once, and another node may have taken them meanwhile.
+        self._suspect_before = datetime.min.replace(tzinfo=UTC)
         self.max_outstanding = max(2 * config.thread_pool_size, 2 * config.batch_size)
         self._pool = ThreadPoolExecutor(config.thread_pool_size, thread_name_prefix="infsched-exec")
         self._lock = threading.Lock()
@@ -138,6 +127,7 @@ class Workers:
     # -- lifecycle --
 
     def start(self) -> None:
+        self._leases_good_until = time.monotonic() + self.job_lease
         for target, name in (
             (self._claim_loop, "infsched-claimer"),
             (self._record_loop, "infsched-recorder"),
@@ -208,7 +198,7 @@ class Workers:
         return [name for name in self.bindings if name not in paused]
 
     def _claim_loop(self) -> None:
-        outage = _Outage("claimer")
+        outage = self.outage.watch("claimer")
         while not self._stop_claiming.is_set():
             with self._capacity:
                 free = self.max_outstanding - self._outstanding - self._hung
@@ -228,9 +218,8 @@ class Workers:
                     else []
                 )
                 outage.ok()
-            except sa.exc.DBAPIError as exc:
-                outage.failed(exc)
-                self._stop_claiming.wait(1.0)
+            except Exception as exc:
+                self._stop_claiming.wait(outage.failed(exc))
                 continue
             if not claimed:
                 self._stop_claiming.wait(IDLE_POLL)
@@ -449,10 +438,36 @@ class Workers:
             pass
 
     def _write(self, batch: Sequence[Finished]) -> None:
-        self.store.finish(self.node_id, batch, self.history.write)
+        suspect = any(r.job.claimed_at < self._suspect_before for r in batch)
+        if not suspect and time.monotonic() < self._leases_good_until:
+            self.store.finish(self.node_id, batch, self.history.write)
+            return
+        # A lease may have expired (the database was away for longer than job_lease):
+        # find out, in the same transaction, which jobs another node has taken meanwhile.
+        lost: list[Finished] = []
+
+        def write_history(conn: sa.Connection, results: Sequence[Finished]) -> None:
+            held = still_held(conn, self.node_id, [r.job.id for r in results])
+            lost[:] = [r for r in results if r.job.id not in held]
+            self.history.write(conn, results)
+
+        self.store.finish(self.node_id, batch, write_history)
+        if lost:
+            self._count_lost(len(lost), "their leases expired before the outcomes were written")
+
+    def _count_lost(self, count: int, why: str) -> None:
+        self.lost_outcomes += count
+        self.metrics.increment("jobs_outcome_lost_total", count)
+        log.warning(
+            "%d jobs ran here but %s; they run again (same job key, next attempt); "
+            "%d such jobs on this node so far",
+            count,
+            why,
+            self.lost_outcomes,
+        )
 
     def _record_loop(self) -> None:
-        outage = _Outage("recorder")
+        outage = self.outage.watch("recorder")
         pending: list[Finished] = []
         while not self._stop_all.is_set():
             self._drain(pending, self.config.batch_size, 0.05)
@@ -461,9 +476,8 @@ class Workers:
             try:
                 self._write(pending)
                 outage.ok()
-            except sa.exc.DBAPIError as exc:
-                outage.failed(exc)
-                self._stop_all.wait(1.0)
+            except Exception as exc:
+                self._stop_all.wait(outage.failed(exc))
                 continue
             self._settle(len(pending))
             pending = []
@@ -477,19 +491,15 @@ class Workers:
             try:
                 self._write(batch)
             except sa.exc.DBAPIError as exc:
-                self.lost_outcomes += len(batch)
-                log.error(
-                    "could not record %d outcomes at shutdown; those jobs will run again "
-                    "when their leases expire: %s",
-                    len(batch),
-                    exc,
+                self._count_lost(
+                    len(batch), f"could not be recorded at shutdown ({type(exc).__name__})"
                 )
             self._settle(len(batch))
 
     # -- keeping leases and timeouts --
 
     def _keep_loop(self) -> None:
-        outage = _Outage("lease keeper")
+        outage = self.outage.watch("lease keeper")
         next_lease_work = 0.0
         while not self._stop_all.wait(0.25):
             self._fail_overdue()
@@ -497,11 +507,17 @@ class Workers:
                 continue
             next_lease_work = time.monotonic() + self.config.heartbeat_interval
             try:
+                sent = time.monotonic()
+                lapsed = sent >= self._leases_good_until
                 self.store.renew_leases(self.node_id, self.job_lease)
-                recovered = self.store.recover_expired()
+                if lapsed:
+                    self._suspect_before = self.clock.now() + timedelta(seconds=1)
+                self._leases_good_until = sent + self.job_lease
+                recovered = recover_expired(self.store.engine, self.clock)
                 outage.ok()
-            except sa.exc.DBAPIError as exc:
-                outage.failed(exc)
+            except Exception as exc:
+                if outage.failed(exc) < 1.0:
+                    next_lease_work = 0.0  # a lock conflict: again at the next turn
                 continue
             if recovered:
                 log.warning("returned %d jobs with expired leases to waiting", recovered)

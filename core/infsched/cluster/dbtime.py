@@ -1,0 +1,100 @@
+"""The database's clock: what nodes compare leases and heartbeats against.
+
+Nodes' clocks may disagree by minutes; the database has one clock.  Lease
+expiry, node death and job due-ness are judged against ``UTC_TIMESTAMP(6)``
+on MySQL/MariaDB.  SQLite serves one node, whose own clock is the only one.
+
+`DatabaseClock` is the node's clock corrected by its measured offset from
+the database's, so that what a node decides alone (how far ahead to fetch,
+when a retry may run, the times history records) agrees with the database
+even when the node's own clock is off.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from infsched.clock import Clock
+from infsched.dialects import dialect_for
+
+log = logging.getLogger("infsched.cluster")
+
+#: An offset smaller than this is noise (round trip, scheduling) and is not adopted.
+ADOPT_CHANGE = 0.005
+#: An offset larger than this is worth a line in the log.
+WARN_OFFSET = 1.0
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def has_clock(bind: sa.Engine | sa.Connection) -> bool:
+    """Whether the database has a clock of its own (MySQL/MariaDB), not the node's (SQLite)."""
+    return dialect_for(bind).current_timestamp() is not None
+
+
+def database_now(conn: sa.Connection, fallback: Clock) -> datetime:
+    """The database's current UTC time; `fallback`'s on a database without its own clock."""
+    expr = dialect_for(conn).current_timestamp()
+    if expr is None:
+        return fallback.now()
+    return _aware(conn.execute(sa.select(expr)).scalar_one())
+
+
+class DatabaseClock:
+    """The node's clock plus its last measured offset from the database's clock."""
+
+    def __init__(self, base: Clock) -> None:
+        self.base = base
+        self._offset = timedelta(0)
+        self._logged = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def offset(self) -> float:
+        """Seconds the database's clock is ahead of the node's (negative: behind)."""
+        with self._lock:
+            return self._offset.total_seconds()
+
+    def now(self) -> datetime:
+        with self._lock:
+            offset = self._offset
+        return self.base.now() + offset
+
+    def measure(self, conn: sa.Connection) -> float:
+        """Read the database's clock on `conn` and adopt the offset; returns it in seconds.
+
+        The database's reading is compared with the middle of the round trip.
+        """
+        expr = dialect_for(conn).current_timestamp()
+        if expr is None:
+            return 0.0
+        sent_mono, sent = time.monotonic(), self.base.now()
+        db = _aware(conn.execute(sa.select(expr)).scalar_one())
+        half = timedelta(seconds=(time.monotonic() - sent_mono) / 2)
+        measured = db - (sent + half)
+        with self._lock:
+            if abs((measured - self._offset).total_seconds()) >= ADOPT_CHANGE:
+                self._offset = measured
+            seconds = self._offset.total_seconds()
+        if abs(seconds - self._logged) >= WARN_OFFSET:
+            self._logged = seconds
+            if abs(seconds) < WARN_OFFSET:
+                log.info("this node's clock agrees with the database's again")
+                return seconds
+            log.warning(
+                "this node's clock is %.1f s %s the database's; the scheduler uses the "
+                "database's time",
+                abs(seconds),
+                "behind" if seconds > 0 else "ahead of",
+            )
+        return seconds
+
+    def __repr__(self) -> str:
+        return f"DatabaseClock({self.base!r}, offset={self.offset:+.3f} s)"

@@ -1,0 +1,96 @@
+"""Recovering a node's unfinished work, and noticing outcomes that came too late.
+
+Delivery is at least once.  A job claimed by a node that died waits again
+once its lease expires (`recover_expired`, run by every node's lease
+keeper); its attempt counter keeps the lost run, so the next run sees the
+same job key and the next attempt number.  Recovery skips rows another
+transaction holds: a node that stalled in the middle of a transaction (a
+frozen VM) keeps its locks until it wakes up or the database drops its
+connection, and must not stall the node that recovers its work.
+
+Also this module's:
+
+- a node restarted under the same node id takes back at once what its
+  previous process had claimed (nobody else would: the new process renews
+  leases under that id);
+- a node that could not write an outcome before its lease expired (the
+  database was away longer than job_lease) finds, when it writes, that the
+  job is no longer its own: another node has claimed or finished it and runs
+  it again.  Those outcomes are counted as lost (``jobs_outcome_lost_total``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from infsched.clock import Clock, utc_naive
+from infsched.cluster.dbtime import database_now
+from infsched.dialects import dialect_for
+from infsched.jobstore.base import JobState
+from infsched.schema import jobs
+
+#: Jobs returned to waiting per transaction.
+RECOVER_BATCH = 1000
+
+
+def recover_expired(engine: sa.Engine, clock: Clock) -> int:
+    """Jobs whose lease expired (by the database's clock) wait again; returns how many.
+
+    Rows locked by another transaction are left for the next round.
+    """
+    dialect = dialect_for(engine)
+    total = 0
+    while True:
+        with engine.begin() as conn:
+            now = utc_naive(database_now(conn, clock))
+            expired = (
+                sa.select(jobs.c.id)
+                .where(jobs.c.state == JobState.CLAIMED.value, jobs.c.lease_until < now)
+                .limit(RECOVER_BATCH)
+            )
+            ids = list(conn.execute(dialect.lock_skipping_locked(expired)).scalars())
+            if ids:
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id.in_(ids))
+                    .values(state=JobState.WAITING.value, owner=None, lease_until=None)
+                )
+        total += len(ids)
+        if len(ids) < RECOVER_BATCH:
+            return total
+
+
+def reclaim_own(engine: sa.Engine, owner: str) -> int:
+    """Jobs claimed under node id `owner` by an earlier process wait again; returns how many.
+
+    Call before this process claims anything: every job claimed under the id
+    then belongs to a process that is gone.
+    """
+    with engine.begin() as conn:
+        result = conn.execute(
+            jobs.update()
+            .where(jobs.c.owner == owner, jobs.c.state == JobState.CLAIMED.value)
+            .values(state=JobState.WAITING.value, owner=None, lease_until=None)
+        )
+    return result.rowcount
+
+
+def still_held(conn: sa.Connection, owner: str, job_ids: Sequence[int]) -> set[int]:
+    """Of `job_ids`, those whose rows `owner` still holds or nobody does; locked until commit.
+
+    Run inside the transaction that records the outcomes, so no other node
+    can claim them between this check and the write.
+    """
+    if not job_ids:
+        return set()
+    query = (
+        sa.select(jobs.c.id)
+        .where(
+            jobs.c.id.in_(list(job_ids)),
+            sa.or_(jobs.c.owner == owner, jobs.c.owner.is_(None)),
+        )
+        .with_for_update()
+    )
+    return set(conn.execute(query).scalars())

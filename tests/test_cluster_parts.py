@@ -1,0 +1,308 @@
+"""The cluster's parts, in process: leases, the nodes table, database time, outages, recovery."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from infsched.clock import FixedClock, OffsetClock, SystemClock
+from infsched.cluster.dbtime import DatabaseClock, database_now
+from infsched.cluster.leases import LeaseStore
+from infsched.cluster.nodes import NodeIdInUseError, NodeRegistry, NodeState, judge
+from infsched.cluster.outage import RETRY_CONFLICT, RETRY_OUTAGE, DatabaseOutage, is_conflict
+from infsched.cluster.recovery import reclaim_own, recover_expired, still_held
+from infsched.dburl import DatabaseUrl
+from infsched.jobstore.base import NewJob
+from infsched.jobstore.sql import SqlJobStore
+from infsched.schema import jobs, nodes
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def store_for(engine: sa.Engine) -> SqlJobStore:
+    store = SqlJobStore(engine)
+    store.create_schema()
+    return store
+
+
+# -- leases --
+
+
+def test_a_lease_has_one_holder_until_it_expires_or_is_released(
+    any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    engine = engine_for(any_url)
+    store_for(engine)
+    clock = FixedClock(NOW)  # SQLite's only clock; MySQL/MariaDB judges by its own
+    leases = LeaseStore(engine, clock)
+    first = leases.acquire("fetch:sms", "a", 1.0, state={"due_through": "x"})
+    assert first.held
+    assert not leases.acquire("fetch:sms", "b", 1.0).held
+    assert leases.acquire("fetch:sms", "a", 1.0).held  # renewed
+
+    if any_url.is_mysql:
+        time.sleep(1.1)
+    else:
+        clock.advance(timedelta(seconds=1.1))
+    taken = leases.acquire("fetch:sms", "b", 1.0, read_state=True)
+    assert taken.held
+    assert (taken.previous_owner, taken.state) == ("a", {"due_through": "x"})
+    assert not leases.acquire("fetch:sms", "a", 1.0).held
+
+    assert leases.release("fetch:sms", "b")
+    assert not leases.release("fetch:sms", "b")
+    assert leases.acquire("fetch:sms", "a", 1.0).held
+    now, rows = leases.leases()
+    assert [(r.name, r.owner, r.state) for r in rows] == [("fetch:sms", "a", {"due_through": "x"})]
+    assert rows[0].held_at(now)
+
+
+def test_a_node_clock_days_off_cannot_take_a_held_lease(
+    mysql_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    engine = engine_for(mysql_url)
+    store_for(engine)
+    assert LeaseStore(engine, SystemClock()).acquire("maintain:sms", "a", 30.0).held
+    ahead = LeaseStore(engine, OffsetClock(timedelta(days=2)))
+    assert not ahead.acquire("maintain:sms", "b", 30.0).held
+
+
+def test_racing_nodes_get_a_free_lease_once(
+    mysql_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    engine = engine_for(mysql_url)
+    store_for(engine)
+    barrier = threading.Barrier(8)
+    won: list[str] = []
+
+    def race(owner: str) -> None:
+        leases = LeaseStore(engine, SystemClock())
+        barrier.wait()
+        if leases.acquire("fetch:orders", owner, 30.0).held:
+            won.append(owner)
+
+    threads = [threading.Thread(target=race, args=(f"n{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1
+
+
+# -- nodes --
+
+
+@pytest.mark.parametrize(
+    ("phase", "silent", "state"),
+    [
+        ("running", 0.5, NodeState.ALIVE),
+        ("running", 10.0, NodeState.ALIVE),
+        ("running", 10.1, NodeState.SUSPECTED),
+        ("stopping", 30.0, NodeState.SUSPECTED),
+        ("running", 30.1, NodeState.DEAD),
+        ("stopped", 0.0, NodeState.STOPPED),
+        ("stopped", 9999.0, NodeState.STOPPED),
+    ],
+)
+def test_node_states_from_heartbeat_age(phase: str, silent: float, state: NodeState) -> None:
+    assert judge(phase, silent, heartbeat_interval=5.0, job_lease=30.0) is state
+
+
+def registry(engine: sa.Engine, node_id: str = "n1") -> NodeRegistry:
+    return NodeRegistry(engine, node_id, heartbeat_interval=0.5, job_lease=2.0, clock=SystemClock())
+
+
+def node_row(engine: sa.Engine, node_id: str) -> dict[str, object]:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(nodes).where(nodes.c.node_id == node_id)).mappings().one()
+    return dict(row)
+
+
+def test_a_node_id_beating_in_another_live_process_is_refused(
+    mysql_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    engine = engine_for(mysql_url)
+    store_for(engine)
+    other = registry(engine)
+    other.pid = 1  # a process that is alive on this host
+    other.register()
+    with pytest.raises(NodeIdInUseError, match="'n1' is in use by pid 1"):
+        registry(engine).register()
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    with engine.begin() as conn:  # that process has exited: its id may be taken over
+        conn.execute(nodes.update().values(pid=int(gone.stdout), in_flight=3))
+    mine = registry(engine)
+    mine.register()
+    row = node_row(engine, "n1")
+    assert (row["pid"], row["state"], row["in_flight"]) == (mine.pid, "running", 0)
+
+    mine.heartbeat(7)
+    mine.mark("stopped")
+    row = node_row(engine, "n1")
+    assert (row["state"], row["in_flight"]) == ("stopped", 0)
+    registry(engine).register()  # a stopped node's id is free
+
+
+# -- database time --
+
+
+def test_the_database_clock_corrects_a_node_clock_that_is_off(
+    mysql_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    engine = engine_for(mysql_url)
+    clock = DatabaseClock(OffsetClock(timedelta(seconds=-300)))
+    with engine.connect() as conn:
+        offset = clock.measure(conn)
+        db = database_now(conn, SystemClock())
+    assert offset == pytest.approx(300, abs=1)
+    assert abs((clock.now() - db).total_seconds()) < 1
+
+
+def test_without_a_database_clock_the_node_clock_serves(
+    sqlite_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    engine = engine_for(sqlite_url)
+    clock = DatabaseClock(FixedClock(NOW))
+    with engine.connect() as conn:
+        assert clock.measure(conn) == 0.0
+        assert database_now(conn, FixedClock(NOW)) == NOW
+    assert clock.now() == NOW
+
+
+# -- outages --
+
+
+def db_error(errno: int, message: str) -> sa.exc.OperationalError:
+    return sa.exc.OperationalError("SELECT 1", {}, Exception(errno, message))
+
+
+def test_an_outage_is_one_line_when_it_starts_and_one_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "infsched.database")
+    outage = DatabaseOutage()
+    claimer, recorder, fetcher = (outage.watch(n) for n in ("claimer", "recorder", "fetcher"))
+    refused = db_error(2003, "Can't connect to MySQL server on '127.0.0.1'")
+    for _ in range(50):
+        assert claimer.failed(refused) == RETRY_OUTAGE
+        assert recorder.failed(refused) == RETRY_OUTAGE
+    fetcher.failed(refused)
+    down: list[bool] = [outage.down]
+    claimer.ok()
+    fetcher.idle()  # stopped trying (lost its lease): no longer holds the outage open
+    down.append(outage.down)
+    recorder.ok()
+    down.append(outage.down)
+    assert down == [True, True, False]
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert messages[0][0] == "ERROR"
+    assert messages[0][1].startswith(
+        "database unavailable (OperationalError: (2003, \"Can't connect to MySQL server on "
+        "'127.0.0.1'\"), noticed by the claimer)"
+    )
+    assert messages[1][0] == "WARNING"
+    assert messages[1][1].startswith("database reachable again after")
+    assert outage.count == 1
+
+
+def test_lock_conflicts_are_retried_at_once_and_bugs_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outage = DatabaseOutage()
+    watch = outage.watch("lease keeper")
+    deadlock = db_error(1213, "Deadlock found when trying to get lock")
+    assert is_conflict(deadlock)
+    assert is_conflict(sa.exc.OperationalError("", {}, Exception("database is locked")))
+    assert not is_conflict(db_error(2013, "Lost connection to MySQL server"))
+    assert watch.failed(deadlock) == RETRY_CONFLICT
+    assert (outage.down, outage.conflicts) == (False, 1)
+    for _ in range(3):
+        assert watch.failed(KeyError("payload")) == RETRY_OUTAGE
+    assert not outage.down
+    assert [r.getMessage() for r in caplog.records] == [
+        "lease keeper: unexpected KeyError, carrying on (logged once)"
+    ]
+    assert caplog.records[0].exc_info is not None
+
+
+# -- recovery --
+
+
+def add_jobs(store: SqlJobStore, count: int) -> None:
+    with store.engine.begin() as conn:
+        store.add_jobs(
+            conn,
+            [
+                NewJob(f"r:{i}:k", "r", "x", str(i), NOW - timedelta(minutes=1), 0, "{}")
+                for i in range(count)
+            ],
+        )
+
+
+def test_recovery_skips_rows_a_stalled_transaction_holds(
+    mysql_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    engine = engine_for(mysql_url)
+    store = store_for(engine)
+    add_jobs(store, 5)
+    claimed = store.claim_due("dead-node", 5, 0.1, ["r"])
+    assert len(claimed) == 5
+    time.sleep(0.2)
+    with engine.connect() as stalled:
+        stalled.begin()
+        # A node that froze inside a transaction holding one of the rows.
+        stalled.execute(sa.select(jobs.c.id).where(jobs.c.id == claimed[0].id).with_for_update())
+        started = time.monotonic()
+        assert recover_expired(engine, SystemClock()) == 4
+        assert time.monotonic() - started < 5
+        stalled.rollback()
+    assert recover_expired(engine, SystemClock()) == 1
+    again = store.claim_due("live-node", 5, 30.0, ["r"])
+    assert sorted(j.attempt for j in again) == [2] * 5  # the same keys, the next attempt
+
+
+def test_a_restarted_node_id_takes_back_its_claimed_jobs_at_once(
+    any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    engine = engine_for(any_url)
+    store = store_for(engine)
+    add_jobs(store, 4)
+    store.claim_due("n1", 3, 300.0, ["r"])
+    store.claim_due("n2", 1, 300.0, ["r"])
+    assert reclaim_own(engine, "n1") == 3
+    with engine.connect() as conn:
+        owners = conn.execute(sa.select(jobs.c.owner, jobs.c.attempt)).all()
+    assert sorted(owners, key=str) == sorted([(None, 1)] * 3 + [("n2", 1)], key=str)
+
+
+def test_outcomes_of_jobs_another_node_took_are_found(
+    mysql_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    engine = engine_for(mysql_url)
+    store = store_for(engine)
+    add_jobs(store, 3)
+    mine = store.claim_due("n1", 3, 0.1, ["r"])
+    time.sleep(0.2)
+    assert recover_expired(engine, SystemClock()) == 3
+    taken = store.claim_due("n2", 2, 30.0, ["r"])
+    finished = taken[1].id
+    with engine.begin() as conn:
+        conn.execute(jobs.delete().where(jobs.c.id == finished))  # n2 ran it and recorded it
+        held = still_held(conn, "n1", [j.id for j in mine])
+    # The third job waits again, nobody's: n1's outcome still counts for it.
+    assert held == {j.id for j in mine} - {j.id for j in taken}
