@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
@@ -53,7 +54,10 @@ order_events = sa.Table(
     sa.Column("to_status", sa.String(32), nullable=False),
     # applied | already_applied | skipped
     sa.Column("result", sa.String(16), nullable=False),
-    sa.Column("at", sa.DateTime(), nullable=False),
+    # UTC, with microseconds on MySQL/MariaDB too.
+    sa.Column(
+        "at", sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"), nullable=False
+    ),
 )
 
 
