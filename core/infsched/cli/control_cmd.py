@@ -8,9 +8,16 @@ from rich.table import Table
 
 from infsched.cli.admin import console, open_admin, print_json, seconds, when
 from infsched.cli.context import config_options
+from infsched.cluster.nodes import NodeState, judge
 from infsched.engine.controls import ALL
 
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_LIVENESS_STYLE = {
+    NodeState.ALIVE: "{}",
+    NodeState.SUSPECTED: "[yellow]{}[/]",
+    NodeState.DEAD: "[red]{}[/]",
+    NodeState.STOPPED: "[dim]{}[/]",
+}
 
 
 def _scopes(paused: frozenset[str]) -> str:
@@ -59,14 +66,33 @@ def resume(repo: str | None, as_json: bool) -> None:
 @config_options
 @_JSON
 def nodes(as_json: bool) -> None:
-    """The cluster's nodes: state, heartbeat age and jobs in flight."""
+    """The cluster's nodes: state, liveness, heartbeat age and jobs in flight.
+
+    Liveness is judged against the database's clock with this config's
+    heartbeat_interval and job_lease: alive, suspected (two heartbeats
+    missed), dead (silent longer than job_lease), or stopped (cleanly).
+    """
     with open_admin() as (admin, config):
         rows = admin.nodes()
+    liveness = {
+        n.node_id: judge(n.state, n.heartbeat_age, config.heartbeat_interval, config.job_lease)
+        for n in rows
+    }
     if as_json:
-        print_json([n.as_json() for n in rows])
+        print_json([{**n.as_json(), "liveness": liveness[n.node_id].value} for n in rows])
         return
     table = Table(title=f"{len(rows)} nodes")
-    headings = ("node", "host", "pid", "version", "state", "started", "heartbeat age", "in flight")
+    headings = (
+        "node",
+        "host",
+        "pid",
+        "version",
+        "state",
+        "liveness",
+        "started",
+        "heartbeat age",
+        "in flight",
+    )
     for heading in headings:
         table.add_column(heading, justify="right" if heading in {"pid", "in flight"} else "left")
     for n in rows:
@@ -78,6 +104,7 @@ def nodes(as_json: bool) -> None:
             str(n.pid),
             escape(n.version),
             n.state,
+            _LIVENESS_STYLE[liveness[n.node_id]].format(liveness[n.node_id].value),
             when(n.started_at),
             age,
             str(n.in_flight),

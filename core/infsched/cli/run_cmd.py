@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from datetime import timedelta
 from types import FrameType
 
 import click
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infsched.cli.context import app_context, config_options, requires_plugins
+from infsched.clock import Clock, OffsetClock, SystemClock
 from infsched.demo import run_demo
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.scheduler import InfiniteScheduler
@@ -57,6 +59,14 @@ def metrics_sinks(
     help="Seconds in-flight jobs may take to finish after SIGTERM/SIGINT.",
 )
 @click.option(
+    "--clock-offset",
+    type=float,
+    default=0.0,
+    hidden=True,
+    help="Test and diagnostic aid: run as if this node's clock were off by SECONDS "
+    "(see docs/clustering.md, clock skew).",
+)
+@click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=None,
@@ -68,6 +78,7 @@ def metrics_sinks(
 def run(
     repos: tuple[str, ...],
     grace: float,
+    clock_offset: float,
     metrics_port: int | None,
     log_level: str,
     log_format: str,
@@ -81,7 +92,8 @@ def run(
             "no repositories configured: add [[repositories]] tables (name, entity, executor) "
             "to the config file"
         )
-    configured = build_repositories(config, app.plugins, names=repos or None)
+    clock: Clock = OffsetClock(timedelta(seconds=clock_offset)) if clock_offset else SystemClock()
+    configured = build_repositories(config, app.plugins, names=repos or None, clock=clock)
     bindings = [
         RepositoryBinding(
             c.repository, executor=c.config.executor, default_priority=c.config.priority
@@ -98,6 +110,7 @@ def run(
         config,
         plugins=app.plugins,
         metrics_sinks=metrics_sinks(app.plugins, sink_names, sections),
+        clock=clock,
     )
     stop = threading.Event()
 

@@ -1,0 +1,445 @@
+"""A cluster of real ``infsched run`` processes on one MySQL/MariaDB database.
+
+Used by the cluster tests and by ``infsched bench --stage cluster``.  Each
+node is a separate ``infsched run`` process with its own config file (its
+node id, the shared database, one repository ``probe`` of `ProbeEntity`
+bound to the recording ``probe`` executor), logging JSON lines to a file.
+The probe plugin is installed for the nodes as a throwaway distribution on
+PYTHONPATH.
+
+The harness inserts entities, kills (SIGKILL), stops (SIGTERM) and restarts
+nodes, and reads what happened: the probe's calls, the job table, the
+leases, the history, and ``infsched nodes --json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+from infsched.clock import SystemClock, from_utc_naive
+from infsched.cluster.dbtime import database_now
+from infsched.cluster.leases import LeaseRow, LeaseStore
+from infsched.cluster.probe import ENTITY, EXECUTOR, ProbeEntity, calls, create_calls_table
+from infsched.database import create_engine
+from infsched.dburl import DatabaseUrl
+from infsched.engine.controls import Controls
+from infsched.entities import entity_spec
+from infsched.jobstore.base import JobState, NewJob, job_key
+from infsched.jobstore.sql import SqlJobStore
+from infsched.repositories.backend import RepositoryOptions
+from infsched.repositories.partitioned import PartitionedRepository
+from infsched.schema import jobs
+
+REPOSITORY = "probe"
+INFSCHED = str(Path(sys.executable).with_name("infsched"))
+#: Settings for fast tests: heartbeats every half second, leases of a few seconds.
+FAST: dict[str, Any] = {
+    "fetch_interval": 0.5,
+    "lookahead_window": 2.0,
+    "heartbeat_interval": 0.5,
+    "job_lease": 3.0,
+    "batch_size": 200,
+    "thread_pool_size": 8,
+    "misfire_threshold": 60.0,
+}
+
+
+def install_probe_plugin(site: Path) -> Path:
+    """Make `site` (a directory for PYTHONPATH) provide the probe plugin as a distribution."""
+    info = site / "infsched_probe-0.1.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: infsched-probe\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[infsched]\n{EXECUTOR} = infsched.cluster.probe\n")
+    return site
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def toml_text(top: Mapping[str, object], tables: Mapping[str, Mapping[str, object]]) -> str:
+    """A TOML document: top-level keys, then ``[name]`` tables (``[[name]]`` for a list)."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in top.items()]
+    for name, table in tables.items():
+        header = f"[[{name[2:]}]]" if name.startswith("[]") else f"[{name}]"
+        lines += ["", header, *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+@attrs.frozen
+class Call:
+    """One call of the probe executor."""
+
+    job_key: str
+    entity_id: int
+    node: str
+    pid: int
+    attempt: int
+    due: datetime
+    at: datetime
+
+    @property
+    def lag(self) -> float:
+        return (self.at - self.due).total_seconds()
+
+
+@attrs.define
+class Node:
+    """One ``infsched run`` process (one incarnation of a node id)."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    clock_offset: float = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def records(self) -> list[dict[str, Any]]:
+        """The node's JSON log lines (anything else it printed as {"raw": line})."""
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                value = json.loads(line)
+            except ValueError:
+                value = {"raw": line}
+            found.append(value if isinstance(value, dict) else {"raw": line})
+        return found
+
+    def messages(self, level: str | None = None) -> list[str]:
+        return [
+            str(r.get("message", r.get("raw", "")))
+            for r in self.records()
+            if level is None or r.get("level") == level
+        ]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class Cluster:
+    """Node processes sharing database `url`, and what they did."""
+
+    def __init__(
+        self,
+        url: DatabaseUrl,
+        workdir: Path,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        sleep: float = 0.0,
+        record: bool = True,
+    ) -> None:
+        if not url.is_mysql:
+            raise ValueError("a cluster needs a MySQL/MariaDB database")
+        self.url = url
+        self.workdir = workdir
+        self.settings = {**FAST, **(settings or {})}
+        self.sleep = sleep
+        self.record = record
+        self.site = install_probe_plugin(workdir / "site")
+        self.engine = create_engine(url)
+        self.repository: PartitionedRepository[ProbeEntity, int] = PartitionedRepository(
+            RepositoryOptions(
+                name=REPOSITORY,
+                entity_type=ProbeEntity,
+                engine=self.engine,
+                retention_days=1,
+                precreate_days=1,
+                clock=SystemClock(),
+            )
+        )
+        self.repository.maintain()
+        self.store = SqlJobStore(self.engine)
+        self.store.create_schema()
+        create_calls_table(self.engine)
+        self.nodes: dict[str, Node] = {}
+        #: Every process started, in order (a restarted node id appears again).
+        self.started: list[Node] = []
+        self._next_id = 1
+
+    # -- nodes --
+
+    def config_path(self, name: str) -> Path:
+        return self.workdir / f"{name}.toml"
+
+    def write_config(self, name: str) -> Path:
+        url = self.url.sqlalchemy_url.render_as_string(hide_password=False)
+        probe: dict[str, object] = {"node": name, "sleep": self.sleep}
+        if self.record:
+            probe["record_url"] = url
+        text = toml_text(
+            {"database_url": url, "node_id": name, **self.settings},
+            {
+                "plugins.probe": probe,
+                "plugins.log": {"interval": 5.0},
+                "[]repositories": {
+                    "name": REPOSITORY,
+                    "entity": ENTITY,
+                    "executor": EXECUTOR,
+                    "retention_days": 1,
+                    "precreate_days": 1,
+                },
+            },
+        )
+        path = self.config_path(name)
+        path.write_text(text)
+        return path
+
+    def environ(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INFSCHED_")}
+        env.update(PYTHONPATH=str(self.site), COLUMNS="200")
+        return env
+
+    def start(self, name: str, *, clock_offset: float = 0.0, wait: bool = True) -> Node:
+        """Start node `name` (again, after a kill or stop); wait until it beats, by default."""
+        if name in self.nodes and self.nodes[name].running():
+            raise RuntimeError(f"node {name} is running")
+        config = self.write_config(name)
+        log_path = self.workdir / f"{name}.{len(self.started)}.log"
+        args = [INFSCHED, "run", "--config", str(config), "--log-format", "json", "--grace", "20"]
+        if clock_offset:
+            args.append(f"--clock-offset={clock_offset}")
+        with log_path.open("wb") as out:
+            process = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, env=self.environ(), cwd=self.workdir
+            )
+        node = Node(name, process, log_path, clock_offset)
+        self.nodes[name] = node
+        self.started.append(node)
+        if wait:
+            self.wait_started(node)
+        return node
+
+    def wait_started(self, node: Node, timeout: float = 60.0) -> None:
+        def beating() -> bool:
+            if not node.running():
+                raise AssertionError(
+                    f"node {node.name} exited with {node.process.returncode}:\n"
+                    + node.log.read_text(errors="replace")[-3000:]
+                )
+            return any("scheduler node" in m and "started" in m for m in node.messages())
+
+        wait_until(beating, timeout, f"node {node.name} to start")
+
+    def kill(self, name: str) -> set[str]:
+        """SIGKILL node `name`; returns the job keys it had claimed and not finished."""
+        node = self.nodes[name]
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait(timeout=30)
+        return self.claimed_by(name)
+
+    def freeze(self, name: str) -> None:
+        """SIGSTOP node `name`: every thread stands still (a stalled VM, a long pause)."""
+        self.nodes[name].process.send_signal(signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        self.nodes[name].process.send_signal(signal.SIGCONT)
+
+    def stop(self, name: str, timeout: float = 60.0) -> int:
+        """SIGTERM node `name` and wait for it to exit; returns its exit code."""
+        node = self.nodes[name]
+        if node.running():
+            node.process.send_signal(signal.SIGTERM)
+        return node.process.wait(timeout=timeout)
+
+    def stop_all(self, timeout: float = 60.0) -> dict[str, int]:
+        """SIGTERM every running node; returns their exit codes."""
+        running = {name: node for name, node in self.nodes.items() if node.running()}
+        for node in running.values():
+            node.process.send_signal(signal.SIGTERM)
+        return {name: node.process.wait(timeout=timeout) for name, node in running.items()}
+
+    def close(self) -> None:
+        """Kill whatever still runs; release the harness's connections."""
+        for node in self.started:
+            if node.running():
+                node.process.kill()
+                node.process.wait(timeout=30)
+        self.engine.dispose()
+
+    def nodes_json(self, name: str | None = None) -> dict[str, dict[str, Any]]:
+        """``infsched nodes --json`` run with node `name`'s config (the first node's by default)."""
+        config = self.config_path(name or next(iter(self.nodes)))
+        result = subprocess.run(
+            [INFSCHED, "nodes", "--json", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            env=self.environ(),
+            cwd=self.workdir,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"infsched nodes failed: {result.stderr}")
+        return {row["node_id"]: row for row in json.loads(result.stdout)}
+
+    # -- entities and jobs --
+
+    def entities(
+        self, count: int, first_due: datetime, seconds: float, label: str = ""
+    ) -> list[ProbeEntity]:
+        """`count` entities due evenly over `seconds` from `first_due` (all at once for 0)."""
+        step = timedelta(seconds=seconds / count) if count else timedelta(0)
+        return [
+            ProbeEntity(id=self._take_id(), due=first_due + step * i, label=label)
+            for i in range(count)
+        ]
+
+    def _take_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    def insert(self, entities: Sequence[ProbeEntity]) -> list[ProbeEntity]:
+        for i in range(0, len(entities), 1000):
+            self.repository.insert_many(entities[i : i + 1000])
+        return list(entities)
+
+    def add_jobs(self, entities: Sequence[ProbeEntity]) -> None:
+        """Put jobs for `entities` straight into the job table (no entity rows, no fetching)."""
+        spec = entity_spec(ProbeEntity)
+        for i in range(0, len(entities), 1000):
+            batch = [
+                NewJob(
+                    job_key=job_key(REPOSITORY, e.id, e.due),
+                    repository=REPOSITORY,
+                    executor=EXECUTOR,
+                    entity_id=str(e.id),
+                    due_at=e.due,
+                    priority=0,
+                    payload=json.dumps(spec.to_json(e), separators=(",", ":")),
+                )
+                for e in entities[i : i + 1000]
+            ]
+            with self.engine.begin() as conn:
+                self.store.add_jobs(conn, batch)
+
+    def db_now(self) -> datetime:
+        with self.engine.connect() as conn:
+            return database_now(conn, SystemClock())
+
+    def calls(self) -> list[Call]:
+        """Every probe call, in the order they were made."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(calls).order_by(calls.c.at, calls.c.id)).all()
+        return [
+            Call(
+                job_key=r.job_key,
+                entity_id=r.entity_id,
+                node=r.node,
+                pid=r.pid,
+                attempt=r.attempt,
+                due=from_utc_naive(r.due),
+                at=from_utc_naive(r.at),
+            )
+            for r in rows
+        ]
+
+    def called_entities(self) -> int:
+        with self.engine.connect() as conn:
+            query = sa.select(sa.func.count(sa.distinct(calls.c.entity_id)))
+            return int(conn.execute(query).scalar_one())
+
+    def claimed_by(self, node: str) -> set[str]:
+        with self.engine.connect() as conn:
+            query = sa.select(jobs.c.job_key).where(
+                jobs.c.owner == node, jobs.c.state == JobState.CLAIMED.value
+            )
+            return set(conn.execute(query).scalars())
+
+    def hot_jobs(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar_one())
+
+    def unscheduled(self) -> int:
+        """Entities in the repository that have no job yet."""
+        horizon = self.repository.retention_horizon()
+        return len(self.repository.find_unscheduled(horizon, horizon + timedelta(days=3), 10**6))
+
+    def lease(self, name: str) -> LeaseRow | None:
+        _, rows = LeaseStore(self.engine, SystemClock()).leases()
+        return next((r for r in rows if r.name == name), None)
+
+    def fetch_lease(self) -> LeaseRow | None:
+        return self.lease(f"fetch:{REPOSITORY}")
+
+    def fetch_owner(self) -> str | None:
+        lease = self.fetch_lease()
+        return None if lease is None else lease.owner
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every outcome recorded: job key, state, attempt, node."""
+        query = sa.text("SELECT job_key, state, attempt, node, started_at FROM infsched_history")
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def outcomes(self) -> Counter[str]:
+        return Counter(str(r["state"]) for r in self.history())
+
+    def history_window(self) -> tuple[int, float]:
+        """Outcomes recorded, and seconds from the first start to the last finish."""
+        query = sa.text(
+            "SELECT COUNT(*), MIN(started_at), MAX(finished_at) FROM infsched_history "
+            "WHERE started_at IS NOT NULL"
+        )
+        with self.engine.connect() as conn:
+            count, first, last = conn.execute(query).one()
+        if not count:
+            return 0, 0.0
+        return int(count), (last - first).total_seconds()
+
+    def pause_all(self, paused: bool) -> None:
+        controls = Controls(self.engine, SystemClock())
+        if paused:
+            controls.pause(None, by="harness")
+        else:
+            controls.resume(None)
+
+    def due_at(self, seconds: float) -> datetime:
+        """The database's time `seconds` from now."""
+        return self.db_now() + timedelta(seconds=seconds)
+
+
+def duplicates(found: Sequence[Call]) -> dict[str, list[Call]]:
+    """Calls by job key, for the keys called more than once."""
+    by_key: dict[str, list[Call]] = {}
+    for call in found:
+        by_key.setdefault(call.job_key, []).append(call)
+    return {key: group for key, group in by_key.items() if len(group) > 1}
+
+
+def attempts_in_order(found: Sequence[Call]) -> Iterator[tuple[str, list[int]]]:
+    """Each job key's attempt numbers in the order of its calls."""
+    by_key: dict[str, list[int]] = {}
+    for call in found:
+        by_key.setdefault(call.job_key, []).append(call.attempt)
+    yield from by_key.items()

@@ -1,0 +1,170 @@
+"""The probe plugin: an entity and an executor for cluster tests and the cluster benchmark.
+
+Not loaded by default.  The test harness and ``infsched bench --stage
+cluster`` install it for the node processes they start, as a distribution
+with an ``infsched`` entry point pointing at this module (see
+`harness.install_probe_plugin`).
+
+The ``probe`` executor optionally sleeps (simulated work), then records every
+call (job key, entity id, node, pid, attempt, due and call time) as one row
+in ``probe_calls`` of the database named by ``[plugins.probe] record_url``:
+no unique key, so a job run twice shows as two rows.  The call time is the
+database's clock.  While that database is unreachable the rows wait in
+memory and are written, with their original times, once it is back; the
+executor itself never fails because of it.  Without ``record_url`` it
+records nothing (a no-op executor for throughput measurements).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from infsched.database import create_engine
+from infsched.dburl import DatabaseUrl
+from infsched.entities import column, id_field, sharding_key
+from infsched.executors import ExecutorSpec, JobContext
+from infsched.hookspecs import hookimpl
+
+log = logging.getLogger("infsched.probe")
+
+ENTITY = "ProbeEntity"
+EXECUTOR = "probe"
+#: Seconds between attempts to write calls recorded while the database was away.
+BACKLOG_RETRY = 0.5
+
+
+@attrs.define(kw_only=True)
+class ProbeEntity:
+    """One thing to do at `due`."""
+
+    id: int | None = id_field()
+    due: datetime = sharding_key()
+    label: str = column(length=32, default="")
+
+
+calls_metadata = sa.MetaData()
+calls = sa.Table(
+    "probe_calls",
+    calls_metadata,
+    sa.Column("id", sa.BigInteger(), primary_key=True, autoincrement=True),
+    sa.Column("job_key", sa.String(255), nullable=False, index=True),
+    sa.Column("entity_id", sa.BigInteger(), nullable=False, index=True),
+    sa.Column("node", sa.String(128), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("due", mysql.DATETIME(fsp=6), nullable=False),
+    sa.Column("at", mysql.DATETIME(fsp=6), nullable=False),
+)
+
+_INSERT = sa.text(
+    "INSERT INTO probe_calls (job_key, entity_id, node, pid, attempt, due, at) "
+    "VALUES (:job_key, :entity_id, :node, :pid, :attempt, :due, "
+    "TIMESTAMPADD(MICROSECOND, -:delay, UTC_TIMESTAMP(6)))"
+)
+
+
+def create_calls_table(engine: sa.Engine) -> None:
+    calls_metadata.create_all(engine, checkfirst=True)
+
+
+class RecordingProbe:
+    """The ``probe`` executor: optional work, then one ``probe_calls`` row per call."""
+
+    def __init__(self, record_url: str | None, node: str, sleep: float) -> None:
+        self.node = node
+        self.sleep = sleep
+        self.pid = os.getpid()
+        self.engine = None
+        if record_url:
+            url = DatabaseUrl(record_url)
+            if not url.is_mysql:
+                raise ValueError("[plugins.probe] record_url must name a MySQL/MariaDB database")
+            self.engine = create_engine(url, pool_size=16)
+        self._lock = threading.Lock()
+        #: (row, monotonic time of the call) not written yet.
+        self._backlog: list[tuple[dict[str, Any], float]] = []
+        self._writer: threading.Thread | None = None
+
+    def __call__(self, job: JobContext[ProbeEntity]) -> None:
+        if self.sleep:
+            time.sleep(self.sleep)
+        if self.engine is None:
+            return
+        row = {
+            "job_key": job.job_key,
+            "entity_id": job.entity.id,
+            "node": self.node,
+            "pid": self.pid,
+            "attempt": job.attempt,
+            "due": job.due_at.replace(tzinfo=None),
+        }
+        called = time.monotonic()
+        with self._lock:
+            waiting = bool(self._backlog)
+        if not waiting:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(_INSERT, [{**row, "delay": 0}])
+                return
+            except sa.exc.DBAPIError:
+                pass
+        with self._lock:
+            self._backlog.append((row, called))
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_backlog, name="probe-backlog", daemon=True
+                )
+                self._writer.start()
+
+    def _write_backlog(self) -> None:
+        assert self.engine is not None
+        while True:
+            with self._lock:
+                rows = list(self._backlog)
+            now = time.monotonic()
+            params = [{**row, "delay": int((now - called) * 1e6)} for row, called in rows]
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(_INSERT, params)
+            except sa.exc.DBAPIError:
+                time.sleep(BACKLOG_RETRY)
+                continue
+            with self._lock:
+                del self._backlog[: len(rows)]
+                if not self._backlog:
+                    self._writer = None
+                    return
+
+
+def _probe(section: Mapping[str, Any]) -> RecordingProbe:
+    return RecordingProbe(
+        record_url=section.get("record_url"),
+        node=str(section.get("node", f"pid-{os.getpid()}")),
+        sleep=float(section.get("sleep", 0.0)),
+    )
+
+
+@hookimpl
+def register_entity_types() -> Iterable[type]:
+    return [ProbeEntity]
+
+
+@hookimpl
+def register_executors() -> Iterable[ExecutorSpec]:
+    return [
+        ExecutorSpec(
+            name=EXECUTOR,
+            factory=_probe,
+            description="records every call in probe_calls (cluster tests and benchmark)",
+        )
+    ]
