@@ -22,6 +22,7 @@ import attrs
 import click
 import pytest
 
+from infsched.cli.main import build_cli
 from infsched.errors import PluginConflictError, PluginError
 from infsched.executors import ExecutorSpec
 from infsched.hookspecs import hookimpl
@@ -103,7 +104,9 @@ def broken_site(tmp_path: Path) -> Path:
 
 def test_installed_plugins_are_listed_with_versions_and_registrations(tmp_path: Path) -> None:
     plugins = listed(tmp_path)
-    in_process = {info.name: info for info in load_plugins(env={}).listing()}
+    registry = load_plugins(env={})
+    build_cli(registry)  # the command line adds the plugins' commands, as `plugins list` does
+    in_process = {info.name: info for info in registry.listing()}
     for name, dist in SHIPPED.items():
         entry = plugins[name]
         assert (entry["distribution"], entry["version"]) == (dist, version(dist))
