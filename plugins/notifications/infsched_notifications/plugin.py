@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import click
+
 from infsched.executors import ExecutorSpec
 from infsched.hookspecs import hookimpl
+from infsched_notifications.commands import notifications_group
 from infsched_notifications.entity import NotificationEntity
 from infsched_notifications.executor import make_executor
 
@@ -26,3 +29,8 @@ def register_executors() -> Iterable[ExecutorSpec]:
             description="sends NotificationEntity emails (SMTP) and webhooks (signed POST)",
         )
     ]
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(notifications_group)
