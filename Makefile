@@ -36,6 +36,7 @@ types: $(STAMP)
 	$(BIN)/mypy core/infsched plugins/sms/infsched_sms plugins/orders/infsched_orders plugins/notifications/infsched_notifications tests
 	# Each plugin's tests import their helpers by module name: one run per plugin.
 	for p in $(PLUGINS); do MYPYPATH=$$p/tests $(BIN)/mypy $$p/tests || exit 1; done
+	MYPYPATH=docs/examples/spool $(BIN)/mypy docs/examples/spool
 
 # The default run leaves out the soak tests (pyproject's addopts: -m 'not soak').
 pytest: $(STAMP) mariadb system-packages
