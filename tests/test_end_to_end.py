@@ -35,6 +35,7 @@ from tests.loopback_servers import (
     HttpRequest,
     KannelBoxes,
     SmtpRecorder,
+    free_port,
     wait_for,
 )
 
@@ -213,3 +214,33 @@ def test_one_node_delivers_every_kind_through_its_transport_on_time(
     assert hook.json()["text"] == "ORD-1 shipped"
     assert hook.headers["idempotency-key"].startswith("notifications:")
     on_time("webhook", due["webhook"], hook.at)
+
+
+def test_run_refuses_a_gateway_it_cannot_reach_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "infsched.toml"
+    down = free_port()
+    config.write_text(
+        f"""
+database_url = "sqlite:///{tmp_path / "infsched.db"}"
+
+[[repositories]]
+name = "sms"
+entity = "SmsEntity"
+executor = "sms"
+
+[plugins.sms]
+transport = "kannel"
+kannel_url = "http://127.0.0.1:{down}/cgi-bin/sendsms"
+kannel_username = "u"
+kannel_password = "p"
+"""
+    )
+    result = subprocess.run(
+        [INFSCHED, "run", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f"error: plugin sms: [plugins.sms] kannel_url names 127.0.0.1:{down}, which cannot be "
+        "reached"
+    ), line
