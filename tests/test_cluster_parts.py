@@ -23,6 +23,7 @@ from infsched.dburl import DatabaseUrl
 from infsched.jobstore.base import NewJob
 from infsched.jobstore.sql import SqlJobStore
 from infsched.schema import jobs, nodes
+from infsched.schema import leases as leases_table
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -52,7 +53,7 @@ def test_a_lease_has_one_holder_until_it_expires_or_is_released(
         time.sleep(1.1)
     else:
         clock.advance(timedelta(seconds=1.1))
-    taken = leases.acquire("fetch:sms", "b", 1.0, read_state=True)
+    taken = leases.acquire("fetch:sms", "b", 1.0)
     assert taken.held
     assert (taken.previous_owner, taken.state) == ("a", {"due_through": "x"})
     assert not leases.acquire("fetch:sms", "a", 1.0).held
@@ -73,6 +74,25 @@ def test_a_node_clock_days_off_cannot_take_a_held_lease(
     assert LeaseStore(engine, SystemClock()).acquire("maintain:sms", "a", 30.0).held
     ahead = LeaseStore(engine, OffsetClock(timedelta(days=2)))
     assert not ahead.acquire("maintain:sms", "b", 30.0).held
+
+
+def test_a_lease_row_a_frozen_holder_has_locked_is_skipped_not_waited_for(
+    mysql_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    engine = engine_for(mysql_url)
+    store_for(engine)
+    leases = LeaseStore(engine, SystemClock())
+    assert leases.acquire("fetch:sms", "a", 0.1).held
+    time.sleep(0.2)
+    with engine.connect() as frozen:
+        frozen.begin()
+        row = sa.select(leases_table).where(leases_table.c.name == "fetch:sms")
+        frozen.execute(row.with_for_update())
+        started = time.monotonic()
+        assert not leases.acquire("fetch:sms", "b", 30.0).held
+        assert time.monotonic() - started < 5
+        frozen.rollback()
+    assert leases.acquire("fetch:sms", "b", 30.0).held
 
 
 def test_racing_nodes_get_a_free_lease_once(
@@ -290,19 +310,21 @@ def test_a_restarted_node_id_takes_back_its_claimed_jobs_at_once(
     assert sorted(owners, key=str) == sorted([(None, 1)] * 3 + [("n2", 1)], key=str)
 
 
-def test_outcomes_of_jobs_another_node_took_are_found(
+def test_outcomes_of_jobs_claimed_again_meanwhile_are_found(
     mysql_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
 ) -> None:
     engine = engine_for(mysql_url)
     store = store_for(engine)
-    add_jobs(store, 3)
-    mine = store.claim_due("n1", 3, 0.1, ["r"])
+    add_jobs(store, 4)
+    mine = store.claim_due("n1", 4, 0.1, ["r"])
     time.sleep(0.2)
-    assert recover_expired(engine, SystemClock()) == 3
-    taken = store.claim_due("n2", 2, 30.0, ["r"])
-    finished = taken[1].id
+    assert recover_expired(engine, SystemClock()) == 4
+    by_n2 = store.claim_due("n2", 2, 30.0, ["r"])
+    by_n1_again = store.claim_due("n1", 1, 30.0, ["r"])  # n1 itself, a new attempt
     with engine.begin() as conn:
-        conn.execute(jobs.delete().where(jobs.c.id == finished))  # n2 ran it and recorded it
-        held = still_held(conn, "n1", [j.id for j in mine])
-    # The third job waits again, nobody's: n1's outcome still counts for it.
-    assert held == {j.id for j in mine} - {j.id for j in taken}
+        conn.execute(jobs.delete().where(jobs.c.id == by_n2[1].id))  # n2 ran it and recorded it
+        held = still_held(conn, "n1", [(j.id, j.attempt) for j in mine])
+    # Only the job nobody claimed again is still the first claim's: its outcome counts.
+    again = {j.id for j in by_n2 + by_n1_again}
+    assert held == {j.id for j in mine} - again
+    assert len(held) == 1

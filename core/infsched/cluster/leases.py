@@ -1,14 +1,15 @@
 """Named leases in ``infsched_leases``: one holder at a time, expiry by the database's clock.
 
-A lease is taken or renewed by one UPDATE that matches only when the caller
-already holds it, nobody does, or the holder let it expire::
-
-    UPDATE infsched_leases SET owner = :me, lease_until = :db_now + :seconds
-    WHERE name = :name AND (owner = :me OR owner IS NULL OR lease_until < :db_now)
-
-The row lock makes two nodes racing for a free lease take turns: the second
-sees the first one's fresh expiry and matches nothing.  A lease's row is
-created (INSERT that ignores an existing row) the first time it is asked for.
+A node takes or renews a lease in one transaction: it locks the lease's row
+(``SELECT … FOR UPDATE SKIP LOCKED``), and if the row says the lease is its
+own, nobody's, or expired by ``UTC_TIMESTAMP(6)``, sets itself as owner until
+the database's time plus the lease's duration.  Two nodes racing for a free
+lease take turns on the row lock, and the second sees the first one's fresh
+expiry.  SKIP LOCKED keeps a node from waiting behind a holder that froze in
+the middle of a renewal (its lock lasts until it wakes up or the database
+drops its connection): that lease is simply not taken this time.  A lease's
+row is created (an INSERT that ignores an existing row) the first time it is
+asked for.
 
 A lease also carries a small JSON state that its holder leaves for whoever
 holds it next, and for the dashboard: a fetcher's progress, the time
@@ -38,7 +39,7 @@ class Grant:
     """The answer to one acquire or renew."""
 
     held: bool
-    #: The lease's state and holder before this call (read when asked for).
+    #: The lease's state and holder before this call (None when the row was locked).
     state: State | None
     previous_owner: str | None
     #: The database's time when the lease was checked.
@@ -87,7 +88,8 @@ class LeaseStore:
         self.engine = engine
         #: Only SQLite (one node) reads this clock; MySQL/MariaDB reads its own.
         self.clock = clock
-        self._create = dialect_for(engine).insert_ignore(leases, ["name"])
+        self._dialect = dialect_for(engine)
+        self._create = self._dialect.insert_ignore(leases, ["name"])
         #: Leases whose row is known to exist.
         self._known: set[str] = set()
 
@@ -98,19 +100,21 @@ class LeaseStore:
         seconds: float,
         *,
         state: State | None = None,
-        read_state: bool = False,
     ) -> Grant:
-        """Take or renew lease `name` for `seconds` of database time; set `state` if given."""
+        """Take or renew lease `name` for `seconds` of database time; set `state` if given.
+
+        Never waits for a lock: a lease row another session holds locked (its
+        holder froze in the middle of a renewal) is not taken this time.
+        """
         with self.engine.begin() as conn:
             now = database_now(conn, self.clock)
             naive = utc_naive(now)
-            found, previous = None, None
-            if read_state:
-                before = conn.execute(
-                    sa.select(leases.c.owner, leases.c.state).where(leases.c.name == name)
-                ).one_or_none()
-                if before is not None:
-                    previous, found = before.owner, _state(before.state)
+            row = self._lock_row(conn, name, naive)
+            if row is None:
+                return Grant(False, None, None, now)
+            free = row.owner is None or row.lease_until is None or row.lease_until < naive
+            if row.owner != owner and not free:
+                return Grant(False, _state(row.state), row.owner, now)
             values: dict[str, Any] = {
                 "owner": owner,
                 "lease_until": naive + timedelta(seconds=seconds),
@@ -118,25 +122,26 @@ class LeaseStore:
             }
             if state is not None:
                 values["state"] = json.dumps(dict(state), separators=(",", ":"), default=str)
-            take = (
-                leases.update()
-                .where(
-                    leases.c.name == name,
-                    sa.or_(
-                        leases.c.owner == owner,
-                        leases.c.owner.is_(None),
-                        leases.c.lease_until < naive,
-                    ),
-                )
-                .values(**values)
+            conn.execute(leases.update().where(leases.c.name == name).values(**values))
+        return Grant(True, _state(row.state), row.owner, now)
+
+    def _lock_row(self, conn: sa.Connection, name: str, naive_now: datetime) -> Any:
+        """The lease's row, locked until commit; None if another session holds it locked."""
+        locking = self._dialect.lock_skipping_locked(
+            sa.select(leases.c.owner, leases.c.lease_until, leases.c.state).where(
+                leases.c.name == name
             )
-            taken = conn.execute(take).rowcount == 1
-            if not taken and name not in self._known:
-                row = {"name": name, "owner": None, "lease_until": None, "updated_at": naive}
-                conn.execute(self._create, [{**row, "state": None}])
-                taken = conn.execute(take).rowcount == 1
+        )
+        row = conn.execute(locking).one_or_none()
+        if row is not None or name in self._known:
+            return row
+        exists = conn.execute(sa.select(leases.c.name).where(leases.c.name == name)).first()
+        if exists is not None:  # there, but locked
+            return None
+        created = {"name": name, "owner": None, "lease_until": None, "updated_at": naive_now}
+        conn.execute(self._create, [{**created, "state": None}])
         self._known.add(name)
-        return Grant(taken, found, previous, now)
+        return conn.execute(locking).one_or_none()
 
     def release(self, name: str, owner: str) -> bool:
         """Give lease `name` up now if `owner` holds it; its state stays for the next holder."""

@@ -230,13 +230,7 @@ class ClusterMember:
         was_held = lease.held()
         sent = time.monotonic()
         state = lease._to_save() if was_held else None
-        grant = self.store.acquire(
-            lease.name,
-            self.node_id,
-            self.lease_seconds,
-            state=state,
-            read_state=not was_held,
-        )
+        grant = self.store.acquire(lease.name, self.node_id, self.lease_seconds, state=state)
         if lease._granted(sent, grant.held, state is not None, grant.state):
             previous = grant.previous_owner
             log.info(

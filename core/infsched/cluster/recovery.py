@@ -77,20 +77,24 @@ def reclaim_own(engine: sa.Engine, owner: str) -> int:
     return result.rowcount
 
 
-def still_held(conn: sa.Connection, owner: str, job_ids: Sequence[int]) -> set[int]:
-    """Of `job_ids`, those whose rows `owner` still holds or nobody does; locked until commit.
+def still_held(conn: sa.Connection, owner: str, claims: Sequence[tuple[int, int]]) -> set[int]:
+    """Of `claims` (job id, attempt), the jobs not claimed again since; locked until commit.
 
-    Run inside the transaction that records the outcomes, so no other node
-    can claim them between this check and the write.
+    A job is still this claim's when its row has the claim's attempt number
+    and `owner` or nobody holds it (its lease expired, nobody took it yet).
+    A higher attempt means it was claimed again, by another node or by
+    `owner` itself, and runs again.  Run inside the transaction that records
+    the outcomes, so nobody can claim the jobs between this check and the write.
     """
-    if not job_ids:
+    if not claims:
         return set()
+    attempts = dict(claims)
     query = (
-        sa.select(jobs.c.id)
+        sa.select(jobs.c.id, jobs.c.attempt)
         .where(
-            jobs.c.id.in_(list(job_ids)),
+            jobs.c.id.in_(list(attempts)),
             sa.or_(jobs.c.owner == owner, jobs.c.owner.is_(None)),
         )
         .with_for_update()
     )
-    return set(conn.execute(query).scalars())
+    return {row.id for row in conn.execute(query) if row.attempt == attempts[row.id]}

@@ -51,6 +51,8 @@ log = logging.getLogger("infsched.workers")
 IDLE_POLL = 0.1
 #: Jobs per chunk handed to one pool thread, at most.
 MAX_CHUNK = 50
+#: Seconds between two log lines about outcomes that came too late.
+LOST_LOG_INTERVAL = 5.0
 
 
 @attrs.frozen
@@ -123,6 +125,10 @@ class Workers:
         #: Jobs of chunks that were running when stop() began, never started.
         self._unstarted: list[ClaimedJob] = []
         self.lost_outcomes = 0
+        self._lost_unlogged = 0
+        self._lost_examples: list[str] = []
+        self._lost_why = ""
+        self._lost_logged_at = float("-inf")
 
     # -- lifecycle --
 
@@ -174,6 +180,7 @@ class Workers:
                 "expire and another run will pick them up",
                 left,
             )
+        self._log_lost()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _release(self, jobs: Sequence[ClaimedJob]) -> None:
@@ -438,33 +445,55 @@ class Workers:
             pass
 
     def _write(self, batch: Sequence[Finished]) -> None:
-        suspect = any(r.job.claimed_at < self._suspect_before for r in batch)
-        if not suspect and time.monotonic() < self._leases_good_until:
-            self.store.finish(self.node_id, batch, self.history.write)
-            return
-        # A lease may have expired (the database was away for longer than job_lease):
-        # find out, in the same transaction, which jobs another node has taken meanwhile.
         lost: list[Finished] = []
 
         def write_history(conn: sa.Connection, results: Sequence[Finished]) -> None:
-            held = still_held(conn, self.node_id, [r.job.id for r in results])
-            lost[:] = [r for r in results if r.job.id not in held]
             self.history.write(conn, results)
+            # Just before the job rows are touched: if a lease may have expired (the
+            # database or this process stood still longer than job_lease), find out which
+            # jobs were claimed again meanwhile; the check locks them until the commit.
+            if self._may_have_lapsed(results):
+                held = still_held(conn, self.node_id, [(r.job.id, r.job.attempt) for r in results])
+                lost[:] = [r for r in results if r.job.id not in held]
 
         self.store.finish(self.node_id, batch, write_history)
         if lost:
-            self._count_lost(len(lost), "their leases expired before the outcomes were written")
+            self._count_lost(lost, "their leases had expired before the outcomes were written")
 
-    def _count_lost(self, count: int, why: str) -> None:
-        self.lost_outcomes += count
-        self.metrics.increment("jobs_outcome_lost_total", count)
+    def _may_have_lapsed(self, results: Sequence[Finished]) -> bool:
+        # Read in the opposite order to the keeper's writes (see _keep_loop).
+        good_until = self._leases_good_until
+        if any(r.job.claimed_at < self._suspect_before for r in results):
+            return True
+        return time.monotonic() + min(1.0, self.job_lease / 4) >= good_until
+
+    def _count_lost(self, lost: Sequence[Finished], why: str, *, at_once: bool = False) -> None:
+        """Count outcomes written too late or not at all: those jobs run again elsewhere.
+
+        Logged at most every LOST_LOG_INTERVAL seconds, as one line for the lot.
+        """
+        self.lost_outcomes += len(lost)
+        self.metrics.increment("jobs_outcome_lost_total", len(lost))
+        self._lost_unlogged += len(lost)
+        self._lost_examples = (self._lost_examples + [r.job.job_key for r in lost])[:3]
+        self._lost_why = why
+        if at_once or time.monotonic() - self._lost_logged_at >= LOST_LOG_INTERVAL:
+            self._log_lost()
+
+    def _log_lost(self) -> None:
+        if not self._lost_unlogged:
+            return
         log.warning(
-            "%d jobs ran here but %s; they run again (same job key, next attempt); "
-            "%d such jobs on this node so far",
-            count,
-            why,
+            "%d jobs ran here but %s (e.g. %s); they run again, with the same job key and "
+            "the next attempt number; %d such jobs on this node in all",
+            self._lost_unlogged,
+            self._lost_why,
+            ", ".join(self._lost_examples),
             self.lost_outcomes,
         )
+        self._lost_unlogged = 0
+        self._lost_examples = []
+        self._lost_logged_at = time.monotonic()
 
     def _record_loop(self) -> None:
         outage = self.outage.watch("recorder")
@@ -492,7 +521,9 @@ class Workers:
                 self._write(batch)
             except sa.exc.DBAPIError as exc:
                 self._count_lost(
-                    len(batch), f"could not be recorded at shutdown ({type(exc).__name__})"
+                    batch,
+                    f"the outcomes could not be recorded at shutdown ({type(exc).__name__})",
+                    at_once=True,
                 )
             self._settle(len(batch))
 
@@ -510,7 +541,7 @@ class Workers:
                 sent = time.monotonic()
                 lapsed = sent >= self._leases_good_until
                 self.store.renew_leases(self.node_id, self.job_lease)
-                if lapsed:
+                if lapsed:  # set before _leases_good_until moves on: see _may_have_lapsed
                     self._suspect_before = self.clock.now() + timedelta(seconds=1)
                 self._leases_good_until = sent + self.job_lease
                 recovered = recover_expired(self.store.engine, self.clock)
