@@ -20,7 +20,18 @@ from typing import TYPE_CHECKING
 import attrs
 import pytest
 
-from infsched.cluster.harness import Call, Cluster, attempts_in_order, duplicates, wait_until
+from infsched.cluster.harness import (
+    Call,
+    Cluster,
+    FailoverReport,
+    KillPlan,
+    Node,
+    attempts_in_order,
+    duplicates,
+    kill_and_restart,
+    sleep_until,
+    wait_until,
+)
 from infsched.cluster.probe import ProbeEntity
 
 if TYPE_CHECKING:
@@ -29,11 +40,12 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.cluster_harness"]
 
 #: A node's line counting jobs it ran whose outcome came too late (they run again).
-LOST = re.compile(r"^(\d+) jobs ran here but")
+LOST = re.compile(r"^\d+ jobs ran here but .* (\d+) such jobs on this node in all$")
 
 
-def sleep_until(deadline: float) -> None:
-    time.sleep(max(0.0, deadline - time.monotonic()))
+def lost_outcomes(node: Node) -> int:
+    """The jobs a node counted as run there with an outcome that came too late."""
+    return max((int(m.group(1)) for m in map(LOST.match, node.messages()) if m), default=0)
 
 
 def wait_all_ran(cluster: Cluster, entities: Sequence[ProbeEntity], timeout: float) -> None:
@@ -70,77 +82,40 @@ def assert_clean_exit(cluster: Cluster) -> None:
 # -- a node killed and restarted, twice --
 
 
-@attrs.frozen
-class KillPlan:
-    entities: int
-    #: Entities are due evenly over this many seconds.
-    seconds: float
-    #: Entities due at once just before each kill, so the killed node has work in flight.
-    burst: int
-    #: Seconds after the first due time at which node n1 is killed.
-    kills: tuple[float, float]
-
-
-def kill_and_restart(cluster: Cluster, plan: KillPlan) -> None:
-    lead = 4.0
-    first = cluster.due_at(lead)
-    began = time.monotonic()
-    entities = cluster.entities(plan.entities - 2 * plan.burst, first, plan.seconds)
-    for at in plan.kills:
-        entities += cluster.entities(plan.burst, first + timedelta(seconds=at - 0.3), 0, "burst")
-    cluster.insert(entities)
-    for name in ("n1", "n2", "n3"):
-        cluster.start(name)
-    assert cluster.fetch_owner() == "n1"
-    job_lease = cluster.settings["job_lease"]
-
-    # Kill 1: the others run n1's unfinished jobs once its leases expire, and fetch for it.
-    sleep_until(began + lead + plan.kills[0])
-    in_flight = [cluster.kill("n1")]
-    wait_until(
-        lambda: cluster.nodes_json("n2")["n1"]["liveness"] == "dead",
-        job_lease + 10,
-        "n1 to be judged dead",
-    )
-    listed = cluster.nodes_json("n2")
+def check_failover(report: FailoverReport) -> None:
+    assert report.fetch_owners[0] == "n1"
+    # Once n1 is dead, the others run its unfinished jobs and one of them fetches.
+    assert report.fetch_owners[1] in {"n2", "n3"}
+    listed = report.listed_after_kill
     assert {listed[n]["liveness"] for n in ("n2", "n3")} == {"alive"}, listed
-    assert all(isinstance(listed[n]["in_flight"], int) for n in listed)
-    assert cluster.fetch_owner() in {"n2", "n3"}
-    wait_until(lambda: not cluster.claimed_by("n1"), job_lease + 10, "n1's jobs to be recovered")
-    cluster.start("n1")
+    assert all(isinstance(row["in_flight"], int) for row in listed.values())
+    assert set(report.exit_codes.values()) == {0}, report.exit_codes
+    assert {row["liveness"] for row in report.listed_at_end.values()} == {"stopped"}
 
-    # Kill 2, and an immediate restart under the same node id: it takes its jobs back.
-    sleep_until(began + lead + plan.kills[1])
-    in_flight.append(cluster.kill("n1"))
-    cluster.start("n1")
-
-    wait_all_ran(cluster, entities, timeout=plan.seconds + 120)
-    assert_clean_exit(cluster)
-    listed = cluster.nodes_json("n1")
-    assert {row["liveness"] for row in listed.values()} == {"stopped"}, listed
-
-    calls = cluster.calls()
-    assert_each_ran(calls, entities)
-    lost = set().union(*in_flight)
-    twice = duplicates(calls)
-    assert set(twice) <= lost, f"ran twice though not in flight on n1: {set(twice) - lost}"
-    assert len(twice) <= sum(len(s) for s in in_flight)
-    assert lost, "the bursts should leave jobs in flight on n1 when it is killed"
-    for key in lost:
+    calls = report.calls
+    assert_each_ran(calls, report.entities)
+    in_flight = set().union(*report.in_flight)
+    twice = report.ran_twice
+    assert set(twice) <= in_flight, f"ran twice, not in flight on n1: {set(twice) - in_flight}"
+    assert len(twice) <= sum(len(s) for s in report.in_flight)
+    assert in_flight, "the bursts should leave jobs in flight on n1 when it is killed"
+    for key in in_flight:
         assert max(c.attempt for c in calls if c.job_key == key) >= 2, key
-    assert cluster.outcomes()["succeeded"] == len({c.job_key for c in calls})
-    assert cluster.unscheduled() == 0
+    assert report.outcomes["succeeded"] == len({c.job_key for c in calls})
+    assert report.unscheduled == 0
 
 
 def test_killed_node_restarted_twice_loses_nothing(cluster_factory: ClusterFactory) -> None:
     cluster = cluster_factory(sleep=0.02)
-    kill_and_restart(cluster, KillPlan(entities=3000, seconds=20, burst=300, kills=(6, 14)))
+    plan = KillPlan(entities=3000, seconds=20, burst=300, kills=(6, 14))
+    check_failover(kill_and_restart(cluster, plan))
 
 
 @pytest.mark.soak
 def test_soak_killed_node_restarted_twice_loses_nothing(cluster_factory: ClusterFactory) -> None:
     cluster = cluster_factory(sleep=0.01, settings={"thread_pool_size": 16})
-    kill_and_restart(cluster, KillPlan(entities=50_000, seconds=180, burst=1500, kills=(60, 120)))
+    plan = KillPlan(entities=50_000, seconds=180, burst=1500, kills=(60, 120))
+    check_failover(kill_and_restart(cluster, plan))
 
 
 # -- the fetch lease moves on --
@@ -238,20 +213,19 @@ def test_stalled_node_counts_each_outcome_that_came_too_late(
     )
     began = time.monotonic()
     cluster.start("n1")
-    cluster.start("n2")
     sleep_until(began + 3.3)
-    # n1 stands still with jobs in flight; n2 runs them again once n1's leases expire
-    # (all but those n1 holds locks on in a transaction it was in when it froze).
+    # n1 stands still with the burst in flight (a frozen VM, a long pause).  n2 takes
+    # its lease and, once n1's job leases expire, runs its jobs again: all but those
+    # n1 holds locks on in a transaction it was in when it froze.
     cluster.freeze("n1")
     stalled = cluster.claimed_by("n1")
-    job_lease = cluster.settings["job_lease"]
+    assert stalled
+    cluster.start("n2")
+    wait_until(lambda: cluster.fetch_owner() == "n2", 10, "n2 to take the fetch lease")
     wait_until(
-        lambda: (
-            cluster.lease("fetch:probe").owner == "n2"  # type: ignore[union-attr]
-            and len(cluster.claimed_by("n1")) < len(stalled)
-        ),
-        job_lease + 10,
-        "n2 to take over n1's lease and jobs",
+        lambda: len(cluster.claimed_by("n1")) < len(stalled),
+        cluster.settings["job_lease"] + 10,
+        "n2 to recover n1's jobs",
     )
     time.sleep(2.0)
     cluster.thaw("n1")
@@ -266,9 +240,9 @@ def test_stalled_node_counts_each_outcome_that_came_too_late(
     assert twice, "n1 had jobs in flight when it stalled; it finished them after n2 did"
     assert set(twice) <= stalled
     assert all(len(group) == 2 for group in twice.values())
-    lost = [m for m in map(LOST.match, cluster.nodes["n1"].messages()) if m]
-    assert sum(int(m.group(1)) for m in lost) == len(twice)
-    assert not any(LOST.match(m) for m in cluster.nodes["n2"].messages())
+    said = [m for m in cluster.nodes["n1"].messages() if LOST.match(m)]
+    assert lost_outcomes(cluster.nodes["n1"]) == len(twice), (len(twice), said)
+    assert lost_outcomes(cluster.nodes["n2"]) == 0
 
 
 # -- the database goes away under load --
@@ -301,7 +275,7 @@ def database_outage(cluster: Cluster, server: PrivateMariaDB, outage: float, cou
         back = [m for m in node.messages() if m.startswith("database reachable again after")]
         assert len(back) == 1, node.messages()
         assert "Traceback" not in node.log.read_text()
-        lost += sum(int(m.group(1)) for m in map(LOST.match, node.messages()) if m)
+        lost += lost_outcomes(node)
     # Each job run again is one whose outcome came too late, and each is counted once.
     assert len(twice) == lost
 

@@ -6,6 +6,7 @@ schedule  entities already in a repository moved into the job store
 execute   claim, run a no-op executor, record the outcome, leave the hot table
 lag       start-minus-due latency at a sustained rate, default fetch settings
 memory    resident memory while many entities pass through schedule and execute
+cluster   execute throughput of 1, 2… node processes; a node killed twice (cluster/bench.py)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from infsched.bench.memory import resident_mb
 from infsched.bench.raw_insert import raw_insert_rate
 from infsched.bench.workspace import throwaway_database
 from infsched.clock import SystemClock
+from infsched.cluster.bench import cluster_stage
 from infsched.config import SchedulerConfig
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
@@ -342,6 +344,12 @@ class Bench:
                 "rss_growth_mb": round(peak - before, 1),
             }
         ]
+
+    def cluster(self, nodes: Sequence[int] = (1, 2), *, with_failover: bool = True) -> list[Result]:
+        """Execute throughput per node count (`rows` jobs each), then the failover run."""
+        return cluster_stage(
+            self.server, self.rows, nodes, with_failover=with_failover, progress=self.progress
+        )
 
 
 def _hot_rows(engine: sa.Engine) -> int:

@@ -20,7 +20,18 @@ DEFAULT_ROWS = {
     "execute": 100_000,
     "lag": 0,
     "memory": 1_000_000,
+    "cluster": 100_000,
 }
+
+
+def _node_counts(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        counts = [int(n) for n in value.split(",") if n.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(n < 1 or n > 16 for n in counts):
+        raise click.BadParameter(f"{value!r}: expected node counts from 1 to 16, e.g. 1,2")
+    return counts
 
 
 def _stages(value: str) -> list[str]:
@@ -63,9 +74,30 @@ def _stages(value: str) -> list[str]:
     show_default=True,
     help="How long the lag stage produces.",
 )
+@click.option(
+    "--nodes",
+    default="1,2",
+    show_default=True,
+    callback=_node_counts,
+    help="Cluster stage: node processes per run, comma-separated.",
+)
+@click.option(
+    "--failover/--no-failover",
+    default=True,
+    show_default=True,
+    help="Cluster stage: also run three nodes, one SIGKILLed and restarted twice (~4 min).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result line.")
 @requires_plugins
-def bench(stage_list: str, rows: int | None, rate: int, seconds: float, as_json: bool) -> None:
+def bench(
+    stage_list: str,
+    rows: int | None,
+    rate: int,
+    seconds: float,
+    nodes: list[int],
+    failover: bool,
+    as_json: bool,
+) -> None:
     """Benchmark the database the URL names, in throwaway databases dropped afterwards."""
     app = app_context()
     server = app.loaded().config.database_url
@@ -79,7 +111,12 @@ def bench(stage_list: str, rows: int | None, rate: int, seconds: float, as_json:
             rows or DEFAULT_ROWS[stage] or 1000,
             progress=lambda text: console.log(text),
         )
-        found = runner.lag(rate, seconds) if stage == "lag" else getattr(runner, stage)()
+        if stage == "lag":
+            found = runner.lag(rate, seconds)
+        elif stage == "cluster":
+            found = runner.cluster(nodes, with_failover=failover)
+        else:
+            found = getattr(runner, stage)()
         for result in found:
             result["server"] = server.where if server.is_mysql else "sqlite"
             results.append(result)

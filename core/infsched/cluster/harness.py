@@ -429,6 +429,119 @@ class Cluster:
         return self.db_now() + timedelta(seconds=seconds)
 
 
+def sleep_until(deadline: float) -> None:
+    """Sleep until monotonic time `deadline` (at once if it has passed)."""
+    time.sleep(max(0.0, deadline - time.monotonic()))
+
+
+@attrs.frozen
+class KillPlan:
+    """Three nodes; node n1 is SIGKILLed twice while entities come due."""
+
+    entities: int
+    #: Entities are due evenly over this many seconds.
+    seconds: float
+    #: Entities due at once just before each kill, so the killed node has work in flight.
+    burst: int
+    #: Seconds after the first due time at which n1 is killed.
+    kills: tuple[float, float]
+
+
+@attrs.frozen
+class FailoverReport:
+    """What happened in `kill_and_restart`."""
+
+    entities: list[ProbeEntity]
+    calls: list[Call]
+    #: The jobs n1 had claimed and not finished at each kill.
+    in_flight: list[set[str]]
+    #: Who held the fetch lease before the first kill, and once n1 was judged dead.
+    fetch_owners: tuple[str | None, str | None]
+    #: ``infsched nodes --json`` once n1 was judged dead, and after the clean stop.
+    listed_after_kill: dict[str, dict[str, Any]]
+    listed_at_end: dict[str, dict[str, Any]]
+    exit_codes: dict[str, int]
+    outcomes: Counter[str]
+    #: Entities left without a job.
+    unscheduled: int
+    seconds: float
+
+    @property
+    def never_ran(self) -> set[int]:
+        return {e.id for e in self.entities if e.id is not None} - {c.entity_id for c in self.calls}
+
+    @property
+    def ran_twice(self) -> dict[str, list[Call]]:
+        return duplicates(self.calls)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "entities": len(self.entities),
+            "never_ran": len(self.never_ran),
+            "ran_twice": len(self.ran_twice),
+            "in_flight_at_kills": [len(s) for s in self.in_flight],
+            "ran_twice_not_in_flight": len(set(self.ran_twice) - set().union(*self.in_flight)),
+            "unscheduled": self.unscheduled,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def kill_and_restart(cluster: Cluster, plan: KillPlan) -> FailoverReport:
+    """Run three nodes; SIGKILL n1, let the others recover, restart it; kill and restart again.
+
+    After the first kill, waits until ``infsched nodes`` judges n1 dead and
+    the others have taken its jobs back before restarting it; after the
+    second, restarts it at once (it takes its own jobs back).  Waits until
+    every entity ran and stops every node.
+    """
+    lead = 4.0
+    began = time.monotonic()
+    first = cluster.due_at(lead)
+    entities = cluster.entities(plan.entities - 2 * plan.burst, first, plan.seconds)
+    for at in plan.kills:
+        entities += cluster.entities(plan.burst, first + timedelta(seconds=at - 0.3), 0, "burst")
+    cluster.insert(entities)
+    for name in ("n1", "n2", "n3"):
+        cluster.start(name)
+    owner_before = cluster.fetch_owner()
+    job_lease = float(cluster.settings["job_lease"])
+
+    sleep_until(began + lead + plan.kills[0])
+    in_flight = [cluster.kill("n1")]
+    wait_until(
+        lambda: cluster.nodes_json("n2")["n1"]["liveness"] == "dead",
+        job_lease + 10,
+        "n1 to be judged dead",
+    )
+    listed_after_kill = cluster.nodes_json("n2")
+    owner_after = cluster.fetch_owner()
+    wait_until(lambda: not cluster.claimed_by("n1"), job_lease + 10, "n1's jobs to be recovered")
+    cluster.start("n1")
+
+    sleep_until(began + lead + plan.kills[1])
+    in_flight.append(cluster.kill("n1"))
+    cluster.start("n1")
+
+    wait_until(
+        lambda: cluster.called_entities() >= len(entities) and cluster.hot_jobs() == 0,
+        plan.seconds + 120,
+        f"all {len(entities)} entities to run",
+    )
+    exit_codes = cluster.stop_all()
+    return FailoverReport(
+        entities=entities,
+        calls=cluster.calls(),
+        in_flight=in_flight,
+        fetch_owners=(owner_before, owner_after),
+        listed_after_kill=listed_after_kill,
+        listed_at_end=cluster.nodes_json("n1"),
+        exit_codes=exit_codes,
+        outcomes=cluster.outcomes(),
+        unscheduled=cluster.unscheduled(),
+        seconds=time.monotonic() - began,
+    )
+
+
 def duplicates(found: Sequence[Call]) -> dict[str, list[Call]]:
     """Calls by job key, for the keys called more than once."""
     by_key: dict[str, list[Call]] = {}
