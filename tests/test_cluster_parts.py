@@ -20,7 +20,7 @@ from infsched.cluster.nodes import NodeIdInUseError, NodeRegistry, NodeState, ju
 from infsched.cluster.outage import RETRY_CONFLICT, RETRY_OUTAGE, DatabaseOutage, is_conflict
 from infsched.cluster.recovery import reclaim_own, recover_expired, still_held
 from infsched.dburl import DatabaseUrl
-from infsched.jobstore.base import NewJob
+from infsched.jobstore.base import ClaimedJob, NewJob
 from infsched.jobstore.sql import SqlJobStore
 from infsched.schema import jobs, nodes
 from infsched.schema import leases as leases_table
@@ -274,15 +274,21 @@ def add_jobs(store: SqlJobStore, count: int) -> None:
         )
 
 
+def claimed_and_expired(engine: sa.Engine, count: int) -> tuple[SqlJobStore, list[ClaimedJob]]:
+    """`count` jobs claimed by node n1 whose leases have already expired."""
+    store = store_for(engine)
+    add_jobs(store, count)
+    claimed = store.claim_due("n1", count, 0.1, ["r"])
+    assert len(claimed) == count
+    time.sleep(0.2)
+    return store, claimed
+
+
 def test_recovery_skips_rows_a_stalled_transaction_holds(
     mysql_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
 ) -> None:
     engine = engine_for(mysql_url)
-    store = store_for(engine)
-    add_jobs(store, 5)
-    claimed = store.claim_due("dead-node", 5, 0.1, ["r"])
-    assert len(claimed) == 5
-    time.sleep(0.2)
+    store, claimed = claimed_and_expired(engine, 5)
     with engine.connect() as stalled:
         stalled.begin()
         # A node that froze inside a transaction holding one of the rows.
@@ -314,10 +320,7 @@ def test_outcomes_of_jobs_claimed_again_meanwhile_are_found(
     mysql_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
 ) -> None:
     engine = engine_for(mysql_url)
-    store = store_for(engine)
-    add_jobs(store, 4)
-    mine = store.claim_due("n1", 4, 0.1, ["r"])
-    time.sleep(0.2)
+    store, mine = claimed_and_expired(engine, 4)
     assert recover_expired(engine, SystemClock()) == 4
     by_n2 = store.claim_due("n2", 2, 30.0, ["r"])
     by_n1_again = store.claim_due("n1", 1, 30.0, ["r"])  # n1 itself, a new attempt

@@ -69,7 +69,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 class NodeRegistry:
-    """This node's row: registration, heartbeats, clean stop; and the list of all nodes."""
+    """This node's row in ``infsched_nodes``: registration, heartbeats, phases."""
 
     def __init__(
         self,
