@@ -195,6 +195,8 @@ def test_nodes_minutes_off_neither_steal_nor_lose_jobs(cluster_factory: ClusterF
     assert cluster.outcomes() == Counter({"succeeded": len(entities)})
     assert {c.node for c in calls} == {"behind", "ahead", "exact"}
     assert max(c.lag for c in calls) < threshold
+    lost = [m for n in cluster.started for m in n.messages() if "lost lease" in m]
+    assert not lost, "a live node lost a lease it held"
     offsets = {n.name: n.messages("warning") for n in cluster.started}
     assert any("300.0 s ahead of the database's" in m for m in offsets["ahead"])
     assert any("300.0 s behind the database's" in m for m in offsets["behind"])

@@ -44,6 +44,9 @@ class Grant:
     previous_owner: str | None
     #: The database's time when the lease was checked.
     checked_at: datetime
+    #: Another session had the row locked (a node trying for the lease at the same
+    #: moment, or one that froze mid-renewal): nothing is known, nothing changed.
+    skipped: bool = False
 
 
 @attrs.frozen
@@ -111,7 +114,7 @@ class LeaseStore:
             naive = utc_naive(now)
             row = self._lock_row(conn, name, naive)
             if row is None:
-                return Grant(False, None, None, now)
+                return Grant(False, None, None, now, skipped=True)
             free = row.owner is None or row.lease_until is None or row.lease_until < naive
             if row.owner != owner and not free:
                 return Grant(False, _state(row.state), row.owner, now)

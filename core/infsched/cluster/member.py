@@ -231,6 +231,8 @@ class ClusterMember:
         sent = time.monotonic()
         state = lease._to_save() if was_held else None
         grant = self.store.acquire(lease.name, self.node_id, self.lease_seconds, state=state)
+        if grant.skipped:
+            return  # tried again at the next tick; a held grant stays good until it runs out
         if lease._granted(sent, grant.held, state is not None, grant.state):
             previous = grant.previous_owner
             log.info(
