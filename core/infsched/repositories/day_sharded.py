@@ -635,31 +635,32 @@ class DayShardedRepository(ABC, Generic[T, K]):
     ) -> list[tuple[sa.Table, sa.ColumnElement[bool]]]:
         """For each day of `keys`: its table and a WHERE that selects exactly those entities.
 
-        The day's bounds in the WHERE prune a partitioned table to one partition.
+        Besides the ids, the WHERE bounds the sharding key by the smallest and
+        largest key of the chunk: that prunes a partitioned table to one
+        partition, and whichever index the optimizer picks (the primary key
+        or the key's), it reads only the chunk's stretch of the day.  With
+        day-wide bounds, stale statistics once led MariaDB to scan the day.
         """
         found = []
-        for day, ids in sorted(self._ids_by_day(keys).items()):
+        by_day: dict[date, list[tuple[Any, datetime]]] = defaultdict(list)
+        for entity_id, due in keys:
+            by_day[due.date()].append((entity_id, due))
+        for day, pairs in sorted(by_day.items()):
             table = self._table_for_day(day)
             key = table.c[self._key]
-            for chunk in _chunks(ids, IN_LIST_SIZE):
+            for chunk in _chunks(pairs, IN_LIST_SIZE):
+                dues = [due for _, due in chunk]
                 found.append(
                     (
                         table,
                         sa.and_(
-                            table.c[self._id].in_(chunk),
-                            key >= day_start(day),
-                            key < day_start(day + timedelta(days=1)),
+                            table.c[self._id].in_([entity_id for entity_id, _ in chunk]),
+                            key >= min(dues),
+                            key <= max(dues),
                         ),
                     )
                 )
         return found
-
-    @staticmethod
-    def _ids_by_day(keys: Sequence[tuple[Any, datetime]]) -> dict[date, list[Any]]:
-        by_day: dict[date, list[Any]] = defaultdict(list)
-        for entity_id, due in keys:
-            by_day[due.date()].append(entity_id)
-        return by_day
 
     def insert_from_select(self, conn: sa.Connection, day: date, rows: sa.Select[Any]) -> int:
         """Insert what `rows` selects into `day`'s table or partition, on `conn`.
