@@ -153,10 +153,13 @@ def demo(seconds: float, per_kind: int) -> None:
     config = app.loaded().config
     console = Console()
     summary = run_demo(config, app.plugins, spread=seconds, per_kind=per_kind, console=console)
-    table = Table(
-        title=f"demo summary: {summary.seeded} entities in {summary.seconds:.0f} s "
-        f"({config.database_url})"
+    console.print(
+        f"demo summary: {summary.seeded} entities in {summary.seconds:.0f} s "
+        f"({config.database_url})",
+        markup=False,
+        highlight=False,
     )
+    table = Table()
     table.add_column("outcome")
     table.add_column("count", justify="right")
     for outcome, count in sorted(summary.outcomes.items()):
