@@ -49,3 +49,9 @@ def setup_logging(level: str = "info", fmt: str = "rich") -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # While the database is away, SQLAlchemy's pool logs an ERROR with a traceback
+    # for every pooled connection it fails to reset; the node's own outage line
+    # already says the database is unavailable, once.  Shown at debug level.
+    logging.getLogger("sqlalchemy.pool").setLevel(
+        logging.DEBUG if level == "debug" else logging.CRITICAL
+    )
