@@ -280,21 +280,6 @@ class SqlJobStore:
             )
         return result.rowcount
 
-    def recover_expired(self) -> int:
-        """Jobs whose lease ran out (their node died or hung) wait again.
-
-        The attempt counter keeps the lost run, so the next claim sees the
-        next attempt number and the same job key.
-        """
-        with self._engine.begin() as conn:
-            now = utc_naive(self.db_now(conn))
-            result = conn.execute(
-                jobs.update()
-                .where(jobs.c.state == _CLAIMED, jobs.c.lease_until < now)
-                .values(state=_WAITING, owner=None, lease_until=None)
-            )
-        return result.rowcount
-
 
 def _trim(error: str | None) -> str | None:
     if error is None or len(error) <= MAX_ERROR:
