@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from infsched.dburl import DatabaseUrl
 from infsched.errors import DatabaseUnreachableError
+from infsched.mysql_decoders import conversions
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -32,7 +33,11 @@ def create_engine(url: DatabaseUrl, *, pool_size: int = 10, **kwargs: Any) -> sa
         engine = sa.create_engine(url.sqlalchemy_url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    connect_args = {"init_command": "SET time_zone = '+00:00'", "connect_timeout": 10}
+    connect_args: dict[str, Any] = {
+        "init_command": "SET time_zone = '+00:00'",
+        "connect_timeout": 10,
+        "conv": conversions(),
+    }
     connect_args.update(kwargs.pop("connect_args", {}))
     return sa.create_engine(
         url.sqlalchemy_url,
