@@ -51,9 +51,10 @@ jobs = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     # Claims read one priority at a time, oldest run time first: an index range per priority.
     sa.Index("ix_infsched_jobs_claim", "state", "priority", "run_at"),
-    sa.Index("ix_infsched_jobs_lease", "state", "lease_until"),
-    # Lease renewal touches only its own node's rows (no locks on other nodes' jobs).
-    sa.Index("ix_infsched_jobs_owner", "owner", "state"),
+    # No index on owner or lease_until: a claim would have to move an entry in each
+    # (a third of the claim's cost, docs/performance.md).  Renewal and recovery read
+    # the claimed jobs through the claim index's state prefix instead; there are
+    # only as many as the nodes have in flight.
     sa.Index("ix_infsched_jobs_entity", "repository", "entity_id"),
 )
 

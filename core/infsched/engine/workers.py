@@ -107,7 +107,10 @@ class Workers:
         #: Jobs claimed before this (database time) may have lost their lease: a renewal
         #: came too late once, and another node may have taken them meanwhile.
         self._suspect_before = datetime.min.replace(tzinfo=UTC)
-        self.max_outstanding = max(2 * config.thread_pool_size, 2 * config.batch_size)
+        # Four batches: one being claimed, one running, one being recorded and one
+        # spare, so the claimer rarely waits for the recorder (two made the
+        # execute benchmark about a fifth slower: docs/performance.md).
+        self.max_outstanding = max(2 * config.thread_pool_size, 4 * config.batch_size)
         self._pool = ThreadPoolExecutor(config.thread_pool_size, thread_name_prefix="infsched-exec")
         self._lock = threading.Lock()
         self._capacity = threading.Condition(self._lock)

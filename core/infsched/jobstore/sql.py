@@ -143,21 +143,18 @@ class SqlJobStore:
         if limit <= 0 or not repositories:
             return []
         with self._engine.begin() as conn:
-            # The database's clock, read in the claim itself (one round trip less).
-            clock = self._dialect.current_timestamp()
-            now_expr: sa.ColumnElement[Any] = (
-                clock
-                if clock is not None
-                else sa.literal(utc_naive(self._clock.now()), sa.DateTime())
-            )
-            rows: list[sa.Row[Any]] = []
+            # The database's clock, read once per claim: selected with every row it
+            # cost a DATETIME parse per job, far more than this round trip.
+            now = self.db_now(conn)
+            naive_now = utc_naive(now)
+            rows: list[Any] = []  # Rows of _CLAIMED_COLUMNS, unpacked below
             for priority in self._priorities(conn):
                 query = (
-                    sa.select(*_CLAIMED_COLUMNS, now_expr.label("db_now"))
+                    sa.select(*_CLAIMED_COLUMNS)
                     .where(
                         jobs.c.state == _WAITING,
                         jobs.c.priority == priority,
-                        jobs.c.run_at <= now_expr,
+                        jobs.c.run_at <= naive_now,
                     )
                     .order_by(jobs.c.run_at)
                     .limit(limit - len(rows))
@@ -172,14 +169,10 @@ class SqlJobStore:
             if not rows:
                 self._priorities_read_at = float("-inf")  # nothing due: look again next time
                 return []
-            naive_now = rows[0].db_now
-            if isinstance(naive_now, str):  # SQLite returns a bound DATETIME as text
-                naive_now = datetime.fromisoformat(naive_now)
-            now = _aware(naive_now)
             lease_until = naive_now + timedelta(seconds=lease_seconds)
             conn.execute(
                 jobs.update()
-                .where(jobs.c.id.in_([r.id for r in rows]))
+                .where(jobs.c.id.in_([r[0] for r in rows]))
                 .values(
                     state=_CLAIMED,
                     owner=owner,
@@ -187,21 +180,33 @@ class SqlJobStore:
                     attempt=jobs.c.attempt + 1,
                 )
             )
+        # Unpacked as tuples: a Row's attribute lookup by name cost more than the rest.
         return [
             ClaimedJob(
-                id=r.id,
-                job_key=r.job_key,
-                repository=r.repository,
-                executor=r.executor,
-                entity_id=r.entity_id,
-                due_at=_aware(r.due_at),
-                run_at=_aware(r.run_at),
-                priority=r.priority,
-                attempt=r.attempt + 1,
-                payload=r.payload,
+                id=job_id,
+                job_key=key,
+                repository=repository,
+                executor=executor,
+                entity_id=entity_id,
+                due_at=_aware(due_at),
+                run_at=_aware(run_at),
+                priority=priority,
+                attempt=attempt + 1,
+                payload=payload,
                 claimed_at=now,
             )
-            for r in rows
+            for (
+                job_id,
+                key,
+                repository,
+                executor,
+                entity_id,
+                due_at,
+                run_at,
+                priority,
+                attempt,
+                payload,
+            ) in rows
         ]
 
     def _priorities(self, conn: sa.Connection) -> tuple[int, ...]:
