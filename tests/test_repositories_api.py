@@ -318,6 +318,28 @@ def test_mark_scheduled_spans_days_and_large_batches(repo: Repo) -> None:
     assert ids(repo.find_unscheduled(TODAY, TODAY + 3 * DAY, 1000)) == ids(stored[1400:])
 
 
+def test_a_repository_built_unscheduled_has_no_bookkeeping_and_refuses_scheduling(
+    backend: Backend,
+) -> None:
+    repo = backend.make(name="stored", scheduled=False)
+    stored = repo.insert_many([reminder(TODAY + i * timedelta(hours=9)) for i in range(3)])
+    assert list(repo.find_all_by_date_range(TODAY, TODAY + 2 * DAY)) == stored
+    with backend.engine.connect() as conn:
+        tables = [t for t in sa.inspect(conn).get_table_names() if t.startswith("stored")]
+        assert tables
+        for table in tables:
+            columns = {c["name"] for c in sa.inspect(conn).get_columns(table)}
+            assert "infsched_job_at" not in columns, table
+    # Moving an entity to another day needs no bookkeeping either.
+    assert repo.update_by_id(id_of(stored[0]), {"due": TODAY + DAY})
+    with pytest.raises(EntityError, match="'stored' was built with scheduled=False"):
+        repo.find_unscheduled(TODAY, TODAY + 2 * DAY, 10)
+    with backend.engine.begin() as conn, pytest.raises(EntityError, match="scheduled=False"):
+        repo.lock_unscheduled(conn, TODAY, TODAY + 2 * DAY, 10)
+    with backend.engine.begin() as conn, pytest.raises(EntityError, match="scheduled=False"):
+        repo.mark_scheduled(conn, stored, NOW)
+
+
 def test_retention_horizon_is_the_start_of_the_oldest_retained_day(backend: Backend) -> None:
     repo = backend.make(retention_days=4)
     assert repo.retention_horizon() == TODAY - 4 * DAY

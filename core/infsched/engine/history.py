@@ -149,7 +149,10 @@ def _text(value: datetime | None) -> str | None:
     """A datetime as the naive UTC text both databases read into a DATETIME column."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat is C; strftime parses its format string on every call.
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _short(error: str | None) -> str | None:

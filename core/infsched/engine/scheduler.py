@@ -67,6 +67,7 @@ def history_repository(
         retention_days=retention_days,
         precreate_days=1,
         clock=clock,
+        scheduled=False,
     )
     if engine.dialect.name in {"mysql", "mariadb"}:
         return PartitionedRepository(options)

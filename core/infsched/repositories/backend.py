@@ -39,6 +39,10 @@ class RepositoryOptions(Generic[E]):
     clock: Clock = attrs.field(factory=SystemClock)
     #: Where ids for entities inserted without one come from; one per process by default.
     id_generator: IdGenerator = attrs.field(factory=default_id_generator)
+    #: Whether the engine schedules jobs from these entities.  False leaves out the
+    #: ``infsched_job_at`` column and its index, which a repository that only
+    #: stores rows (the job history) would otherwise maintain on every insert.
+    scheduled: bool = True
 
     @property
     def table_name(self) -> str:

@@ -182,9 +182,12 @@ class DayShardedRepository(ABC, Generic[T, K]):
 
     def _build_table(self, name: str, *, partitioned: bool) -> sa.Table:
         table = self._spec.table(self._metadata, name, primary_key_with_sharding=partitioned)
-        table.append_column(sa.Column(JOB_AT, _JOB_AT_TYPE, nullable=True))
-        # find_unscheduled reads "no job yet" rows in key order straight off this index.
-        sa.Index(f"ix_{name}_job_at"[:64], table.c[JOB_AT], table.c[self._key], table.c[self._id])
+        if self.options.scheduled:
+            table.append_column(sa.Column(JOB_AT, _JOB_AT_TYPE, nullable=True))
+            # find_unscheduled reads "no job yet" rows in key order straight off this index.
+            sa.Index(
+                f"ix_{name}_job_at"[:64], table.c[JOB_AT], table.c[self._key], table.c[self._id]
+            )
         names = [str(ix.name) for ix in table.indexes]
         if len(set(names)) != len(names):
             raise ValueError(
@@ -564,6 +567,13 @@ class DayShardedRepository(ABC, Generic[T, K]):
 
     # -- the engine's bookkeeping --
 
+    def _require_scheduled(self) -> None:
+        if not self.options.scheduled:
+            raise EntityError(
+                f"repository {self.name!r} was built with scheduled=False: it keeps no "
+                "record of which entities have jobs, so the engine cannot schedule from it"
+            )
+
     def find_unscheduled(
         self, start: datetime, end: datetime, limit: int, *, conn: sa.Connection | None = None
     ) -> list[T]:
@@ -574,6 +584,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
         racing on one repository take disjoint batches, and neither can
         schedule an entity the other is scheduling.
         """
+        self._require_scheduled()
         bounds = self._range(start, end)
         if bounds is None or limit <= 0:
             return []
@@ -610,6 +621,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
         of whole entities: the engine copies the rows into the job store with
         one INSERT … SELECT and never needs them in Python.
         """
+        self._require_scheduled()
         bounds = self._range(start, end)
         if bounds is None or limit <= 0:
             return []
@@ -697,6 +709,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
         self, conn: sa.Connection, keys: Sequence[tuple[Any, datetime]], when: datetime
     ) -> None:
         """Record on `conn` that jobs exist for the entities of `keys` (id, naive UTC key)."""
+        self._require_scheduled()
         stamp = require_utc(when, "when").replace(tzinfo=None)
         for table, where in self.sources(keys):
             try:
@@ -717,8 +730,9 @@ class DayShardedRepository(ABC, Generic[T, K]):
             changes[field] = self._rows.value_to_db(field, value)
         if self._key in changes:
             self._refuse_expired(changes[self._key], self.retention_horizon().replace(tzinfo=None))
-            # A new due time needs a new job: the entity is offered to the engine again.
-            changes[JOB_AT] = None
+            if self.options.scheduled:
+                # A new due time needs a new job: the entity is offered to the engine again.
+                changes[JOB_AT] = None
         return changes
 
     def _locate(
