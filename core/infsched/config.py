@@ -318,6 +318,9 @@ class SchedulerConfig:
     max_jobs_per_fetch: int = attrs.field(default=10_000, validator=_positive_integer)
     #: Rows per multi-row statement and per transaction on the hot path.
     batch_size: int = attrs.field(default=1000, validator=_positive_integer)
+    #: Batches one repository's fetch cycle moves at once, each in its own transaction,
+    #: when more than one batch is waiting (MySQL/MariaDB; always 1 on SQLite).
+    fetch_connections: int = attrs.field(default=2, validator=_positive_integer)
     #: Threads running executors on this node.
     thread_pool_size: int = attrs.field(default=20, validator=_positive_integer)
     #: What a job claimed more than misfire_threshold after its due time does.
@@ -384,6 +387,7 @@ _COERCE: dict[str, Callable[[object, attrs.Attribute[Any]], Any]] = {
     "lookahead_window": _number,
     "max_jobs_per_fetch": _integer,
     "batch_size": _integer,
+    "fetch_connections": _integer,
     "thread_pool_size": _integer,
     "misfire_threshold": _number,
     "clustering": _boolean,

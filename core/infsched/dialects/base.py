@@ -81,6 +81,9 @@ class Dialect(ABC):
     names: ClassVar[tuple[str, ...]]
     #: True when DDL joins the open transaction (SQLite); False when it commits it (MySQL).
     transactional_ddl: ClassVar[bool]
+    #: True when several transactions can write at once, each skipping rows the
+    #: others lock (MySQL); False when one writer holds the whole database (SQLite).
+    concurrent_writers: ClassVar[bool]
     #: RANGE partitioning, or None where the database has none.
     range_partitioning: RangePartitioning | None = None
 

@@ -121,6 +121,7 @@ class MySQLRangePartitioning:
 class MySQLDialect(Dialect):
     names = ("mysql", "mariadb")
     transactional_ddl = False
+    concurrent_writers = True
 
     def __init__(self) -> None:
         self.range_partitioning = MySQLRangePartitioning()

@@ -17,6 +17,7 @@ from infsched.dialects.base import Dialect, RowInserter
 class SQLiteDialect(Dialect):
     names = ("sqlite",)
     transactional_ddl = True
+    concurrent_writers = False
 
     def create_table(self, conn: sa.Connection, table: sa.Table, suffix: str = "") -> None:
         if suffix:
