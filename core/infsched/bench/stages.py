@@ -42,6 +42,9 @@ Result = dict[str, Any]
 Progress = Callable[[str], None]
 
 BATCH = 1000
+#: Seconds between looks at whether a stage has finished: each look costs the
+#: stage measured a connection checkout and a query.
+POLL = 0.1
 
 
 def _noop(job: JobContext[BenchMessage]) -> None:
@@ -225,8 +228,8 @@ class Bench:
             started = time.perf_counter()
             scheduler.start()
             try:
-                while _hot_rows(engine) > 0:
-                    time.sleep(0.05)
+                while _any_hot(engine):
+                    time.sleep(POLL)
                 rate = self.rows / (time.perf_counter() - started)
             finally:
                 scheduler.stop(grace=5)
@@ -357,9 +360,19 @@ def _hot_rows(engine: sa.Engine) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar_one())
 
 
+def _any_hot(engine: sa.Engine) -> bool:
+    """Whether any job is left in the hot table.
+
+    An EXISTS, not a COUNT: polled twenty times a second, a count over
+    100,000 rows took a tenth of the server's time from the stage measured.
+    """
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.exists().select_from(jobs))).scalar_one() is True
+
+
 def _drained(engine: sa.Engine, repo: ShardingRepository[BenchMessage, int]) -> bool:
     """Every entity has a job and every job has finished (cheap: no count over history)."""
-    if _hot_rows(engine) > 0:
+    if _any_hot(engine):
         return False
     until = datetime.now(UTC) + timedelta(days=3)
     return not repo.find_unscheduled(repo.retention_horizon(), until, 1)
