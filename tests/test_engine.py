@@ -123,6 +123,40 @@ def test_backlog_beyond_max_jobs_per_fetch_drains_without_waiting(any_url: Datab
     assert len(set(executor.keys())) == 300
 
 
+def test_concurrent_movers_share_the_cycles_budget_and_schedule_each_entity_once(
+    mysql_url: DatabaseUrl,
+) -> None:
+    repo = repository_for(mysql_url)
+    repo.maintain()
+    entities = repo.insert_many(reminders(300, now() - timedelta(minutes=5)))
+    s = scheduler_for(
+        mysql_url,
+        repo,
+        RecordingExecutor(),
+        batch_size=10,
+        max_jobs_per_fetch=95,
+        fetch_connections=3,
+    )
+    s.store.create_schema()
+    fetcher = s.fetchers[0]
+    assert fetcher._movers == 3
+    first = fetcher.run_cycle()
+    # Three movers, batches of ten, and still exactly the cycle's 95.
+    assert (first.moved, first.full) == (95, True)
+    cycles = [fetcher.run_cycle() for _ in range(4)]
+    assert [c.moved for c in cycles] == [95, 95, 15, 0]
+    assert [c.full for c in cycles] == [True, True, False, False]
+    with s.engine.connect() as conn:
+        keys = conn.execute(sa.select(jobs.c.entity_id)).scalars().all()
+    assert sorted(keys) == sorted(str(e.id) for e in entities)
+
+
+def test_sqlite_fetches_on_one_connection(sqlite_url: DatabaseUrl) -> None:
+    repo = repository_for(sqlite_url)
+    s = scheduler_for(sqlite_url, repo, RecordingExecutor(), fetch_connections=4)
+    assert s.fetchers[0]._movers == 1
+
+
 def test_repeated_and_racing_fetches_schedule_each_entity_once(any_url: DatabaseUrl) -> None:
     repo = repository_for(any_url)
     repo.maintain()
