@@ -93,6 +93,9 @@ class Entity(Protocol):
     __attrs_attrs__: ClassVar[Any]
 
 
+#: Types whose JSON value is already the field's value (from_json skips from_db for them).
+_AS_IN_JSON = frozenset({str, int, float})
+
 _UTC_DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
@@ -301,12 +304,15 @@ class EntitySpec:
         return out
 
     def from_json(self, data: Mapping[str, Any]) -> Any:
+        """The entity of a `to_json` snapshot (a worker does this for every job it runs)."""
         values: dict[str, Any] = {}
         for c in self.columns:
             raw = data.get(c.name)
-            if raw is not None and c.python_type is date:
-                raw = date.fromisoformat(raw)
-            values[c.name] = c.from_db(raw)
+            if raw is not None and c.python_type not in _AS_IN_JSON:
+                if c.python_type is date:
+                    raw = date.fromisoformat(raw)
+                raw = c.from_db(raw)
+            values[c.name] = raw
         return self.cls(**values)
 
     def table(
