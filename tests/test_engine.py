@@ -21,7 +21,7 @@ from infsched.engine.fetcher import Fetcher
 from infsched.engine.scheduler import InfiniteScheduler
 from infsched.entities import column, id_field, sharding_key
 from infsched.executors import ExecutorSpec
-from infsched.jobstore.base import Outcome, job_key
+from infsched.jobstore.base import Outcome, entity_key_prefix, entity_of_key, job_key
 from infsched.metrics.sink import Labels
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
@@ -149,6 +149,33 @@ def test_concurrent_movers_share_the_cycles_budget_and_schedule_each_entity_once
     with s.engine.connect() as conn:
         keys = conn.execute(sa.select(jobs.c.entity_id)).scalars().all()
     assert sorted(keys) == sorted(str(e.id) for e in entities)
+
+
+def test_a_job_key_names_its_entity_and_starts_with_its_prefix() -> None:
+    due = datetime(2026, 11, 27, 9, 0, 0, 1, tzinfo=UTC)
+    for entity_id in (42, "a:b", "50%_off", ""):
+        key = job_key("orders", entity_id, due)
+        assert entity_of_key(key) == str(entity_id)
+        assert key.startswith(entity_key_prefix("orders", entity_id))
+    assert entity_of_key("no colon") is None
+    assert entity_of_key("one:colon") is None
+
+
+def test_status_by_entity_and_repository_reads_the_live_row_through_the_key_prefix(
+    mysql_url: DatabaseUrl,
+) -> None:
+    repo = repository_for(mysql_url)
+    repo.maintain()
+    stored = repo.insert_many(reminders(3, now() + timedelta(minutes=10)))
+    s = scheduler_for(mysql_url, repo, RecordingExecutor(), lookahead_window=3600)
+    s.store.create_schema()
+    s.run_fetch_cycles()
+    status = s.status(repo.name, stored[1].id)
+    assert status.live is not None
+    assert status.live["entity_id"] == str(stored[1].id)
+    assert status.state == "waiting"
+    # The prefix ends at the colon: an id that starts another's matches nothing.
+    assert s.status(repo.name, str(stored[1].id)[:-1]).live is None
 
 
 def test_sqlite_fetches_on_one_connection(sqlite_url: DatabaseUrl) -> None:

@@ -55,7 +55,10 @@ jobs = sa.Table(
     # (a third of the claim's cost, docs/performance.md).  Renewal and recovery read
     # the claimed jobs through the claim index's state prefix instead; there are
     # only as many as the nodes have in flight.
-    sa.Index("ix_infsched_jobs_entity", "repository", "entity_id"),
+    # No index on (repository, entity_id) either: the unique job_key starts with
+    # "repository:entity_id:", so `jobs show` finds an entity's jobs by that prefix
+    # (jobstore.base.entity_key_prefix), and every insert and delete maintains one
+    # index less (about a tenth of the schedule stage, docs/performance.md).
 )
 
 leases = sa.Table(

@@ -32,7 +32,8 @@ class JobOutcome:
 
     id: int | None = id_field()
     finished_at: datetime = sharding_key()
-    job_key: str = column(length=255, index=True)
+    # Not indexed: `jobs show KEY` finds outcomes by the entity id inside the key.
+    job_key: str = column(length=255)
     repository: str = column(length=48)
     entity_id: str = column(length=191, index=True)
     executor: str = column(length=48)

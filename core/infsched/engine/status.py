@@ -10,6 +10,7 @@ import attrs
 import sqlalchemy as sa
 
 from infsched.engine.history import History, JobOutcome
+from infsched.jobstore.base import entity_key_prefix
 from infsched.schema import jobs
 
 
@@ -42,7 +43,12 @@ def job_status(
     key = str(entity_id)
     query = sa.select(jobs).where(jobs.c.entity_id == key)
     if repository is not None:
-        query = query.where(jobs.c.repository == repository)
+        # A range of the unique job_key index; without a repository the (bounded)
+        # hot table is scanned.
+        prefix = entity_key_prefix(repository, key)
+        query = query.where(
+            jobs.c.repository == repository, jobs.c.job_key.startswith(prefix, autoescape=True)
+        )
     with engine.connect() as conn:
         live = {row["repository"]: dict(row) for row in conn.execute(query).mappings()}
     outcomes: dict[str, list[JobOutcome]] = {}

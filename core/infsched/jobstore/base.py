@@ -24,6 +24,23 @@ def job_key(repository: str, entity_id: object, due_at: datetime) -> str:
     return f"{repository}:{entity_id}:{due_at:%Y%m%dT%H%M%S.%fZ}"
 
 
+def entity_of_key(key: str) -> str | None:
+    """The entity id a job key names, or None if `key` does not look like one.
+
+    The repository name holds no colon and the due-time part none either, so
+    whatever lies between the first and the last colon is the entity id.
+    """
+    first, last = key.find(":"), key.rfind(":")
+    if first < 0 or last <= first:
+        return None
+    return key[first + 1 : last]
+
+
+def entity_key_prefix(repository: str, entity_id: object) -> str:
+    """What every job key of one entity of `repository` starts with."""
+    return f"{repository}:{entity_id}:"
+
+
 class JobState(enum.Enum):
     """States of a row in the hot job table."""
 

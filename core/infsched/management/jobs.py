@@ -24,7 +24,7 @@ from infsched.engine.controls import Controls
 from infsched.engine.history import History, JobOutcome
 from infsched.engine.status import JobStatus, job_status
 from infsched.errors import InfschedError
-from infsched.jobstore.base import JobState, Outcome
+from infsched.jobstore.base import JobState, Outcome, entity_of_key
 from infsched.jobstore.sql import SqlJobStore
 from infsched.management.counts import job_counts
 from infsched.management.history import HistoryReader, quantile
@@ -190,11 +190,22 @@ class JobAdmin:
         with self.engine.connect() as conn:
             live = conn.execute(sa.select(jobs).where(jobs.c.job_key == ref)).mappings().first()
         horizon = self.history.repository.retention_horizon()
-        outcomes = sorted(
-            self.history.repository.find_all_by_column(
-                "job_key", ref, horizon, now + timedelta(days=1)
-            ),
-            key=lambda o: (o.finished_at, o.id or 0),
+        # History has no job_key index (one less per outcome written); a key names
+        # its entity, whose index finds the outcomes, and the key picks among them.
+        named = entity_of_key(ref)
+        outcomes = (
+            sorted(
+                (
+                    o
+                    for o in self.history.repository.find_all_by_column(
+                        "entity_id", named, horizon, now + timedelta(days=1)
+                    )
+                    if o.job_key == ref
+                ),
+                key=lambda o: (o.finished_at, o.id or 0),
+            )
+            if named is not None
+            else []
         )
         if live is not None or outcomes:
             name = live["repository"] if live is not None else outcomes[0].repository
