@@ -245,7 +245,7 @@ def test_a_job_is_committed_before_it_counts_as_scheduled(
     def crash(*args: object, **kwargs: object) -> None:
         raise sa.exc.OperationalError("UPDATE", {}, Exception("connection lost"))
 
-    monkeypatch.setattr(repo, "mark_keys_scheduled", crash)
+    monkeypatch.setattr(repo, "mark_locked", crash)
     with pytest.raises(sa.exc.OperationalError):
         s.run_fetch_cycles()
     assert job_rows(s) == 0  # the job insert was rolled back with the failed mark

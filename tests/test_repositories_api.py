@@ -309,6 +309,30 @@ def test_find_unscheduled_and_mark_scheduled(repo: Repo) -> None:
     assert repo.find_unscheduled(TODAY, TODAY + 4 * DAY, 100) == stored[3:]
 
 
+def test_lock_unscheduled_returns_ids_and_key_range_and_skips_what_another_holds(
+    backend: Backend, repo: Repo
+) -> None:
+    stored = repo.insert_many([reminder(TODAY + i * timedelta(hours=5)) for i in range(8)])
+    end = TODAY + 3 * DAY
+    with repo.engine.begin() as conn:
+        locked = repo.lock_unscheduled(conn, TODAY, end, 3)
+        assert sorted(i for lot in locked for i in lot.ids) == ids(stored[:3])
+        assert (locked[0].first, locked[-1].last) == (
+            stored[0].due.replace(tzinfo=None),
+            stored[2].due.replace(tzinfo=None),
+        )
+        if backend.url.is_mysql:
+            # Another transaction skips the three.  (On a partitioned table the first
+            # scan also holds the first row of each later partition it merged in,
+            # until it commits: those are skipped too, and taken by a later batch.)
+            with repo.engine.begin() as other:
+                rest = {i for lot in repo.lock_unscheduled(other, TODAY, end, 10) for i in lot.ids}
+                assert set(ids(stored[3:5])) <= rest <= set(ids(stored[3:]))
+        repo.mark_locked(conn, locked, NOW)
+    left = repo.find_unscheduled(TODAY, end, 100)
+    assert left == stored[3:]
+
+
 def test_mark_scheduled_spans_days_and_large_batches(repo: Repo) -> None:
     stored = repo.insert_many(
         [reminder(TODAY + timedelta(minutes=2 * i)) for i in range(1500)]  # two days

@@ -144,6 +144,10 @@ class Dialect(ABC):
     def json_field(self, column: sa.ColumnElement[Any], python_type: type) -> sa.ColumnElement[Any]:
         """`column` as it must appear in a JSON snapshot that `EntitySpec.from_json` reads back."""
 
+    def json_array_agg(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """An aggregate giving the column's values of a group as one JSON array (text)."""
+        return sa.func.json_arrayagg(column, type_=sa.Text())
+
     def json_object(
         self, fields: Sequence[tuple[str, sa.ColumnElement[Any]]]
     ) -> sa.ColumnElement[str]:

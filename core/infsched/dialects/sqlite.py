@@ -80,6 +80,9 @@ class SQLiteDialect(Dialect):
         # One node writes a SQLite file; its clock is the only one there is.
         return None
 
+    def json_array_agg(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.func.json_group_array(column, type_=sa.Text())
+
     def lock_skipping_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
         # A write transaction already holds the whole database.
         return query

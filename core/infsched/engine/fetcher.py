@@ -146,15 +146,15 @@ class Fetcher:
             # (id, key) pairs cross the wire; PyMySQL's per-value costs stay out of it.
             with self.store.engine.begin() as conn:
                 began = time.monotonic()
-                keys = repo.lock_unscheduled(conn, start, end, limit)
+                locked = repo.lock_unscheduled(conn, start, end, limit)
                 self.metrics.observe(
                     "repository_query_seconds", time.monotonic() - began, self._labels
                 )
-                if keys:
-                    for table, where in repo.sources(keys):
+                if locked:
+                    for table, where in repo.sources(locked):
                         self.store.add_jobs_from(conn, self._copy(table, where, now))
-                    repo.mark_keys_scheduled(conn, keys, now)
-            return len(keys)
+                    repo.mark_locked(conn, locked, now)
+            return sum(len(lot.ids) for lot in locked)
         # Two databases: the jobs commit first, then the marks.  A crash in between
         # leaves the entities unmarked; the next cycle offers the same job keys and
         # the store ignores those still waiting (see docs/architecture.md).

@@ -50,6 +50,21 @@ class ShardStatus:
 
 
 @attrs.frozen
+class LockedEntities:
+    """Unscheduled entities of one physical table, locked for scheduling on a connection.
+
+    Only their ids cross the wire (one JSON array), with the smallest and
+    largest sharding key (naive UTC) of the lot, which bound every statement
+    that then copies or marks them.
+    """
+
+    table: sa.Table
+    ids: tuple[Any, ...]
+    first: datetime
+    last: datetime
+
+
+@attrs.frozen
 class MaintenanceReport:
     """What one `maintain()` run did."""
 
@@ -146,14 +161,20 @@ class ShardingRepository(Protocol[T, K]):
 
     def lock_unscheduled(
         self, conn: sa.Connection, start: datetime, end: datetime, limit: int
-    ) -> list[tuple[Any, datetime]]:
-        """(id, naive UTC sharding key) of up to `limit` unscheduled entities, locked on `conn`."""
+    ) -> list[LockedEntities]:
+        """Up to `limit` unscheduled entities of [start, end), locked on `conn`, per table."""
         ...
 
     def sources(
-        self, keys: Sequence[tuple[Any, datetime]]
+        self, locked: Sequence[LockedEntities]
     ) -> list[tuple[sa.Table, sa.ColumnElement[bool]]]:
-        """Per day: the table and a WHERE selecting exactly the entities of `keys`."""
+        """Per table: a WHERE selecting exactly the `locked` entities."""
+        ...
+
+    def mark_locked(
+        self, conn: sa.Connection, locked: Sequence[LockedEntities], when: datetime
+    ) -> None:
+        """Record on `conn` that jobs exist for the `locked` entities."""
         ...
 
     def mark_keys_scheduled(

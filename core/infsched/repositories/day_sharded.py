@@ -9,6 +9,7 @@ queries, inserts, updates and deletes are written once, here, against
 
 from __future__ import annotations
 
+import json
 import threading
 from abc import ABC, abstractmethod
 from collections import defaultdict
@@ -28,6 +29,7 @@ from infsched.errors import EntityError
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import (
     DuplicateEntityError,
+    LockedEntities,
     MaintenanceReport,
     RetentionError,
     ShardStatus,
@@ -614,61 +616,76 @@ class DayShardedRepository(ABC, Generic[T, K]):
 
     def lock_unscheduled(
         self, conn: sa.Connection, start: datetime, end: datetime, limit: int
-    ) -> list[tuple[Any, datetime]]:
-        """(id, sharding key as naive UTC) of up to `limit` unscheduled entities, locked on `conn`.
+    ) -> list[LockedEntities]:
+        """Up to `limit` unscheduled entities of [start, end), locked on `conn`, per table.
 
-        Like find_unscheduled with a connection, but reads two columns instead
-        of whole entities: the engine copies the rows into the job store with
-        one INSERT … SELECT and never needs them in Python.
+        Like find_unscheduled with a connection (rows another transaction holds
+        are skipped), but nothing of the rows comes back except their ids, as
+        one JSON array per table, and the smallest and largest key: the locking
+        SELECT runs inside an aggregate.  Returning the 1,000 locked rows of a
+        batch to Python cost more than locking them.
         """
         self._require_scheduled()
         bounds = self._range(start, end)
         if bounds is None or limit <= 0:
             return []
         self._ready()
-        found: list[tuple[Any, datetime]] = []
+        found: list[LockedEntities] = []
+        taken = 0
         for segment in self._segments(conn, *bounds):
             table = segment.table
             key, ident = table.c[self._key], table.c[self._id]
-            query = (
+            rows = self._dialect.lock_skipping_locked(
                 sa.select(ident, key)
                 .where(table.c[JOB_AT].is_(None), *segment.bounds(self._key))
                 .order_by(key, ident)
-                .limit(limit - len(found))
+                .limit(limit - taken)
+            ).subquery()
+            summary = sa.select(
+                sa.func.min(rows.c[self._key]),
+                sa.func.max(rows.c[self._key]),
+                self._dialect.json_array_agg(rows.c[self._id]),
             )
-            rows = self._each_skipping_missing(conn, [self._dialect.lock_skipping_locked(query)])
-            found.extend((r[self._id], r[self._key]) for r in rows)
-            if len(found) >= limit:
+            try:
+                first, last, ids = conn.execute(summary).one()
+            except DBAPIError as exc:
+                if not self._missing(exc):
+                    raise
+                continue
+            first, last = self._rows_datetime(first), self._rows_datetime(last)
+            if ids is None or first is None or last is None:
+                continue
+            locked = tuple(json.loads(ids))
+            if not locked:
+                continue
+            found.append(LockedEntities(table, locked, first, last))
+            taken += len(locked)
+            if taken >= limit:
                 break
         return found
 
     def sources(
-        self, keys: Sequence[tuple[Any, datetime]]
+        self, locked: Sequence[LockedEntities]
     ) -> list[tuple[sa.Table, sa.ColumnElement[bool]]]:
-        """For each day of `keys`: its table and a WHERE that selects exactly those entities.
+        """Per table of `locked`: a WHERE that selects exactly those entities.
 
         Besides the ids, the WHERE bounds the sharding key by the smallest and
-        largest key of the chunk: that prunes a partitioned table to one
-        partition, and whichever index the optimizer picks (the primary key
-        or the key's), it reads only the chunk's stretch of the day.  With
+        largest key of the lot: that prunes a partitioned table to the
+        partitions of the batch, and whichever index the optimizer picks (the
+        primary key or the key's), it reads only the batch's stretch.  With
         day-wide bounds, stale statistics once led MariaDB to scan the day.
         """
         found = []
-        by_day: dict[date, list[tuple[Any, datetime]]] = defaultdict(list)
-        for entity_id, due in keys:
-            by_day[due.date()].append((entity_id, due))
-        for day, pairs in sorted(by_day.items()):
-            table = self._table_for_day(day)
-            key = table.c[self._key]
-            for chunk in _chunks(pairs, IN_LIST_SIZE):
-                dues = [due for _, due in chunk]
+        for lot in locked:
+            key = lot.table.c[self._key]
+            for chunk in _chunks(lot.ids, IN_LIST_SIZE):
                 found.append(
                     (
-                        table,
+                        lot.table,
                         sa.and_(
-                            table.c[self._id].in_([entity_id for entity_id, _ in chunk]),
-                            key >= min(dues),
-                            key <= max(dues),
+                            lot.table.c[self._id].in_(list(chunk)),
+                            key >= lot.first,
+                            key <= lot.last,
                         ),
                     )
                 )
@@ -710,8 +727,27 @@ class DayShardedRepository(ABC, Generic[T, K]):
     ) -> None:
         """Record on `conn` that jobs exist for the entities of `keys` (id, naive UTC key)."""
         self._require_scheduled()
+        by_day: dict[date, list[tuple[Any, datetime]]] = defaultdict(list)
+        for entity_id, due in keys:
+            by_day[due.date()].append((entity_id, due))
+        locked = [
+            LockedEntities(
+                self._table_for_day(day),
+                tuple(entity_id for entity_id, _ in pairs),
+                min(due for _, due in pairs),
+                max(due for _, due in pairs),
+            )
+            for day, pairs in sorted(by_day.items())
+        ]
+        self.mark_locked(conn, locked, when)
+
+    def mark_locked(
+        self, conn: sa.Connection, locked: Sequence[LockedEntities], when: datetime
+    ) -> None:
+        """Record on `conn` that jobs exist for the `locked` entities."""
+        self._require_scheduled()
         stamp = require_utc(when, "when").replace(tzinfo=None)
-        for table, where in self.sources(keys):
+        for table, where in self.sources(locked):
             try:
                 conn.execute(table.update().where(where).values({JOB_AT: stamp}))
             except DBAPIError as exc:
