@@ -20,7 +20,7 @@ from infsched.cluster.nodes import NodeIdInUseError, NodeRegistry, NodeState, ju
 from infsched.cluster.outage import RETRY_CONFLICT, RETRY_OUTAGE, DatabaseOutage, is_conflict
 from infsched.cluster.recovery import reclaim_own, recover_expired, still_held
 from infsched.dburl import DatabaseUrl
-from infsched.jobstore.base import ClaimedJob, NewJob
+from infsched.jobstore.base import ClaimedJob, Finished, NewJob, Outcome
 from infsched.jobstore.sql import SqlJobStore
 from infsched.schema import jobs, nodes
 from infsched.schema import leases as leases_table
@@ -315,6 +315,41 @@ def test_a_restarted_node_id_takes_back_its_claimed_jobs_at_once(
     with engine.connect() as conn:
         owners = conn.execute(sa.select(jobs.c.owner, jobs.c.attempt)).all()
     assert sorted(owners, key=str) == sorted([(None, 1)] * 3 + [("n2", 1)], key=str)
+
+
+def test_a_late_outcome_leaves_the_run_that_replaced_it_alone(
+    any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    engine = engine_for(any_url)
+    store = store_for(engine)
+    add_jobs(store, 2)
+    first = store.claim_due("n1", 2, 300.0, ["r"])
+    # n1's leases lapsed and n1 itself claimed both jobs again (attempt 2) before
+    # the outcomes of attempt 1 arrived: one success, one failure with a retry.
+    assert reclaim_own(engine, "n1") == 2
+    second = store.claim_due("n1", 2, 300.0, ["r"])
+    assert sorted(j.attempt for j in second) == [2, 2]
+    late = [
+        Finished(first[0], Outcome.SUCCEEDED, NOW, NOW),
+        Finished(first[1], Outcome.FAILED, NOW, NOW, "boom", NOW + timedelta(minutes=5)),
+    ]
+    store.finish("n1", late, lambda conn, results: None)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(jobs.c.state, jobs.c.attempt, jobs.c.owner)).all()
+    assert sorted(rows) == [("claimed", 2, "n1")] * 2  # neither deleted nor rescheduled
+    # The outcomes of the runs that hold the rows now are recorded as usual.
+    by_id = {j.id: j for j in second}
+    store.finish(
+        "n1",
+        [
+            Finished(by_id[first[0].id], Outcome.SUCCEEDED, NOW, NOW),
+            Finished(by_id[first[1].id], Outcome.FAILED, NOW, NOW, "boom", NOW),
+        ],
+        lambda conn, results: None,
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(jobs.c.id, jobs.c.state, jobs.c.attempt)).all()
+    assert rows == [(first[1].id, "waiting", 2)]
 
 
 def test_outcomes_of_jobs_claimed_again_meanwhile_are_found(

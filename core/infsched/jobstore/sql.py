@@ -15,6 +15,7 @@ at a time, so there a claim is a plain transaction on a single node.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -228,12 +229,17 @@ class SqlJobStore:
 
         Done jobs are deleted; failed ones wait for their retry time; dead ones
         stay as dead letters.  Rows this node no longer owns (its lease expired
-        and another node took the job) are left alone.
+        and another node took the job) are left alone, and so is a row claimed
+        again since (a higher attempt), even by this node: an outcome that came
+        too late must not delete or reschedule the run that replaced it.
         """
         if not results:
             return
         mine = sa.or_(jobs.c.owner == owner, jobs.c.owner.is_(None))
-        done = [r.job.id for r in results if r.outcome in _DONE]
+        done: dict[int, list[int]] = defaultdict(list)
+        for r in results:
+            if r.outcome in _DONE:
+                done[r.job.attempt].append(r.job.id)
         # Retries wait again until their retry time; dead letters keep their run time.
         kept = [
             {
@@ -241,18 +247,25 @@ class SqlJobStore:
                 "b_state": _WAITING if r.outcome is Outcome.FAILED else _DEAD,
                 "b_run_at": utc_naive(r.retry_at if r.retry_at is not None else r.job.run_at),
                 "b_error": _trim(r.error),
+                "b_attempt": r.job.attempt,
             }
             for r in results
             if r.outcome is Outcome.DEAD or (r.outcome is Outcome.FAILED and r.retry_at)
         ]
         with self._engine.begin() as conn:
             write_history(conn, results)
-            if done:
-                conn.execute(jobs.delete().where(jobs.c.id.in_(done), mine))
+            for attempt, ids in done.items():
+                conn.execute(
+                    jobs.delete().where(jobs.c.id.in_(ids), jobs.c.attempt == attempt, mine)
+                )
             if kept:
                 conn.execute(
                     jobs.update()
-                    .where(jobs.c.id == sa.bindparam("b_id"), mine)
+                    .where(
+                        jobs.c.id == sa.bindparam("b_id"),
+                        jobs.c.attempt == sa.bindparam("b_attempt"),
+                        mine,
+                    )
                     .values(
                         state=sa.bindparam("b_state"),
                         owner=None,
