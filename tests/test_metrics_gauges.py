@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -82,3 +84,33 @@ def test_gauges_read_the_job_table_and_the_nodes(
         conn.execute(sa.text("DELETE FROM infsched_jobs WHERE state = 'waiting'"))
     sampler.sample()
     assert sink.gauge("jobs_backlog", repository="sms") == 0
+
+
+class SlowSampler(GaugeSampler):
+    """A sampler whose samples take `seconds` each (a large job table to count)."""
+
+    def __init__(self, store: SqlJobStore, seconds: float) -> None:
+        super().__init__(store, MetricsRecorder([GaugeSink()]), "node-a", ["sms"], interval=0.01)
+        self.seconds = seconds
+        self.taken = 0
+
+    def sample(self) -> None:
+        self.taken += 1
+        time.sleep(self.seconds)
+
+
+def test_slow_samples_space_themselves_out(
+    sqlite_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    store = SqlJobStore(engine_for(sqlite_url), SystemClock())
+    fast, slow = SlowSampler(store, 0.0), SlowSampler(store, 0.01)
+    for sampler in (fast, slow):
+        stop = threading.Event()
+        thread = threading.Thread(target=sampler.run, args=(stop,))
+        thread.start()
+        time.sleep(0.6)
+        stop.set()
+        thread.join()
+    # Every 0.01 s when a sample is instant; 0.01 s samples wait 100 times as long.
+    assert fast.taken >= 10
+    assert slow.taken == 1

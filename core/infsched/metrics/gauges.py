@@ -34,6 +34,10 @@ from infsched.metrics.recorder import MetricsRecorder
 log = logging.getLogger("infsched.metrics")
 
 
+#: A sample taking t seconds is followed by at least DUTY_FACTOR * t seconds of rest.
+DUTY_FACTOR = 100.0
+
+
 class GaugeSampler:
     """Samples the job-table and process gauges of one node."""
 
@@ -103,7 +107,14 @@ class GaugeSampler:
         self._cpu = cpu
 
     def run(self, stop: threading.Event) -> None:
-        """Sample until `stop` is set, every `interval` seconds."""
+        """Sample until `stop` is set, every `interval` seconds or less often.
+
+        The job gauges count the whole hot table; when it is large (a backlog
+        of 100,000 due jobs took 0.2 s to count) the wait after a sample grows
+        to DUTY_FACTOR times the sample's duration, so that counting never
+        takes more than about 1 % of the time of the database it measures.
+        """
         while not stop.is_set():
+            began = time.monotonic()
             self.sample()
-            stop.wait(self.interval)
+            stop.wait(max(self.interval, DUTY_FACTOR * (time.monotonic() - began)))
