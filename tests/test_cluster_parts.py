@@ -317,6 +317,25 @@ def test_a_restarted_node_id_takes_back_its_claimed_jobs_at_once(
     assert sorted(owners, key=str) == sorted([(None, 1)] * 3 + [("n2", 1)], key=str)
 
 
+@pytest.mark.parametrize("distinct", [3, 20])
+def test_claims_take_the_highest_priority_first_however_many_priorities(
+    any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine], distinct: int
+) -> None:
+    # Up to MAX_PRIORITY_PROBES priorities are read one MAX() at a time, beyond
+    # that with one SELECT DISTINCT: both must give every priority, in order.
+    store = store_for(engine_for(any_url))
+    with store.engine.begin() as conn:
+        store.add_jobs(
+            conn,
+            [
+                NewJob(f"r:{i}:k", "r", "x", str(i), NOW - timedelta(minutes=1), i % distinct, "{}")
+                for i in range(40)
+            ],
+        )
+    order = [j.priority for j in store.claim_due("n1", 40, 30.0, ["r"])]
+    assert order == sorted((i % distinct for i in range(40)), reverse=True)
+
+
 def test_a_late_outcome_leaves_the_run_that_replaced_it_alone(
     any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
 ) -> None:

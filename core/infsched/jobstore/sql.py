@@ -42,12 +42,13 @@ _CLAIMED_COLUMNS = (
     jobs.c.entity_id,
     jobs.c.due_at,
     jobs.c.run_at,
-    jobs.c.priority,
     jobs.c.attempt,
     jobs.c.payload,
 )
 #: Seconds the set of waiting priorities is reused between claims.
 PRIORITY_TTL = 1.0
+#: Distinct priorities read one by one before a single SELECT DISTINCT is cheaper.
+MAX_PRIORITY_PROBES = 16
 #: Longest error text kept on a job row.
 MAX_ERROR = 4000
 
@@ -149,6 +150,8 @@ class SqlJobStore:
             now = self.db_now(conn)
             naive_now = utc_naive(now)
             rows: list[Any] = []  # Rows of _CLAIMED_COLUMNS, unpacked below
+            # Each priority's rows: the priority is the query's, not read per row.
+            batches: list[tuple[int, Sequence[Any]]] = []
             for priority in self._priorities(conn):
                 query = (
                     sa.select(*_CLAIMED_COLUMNS)
@@ -164,7 +167,9 @@ class SqlJobStore:
                     query = query.where(jobs.c.repository == repositories[0])
                 else:
                     query = query.where(jobs.c.repository.in_(list(repositories)))
-                rows.extend(conn.execute(self._dialect.lock_skipping_locked(query)).all())
+                found = conn.execute(self._dialect.lock_skipping_locked(query)).all()
+                batches.append((priority, found))
+                rows.extend(found)
                 if len(rows) >= limit:
                     break
             if not rows:
@@ -196,6 +201,7 @@ class SqlJobStore:
                 payload=payload,
                 claimed_at=now,
             )
+            for priority, found in batches
             for (
                 job_id,
                 key,
@@ -204,10 +210,9 @@ class SqlJobStore:
                 entity_id,
                 due_at,
                 run_at,
-                priority,
                 attempt,
                 payload,
-            ) in rows
+            ) in found
         ]
 
     def _priorities(self, conn: sa.Connection) -> tuple[int, ...]:
@@ -217,12 +222,31 @@ class SqlJobStore:
         waits behind the priorities already known, and no job is ever skipped.
         """
         if time.monotonic() - self._priorities_read_at > PRIORITY_TTL:
-            found = conn.execute(
-                sa.select(jobs.c.priority).where(jobs.c.state == _WAITING).distinct()
-            ).scalars()
-            self._priority_values = tuple(sorted(found, reverse=True))
+            self._priority_values = self._read_priorities(conn)
             self._priorities_read_at = time.monotonic()
         return self._priority_values
+
+    @staticmethod
+    def _read_priorities(conn: sa.Connection) -> tuple[int, ...]:
+        """The distinct priorities of waiting jobs, highest first.
+
+        One MAX() per value, each a single descent of the claim index: a
+        SELECT DISTINCT read every waiting row's entry (18 ms a call with
+        50,000 waiting jobs).  Past MAX_PRIORITY_PROBES values, DISTINCT it is.
+        """
+        found: list[int] = []
+        while len(found) < MAX_PRIORITY_PROBES:
+            query = sa.select(sa.func.max(jobs.c.priority)).where(jobs.c.state == _WAITING)
+            if found:
+                query = query.where(jobs.c.priority < found[-1])
+            value = conn.execute(query).scalar()
+            if value is None:
+                return tuple(found)
+            found.append(int(value))
+        every = conn.execute(
+            sa.select(jobs.c.priority).where(jobs.c.state == _WAITING).distinct()
+        ).scalars()
+        return tuple(sorted(every, reverse=True))
 
     def finish(self, owner: str, results: Sequence[Finished], write_history: HistoryWriter) -> None:
         """Record outcomes in one transaction: history rows, then the hot table.
