@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import attrs
 import sqlalchemy as sa
@@ -76,9 +76,12 @@ class NewJob:
     payload: str  # JSON snapshot of the entity
 
 
-@attrs.frozen
-class ClaimedJob:
-    """A job this node claimed and holds a lease on."""
+class ClaimedJob(NamedTuple):
+    """A job this node claimed and holds a lease on.
+
+    A NamedTuple, not a frozen attrs class like the other values here: one is
+    built for every job a node runs, and a tuple builds in a third of the time.
+    """
 
     id: int
     job_key: str
@@ -95,9 +98,8 @@ class ClaimedJob:
     claimed_at: datetime
 
 
-@attrs.frozen
-class Finished:
-    """The end of one claimed run, reported back to the store."""
+class Finished(NamedTuple):
+    """The end of one claimed run, reported back to the store (a NamedTuple, as ClaimedJob)."""
 
     job: ClaimedJob
     outcome: Outcome
