@@ -152,8 +152,9 @@ def _text(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    # isoformat is C; strftime parses its format string on every call.
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    # isoformat is C (strftime parses its format on every call), and cutting off
+    # "+00:00" is cheaper than replace(tzinfo=None) first.
+    return value.isoformat(" ")[:-6]
 
 
 def _short(error: str | None) -> str | None:

@@ -40,8 +40,10 @@ _CLAIMED_COLUMNS = (
     jobs.c.repository,
     jobs.c.executor,
     jobs.c.entity_id,
-    jobs.c.due_at,
-    jobs.c.run_at,
+    # As text: parsed straight into an aware datetime (see _utc_text), where the
+    # driver's datetime would still need .replace(tzinfo=UTC), the slower half.
+    sa.cast(jobs.c.due_at, sa.String()),
+    sa.cast(jobs.c.run_at, sa.String()),
     jobs.c.attempt,
     jobs.c.payload,
 )
@@ -51,6 +53,11 @@ PRIORITY_TTL = 1.0
 MAX_PRIORITY_PROBES = 16
 #: Longest error text kept on a job row.
 MAX_ERROR = 4000
+
+
+def _utc_text(text: str) -> datetime:
+    """A DATETIME column read as text (naive UTC) as an aware datetime."""
+    return datetime.fromisoformat(text + "+00:00")
 
 
 def _aware(value: datetime) -> datetime:
@@ -194,8 +201,8 @@ class SqlJobStore:
                 repository=repository,
                 executor=executor,
                 entity_id=entity_id,
-                due_at=_aware(due_at),
-                run_at=_aware(run_at),
+                due_at=_utc_text(due_at),
+                run_at=_utc_text(run_at),
                 priority=priority,
                 attempt=attempt + 1,
                 payload=payload,
