@@ -22,6 +22,7 @@ import math
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -294,13 +295,21 @@ class Workers:
         if bound.is_batch:
             self._run_batch(bound, jobs)
             return
-        for i, job in enumerate(jobs):
-            if self._stop_claiming.is_set():
-                # Stopping: the rest of this chunk never started; stop() gives it back.
-                with self._lock:
-                    self._unstarted.extend(jobs[i:])
-                return
-            self._run_one(bound, job)
+        # Successes are counted once per chunk and repository, not once per job.
+        succeeded: Counter[tuple[str, str]] = Counter()
+        try:
+            for i, job in enumerate(jobs):
+                if self._stop_claiming.is_set():
+                    # Stopping: the rest of this chunk never started; stop() gives it back.
+                    with self._lock:
+                        self._unstarted.extend(jobs[i:])
+                    return
+                self._run_one(bound, job, succeeded)
+        finally:
+            for (repository, executor), count in succeeded.items():
+                self.metrics.increment(
+                    "jobs_executed_total", count, {"repository": repository, "executor": executor}
+                )
 
     def _start(self, job: ClaimedJob, bound: BoundExecutor) -> datetime:
         started = self.clock.now()
@@ -322,7 +331,9 @@ class Workers:
                 return False
             return True
 
-    def _run_one(self, bound: BoundExecutor, job: ClaimedJob) -> None:
+    def _run_one(
+        self, bound: BoundExecutor, job: ClaimedJob, succeeded: Counter[tuple[str, str]]
+    ) -> None:
         try:
             context = self._context(job)
         except Exception as exc:  # a snapshot the entity type no longer accepts
@@ -341,7 +352,7 @@ class Workers:
         except Exception as exc:
             error = exc
         if self._end(job):
-            self._conclude(job, bound, started, error)
+            self._conclude(job, bound, started, error, succeeded)
 
     def _run_batch(self, bound: BoundExecutor, jobs: list[ClaimedJob]) -> None:
         contexts: list[JobContext[Any]] = []
@@ -375,14 +386,23 @@ class Workers:
                 self._conclude(job, bound, started[job.id], error)
 
     def _conclude(
-        self, job: ClaimedJob, bound: BoundExecutor, started: datetime, error: BaseException | None
+        self,
+        job: ClaimedJob,
+        bound: BoundExecutor,
+        started: datetime,
+        error: BaseException | None,
+        succeeded: Counter[tuple[str, str]] | None = None,
     ) -> None:
+        """Record a run's outcome; a success is counted in `succeeded` if given, else at once."""
         now = self.clock.now()
-        labels = self._labels(job)
         if error is None:
-            self.metrics.increment("jobs_executed_total", 1, labels)
+            if succeeded is None:
+                self.metrics.increment("jobs_executed_total", 1, self._labels(job))
+            else:
+                succeeded[job.repository, job.executor] += 1
             self._record(job, started, Outcome.SUCCEEDED, None, now)
             return
+        labels = self._labels(job)
         self.metrics.increment("jobs_failed_total", 1, labels)
         text = _describe(error)
         job_log = job_logger(job.job_key, job.repository)
