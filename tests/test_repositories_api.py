@@ -333,6 +333,22 @@ def test_lock_unscheduled_returns_ids_and_key_range_and_skips_what_another_holds
     assert left == stored[3:]
 
 
+def test_lock_unscheduled_fails_loudly_when_the_ids_do_not_fit(backend: Backend) -> None:
+    if not backend.url.is_mysql:
+        pytest.skip("SQLite's json_group_array has no length limit")
+    repo = backend.make()
+    repo.insert_many([reminder(TODAY + i * timedelta(minutes=1)) for i in range(50)])
+    with repo.engine.begin() as conn:
+        conn.execute(sa.text("SET SESSION group_concat_max_len = 64"))
+        with pytest.raises(RuntimeError, match="50 entities were locked but the database"):
+            repo.lock_unscheduled(conn, TODAY, TODAY + DAY, 50)
+        conn.execute(sa.text("SET SESSION group_concat_max_len = 67108864"))
+        # Nothing was marked: the same batch is whole the next time.
+        assert (
+            sum(len(lot.ids) for lot in repo.lock_unscheduled(conn, TODAY, TODAY + DAY, 50)) == 50
+        )
+
+
 def test_mark_scheduled_spans_days_and_large_batches(repo: Repo) -> None:
     stored = repo.insert_many(
         [reminder(TODAY + timedelta(minutes=2 * i)) for i in range(1500)]  # two days

@@ -34,7 +34,9 @@ def create_engine(url: DatabaseUrl, *, pool_size: int = 10, **kwargs: Any) -> sa
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     connect_args: dict[str, Any] = {
-        "init_command": "SET time_zone = '+00:00'",
+        # UTC sessions; and room for a fetch batch's ids in one JSON_ARRAYAGG, which
+        # MariaDB cuts at group_concat_max_len (1 MB by default).
+        "init_command": "SET time_zone = '+00:00', group_concat_max_len = 67108864",
         "connect_timeout": 10,
         "conv": conversions(),
     }

@@ -642,26 +642,46 @@ class DayShardedRepository(ABC, Generic[T, K]):
                 .limit(limit - taken)
             ).subquery()
             summary = sa.select(
+                sa.func.count(),
                 sa.func.min(rows.c[self._key]),
                 sa.func.max(rows.c[self._key]),
                 self._dialect.json_array_agg(rows.c[self._id]),
             )
             try:
-                first, last, ids = conn.execute(summary).one()
+                count, first, last, ids = conn.execute(summary).one()
             except DBAPIError as exc:
                 if not self._missing(exc):
                     raise
                 continue
-            first, last = self._rows_datetime(first), self._rows_datetime(last)
-            if ids is None or first is None or last is None:
+            if not count:
                 continue
-            locked = tuple(json.loads(ids))
-            if not locked:
+            locked = self._locked_ids(count, ids)
+            first, last = self._rows_datetime(first), self._rows_datetime(last)
+            if first is None or last is None:  # not with a count above 0
                 continue
             found.append(LockedEntities(table, locked, first, last))
             taken += len(locked)
             if taken >= limit:
                 break
+        return found
+
+    def _locked_ids(self, count: int, ids: str | None) -> tuple[Any, ...]:
+        """The ids of a JSON array that must hold `count` of them.
+
+        MariaDB cuts an aggregate at group_concat_max_len (1 MB by default;
+        create_engine raises it to 64 MB): a batch whose ids do not fit must
+        fail loudly, never schedule a part of what it locked.
+        """
+        try:
+            found = tuple(json.loads(ids)) if ids is not None else ()
+        except ValueError:
+            found = ()
+        if len(found) != count:
+            raise RuntimeError(
+                f"repository {self.name!r}: {count} entities were locked but the database "
+                f"returned {len(found)} of their ids (group_concat_max_len too small for "
+                "the batch?); lower batch_size or raise group_concat_max_len"
+            )
         return found
 
     def sources(
