@@ -352,20 +352,18 @@ def test_a_late_outcome_leaves_the_run_that_replaced_it_alone(
         Finished(first[0], Outcome.SUCCEEDED, NOW, NOW),
         Finished(first[1], Outcome.FAILED, NOW, NOW, "boom", NOW + timedelta(minutes=5)),
     ]
-    store.finish("n1", late, lambda conn, results: None)
+    # Both outcomes came too late: the store says so, and touches neither row.
+    assert store.finish("n1", late, lambda conn, results: None) == 2
     with engine.connect() as conn:
         rows = conn.execute(sa.select(jobs.c.state, jobs.c.attempt, jobs.c.owner)).all()
     assert sorted(rows) == [("claimed", 2, "n1")] * 2  # neither deleted nor rescheduled
     # The outcomes of the runs that hold the rows now are recorded as usual.
     by_id = {j.id: j for j in second}
-    store.finish(
-        "n1",
-        [
-            Finished(by_id[first[0].id], Outcome.SUCCEEDED, NOW, NOW),
-            Finished(by_id[first[1].id], Outcome.FAILED, NOW, NOW, "boom", NOW),
-        ],
-        lambda conn, results: None,
-    )
+    current = [
+        Finished(by_id[first[0].id], Outcome.SUCCEEDED, NOW, NOW),
+        Finished(by_id[first[1].id], Outcome.FAILED, NOW, NOW, "boom", NOW),
+    ]
+    assert store.finish("n1", current, lambda conn, results: None) == 0
     with engine.connect() as conn:
         rows = conn.execute(sa.select(jobs.c.id, jobs.c.state, jobs.c.attempt)).all()
     assert rows == [(first[1].id, "waiting", 2)]

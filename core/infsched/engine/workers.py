@@ -479,9 +479,15 @@ class Workers:
                 held = still_held(conn, self.node_id, [(r.job.id, r.job.attempt) for r in results])
                 lost[:] = [r for r in results if r.job.id not in held]
 
-        self.store.finish(self.node_id, batch, write_history)
-        if lost:
-            self._count_lost(lost, "their leases had expired before the outcomes were written")
+        # The store says how many outcomes found their job claimed again (or gone): the
+        # exact count, whether or not the check above ran; the check names examples.
+        stale = self.store.finish(self.node_id, batch, write_history)
+        if stale:
+            self._count_lost(
+                stale,
+                [r.job.job_key for r in lost],
+                "their leases had expired before the outcomes were written",
+            )
 
     def _may_have_lapsed(self, results: Sequence[Finished]) -> bool:
         # Read in the opposite order to the keeper's writes (see _keep_loop).
@@ -490,15 +496,18 @@ class Workers:
             return True
         return time.monotonic() + min(1.0, self.job_lease / 4) >= good_until
 
-    def _count_lost(self, lost: Sequence[Finished], why: str, *, at_once: bool = False) -> None:
-        """Count outcomes written too late or not at all: those jobs run again elsewhere.
+    def _count_lost(
+        self, count: int, examples: Sequence[str], why: str, *, at_once: bool = False
+    ) -> None:
+        """Count `count` outcomes written too late or not at all: those jobs run again.
 
-        Logged at most every LOST_LOG_INTERVAL seconds, as one line for the lot.
+        Logged at most every LOST_LOG_INTERVAL seconds, as one line for the lot,
+        with up to three of the job keys in `examples`.
         """
-        self.lost_outcomes += len(lost)
-        self.metrics.increment("jobs_outcome_lost_total", len(lost))
-        self._lost_unlogged += len(lost)
-        self._lost_examples = (self._lost_examples + [r.job.job_key for r in lost])[:3]
+        self.lost_outcomes += count
+        self.metrics.increment("jobs_outcome_lost_total", count)
+        self._lost_unlogged += count
+        self._lost_examples = (self._lost_examples + list(examples))[:3]
         self._lost_why = why
         if at_once or time.monotonic() - self._lost_logged_at >= LOST_LOG_INTERVAL:
             self._log_lost()
@@ -506,12 +515,13 @@ class Workers:
     def _log_lost(self) -> None:
         if not self._lost_unlogged:
             return
+        examples = f" (e.g. {', '.join(self._lost_examples)})" if self._lost_examples else ""
         log.warning(
-            "%d jobs ran here but %s (e.g. %s); they run again, with the same job key and "
+            "%d jobs ran here but %s%s; they run again, with the same job key and "
             "the next attempt number; %d such jobs on this node in all",
             self._lost_unlogged,
             self._lost_why,
-            ", ".join(self._lost_examples),
+            examples,
             self.lost_outcomes,
         )
         self._lost_unlogged = 0
@@ -544,7 +554,8 @@ class Workers:
                 self._write(batch)
             except sa.exc.DBAPIError as exc:
                 self._count_lost(
-                    batch,
+                    len(batch),
+                    [r.job.job_key for r in batch],
                     f"the outcomes could not be recorded at shutdown ({type(exc).__name__})",
                     at_once=True,
                 )

@@ -133,8 +133,11 @@ class JobStore(Protocol):
         owner: str,
         results: Sequence[Finished],
         write_history: Callable[[sa.Connection, Sequence[Finished]], None],
-    ) -> None:
-        """Record outcomes: delete done jobs, reschedule retries, keep dead letters."""
+    ) -> int:
+        """Record outcomes: delete done jobs, reschedule retries, keep dead letters.
+
+        Returns how many outcomes came too late: their job was gone or claimed again.
+        """
         ...
 
     def release(self, owner: str, job_ids: Sequence[int]) -> int:

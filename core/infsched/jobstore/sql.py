@@ -255,7 +255,7 @@ class SqlJobStore:
         ).scalars()
         return tuple(sorted(every, reverse=True))
 
-    def finish(self, owner: str, results: Sequence[Finished], write_history: HistoryWriter) -> None:
+    def finish(self, owner: str, results: Sequence[Finished], write_history: HistoryWriter) -> int:
         """Record outcomes in one transaction: history rows, then the hot table.
 
         Done jobs are deleted; failed ones wait for their retry time; dead ones
@@ -263,9 +263,12 @@ class SqlJobStore:
         and another node took the job) are left alone, and so is a row claimed
         again since (a higher attempt), even by this node: an outcome that came
         too late must not delete or reschedule the run that replaced it.
+
+        Returns how many outcomes found their job row gone or claimed again:
+        those jobs run (or ran) again elsewhere.
         """
         if not results:
-            return
+            return 0
         mine = sa.or_(jobs.c.owner == owner, jobs.c.owner.is_(None))
         done: dict[int, list[int]] = defaultdict(list)
         for r in results:
@@ -283,14 +286,16 @@ class SqlJobStore:
             for r in results
             if r.outcome is Outcome.DEAD or (r.outcome is Outcome.FAILED and r.retry_at)
         ]
+        stale = 0
         with self._engine.begin() as conn:
             write_history(conn, results)
             for attempt, ids in done.items():
-                conn.execute(
+                deleted = conn.execute(
                     jobs.delete().where(jobs.c.id.in_(ids), jobs.c.attempt == attempt, mine)
-                )
+                ).rowcount
+                stale += len(ids) - deleted
             if kept:
-                conn.execute(
+                updated = conn.execute(
                     jobs.update()
                     .where(
                         jobs.c.id == sa.bindparam("b_id"),
@@ -305,7 +310,9 @@ class SqlJobStore:
                         last_error=sa.bindparam("b_error"),
                     ),
                     kept,
-                )
+                ).rowcount
+                stale += len(kept) - updated
+        return stale
 
     def release(self, owner: str, job_ids: Sequence[int]) -> int:
         """Give claimed-but-unstarted jobs back; the claim does not count as an attempt."""
