@@ -336,6 +336,27 @@ def test_claims_take_the_highest_priority_first_however_many_priorities(
     assert order == sorted((i % distinct for i in range(40)), reverse=True)
 
 
+def test_an_unowned_job_row_holds_blanks_that_read_back_as_none(
+    any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    # Fixed-width, never-NULL owner and lease let a claim update the row in place.
+    engine = engine_for(any_url)
+    store = store_for(engine)
+    add_jobs(store, 2)
+    store.claim_due("n1", 1, 300.0, ["r"])
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT owner, lease_until FROM infsched_jobs ORDER BY id")
+        ).all()
+        read = conn.execute(sa.select(jobs.c.owner, jobs.c.lease_until).order_by(jobs.c.id)).all()
+    assert stored[0][0] == "n1"
+    assert stored[1][0] == ""
+    assert str(stored[1][1]).startswith("1970-01-01 00:00:00")
+    assert read[0].owner == "n1"
+    assert read[0].lease_until is not None
+    assert tuple(read[1]) == (None, None)
+
+
 def test_a_late_outcome_leaves_the_run_that_replaced_it_alone(
     any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
 ) -> None:

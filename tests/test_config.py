@@ -323,3 +323,11 @@ def test_describe_lists_every_field_with_its_source_and_hides_the_password() -> 
     assert rows["database_url"] == ("mysql+pymysql://app:***@127.0.0.1/sched", "flag --db")
     assert rows["plugins"] == ("(none)", "default")
     assert SECRET not in repr(rows)
+
+
+def test_a_node_id_must_fit_the_job_tables_owner_column() -> None:
+    assert SchedulerConfig(node_id="n" * 128).node_id == "n" * 128
+    assert "node_id: " in config_error(node_id="n" * 129)
+    assert "at most 128 characters" in config_error(node_id="n" * 129)
+    assert "without surrounding spaces" in config_error(node_id="node-a ")
+    assert "non-empty" in config_error(node_id="  ")

@@ -23,6 +23,7 @@ import attrs
 from infsched.dburl import DEFAULT_SQLITE_URL, DatabaseUrl
 from infsched.errors import ConfigError
 from infsched.names import check_name
+from infsched.schema import MAX_NODE_ID
 
 DEFAULT_CONFIG_FILE = Path("infsched.toml")
 ENV_PREFIX = "INFSCHED_"
@@ -174,6 +175,15 @@ def _boolean_value(inst: object, field: attrs.Attribute[Any], value: object) -> 
 
 def _text_value(inst: object, field: attrs.Attribute[Any], value: object) -> None:
     _text(value, field)
+
+
+def _node_id_value(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    text = _text(value, field)
+    # The job table's owner column is CHAR(MAX_NODE_ID), which drops trailing spaces.
+    if text != value or len(text) > MAX_NODE_ID:
+        raise _bad(
+            field, value, f"expected at most {MAX_NODE_ID} characters, without surrounding spaces"
+        )
 
 
 def to_sink_names(value: str | Sequence[str]) -> tuple[str, ...]:
@@ -332,7 +342,7 @@ class SchedulerConfig:
     #: Whether several nodes share the database (leases, heartbeats).
     clustering: bool = attrs.field(default=False, validator=_boolean_value)
     #: This node's name in the cluster.
-    node_id: str = attrs.field(factory=default_node_id, validator=_text_value)
+    node_id: str = attrs.field(factory=default_node_id, validator=_node_id_value)
     #: Seconds between a node's heartbeats.
     heartbeat_interval: float = attrs.field(default=5.0, validator=_positive_number)
     #: Seconds a claimed job stays leased to its node without renewal; after a node dies,

@@ -29,7 +29,7 @@ from infsched.clock import Clock, utc_naive
 from infsched.cluster.dbtime import database_now
 from infsched.dialects import dialect_for
 from infsched.jobstore.base import JobState
-from infsched.schema import jobs
+from infsched.schema import jobs, unowned
 
 #: Jobs returned to waiting per transaction.
 RECOVER_BATCH = 1000
@@ -93,7 +93,7 @@ def still_held(conn: sa.Connection, owner: str, claims: Sequence[tuple[int, int]
         sa.select(jobs.c.id, jobs.c.attempt)
         .where(
             jobs.c.id.in_(list(attempts)),
-            sa.or_(jobs.c.owner == owner, jobs.c.owner.is_(None)),
+            sa.or_(jobs.c.owner == owner, *unowned()),
         )
         .with_for_update()
     )

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from infsched.clock import Clock, SystemClock, utc_naive
 from infsched.dialects import dialect_for
 from infsched.jobstore.base import ClaimedJob, Finished, JobState, NewJob, Outcome
-from infsched.schema import create_schema, jobs
+from infsched.schema import create_schema, jobs, unowned
 
 HistoryWriter = Callable[[sa.Connection, Sequence[Finished]], None]
 
@@ -269,7 +269,7 @@ class SqlJobStore:
         """
         if not results:
             return 0
-        mine = sa.or_(jobs.c.owner == owner, jobs.c.owner.is_(None))
+        mine = sa.or_(jobs.c.owner == owner, *unowned())
         done: dict[int, list[int]] = defaultdict(list)
         for r in results:
             if r.outcome in _DONE:
