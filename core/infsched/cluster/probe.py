@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -57,6 +58,9 @@ calls = sa.Table(
     "probe_calls",
     calls_metadata,
     sa.Column("id", sa.BigInteger(), primary_key=True, autoincrement=True),
+    # One per call: a row written again after a commit whose answer was lost (the
+    # database went away meanwhile) is ignored, so every row is one real call.
+    sa.Column("call_id", sa.String(32), nullable=False, unique=True),
     sa.Column("job_key", sa.String(255), nullable=False, index=True),
     sa.Column("entity_id", sa.BigInteger(), nullable=False, index=True),
     sa.Column("node", sa.String(128), nullable=False),
@@ -67,8 +71,8 @@ calls = sa.Table(
 )
 
 _INSERT = sa.text(
-    "INSERT INTO probe_calls (job_key, entity_id, node, pid, attempt, due, at) "
-    "VALUES (:job_key, :entity_id, :node, :pid, :attempt, :due, "
+    "INSERT IGNORE INTO probe_calls (call_id, job_key, entity_id, node, pid, attempt, due, at) "
+    "VALUES (:call_id, :job_key, :entity_id, :node, :pid, :attempt, :due, "
     "TIMESTAMPADD(MICROSECOND, -:delay, UTC_TIMESTAMP(6)))"
 )
 
@@ -101,6 +105,7 @@ class RecordingProbe:
         if self.engine is None:
             return
         row = {
+            "call_id": uuid.uuid4().hex,
             "job_key": job.job_key,
             "entity_id": job.entity.id,
             "node": self.node,
