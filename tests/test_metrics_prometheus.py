@@ -289,7 +289,11 @@ def test_infsched_run_serves_metrics_on_the_metrics_port(tmp_path: Path) -> None
                 samples = scrape(url)
             except OSError:
                 samples = {}
-            if ("infsched_jobs_backlog", frozenset({("repository", "sms")})) in samples:
+            # One sample sets the job gauges, then the process ones: wait for both.
+            if ("infsched_jobs_backlog", frozenset({("repository", "sms")})) in samples and (
+                "infsched_process_resident_memory_bytes",
+                frozenset(),
+            ) in samples:
                 break
             time.sleep(0.1)
         assert value(samples, "infsched_jobs_backlog", repository="sms") == 0, node.poll()
