@@ -129,6 +129,9 @@ class Workers:
         #: Jobs of chunks that were running when stop() began, never started.
         self._unstarted: list[ClaimedJob] = []
         self.lost_outcomes = 0
+        #: The last write of outcomes failed: the next cannot tell its own commit from
+        #: another node's work by the rows alone (see _write).
+        self._write_failed = False
         self._lost_unlogged = 0
         self._lost_examples: list[str] = []
         self._lost_why = ""
@@ -481,10 +484,15 @@ class Workers:
 
         # The store says how many outcomes found their job claimed again (or gone): the
         # exact count, whether or not the check above ran; the check names examples.
+        # After a failed write the rows may be gone because that write did commit (its
+        # answer was lost with the connection): then only the check's count is sure.
+        retried = self._write_failed
         stale = self.store.finish(self.node_id, batch, write_history)
-        if stale:
+        self._write_failed = False
+        count = len(lost) if retried else stale
+        if count:
             self._count_lost(
-                stale,
+                count,
                 [r.job.job_key for r in lost],
                 "their leases had expired before the outcomes were written",
             )
@@ -539,6 +547,7 @@ class Workers:
                 self._write(pending)
                 outage.ok()
             except Exception as exc:
+                self._write_failed = True
                 self._stop_all.wait(outage.failed(exc))
                 continue
             self._settle(len(pending))
@@ -553,6 +562,7 @@ class Workers:
             try:
                 self._write(batch)
             except sa.exc.DBAPIError as exc:
+                self._write_failed = True
                 self._count_lost(
                     len(batch),
                     [r.job.job_key for r in batch],
