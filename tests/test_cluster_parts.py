@@ -264,12 +264,13 @@ def test_lock_conflicts_are_retried_at_once_and_bugs_logged_once(
 # -- recovery --
 
 
-def add_jobs(store: SqlJobStore, count: int) -> None:
+def add_jobs(store: SqlJobStore, count: int, priority: Callable[[int], int] = lambda i: 0) -> None:
+    """`count` due jobs of repository "r"; job i has priority `priority(i)`."""
     with store.engine.begin() as conn:
         store.add_jobs(
             conn,
             [
-                NewJob(f"r:{i}:k", "r", "x", str(i), NOW - timedelta(minutes=1), 0, "{}")
+                NewJob(f"r:{i}:k", "r", "x", str(i), NOW - timedelta(minutes=1), priority(i), "{}")
                 for i in range(count)
             ],
         )
@@ -324,14 +325,7 @@ def test_claims_take_the_highest_priority_first_however_many_priorities(
     # Up to MAX_PRIORITY_PROBES priorities are read one MAX() at a time, beyond
     # that with one SELECT DISTINCT: both must give every priority, in order.
     store = store_for(engine_for(any_url))
-    with store.engine.begin() as conn:
-        store.add_jobs(
-            conn,
-            [
-                NewJob(f"r:{i}:k", "r", "x", str(i), NOW - timedelta(minutes=1), i % distinct, "{}")
-                for i in range(40)
-            ],
-        )
+    add_jobs(store, 40, lambda i: i % distinct)
     order = [j.priority for j in store.claim_due("n1", 40, 30.0, ["r"])]
     assert order == sorted((i % distinct for i in range(40)), reverse=True)
 
