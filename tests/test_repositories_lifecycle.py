@@ -8,11 +8,13 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from infsched.clock import FixedClock
 from infsched.database import create_engine
 from infsched.dialects import dialect_for
+from infsched.errors import ConfigError
 from infsched.repositories.day_sharded import DayShardedRepository
 from tests.repositories_support import (
     BACKENDS,
@@ -248,3 +250,20 @@ def test_two_processes_creating_the_same_day_table_at_once(multi_table: Backend)
     other.engine.dispose()
     assert errors == []
     assert first.count_by_date_range(far - DAY, far + DAY) == 10
+
+
+def test_a_table_whose_mark_allows_null_is_refused_and_kept(on_mysql: Backend) -> None:
+    # Tables of versions before 0.1 said "no job yet" with NULL; read as if nothing
+    # were unscheduled, their rows would never run, so they are refused by name.
+    first = on_mysql.make(retention_days=1, precreate_days=0)
+    stored = first.insert(reminder(NOW))
+    old = sorted(
+        t for t in table_names(on_mysql.engine) if t.startswith("reminders") and "infsched" not in t
+    )
+    with on_mysql.engine.begin() as conn:
+        for name in old:
+            conn.exec_driver_sql(f"ALTER TABLE {name} MODIFY infsched_job_at DATETIME(6) NULL")
+    again = on_mysql.make(retention_days=1, precreate_days=0)
+    with pytest.raises(ConfigError, match=r"made by an older infsched: its infsched_job_at column"):
+        again.maintain()
+    assert first.find_by_id(stored.id) == stored

@@ -112,7 +112,8 @@ def test_a_table_without_catch_all_gets_one(backend: Backend, clock: FixedClock)
         conn.exec_driver_sql(
             "CREATE TABLE reminders (id BIGINT NOT NULL, due DATETIME(6) NOT NULL, "
             "text VARCHAR(20) NOT NULL, kind VARCHAR(8) NOT NULL, count BIGINT NOT NULL, "
-            "done BOOL NOT NULL, note VARCHAR(50) NULL, infsched_job_at DATETIME(6) NULL, "
+            "done BOOL NOT NULL, note VARCHAR(50) NULL, "
+            "infsched_job_at DATETIME(6) NOT NULL DEFAULT 0, "
             "PRIMARY KEY (id, due)) PARTITION BY RANGE COLUMNS(due) ("
             "PARTITION p20240309 VALUES LESS THAN ('2024-03-10 00:00:00'), "
             "PARTITION p20240310 VALUES LESS THAN ('2024-03-11 00:00:00'))"

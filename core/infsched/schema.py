@@ -12,11 +12,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
+
+from infsched.sentinel_time import EPOCH_TEXT, SentinelDateTime
 
 metadata = sa.MetaData()
 
@@ -27,8 +28,6 @@ LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 #: Longest node id: the width of ``infsched_jobs.owner``.
 MAX_NODE_ID = 128
-#: What ``lease_until`` holds when no lease is held (read back as None).
-NO_LEASE = datetime(1970, 1, 1)
 
 
 class Owner(sa.types.TypeDecorator[str]):
@@ -53,26 +52,6 @@ class Owner(sa.types.TypeDecorator[str]):
 
     def process_result_value(self, value: str | None, dialect: sa.Dialect) -> str | None:
         return value or None
-
-
-class Lease(sa.types.TypeDecorator[datetime]):
-    """``infsched_jobs.lease_until``: never NULL (see Owner); NO_LEASE is read as None."""
-
-    impl = sa.DateTime()
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name in {"mysql", "mariadb"}:
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
-        return dialect.type_descriptor(sa.DateTime())
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime:
-        return NO_LEASE if value is None else value
-
-    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
-        if isinstance(value, str):  # SQLite, through text() queries
-            value = datetime.fromisoformat(value)
-        return None if value is None or value == NO_LEASE else value
 
 
 def unowned() -> tuple[sa.ColumnElement[bool], ...]:
@@ -103,7 +82,7 @@ jobs = sa.Table(
     # Runs started so far (a claim counts one).
     sa.Column("attempt", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("owner", Owner(), nullable=False, server_default=""),
-    sa.Column("lease_until", Lease(), nullable=False, server_default="1970-01-01 00:00:00"),
+    sa.Column("lease_until", SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT),
     sa.Column("payload", LongText, nullable=False),
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
@@ -124,7 +103,7 @@ leases = sa.Table(
     metadata,
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("owner", Owner(), nullable=False, server_default=""),
-    sa.Column("lease_until", Lease(), nullable=False, server_default="1970-01-01 00:00:00"),
+    sa.Column("lease_until", SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT),
     # Free-form progress a lease holder leaves for its successor (a fetch watermark).
     sa.Column("state", sa.Text(), nullable=True),
     sa.Column("updated_at", UtcDateTime, nullable=False),

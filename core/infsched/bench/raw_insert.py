@@ -18,6 +18,7 @@ from infsched.bench.fixtures import BenchMessage
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
 from infsched.entities import entity_spec
+from infsched.sentinel_time import EPOCH_TEXT, SentinelDateTime
 
 
 def raw_rows(entities: Sequence[BenchMessage]) -> list[tuple[Any, ...]]:
@@ -39,7 +40,9 @@ def raw_insert_rate(url: DatabaseUrl, entities: Sequence[BenchMessage], batch: i
     """Rows per second inserted with the driver's executemany, one commit per batch."""
     spec = entity_spec(BenchMessage)
     table = spec.table(sa.MetaData(), "bench_raw")
-    table.append_column(sa.Column("infsched_job_at", sa.DateTime(), nullable=True))
+    table.append_column(
+        sa.Column("infsched_job_at", SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT)
+    )
     engine = create_engine(url)
     table.metadata.create_all(engine)
     rows = raw_rows(entities)

@@ -5,8 +5,8 @@ after its start is empty.  Datetimes are timezone-aware; a naive one is
 refused with an error naming the argument (or the entity field).
 
 Besides the entity's own columns, every physical table has one column the
-scheduling engine keeps: ``infsched_job_at`` (NULL until a job has been
-created for the entity), read by `find_unscheduled` and set by
+scheduling engine keeps: ``infsched_job_at`` (the epoch, read as None, until a
+job has been created for the entity), read by `find_unscheduled` and set by
 `mark_scheduled`.  It is not an entity field and cannot be set through
 `update_by_id`.
 """

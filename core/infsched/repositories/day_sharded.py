@@ -24,8 +24,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from infsched.clock import require_utc
 from infsched.dialects import dialect_for
 from infsched.dialects.base import RowInserter
-from infsched.entities import ColumnOptions, ColumnSpec, entity_spec
-from infsched.errors import EntityError
+from infsched.entities import entity_spec
+from infsched.errors import ConfigError, EntityError
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import (
     DuplicateEntityError,
@@ -35,13 +35,14 @@ from infsched.repositories.base import (
     ShardStatus,
 )
 from infsched.repositories.entity_rows import EntityRows
+from infsched.sentinel_time import EPOCH, EPOCH_TEXT, SentinelDateTime
 
 T = TypeVar("T")
 K = TypeVar("K", contravariant=True)
 
-#: The engine's bookkeeping column: when a job was created for the entity (NULL: not yet).
+#: The engine's bookkeeping column: when a job was created for the entity; EPOCH (read
+#: as None) until then.  Never NULL: marking a row then updates it in place (sentinel_time).
 JOB_AT = "infsched_job_at"
-_JOB_AT_TYPE = ColumnSpec(JOB_AT, datetime, True, ColumnOptions()).sql_type
 #: Rows per INSERT call (an executemany that PyMySQL sends as a multi-row INSERT).
 ROWS_PER_STATEMENT = 1000
 #: Ids per ``IN (...)`` list.
@@ -185,7 +186,9 @@ class DayShardedRepository(ABC, Generic[T, K]):
     def _build_table(self, name: str, *, partitioned: bool) -> sa.Table:
         table = self._spec.table(self._metadata, name, primary_key_with_sharding=partitioned)
         if self.options.scheduled:
-            table.append_column(sa.Column(JOB_AT, _JOB_AT_TYPE, nullable=True))
+            table.append_column(
+                sa.Column(JOB_AT, SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT)
+            )
             # find_unscheduled reads "no job yet" rows in key order straight off this index.
             sa.Index(
                 f"ix_{name}_job_at"[:64], table.c[JOB_AT], table.c[self._key], table.c[self._id]
@@ -202,6 +205,26 @@ class DayShardedRepository(ABC, Generic[T, K]):
         """Drop a table's metadata once the table itself is dropped."""
         self._inserters.pop(table.name, None)
         self._metadata.remove(table)
+
+    def _refuse_nullable_marks(self, conn: sa.Connection, tables: Iterable[str]) -> None:
+        """Refuse existing tables whose mark column still allows NULL.
+
+        Tables made before 0.1 said "no job yet" with NULL; the fetcher now
+        looks for EPOCH, and would pass over every such row without a word.
+        """
+        if not self.options.scheduled:
+            return
+        inspector = sa.inspect(conn)
+        for name in tables:
+            found = [c for c in inspector.get_columns(name) if c["name"] == JOB_AT]
+            if found and found[0]["nullable"]:
+                raise ConfigError(
+                    f"table {name!r} was made by an older infsched: its {JOB_AT} column "
+                    "allows NULL, which this version no longer reads as 'no job yet'. "
+                    f"Run: UPDATE {name} SET {JOB_AT} = '{EPOCH_TEXT}' WHERE {JOB_AT} IS NULL; "
+                    f"then make the column NOT NULL DEFAULT '{EPOCH_TEXT}' (MySQL: ALTER TABLE "
+                    f"{name} MODIFY {JOB_AT} DATETIME(6) NOT NULL DEFAULT '{EPOCH_TEXT}')"
+                )
 
     def _ready(self) -> None:
         """Lay out the window once, at the first use."""
@@ -603,7 +626,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
         for segment in self._segments(conn, *bounds):
             table = segment.table
             query = (
-                self._select(segment, lambda t: [t.c[JOB_AT].is_(None)])
+                self._select(segment, lambda t: [t.c[JOB_AT] == EPOCH])
                 .order_by(table.c[self._key], table.c[self._id])
                 .limit(limit - len(found))
             )
@@ -637,7 +660,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
             key, ident = table.c[self._key], table.c[self._id]
             rows = self._dialect.lock_skipping_locked(
                 sa.select(ident, key)
-                .where(table.c[JOB_AT].is_(None), *segment.bounds(self._key))
+                .where(table.c[JOB_AT] == EPOCH, *segment.bounds(self._key))
                 .order_by(key, ident)
                 .limit(limit - taken)
             ).subquery()

@@ -123,6 +123,7 @@ class MultiTableRepository(DayShardedRepository[T, K]):
                 conn, f"infsched_maint_{self.prefix}", MAINTENANCE_LOCK_TIMEOUT
             ):
                 existing = self.existing_days(conn)
+                self._refuse_nullable_marks(conn, [self.table_name(d) for d in existing])
                 for day in window:
                     if day not in existing:
                         self._dialect.create_table(conn, self._table_for_day(day))

@@ -124,7 +124,9 @@ class PartitionedRepository(DayShardedRepository[T, K]):
                     clause = parts.partition_clause(self._key, created)
                     self._dialect.create_table(conn, self.table, clause)
                     existing = []
-                elif existing[-1].upper is not None:
+                else:
+                    self._refuse_nullable_marks(conn, [table])
+                if existing and existing[-1].upper is not None:
                     # A table without a catch-all (made elsewhere): give it one on top.
                     catch_all = RangePartition(CATCH_ALL, None)
                     parts.add(conn, table, catch_all)
