@@ -178,6 +178,64 @@ def test_status_by_entity_and_repository_reads_the_live_row_through_the_key_pref
     assert s.status(repo.name, str(stored[1].id)[:-1]).live is None
 
 
+def test_each_batch_of_a_cycle_reads_on_from_where_the_last_one_ended(
+    any_url: DatabaseUrl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read from the retention horizon each time, a batch steps over the index entries
+    # of every row marked before it in the cycle (InnoDB purges them later).
+    repo = repository_for(any_url)
+    repo.maintain()
+    first_due = now() - timedelta(minutes=5)
+    entities = repo.insert_many(reminders(35, first_due))
+    s = scheduler_for(any_url, repo, RecordingExecutor(), batch_size=10, fetch_connections=1)
+    s.store.create_schema()
+    starts: list[datetime] = []
+    lock = repo.lock_unscheduled
+
+    def recording(conn: sa.Connection, start: datetime, end: datetime, limit: int) -> Any:
+        starts.append(start)
+        return lock(conn, start, end, limit)
+
+    monkeypatch.setattr(repo, "lock_unscheduled", recording)
+    assert s.fetchers[0].run_cycle().moved == 35
+    due = sorted(e.due for e in entities)
+    assert starts == [repo.retention_horizon(), due[9], due[19], due[29]]
+    # The next cycle starts at the horizon again: an entity that lands behind it is found.
+    late = repo.insert(Reminder(due=first_due - timedelta(minutes=1), text="late"))
+    assert s.fetchers[0].run_cycle().moved == 1
+    assert starts[4] == repo.retention_horizon()
+    with s.engine.connect() as conn:
+        keys = conn.execute(sa.select(jobs.c.entity_id)).scalars().all()
+    assert sorted(keys) == sorted(str(e.id) for e in [*entities, late])
+    s.engine.dispose()
+
+
+def test_a_batch_rolled_back_by_a_deadlock_is_found_again_in_the_same_cycle(
+    any_url: DatabaseUrl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = repository_for(any_url)
+    repo.maintain()
+    entities = repo.insert_many(reminders(50, now() - timedelta(minutes=5)))
+    s = scheduler_for(any_url, repo, RecordingExecutor(), batch_size=10, fetch_connections=1)
+    s.store.create_schema()
+    mark = repo.mark_locked
+    calls = [0]
+
+    def deadlock_on_the_second_batch(*args: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise sa.exc.OperationalError("UPDATE", {}, Exception(1213, "Deadlock found"))
+        mark(*args)
+
+    monkeypatch.setattr(repo, "mark_locked", deadlock_on_the_second_batch)
+    # The retried batch reads from the rolled-back batch's first key, not past its last.
+    assert s.fetchers[0].run_cycle().moved == 50
+    with s.engine.connect() as conn:
+        keys = conn.execute(sa.select(jobs.c.entity_id)).scalars().all()
+    assert sorted(keys) == sorted(str(e.id) for e in entities)
+    s.engine.dispose()
+
+
 def test_sqlite_fetches_on_one_connection(sqlite_url: DatabaseUrl) -> None:
     repo = repository_for(sqlite_url)
     s = scheduler_for(sqlite_url, repo, RecordingExecutor(), fetch_connections=4)

@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -74,6 +74,41 @@ class _Budget:
             self.moved += moved
             if moved < taken:
                 self._closed = True
+
+
+class _Cursor:
+    """Where a cycle's next batch starts to read: at the last key earlier batches locked.
+
+    The rows a batch marks leave the unscheduled stretch of the mark index,
+    but InnoDB purges their old entries only later; a batch reading from the
+    retention horizon stepped over every row marked so far in the cycle, and
+    its locking SELECT cost three times as much (5 against 15 µs a row,
+    docs/performance.md).  Each cycle still starts at the horizon, so late
+    entities are found; a batch that rolls back puts the cursor back to its
+    first key, so its rows are found in the same cycle.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        self._lock = threading.Lock()
+        self._reached = start
+        self._rewound: datetime | None = None
+
+    @property
+    def position(self) -> datetime:
+        with self._lock:
+            if self._rewound is not None:
+                return min(self._reached, self._rewound)
+            return self._reached
+
+    def passed(self, last: datetime) -> None:
+        """A batch locked rows up to the key `last` (inclusive: it may hold more rows)."""
+        with self._lock:
+            self._reached = max(self._reached, last)
+
+    def rewind(self, first: datetime) -> None:
+        """A batch from the key `first` on rolled back: its rows are unscheduled again."""
+        with self._lock:
+            self._rewound = first if self._rewound is None else min(self._rewound, first)
 
 
 @attrs.frozen
@@ -132,38 +167,64 @@ class Fetcher:
             )
         return jobs
 
-    def _next_batch(self, start: datetime, end: datetime, limit: int) -> int:
+    def _next_batch(self, cursor: _Cursor, end: datetime, limit: int) -> int:
         """Lock up to `limit` unscheduled entities, add their jobs, mark them; one transaction.
 
         The entities stay locked (SKIP LOCKED for other fetchers) until the jobs
         and the marks commit together, so no entity is scheduled twice and none
         is counted before its job is committed.
         """
+        # The keys this batch took, once it has locked them: if it then fails (its
+        # commit included), the cursor goes back to the first so they are found again.
+        taken: list[datetime] = []
+        try:
+            if self._shared_db:
+                return self._copy_batch(cursor, end, limit, taken)
+            return self._add_batch(cursor, end, limit, taken)
+        except BaseException:
+            if taken:
+                cursor.rewind(taken[0])
+            raise
+
+    def _copy_batch(self, cursor: _Cursor, end: datetime, limit: int, taken: list[datetime]) -> int:
+        """One database: the rows are copied by INSERT … SELECT inside it.
+
+        Only the ids cross the wire; PyMySQL's per-value costs stay out of it.
+        """
         repo = self.binding.repository
         now = self.clock.now()
-        if self._shared_db:
-            # One database: the rows are copied by INSERT … SELECT inside it, and only
-            # (id, key) pairs cross the wire; PyMySQL's per-value costs stay out of it.
-            with self.store.engine.begin() as conn:
-                began = time.monotonic()
-                locked = repo.lock_unscheduled(conn, start, end, limit)
-                self.metrics.observe(
-                    "repository_query_seconds", time.monotonic() - began, self._labels
-                )
-                if locked:
-                    for table, where in repo.sources(locked):
-                        self.store.add_jobs_from(conn, self._copy(table, where, now))
-                    repo.mark_locked(conn, locked, now)
-            return sum(len(lot.ids) for lot in locked)
-        # Two databases: the jobs commit first, then the marks.  A crash in between
-        # leaves the entities unmarked; the next cycle offers the same job keys and
-        # the store ignores those still waiting (see docs/architecture.md).
+        with self.store.engine.begin() as conn:
+            began = time.monotonic()
+            locked = repo.lock_unscheduled(conn, cursor.position, end, limit)
+            self.metrics.observe("repository_query_seconds", time.monotonic() - began, self._labels)
+            if not locked:
+                return 0
+            taken[:] = [min(lot.first for lot in locked).replace(tzinfo=UTC)]
+            cursor.passed(max(lot.last for lot in locked).replace(tzinfo=UTC))
+            for table, where in repo.sources(locked):
+                self.store.add_jobs_from(conn, self._copy(table, where, now))
+            repo.mark_locked(conn, locked, now)
+        return sum(len(lot.ids) for lot in locked)
+
+    def _add_batch(self, cursor: _Cursor, end: datetime, limit: int, taken: list[datetime]) -> int:
+        """Two databases: the jobs commit first, then the marks.
+
+        A crash in between leaves the entities unmarked; the next cycle offers
+        the same job keys and the store ignores those still waiting (see
+        docs/architecture.md).
+        """
+        repo = self.binding.repository
+        key = self.binding.spec.sharding_column.name
+        now = self.clock.now()
         with repo.engine.begin() as conn:
-            entities = self._find(start, end, limit, conn)
-            if entities:
-                with self.store.engine.begin() as store_conn:
-                    self.store.add_jobs(store_conn, self.new_jobs(entities))
-                repo.mark_scheduled(conn, entities, now)
+            entities = self._find(cursor.position, end, limit, conn)
+            if not entities:
+                return 0
+            taken[:] = [min(getattr(e, key) for e in entities)]
+            cursor.passed(max(getattr(e, key) for e in entities))
+            with self.store.engine.begin() as store_conn:
+                self.store.add_jobs(store_conn, self.new_jobs(entities))
+            repo.mark_scheduled(conn, entities, now)
         return len(entities)
 
     def _copy(
@@ -211,26 +272,26 @@ class Fetcher:
         """
         started = time.monotonic()
         end = self.clock.now() + timedelta(seconds=self.config.lookahead_window)
-        start = self.binding.repository.retention_horizon()
+        cursor = _Cursor(self.binding.repository.retention_horizon())
         budget = _Budget(self.config.max_jobs_per_fetch)
-        self._move(budget, start, end, batches=1)
+        self._move(budget, cursor, end, batches=1)
         if self._movers > 1 and budget.open:
-            self._move_concurrently(budget, start, end)
+            self._move_concurrently(budget, cursor, end)
         else:
-            self._move(budget, start, end)
+            self._move(budget, cursor, end)
         self.metrics.observe("fetch_cycle_seconds", time.monotonic() - started, self._labels)
         self.metrics.observe("fetch_cycle_entities", budget.moved, self._labels)
         return CycleResult(budget.moved, budget.moved >= self.config.max_jobs_per_fetch)
 
     def _move(
-        self, budget: _Budget, start: datetime, end: datetime, batches: float = math.inf
+        self, budget: _Budget, cursor: _Cursor, end: datetime, batches: float = math.inf
     ) -> None:
         """Move batches until the budget is spent, a batch comes back short, or `batches` ran."""
         done = 0
         while done < batches and (limit := budget.take(self.config.batch_size)):
             count = 0
             try:
-                count = self._batch_retrying_conflicts(start, end, limit)
+                count = self._batch_retrying_conflicts(cursor, end, limit)
             finally:
                 budget.settle(limit, count)
             if count:
@@ -238,12 +299,12 @@ class Fetcher:
                 self.metrics.increment("jobs_scheduled_total", count, self._labels)
             done += 1
 
-    def _move_concurrently(self, budget: _Budget, start: datetime, end: datetime) -> None:
+    def _move_concurrently(self, budget: _Budget, cursor: _Cursor, end: datetime) -> None:
         errors: list[BaseException] = []
 
         def mover() -> None:
             try:
-                self._move(budget, start, end)
+                self._move(budget, cursor, end)
             except BaseException as exc:
                 errors.append(exc)
 
@@ -258,11 +319,11 @@ class Fetcher:
         if errors:
             raise errors[0]
 
-    def _batch_retrying_conflicts(self, start: datetime, end: datetime, limit: int) -> int:
+    def _batch_retrying_conflicts(self, cursor: _Cursor, end: datetime, limit: int) -> int:
         """One batch; a deadlock the database broke (it rolled the batch back) is retried."""
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
-                return self._next_batch(start, end, limit)
+                return self._next_batch(cursor, end, limit)
             except sa.exc.DBAPIError as exc:
                 if attempt == CONFLICT_RETRIES or not is_conflict(exc):
                     raise
