@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -519,3 +520,42 @@ def test_the_snapshot_copied_in_the_database_reads_back_as_the_same_entity(
     assert received == [original]
     assert live.outcomes[0].job_key == job_key("everything", original.id, original.due)
     repo.engine.dispose()
+
+
+def test_a_claim_that_came_back_too_late_is_released_not_run(
+    mysql_url: DatabaseUrl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Leases are reckoned from when a claim began.  Node A stalls (a frozen VM) between
+    # its claim's commit and running the jobs, past their leases; node B takes them over.
+    repo = repository_for(mysql_url)
+    repo.maintain()
+    entities = repo.insert_many(reminders(5, now() - timedelta(seconds=5)))
+    lease = {"job_lease": 1.2, "heartbeat_interval": 0.3}
+    ran_a, ran_b = RecordingExecutor(), RecordingExecutor()
+    a = scheduler_for(mysql_url, repo, ran_a, node="node-a", **lease)
+    a.store.create_schema()
+    a.run_fetch_cycles()
+    claim = a.store.claim_due
+    stalled: list[int] = []
+
+    def stalling(*args: Any) -> Any:
+        claimed = claim(*args)
+        if claimed and not stalled:
+            stalled.append(len(claimed))
+            time.sleep(2.5)
+        return claimed
+
+    renew = a.store.renew_leases
+
+    def frozen_too(owner: str, seconds: float) -> int:
+        return 0 if stalled else renew(owner, seconds)  # the whole process stands still
+
+    monkeypatch.setattr(a.store, "claim_due", stalling)
+    monkeypatch.setattr(a.store, "renew_leases", frozen_too)
+    with a, scheduler_for(mysql_url, repo, ran_b, node="node-b", **lease):
+        wait_until(lambda: ran_a.count() + ran_b.count() >= 5, what="5 runs")
+        time.sleep(3.0)  # A is past its stall: it must not run them now
+    assert stalled == [5]
+    keys = ran_a.keys() + ran_b.keys()
+    assert len(keys) == len(set(keys)) == 5
+    assert {c.entity_id for c in ran_a.calls + ran_b.calls} == {e.id for e in entities}

@@ -221,6 +221,7 @@ class Workers:
                     continue
             try:
                 repositories = self._serving()
+                sent = time.monotonic()
                 claimed = (
                     self.store.claim_due(
                         self.node_id,
@@ -240,7 +241,28 @@ class Workers:
                 continue
             with self._lock:
                 self._outstanding += len(claimed)
+            if time.monotonic() - sent >= self.job_lease / 2:
+                self._give_back_late_claim(claimed, time.monotonic() - sent)
+                continue
             self._dispatch(claimed)
+
+    def _give_back_late_claim(self, claimed: Sequence[ClaimedJob], took: float) -> None:
+        """Release a claim that took too long to come back instead of running it.
+
+        Its leases were reckoned from the database's clock when the claim began;
+        after half of job_lease (the process or the database stood still, say a
+        frozen VM), they may be about to run out, or have run out already, and
+        another node may take the jobs while this one runs them.  Released, each
+        runs once, here or there; rows another node took meanwhile are left alone.
+        """
+        log.warning(
+            "a claim of %d jobs took %.1f s to come back (job_lease %.1f s); "
+            "releasing them rather than running them on leases that may have expired",
+            len(claimed),
+            took,
+            self.job_lease,
+        )
+        self._release(claimed)
 
     def _dispatch(self, claimed: Sequence[ClaimedJob]) -> None:
         now = self.clock.now()
