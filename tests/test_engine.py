@@ -559,3 +559,38 @@ def test_a_claim_that_came_back_too_late_is_released_not_run(
     keys = ran_a.keys() + ran_b.keys()
     assert len(keys) == len(set(keys)) == 5
     assert {c.entity_id for c in ran_a.calls + ran_b.calls} == {e.id for e in entities}
+
+
+def test_a_claim_cut_short_by_the_database_reads_its_jobs_row_by_row(
+    mysql_url: DatabaseUrl,
+) -> None:
+    # A claim reads its batch as one JSON document; MariaDB cuts a document longer than
+    # group_concat_max_len (64 MB here; 1 MB by default) and the claim must not lose jobs.
+    repo = repository_for(mysql_url)
+    repo.maintain()
+    entities = repo.insert_many(reminders(40, now() - timedelta(seconds=5), 'é"\\ ok'))
+    engine = create_engine(mysql_url)
+
+    @sa.event.listens_for(engine, "connect")
+    def small_documents(dbapi_connection: Any, record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET SESSION group_concat_max_len = 1024")
+
+    config = SchedulerConfig(database_url=mysql_url, **FAST)
+    s = InfiniteScheduler(
+        [RepositoryBinding(repo, executor="remind")],
+        config,
+        executors={"remind": RecordingExecutor()},
+        engine=engine,
+    )
+    s.store.create_schema()
+    s.run_fetch_cycles()
+    claimed = s.store.claim_due("node-a", 100, 30.0, ["reminders"])
+    by_id = {e.id: e for e in entities}
+    assert sorted(int(j.entity_id) for j in claimed) == sorted(by_id)
+    assert [j.run_at for j in claimed] == sorted(j.run_at for j in claimed)
+    for job in claimed:
+        entity = by_id[int(job.entity_id)]
+        assert s.bindings["reminders"].spec.from_json(job.snapshot) == entity
+        assert (job.due_at, job.attempt) == (entity.due, 1)
+    engine.dispose()

@@ -148,6 +148,14 @@ class Dialect(ABC):
         """An aggregate giving the column's values of a group as one JSON array (text)."""
         return sa.func.json_arrayagg(column, type_=sa.Text())
 
+    def json_array(self, *values: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """A JSON array of the values (JSON_ARRAY in MariaDB, json_array in SQLite)."""
+        return sa.func.json_array(*values, type_=sa.Text())
+
+    @abstractmethod
+    def json_document(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """A text column holding JSON, so that json_array nests it as JSON, not as a string."""
+
     def json_object(
         self, fields: Sequence[tuple[str, sa.ColumnElement[Any]]]
     ) -> sa.ColumnElement[str]:

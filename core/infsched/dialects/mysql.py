@@ -226,6 +226,10 @@ class MySQLDialect(Dialect):
             return sa.func.json_extract(column, sa.literal("$"))
         return column
 
+    def json_document(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # A JSON function's result is JSON to MariaDB; the bare column would be a string.
+        return sa.func.json_compact(column, type_=sa.Text())
+
     def json_rows(
         self, document: str, columns: Sequence[tuple[str, sa.types.TypeEngine[Any]]]
     ) -> sa.Subquery:

@@ -67,6 +67,10 @@ class SQLiteDialect(Dialect):
             return sa.func.json(column)
         return column
 
+    def json_document(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # json() gives the value SQLite's JSON subtype, which json_array nests as JSON.
+        return sa.func.json(column, type_=sa.Text())
+
     def json_rows(
         self, document: str, columns: Sequence[tuple[str, sa.types.TypeEngine[Any]]]
     ) -> sa.Subquery:

@@ -16,7 +16,6 @@ jobs (queued, running, or waiting to be recorded).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue
@@ -306,7 +305,7 @@ class Workers:
 
     def _context(self, job: ClaimedJob) -> JobContext[Any]:
         binding = self.bindings[job.repository]
-        entity = binding.spec.from_json(json.loads(job.payload))
+        entity = binding.spec.from_json(job.snapshot)
         return JobContext(
             entity=entity,
             job_key=job.job_key,

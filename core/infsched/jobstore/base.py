@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import attrs
 import sqlalchemy as sa
@@ -93,7 +93,8 @@ class ClaimedJob(NamedTuple):
     priority: int
     #: This run's attempt number (1 = first run).
     attempt: int
-    payload: str
+    #: The entity's JSON snapshot, decoded (EntitySpec.from_json reads it).
+    snapshot: dict[str, Any]
     #: The database's clock when the claim was made; misfires are judged against it.
     claimed_at: datetime
 
