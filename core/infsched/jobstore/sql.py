@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from infsched.clock import Clock, SystemClock, utc_naive
 from infsched.dialects import dialect_for
+from infsched.id_lists import id_in
 from infsched.jobstore.base import ClaimedJob, Finished, JobState, NewJob, Outcome
 from infsched.schema import create_schema, jobs, unowned
 
@@ -186,7 +187,7 @@ class SqlJobStore:
             lease_until = naive_now + timedelta(seconds=lease_seconds)
             conn.execute(
                 jobs.update()
-                .where(jobs.c.id.in_([r[0] for r in rows]))
+                .where(id_in(jobs.c.id, [r[0] for r in rows]))
                 .values(
                     state=_CLAIMED,
                     owner=owner,
@@ -328,7 +329,7 @@ class SqlJobStore:
             write_history(conn, results)
             for attempt, ids in done.items():
                 deleted = conn.execute(
-                    jobs.delete().where(jobs.c.id.in_(ids), jobs.c.attempt == attempt, mine)
+                    jobs.delete().where(id_in(jobs.c.id, ids), jobs.c.attempt == attempt, mine)
                 ).rowcount
                 stale += len(ids) - deleted
             if kept:
@@ -358,7 +359,7 @@ class SqlJobStore:
         with self._engine.begin() as conn:
             result = conn.execute(
                 jobs.update()
-                .where(jobs.c.id.in_(list(job_ids)), jobs.c.owner == owner)
+                .where(id_in(jobs.c.id, job_ids), jobs.c.owner == owner)
                 .values(state=_WAITING, owner=None, lease_until=None, attempt=jobs.c.attempt - 1)
             )
         return result.rowcount
