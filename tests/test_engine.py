@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from infsched.config import SchedulerConfig
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
+from infsched.dialects import dialect_for
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.fetcher import Fetcher
 from infsched.engine.scheduler import InfiniteScheduler
@@ -594,4 +595,28 @@ def test_a_claim_cut_short_by_the_database_reads_its_jobs_row_by_row(
         entity = by_id[int(job.entity_id)]
         assert s.bindings["reminders"].spec.from_json(job.snapshot) == entity
         assert (job.due_at, job.attempt) == (entity.due, 1)
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "micros", [0, 1_795_987_894_123_456, 1_795_987_894_999_999, 4_102_444_799_999_999, None]
+)
+def test_history_times_travel_as_microseconds_and_come_back_exact(
+    any_url: DatabaseUrl, micros: int | None
+) -> None:
+    # The recorder sends started and finished times as integers (history.py); the
+    # database must make the same DATETIME of them, whatever the session's time zone.
+    engine = create_engine(any_url)
+    with engine.connect() as conn:
+        if any_url.is_mysql:
+            conn.exec_driver_sql("SET time_zone = '+05:00'")
+        value = sa.literal(micros, sa.BigInteger())
+        text = sa.cast(dialect_for(engine).datetime_from_micros(value), sa.String())
+        got = conn.execute(sa.select(text)).scalar()
+    expected = (
+        None
+        if micros is None
+        else f"{datetime(1970, 1, 1) + timedelta(microseconds=micros):%Y-%m-%d %H:%M:%S.%f}"
+    )
+    assert got == expected
     engine.dispose()

@@ -164,6 +164,10 @@ class Dialect(ABC):
         return sa.func.json_object(*args, type_=sa.Text())
 
     @abstractmethod
+    def datetime_from_micros(self, micros: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """The naive UTC DATETIME, to the microsecond, of microseconds since 1970 (NULL: NULL)."""
+
+    @abstractmethod
     def json_rows(
         self, document: str, columns: Sequence[tuple[str, sa.types.TypeEngine[Any]]]
     ) -> sa.Subquery:

@@ -230,6 +230,12 @@ class MySQLDialect(Dialect):
         # A JSON function's result is JSON to MariaDB; the bare column would be a string.
         return sa.func.json_compact(column, type_=sa.Text())
 
+    def datetime_from_micros(self, micros: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # DATETIME arithmetic from the epoch: exact, and unlike FROM_UNIXTIME it does not
+        # depend on the session's time zone.
+        epoch: sa.ColumnElement[Any] = sa.literal_column("TIMESTAMP'1970-01-01 00:00:00'")
+        return sa.func.timestampadd(sa.literal_column("MICROSECOND"), micros, epoch)
+
     def json_rows(
         self, document: str, columns: Sequence[tuple[str, sa.types.TypeEngine[Any]]]
     ) -> sa.Subquery:

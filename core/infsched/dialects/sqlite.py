@@ -71,6 +71,14 @@ class SQLiteDialect(Dialect):
         # json() gives the value SQLite's JSON subtype, which json_array nests as JSON.
         return sa.func.json(column, type_=sa.Text())
 
+    def datetime_from_micros(self, micros: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # The text SQLAlchemy stores for a DATETIME: "YYYY-MM-DD HH:MM:SS.ffffff".  Whole
+        # seconds by integer division (a float would be rounded to the millisecond),
+        # and || keeps NULL NULL.
+        whole = micros.op("/")(1_000_000)
+        seconds = sa.func.strftime("%Y-%m-%d %H:%M:%S", whole, "unixepoch", type_=sa.String())
+        return seconds.concat(sa.func.printf(".%06d", micros % 1_000_000, type_=sa.String()))
+
     def json_rows(
         self, document: str, columns: Sequence[tuple[str, sa.types.TypeEngine[Any]]]
     ) -> sa.Subquery:
