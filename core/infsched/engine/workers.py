@@ -62,10 +62,13 @@ class BoundExecutor:
     spec: ExecutorSpec
     instance: Executor[Any] | BatchExecutor[Any]
     retry: RetryPolicy
-
-    @property
-    def is_batch(self) -> bool:
-        return isinstance(self.instance, BatchExecutor)
+    #: Decided once: isinstance against a runtime-checkable Protocol inspects the
+    #: Protocol's members each time, which cost more than a no-op job's whole run.
+    is_batch: bool = attrs.field(
+        default=attrs.Factory(
+            lambda self: isinstance(self.instance, BatchExecutor), takes_self=True
+        )
+    )
 
 
 def _describe(error: BaseException) -> str:
