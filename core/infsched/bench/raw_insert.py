@@ -60,5 +60,7 @@ def raw_insert_rate(url: DatabaseUrl, entities: Sequence[BenchMessage], batch: i
         cursor.close()
     finally:
         raw.close()
+        # Dropped, so that the same database can be measured again (before and after a stage).
+        table.metadata.drop_all(engine)
         engine.dispose()
     return len(rows) / elapsed

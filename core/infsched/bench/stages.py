@@ -99,6 +99,21 @@ class Bench:
         sample = list(messages(min(self.rows, 100_000), _today_noon(), timedelta(milliseconds=1)))
         return raw_insert_rate(url, sample, BATCH)
 
+    def raw_around(
+        self, url: DatabaseUrl, stage: Callable[[], float]
+    ) -> tuple[float, tuple[float, float]]:
+        """The stage's rate, and the raw rate measured just before and just after it.
+
+        This machine's speed drifts by a third within minutes (docs/performance.md);
+        one raw sample before a stage often measured a different machine than
+        the stage ran on.  Bracketing it halves that error, in either direction.
+        """
+        before = self.raw_rate(url)
+        rate = stage()
+        after = self.raw_rate(url)
+        self.progress(f"raw PyMySQL inserts: {before:.0f} rows/s before, {after:.0f} after")
+        return rate, (before, after)
+
     def insert(self) -> list[Result]:
         results = []
         for backend in _backends(self.server):
@@ -180,7 +195,6 @@ class Bench:
 
     def schedule(self) -> list[Result]:
         with throwaway_database(self.server) as url:
-            raw = self.raw_rate(url)
             engine = create_engine(url, pool_size=30)
             repo = _repository(self.plugins, _default_backend(url), engine)
             start = datetime.now(UTC) - timedelta(minutes=30)
@@ -191,27 +205,23 @@ class Bench:
                 repo.insert_many(chunk)
             scheduler = self._scheduler(url, engine, repo)
             scheduler.store.create_schema()
-            self.progress("schedule: moving them into the job store")
-            started = time.perf_counter()
-            moved = 0
-            while (n := scheduler.run_fetch_cycles()) > 0:
-                moved += n
-            rate = moved / (time.perf_counter() - started)
+
+            def move() -> float:
+                self.progress("schedule: moving them into the job store")
+                started = time.perf_counter()
+                moved = 0
+                while (n := scheduler.run_fetch_cycles()) > 0:
+                    moved += n
+                if moved != self.rows:
+                    raise RuntimeError(f"schedule moved {moved} of {self.rows} entities")
+                return moved / (time.perf_counter() - started)
+
+            rate, raw = self.raw_around(url, move)
             engine.dispose()
-        return [
-            {
-                "stage": "schedule",
-                "backend": _default_backend(url),
-                "jobs": moved,
-                "raw_rows_per_s": round(raw),
-                "jobs_per_s": round(rate),
-                "ratio": round(rate / raw, 3),
-            }
-        ]
+        return [_rates("schedule", _default_backend(url), self.rows, rate, raw)]
 
     def execute(self) -> list[Result]:
         with throwaway_database(self.server) as url:
-            raw = self.raw_rate(url)
             engine = create_engine(url, pool_size=30)
             repo = _repository(self.plugins, _default_backend(url), engine)
             scheduler = self._scheduler(url, engine, repo)
@@ -224,26 +234,21 @@ class Bench:
             ):
                 with engine.begin() as conn:
                     scheduler.store.add_jobs(conn, fetcher.new_jobs(chunk))
-            self.progress("execute: claiming, running and recording them")
-            started = time.perf_counter()
-            scheduler.start()
-            try:
-                while _any_hot(engine):
-                    time.sleep(POLL)
-                rate = self.rows / (time.perf_counter() - started)
-            finally:
-                scheduler.stop(grace=5)
+
+            def run() -> float:
+                self.progress("execute: claiming, running and recording them")
+                started = time.perf_counter()
+                scheduler.start()
+                try:
+                    while _any_hot(engine):
+                        time.sleep(POLL)
+                    return self.rows / (time.perf_counter() - started)
+                finally:
+                    scheduler.stop(grace=5)
+
+            rate, raw = self.raw_around(url, run)
             engine.dispose()
-        return [
-            {
-                "stage": "execute",
-                "backend": _default_backend(url),
-                "jobs": self.rows,
-                "raw_rows_per_s": round(raw),
-                "jobs_per_s": round(rate),
-                "ratio": round(rate / raw, 3),
-            }
-        ]
+        return [_rates("execute", _default_backend(url), self.rows, rate, raw)]
 
     def lag(self, rate: int = 2000, seconds: float = 60.0) -> list[Result]:
         """Entities inserted 40 s ahead at `rate`/s; default fetch settings; lag from history."""
@@ -353,6 +358,20 @@ class Bench:
         return cluster_stage(
             self.server, self.rows, nodes, with_failover=with_failover, progress=self.progress
         )
+
+
+def _rates(stage: str, backend: str, jobs: int, rate: float, raw: tuple[float, float]) -> Result:
+    """A stage's result; its ratio is against the mean of the raw rates around it."""
+    mean = sum(raw) / len(raw)
+    return {
+        "stage": stage,
+        "backend": backend,
+        "jobs": jobs,
+        "raw_rows_per_s": round(mean),
+        "raw_before_after": [round(r) for r in raw],
+        "jobs_per_s": round(rate),
+        "ratio": round(rate / mean, 3),
+    }
 
 
 def _hot_rows(engine: sa.Engine) -> int:
