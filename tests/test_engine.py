@@ -6,6 +6,7 @@ import enum
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -209,6 +210,27 @@ def test_each_batch_of_a_cycle_reads_on_from_where_the_last_one_ended(
     with s.engine.connect() as conn:
         keys = conn.execute(sa.select(jobs.c.entity_id)).scalars().all()
     assert sorted(keys) == sorted(str(e.id) for e in [*entities, late])
+    s.engine.dispose()
+
+
+def test_a_repository_in_another_database_is_scheduled_batch_by_batch(
+    mysql_url: DatabaseUrl, mysql_database_factory: Callable[[], DatabaseUrl]
+) -> None:
+    # Entities in one database, the job store in another: rows cross through Python,
+    # the jobs commit before the marks, and batches still read on from the cursor.
+    repo = repository_for(mysql_database_factory())
+    repo.maintain()
+    entities = repo.insert_many(reminders(35, now() - timedelta(minutes=5)))
+    executor = RecordingExecutor()
+    s = scheduler_for(mysql_url, repo, executor, batch_size=10)
+    s.store.create_schema()
+    assert not s.fetchers[0]._shared_db
+    assert s.fetchers[0].run_cycle().moved == 35
+    assert s.fetchers[0].run_cycle().moved == 0
+    assert repo.find_unscheduled(repo.retention_horizon(), now(), 100) == []
+    with s:
+        wait_until(lambda: executor.count() >= 35, what="35 runs")
+    assert sorted(c.entity_id for c in executor.calls) == sorted(e.id or 0 for e in entities)
     s.engine.dispose()
 
 
