@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from infsched.clock import Clock
+from infsched.clock import Clock, as_utc
 from infsched.dialects import dialect_for
 
 log = logging.getLogger("infsched.cluster")
@@ -30,8 +30,7 @@ ADOPT_CHANGE = 0.005
 WARN_OFFSET = 1.0
 
 
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+_aware = as_utc
 
 
 def has_clock(bind: sa.Engine | sa.Connection) -> bool:

@@ -19,13 +19,13 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 import sqlalchemy as sa
 
-from infsched.clock import Clock, utc_naive
+from infsched.clock import Clock, from_utc_naive, utc_naive
 from infsched.cluster.member import Lease
 from infsched.cluster.outage import DatabaseOutage, is_conflict
 from infsched.config import SchedulerConfig
@@ -199,8 +199,8 @@ class Fetcher:
             self.metrics.observe("repository_query_seconds", time.monotonic() - began, self._labels)
             if not locked:
                 return 0
-            taken[:] = [min(lot.first for lot in locked).replace(tzinfo=UTC)]
-            cursor.passed(max(lot.last for lot in locked).replace(tzinfo=UTC))
+            taken[:] = [from_utc_naive(min(lot.first for lot in locked))]
+            cursor.passed(from_utc_naive(max(lot.last for lot in locked)))
             for table, where in repo.sources(locked):
                 self.store.add_jobs_from(conn, self._copy(table, where, now))
             repo.mark_locked(conn, locked, now)

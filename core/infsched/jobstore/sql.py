@@ -18,13 +18,13 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
 
-from infsched.clock import Clock, SystemClock, utc_naive
+from infsched.clock import Clock, SystemClock, as_utc, utc_naive
 from infsched.dialects import dialect_for
 from infsched.id_lists import id_in
 from infsched.jobstore.base import ClaimedJob, Finished, JobState, NewJob, Outcome
@@ -62,8 +62,7 @@ def _utc_text(text: str) -> datetime:
     return datetime.fromisoformat(text + "+00:00")
 
 
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+_aware = as_utc
 
 
 class SqlJobStore:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import attrs
 import sqlalchemy as sa
 
+from infsched.clock import as_utc
 from infsched.dialects import dialect_for
 from infsched.schema import leases, nodes
 
@@ -29,7 +30,7 @@ FETCH_LEASE = "fetch:{}"
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value)
 
 
 def _required(value: datetime | None) -> datetime:

@@ -21,7 +21,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from infsched.clock import require_utc
+from infsched.clock import from_utc_naive, require_utc
 from infsched.dialects import dialect_for
 from infsched.dialects.base import RowInserter
 from infsched.entities import entity_spec
@@ -65,7 +65,7 @@ def day_start(day: date) -> datetime:
 
 
 def aware(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=UTC)
+    return None if value is None else from_utc_naive(value)
 
 
 def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

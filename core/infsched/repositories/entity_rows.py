@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from infsched.clock import from_utc_naive
 from infsched.entities import ColumnSpec, EntitySpec
 from infsched.errors import EntityError
 
@@ -58,7 +59,7 @@ def _encoder(spec: EntitySpec, column: ColumnSpec) -> Encoder:
 
         def encode_datetime(value: Any) -> Any:
             if type(value) is datetime and value.tzinfo is UTC:
-                return value.replace(tzinfo=None)
+                return datetime.combine(value.date(), value.time())  # see clock.py
             return checked(value)
 
         return encode_datetime
@@ -72,7 +73,7 @@ def _decoder(column: ColumnSpec) -> Callable[[Any], Any]:
         return lambda value: value
     if column.python_type is datetime:
         return lambda value: (
-            value.replace(tzinfo=UTC) if type(value) is datetime else column.from_db(value)
+            from_utc_naive(value) if type(value) is datetime else column.from_db(value)
         )
     return column.from_db
 
