@@ -108,12 +108,15 @@ def test_scraped_values_move_as_jobs_are_fetched_claimed_and_run(
     assert value(scrape(sink.url), "infsched_jobs_executed_total", **LABELS) == 0
     executed_seen: list[float] = []
     with scheduler:
-        # Two running, six queued, two due and waiting for room: the gauges say so.
+        # Two running, six queued, two due and waiting for room: the gauges say so.  The
+        # fetch cycle that scheduled all ten is observed when it ends, after one more
+        # (empty) batch, which can come after the claims: wait for it too.
         def blocked() -> bool:
             s = scrape(sink.url)
             return (
                 value(s, "infsched_jobs_in_flight", repository="reminders") == 8
                 and value(s, "infsched_jobs_backlog", repository="reminders") == 2
+                and value(s, "infsched_fetch_cycle_seconds_count", repository="reminders") >= 1
             )
 
         wait_until(blocked, timeout=15, what="8 in flight and 2 in the backlog")
