@@ -30,9 +30,6 @@ ADOPT_CHANGE = 0.005
 WARN_OFFSET = 1.0
 
 
-_aware = as_utc
-
-
 def has_clock(bind: sa.Engine | sa.Connection) -> bool:
     """Whether the database has a clock of its own (MySQL/MariaDB), not the node's (SQLite)."""
     return dialect_for(bind).current_timestamp() is not None
@@ -43,7 +40,7 @@ def database_now(conn: sa.Connection, fallback: Clock) -> datetime:
     expr = dialect_for(conn).current_timestamp()
     if expr is None:
         return fallback.now()
-    return _aware(conn.execute(sa.select(expr)).scalar_one())
+    return as_utc(conn.execute(sa.select(expr)).scalar_one())
 
 
 class DatabaseClock:
@@ -74,7 +71,7 @@ class DatabaseClock:
         if expr is None:
             return 0.0
         sent_mono, sent = time.monotonic(), self.base.now()
-        db = _aware(conn.execute(sa.select(expr)).scalar_one())
+        db = as_utc(conn.execute(sa.select(expr)).scalar_one())
         half = timedelta(seconds=(time.monotonic() - sent_mono) / 2)
         measured = db - (sent + half)
         with self._lock:

@@ -62,9 +62,6 @@ def _utc_text(text: str) -> datetime:
     return datetime.fromisoformat(text + "+00:00")
 
 
-_aware = as_utc
-
-
 class SqlJobStore:
     """The built-in job store (``sql``)."""
 
@@ -92,7 +89,7 @@ class SqlJobStore:
         if expr is None:
             return self._clock.now()
         value = conn.execute(sa.select(expr)).scalar_one()
-        return _aware(value)
+        return as_utc(value)
 
     # -- fetcher side --
 
