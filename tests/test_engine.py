@@ -6,7 +6,7 @@ import enum
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -570,8 +570,8 @@ def test_a_claim_that_came_back_too_late_is_released_not_run(
 
     renew = a.store.renew_leases
 
-    def frozen_too(owner: str, seconds: float) -> int:
-        return 0 if stalled else renew(owner, seconds)  # the whole process stands still
+    def frozen_too(owner: str, job_ids: Sequence[int], seconds: float) -> int:
+        return 0 if stalled else renew(owner, job_ids, seconds)  # the whole process stands still
 
     monkeypatch.setattr(a.store, "claim_due", stalling)
     monkeypatch.setattr(a.store, "renew_leases", frozen_too)
@@ -642,3 +642,29 @@ def test_history_times_travel_as_microseconds_and_come_back_exact(
     )
     assert got == expected
     engine.dispose()
+
+
+def test_a_claim_whose_answer_was_lost_is_not_kept_alive_and_runs(any_url: DatabaseUrl) -> None:
+    # The database committed a claim, then the connection broke before the node heard
+    # back (an outage): the node never holds those jobs.  Its keeper renews only the
+    # jobs it holds, so their leases run out, they are recovered, and they run.
+    repo = repository_for(any_url)
+    repo.maintain()
+    entities = repo.insert_many(reminders(3, now() - timedelta(seconds=5)))
+    executor = RecordingExecutor()
+    s = scheduler_for(any_url, repo, executor, job_lease=1.2, heartbeat_interval=0.3)
+    s.store.create_schema()
+    s.run_fetch_cycles()
+    s.pause("reminders")
+    with s:
+        lost = s.store.claim_due("node-a", 10, 1.2, ["reminders"])  # as if by node-a itself
+        assert len(lost) == 3
+
+        def states() -> list[str]:
+            with s.engine.connect() as conn:
+                return list(conn.execute(sa.select(jobs.c.state)).scalars())
+
+        wait_until(lambda: states() == ["waiting"] * 3, timeout=10, what="the leases to lapse")
+        s.resume("reminders")
+        wait_until(lambda: executor.count() >= 3, what="3 runs")
+    assert sorted(c.entity_id for c in executor.calls) == sorted(e.id or 0 for e in entities)

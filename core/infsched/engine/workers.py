@@ -118,6 +118,8 @@ class Workers:
         self._lock = threading.Lock()
         self._capacity = threading.Condition(self._lock)
         self._outstanding = 0
+        #: Ids of the jobs counted in _outstanding: the leases the keeper renews.
+        self._held: set[int] = set()
         self._hung = 0
         #: job id -> (monotonic start, start time, job, executor) for jobs running now
         self._running: dict[int, tuple[float, datetime, ClaimedJob, BoundExecutor]] = {}
@@ -203,7 +205,7 @@ class Workers:
                 len(jobs),
                 exc,
             )
-        self._settle(len(jobs))
+        self._settle([job.id for job in jobs])
 
     # -- claiming --
 
@@ -243,6 +245,7 @@ class Workers:
                 continue
             with self._lock:
                 self._outstanding += len(claimed)
+                self._held.update(job.id for job in claimed)
             if time.monotonic() - sent >= self.job_lease / 2:
                 self._give_back_late_claim(claimed, time.monotonic() - sent)
                 continue
@@ -480,9 +483,11 @@ class Workers:
 
     # -- recording --
 
-    def _settle(self, count: int) -> None:
+    def _settle(self, job_ids: Sequence[int]) -> None:
+        """These jobs are no longer this node's: recorded, released, or given up."""
         with self._capacity:
-            self._outstanding -= count
+            self._outstanding -= len(job_ids)
+            self._held.difference_update(job_ids)
             self._capacity.notify_all()
 
     def _drain(self, pending: list[Finished], limit: int, wait: float) -> None:
@@ -574,7 +579,7 @@ class Workers:
                 self._write_failed = True
                 self._stop_all.wait(outage.failed(exc))
                 continue
-            self._settle(len(pending))
+            self._settle([r.job.id for r in pending])
             pending = []
         self._leftover = pending
 
@@ -593,7 +598,7 @@ class Workers:
                     f"the outcomes could not be recorded at shutdown ({type(exc).__name__})",
                     at_once=True,
                 )
-            self._settle(len(batch))
+            self._settle([r.job.id for r in batch])
 
     # -- keeping leases and timeouts --
 
@@ -608,7 +613,9 @@ class Workers:
             try:
                 sent = time.monotonic()
                 lapsed = sent >= self._leases_good_until
-                self.store.renew_leases(self.node_id, self.job_lease)
+                with self._lock:
+                    held = list(self._held)
+                self.store.renew_leases(self.node_id, held, self.job_lease)
                 if lapsed:  # set before _leases_good_until moves on: see _may_have_lapsed
                     self._suspect_before = self.clock.now() + timedelta(seconds=1)
                 self._leases_good_until = sent + self.job_lease

@@ -145,4 +145,11 @@ class JobStore(Protocol):
         """Give back claimed jobs that were never started."""
         ...
 
-    def renew_leases(self, owner: str, lease_seconds: float) -> int: ...
+    def renew_leases(self, owner: str, job_ids: Sequence[int], lease_seconds: float) -> int:
+        """Extend the leases of the jobs `owner` holds; only those in `job_ids`.
+
+        A node names the jobs it holds in memory: a claim whose commit landed
+        but whose answer was lost must not be kept alive by renewals, or its
+        jobs would never run anywhere.
+        """
+        ...

@@ -360,12 +360,14 @@ class SqlJobStore:
             )
         return result.rowcount
 
-    def renew_leases(self, owner: str, lease_seconds: float) -> int:
+    def renew_leases(self, owner: str, job_ids: Sequence[int], lease_seconds: float) -> int:
+        if not job_ids:
+            return 0
         with self._engine.begin() as conn:
             until = utc_naive(self.db_now(conn)) + timedelta(seconds=lease_seconds)
             result = conn.execute(
                 jobs.update()
-                .where(jobs.c.owner == owner, jobs.c.state == _CLAIMED)
+                .where(id_in(jobs.c.id, job_ids), jobs.c.owner == owner, jobs.c.state == _CLAIMED)
                 .values(lease_until=until)
             )
         return result.rowcount
