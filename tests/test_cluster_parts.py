@@ -19,6 +19,7 @@ from infsched.cluster.leases import LeaseStore
 from infsched.cluster.nodes import NodeIdInUseError, NodeRegistry, NodeState, judge
 from infsched.cluster.outage import RETRY_CONFLICT, RETRY_OUTAGE, DatabaseOutage, is_conflict
 from infsched.cluster.recovery import reclaim_own, recover_expired, still_held
+from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
 from infsched.jobstore.base import ClaimedJob, Finished, NewJob, Outcome
 from infsched.jobstore.sql import SqlJobStore
@@ -176,6 +177,38 @@ def test_a_node_id_beating_in_another_live_process_is_refused(
     row = node_row(engine, "n1")
     assert (row["state"], row["in_flight"]) == ("stopped", 0)
     registry(engine).register()  # a stopped node's id is free
+
+
+def test_a_node_starts_while_another_is_frozen_inside_its_heartbeat(
+    mysql_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    # n1 stopped (SIGSTOP) while its heartbeat's transaction held its row locked; n2's
+    # registration forgets long-silent nodes, and must pass over n1's row, not wait on it.
+    engine = engine_for(mysql_url)
+    store_for(engine)
+    registry(engine, "n1").register()
+    registry(engine, "old").register()
+    with engine.begin() as conn:
+        conn.execute(
+            nodes.update()
+            .where(nodes.c.node_id == "old")
+            .values(heartbeat_at=sa.func.utc_timestamp() - sa.text("INTERVAL 2 DAY"))
+        )
+    impatient = create_engine(mysql_url)
+    sa.event.listen(
+        impatient,
+        "connect",
+        lambda dbapi, _record: dbapi.cursor().execute("SET SESSION innodb_lock_wait_timeout = 3"),
+    )
+    with engine.connect() as frozen:
+        frozen.begin()
+        frozen.execute(sa.select(nodes).where(nodes.c.node_id == "n1").with_for_update()).all()
+        registry(impatient, "n2").register()  # raised "Lock wait timeout exceeded" before
+        frozen.rollback()
+    with engine.connect() as conn:
+        ids = set(conn.execute(sa.select(nodes.c.node_id)).scalars())
+    assert ids == {"n1", "n2"}  # the long-silent node is forgotten all the same
+    impatient.dispose()
 
 
 # -- database time --

@@ -88,14 +88,23 @@ class NodeRegistry:
         self.clock = clock
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self._create = dialect_for(engine).insert_ignore(nodes, ["node_id"])
+        self._dialect = dialect_for(engine)
+        self._create = self._dialect.insert_ignore(nodes, ["node_id"])
 
     def register(self, in_flight: int = 0) -> None:
         """Write this node's row as running; NodeIdInUseError if another process beats under it."""
         with self.engine.begin() as conn:
             now = database_now(conn, self.clock)
             naive = utc_naive(now)
-            conn.execute(nodes.delete().where(nodes.c.heartbeat_at < naive - FORGET_AFTER))
+            # Rows another node holds locked are skipped: a node frozen in the middle of
+            # its heartbeat's transaction kept this DELETE waiting until the lock wait
+            # timed out, and the starting node exited (the stalled-node cluster test).
+            forgotten = sa.select(nodes.c.node_id).where(
+                nodes.c.heartbeat_at < naive - FORGET_AFTER
+            )
+            stale = conn.execute(self._dialect.lock_skipping_locked(forgotten)).scalars().all()
+            if stale:
+                conn.execute(nodes.delete().where(nodes.c.node_id.in_(stale)))
             row = conn.execute(
                 sa.select(nodes).where(nodes.c.node_id == self.node_id).with_for_update()
             ).one_or_none()
