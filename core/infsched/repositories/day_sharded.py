@@ -216,7 +216,11 @@ class DayShardedRepository(ABC, Generic[T, K]):
             return
         inspector = sa.inspect(conn)
         for name in tables:
-            found = [c for c in inspector.get_columns(name) if c["name"] == JOB_AT]
+            try:
+                columns = inspector.get_columns(name)
+            except sa.exc.NoSuchTableError:
+                continue  # dropped meanwhile by another process's maintenance
+            found = [c for c in columns if c["name"] == JOB_AT]
             if found and found[0]["nullable"]:
                 raise ConfigError(
                     f"table {name!r} was made by an older infsched: its {JOB_AT} column "
