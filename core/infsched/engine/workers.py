@@ -117,8 +117,8 @@ class Workers:
         self._pool = ThreadPoolExecutor(config.thread_pool_size, thread_name_prefix="infsched-exec")
         self._lock = threading.Lock()
         self._capacity = threading.Condition(self._lock)
-        self._outstanding = 0
-        #: Ids of the jobs counted in _outstanding: the leases the keeper renews.
+        #: Ids of the jobs this node holds (claimed, queued, running, or waiting to be
+        #: recorded): their count bounds memory, and their leases are the ones renewed.
         self._held: set[int] = set()
         self._hung = 0
         #: job id -> (monotonic start, start time, job, executor) for jobs running now
@@ -157,7 +157,7 @@ class Workers:
     @property
     def outstanding(self) -> int:
         with self._lock:
-            return self._outstanding
+            return len(self._held)
 
     def stop(self, grace: float) -> None:
         """Stop claiming, release unstarted jobs, let running ones finish within `grace`."""
@@ -173,7 +173,7 @@ class Workers:
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             with self._lock:
-                if self._outstanding - self._hung - len(self._unstarted) <= 0:
+                if len(self._held) - self._hung - len(self._unstarted) <= 0:
                     break
             time.sleep(0.05)
         with self._lock:
@@ -184,7 +184,7 @@ class Workers:
             thread.join(timeout=30)
         self._flush_all()
         with self._lock:
-            left = self._outstanding
+            left = len(self._held)
         if left:
             log.warning(
                 "%d jobs still running after the grace period; their leases will "
@@ -219,7 +219,7 @@ class Workers:
         outage = self.outage.watch("claimer")
         while not self._stop_claiming.is_set():
             with self._capacity:
-                free = self.max_outstanding - self._outstanding - self._hung
+                free = self.max_outstanding - len(self._held) - self._hung
                 if free <= 0:
                     self._capacity.wait(timeout=0.1)
                     continue
@@ -244,7 +244,6 @@ class Workers:
                 self._stop_claiming.wait(IDLE_POLL)
                 continue
             with self._lock:
-                self._outstanding += len(claimed)
                 self._held.update(job.id for job in claimed)
             if time.monotonic() - sent >= self.job_lease / 2:
                 self._give_back_late_claim(claimed, time.monotonic() - sent)
@@ -486,7 +485,6 @@ class Workers:
     def _settle(self, job_ids: Sequence[int]) -> None:
         """These jobs are no longer this node's: recorded, released, or given up."""
         with self._capacity:
-            self._outstanding -= len(job_ids)
             self._held.difference_update(job_ids)
             self._capacity.notify_all()
 
