@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import json
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ import sqlalchemy as sa
 from rich.console import Console
 
 from infsched.cli.context import app_context
+from infsched.cli.output import stdout
 from infsched.clock import SystemClock
 from infsched.config import SchedulerConfig
 from infsched.database import check_reachable, create_engine
@@ -58,12 +58,8 @@ def open_admin() -> Iterator[tuple[JobAdmin, SchedulerConfig]]:
         engine.dispose()
 
 
-def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
 def console() -> Console:
-    return Console(highlight=False)
+    return stdout()
 
 
 def when(value: datetime | None) -> str:

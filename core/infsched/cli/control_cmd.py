@@ -6,8 +6,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from infsched.cli.admin import console, open_admin, print_json, seconds, when
+from infsched.cli.admin import console, open_admin, seconds, when
 from infsched.cli.context import config_options
+from infsched.cli.output import print_json
 from infsched.cluster.nodes import NodeState, judge
 from infsched.engine.controls import ALL
 

@@ -14,8 +14,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from infsched.cli.admin import AwareDateTime, console, open_admin, print_json, when
+from infsched.cli.admin import AwareDateTime, console, open_admin, when
 from infsched.cli.context import config_options
+from infsched.cli.output import print_json
 from infsched.engine.status import JobStatus
 from infsched.management.jobs import STATES
 from infsched.management.jobs import Progress as ProgressCallback

@@ -6,7 +6,6 @@ import copy
 import sys
 
 import click
-from rich.console import Console
 from rich.text import Text
 
 from infsched import __version__
@@ -17,6 +16,7 @@ from infsched.cli.control_cmd import nodes, pause, resume, stats
 from infsched.cli.dashboard import dashboard
 from infsched.cli.db_cmd import db_group
 from infsched.cli.jobs_cmd import jobs_group
+from infsched.cli.output import error_text, stderr, wants_json
 from infsched.cli.partitions_cmd import partitions_group
 from infsched.cli.plugins_cmd import plugins_group
 from infsched.cli.run_cmd import demo, run
@@ -54,22 +54,28 @@ def build_cli(registry: PluginRegistry) -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = wants_json(args)
     registry = load_plugins()
     root = build_cli(registry)
     try:
-        root.main(args=argv, obj=AppContext(plugins=registry), standalone_mode=False)
+        root.main(args=args, obj=AppContext(plugins=registry), standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        if as_json:
+            click.echo(error_text(exc.format_message(), as_json=True), err=True)
+        else:
+            exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        Console(stderr=True).print("aborted")
+        click.echo(error_text("aborted", as_json=as_json), err=True)
         sys.exit(130)
     except InfschedError as exc:
-        # soft_wrap: the error stays one line however narrow the terminal (or pipe) is.
-        Console(stderr=True, highlight=False, soft_wrap=True).print(
-            Text.assemble(("error: ", "bold red"), str(exc))
-        )
+        if as_json:
+            click.echo(error_text(str(exc), as_json=True), err=True)
+        else:
+            # soft_wrap: the error stays one line however narrow the terminal (or pipe) is.
+            stderr().print(Text.assemble(("error: ", "bold red"), str(exc)))
         sys.exit(1)
     sys.exit(0)
