@@ -10,10 +10,11 @@ SOURCES := pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 .PHONY: run test lint types pytest soak mariadb system-packages clean
 
 # Set-up: a virtual environment with the core, the three plugins (editable) and the dev tools.
+# -qq: errors only; setuptools reports every editable install of a flat-layout plugin as a warning.
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' $(addprefix -e ,$(PLUGINS))
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq -e '.[dev]' $(addprefix -e ,$(PLUGINS))
 	touch $@
 
 run: $(STAMP)
