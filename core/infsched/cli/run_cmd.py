@@ -14,7 +14,6 @@ from rich.table import Table
 from infsched.cli.context import app_context, config_options, requires_plugins
 from infsched.clock import Clock, OffsetClock, SystemClock
 from infsched.demo import run_demo
-from infsched.engine.binding import RepositoryBinding
 from infsched.engine.scheduler import InfiniteScheduler
 from infsched.errors import ConfigError
 from infsched.logs import setup_logging
@@ -94,19 +93,13 @@ def run(
         )
     clock: Clock = OffsetClock(timedelta(seconds=clock_offset)) if clock_offset else SystemClock()
     configured = build_repositories(config, app.plugins, names=repos or None, clock=clock)
-    bindings = [
-        RepositoryBinding(
-            c.repository, executor=c.config.executor, default_priority=c.config.priority
-        )
-        for c in configured
-    ]
     sections = {k: dict(v) for k, v in config.plugins.items()}
     sink_names = config.metrics_sinks
     if metrics_port is not None:
         sections.setdefault("prometheus", {})["port"] = metrics_port
         sink_names = tuple(dict.fromkeys((*sink_names, "prometheus")))
     scheduler = InfiniteScheduler(
-        bindings,
+        configured,
         config,
         plugins=app.plugins,
         metrics_sinks=metrics_sinks(app.plugins, sink_names, sections),
