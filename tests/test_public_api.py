@@ -170,3 +170,16 @@ def test_a_scheduler_serves_the_configured_repositories_with_their_executors(
         binding = scheduler.bindings["texts"]
         assert (binding.executor, binding.default_priority) == ("sms", 7)
         assert binding.repository is repositories["texts"]
+
+
+def test_the_built_in_plugins_table_lists_every_built_in_and_what_it_registers() -> None:
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    section = text.split("## Built-in plugins", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.*) \|$", section, flags=re.MULTILINE))
+    builtins = {info.name: info for info in load_plugins().listing() if info.builtin}
+    assert sorted(rows) == sorted(builtins)
+    for name, info in builtins.items():
+        for registered in info.registers:  # "metrics sink: prometheus"
+            kind, value = registered.split(": ")
+            assert kind in rows[name], (name, registered)
+            assert f"`{value}`" in rows[name], (name, registered)
