@@ -27,15 +27,23 @@ if TYPE_CHECKING:  # what mypy sees; at run time `__getattr__` imports the same 
     from infsched.entities import id_field as id_field
     from infsched.entities import sharding_key as sharding_key
     from infsched.errors import ConfigError as ConfigError
+    from infsched.errors import DatabaseUnreachableError as DatabaseUnreachableError
+    from infsched.errors import EntityError as EntityError
     from infsched.errors import InfschedError as InfschedError
+    from infsched.errors import PluginError as PluginError
     from infsched.executors import BatchExecutor as BatchExecutor
     from infsched.executors import Executor as Executor
     from infsched.executors import ExecutorSpec as ExecutorSpec
     from infsched.executors import JobContext as JobContext
     from infsched.executors import PermanentError as PermanentError
     from infsched.hookspecs import hookimpl as hookimpl
+    from infsched.jobstore.backend import JobStoreBackend as JobStoreBackend
+    from infsched.metrics.sink import MetricsSink as MetricsSink
+    from infsched.metrics.sink import MetricsSinkSpec as MetricsSinkSpec
     from infsched.plugins import PluginRegistry as PluginRegistry
     from infsched.plugins import load_plugins as load_plugins
+    from infsched.repositories.backend import RepositoryBackend as RepositoryBackend
+    from infsched.repositories.backend import RepositoryOptions as RepositoryOptions
     from infsched.repositories.base import ShardingRepository as ShardingRepository
     from infsched.repositories.from_config import (
         ConfiguredRepositories as ConfiguredRepositories,
@@ -54,6 +62,11 @@ _PUBLIC: dict[str, str] = {
     "Executor": "infsched.executors",
     "BatchExecutor": "infsched.executors",
     "PermanentError": "infsched.executors",
+    "RepositoryBackend": "infsched.repositories.backend",
+    "RepositoryOptions": "infsched.repositories.backend",
+    "MetricsSinkSpec": "infsched.metrics.sink",
+    "MetricsSink": "infsched.metrics.sink",
+    "JobStoreBackend": "infsched.jobstore.backend",
     # embedding: configuration, repositories, a scheduler node
     "read_config": "infsched.config",
     "SchedulerConfig": "infsched.config",
@@ -68,6 +81,9 @@ _PUBLIC: dict[str, str] = {
     # errors
     "InfschedError": "infsched.errors",
     "ConfigError": "infsched.errors",
+    "PluginError": "infsched.errors",
+    "DatabaseUnreachableError": "infsched.errors",
+    "EntityError": "infsched.errors",
 }
 
 __all__ = ["__version__", *_PUBLIC]
