@@ -152,7 +152,7 @@ class ConfiguredRepositories(AbstractContextManager["ConfiguredRepositories"]):
         return list({id(c.repository.engine): c for c in self.configured}.values())
 
     def close(self) -> None:
-        """Dispose the engines (their pooled connections); the repositories are unusable after."""
+        """Close the engines' pooled connections (a repository used after opens new ones)."""
         for item in self.one_per_engine():
             item.repository.engine.dispose()
 
