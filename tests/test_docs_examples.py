@@ -1,4 +1,4 @@
-"""Every ```python block of README.md and docs/**/*.md runs, so no example can go stale.
+"""Every ```python block of the READMEs and docs/**/*.md runs, so no example can go stale.
 
 Each block runs on its own: as a fresh module, in a temporary working
 directory, with no ``INFSCHED_*`` variables set, so it must define or import
@@ -32,9 +32,13 @@ import attrs
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+DOCUMENTS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").rglob("*.md")),
+    *sorted(ROOT.glob("plugins/*/README.md")),
+]
 
-_OPEN = re.compile(r"^(?P<indent>[ \t]*)```python[ \t]*$")
+_OPEN = re.compile(r"^(?P<indent>[ \t]*)```(?:python|py)[ \t]*$")
 _MARKER = re.compile(r"^\s*<!--\s*(?P<kind>file|not run):\s*(?P<value>.+?)\s*-->\s*$")
 
 
