@@ -170,6 +170,12 @@ def test_a_scheduler_serves_the_configured_repositories_with_their_executors(
         binding = scheduler.bindings["texts"]
         assert (binding.executor, binding.default_priority) == ("sms", 7)
         assert binding.repository is repositories["texts"]
+        # Without plugins=, the executors come from the plugins the repositories were built with.
+        implied = infsched.InfiniteScheduler(repositories, config)
+        assert implied.workers.executors["sms"].spec is plugins.executor("sms")
+        implied.engine.dispose()
+        with pytest.raises(ValueError, match="no executor 'sms'"):
+            infsched.InfiniteScheduler(list(repositories), config)
 
 
 def test_the_built_in_plugins_table_lists_every_built_in_and_what_it_registers() -> None:

@@ -8,7 +8,8 @@
         ...
 
 A plain repository (not a binding) is bound to the executor of its own name;
-the repositories of a config (`open_repositories`) to the executors it names.
+the repositories of a config (`open_repositories`) to the executors it names,
+found in the plugins they were built with unless `plugins` says otherwise.
 Executors come from the `executors` argument or, by name, from the plugins.
 """
 
@@ -46,7 +47,7 @@ from infsched.metrics.sink import MetricsSink
 from infsched.plugins import PluginRegistry
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
-from infsched.repositories.from_config import ConfiguredRepository
+from infsched.repositories.from_config import ConfiguredRepositories, ConfiguredRepository
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
 
@@ -133,6 +134,8 @@ class InfiniteScheduler:
             history_repository(self.engine, self.clock, self.config.history_retention_days),
             self.config.node_id,
         )
+        if plugins is None and isinstance(repositories, ConfiguredRepositories):
+            plugins = repositories.plugins  # the plugins the repositories were built with
         self._executors = self._resolve(executors or {}, plugins)
         #: List, show, cancel, retry, run-now, stats: see infsched.management.
         self.admin = JobAdmin(
