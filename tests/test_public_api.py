@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import subprocess
 import sys
@@ -189,3 +190,15 @@ def test_the_built_in_plugins_table_lists_every_built_in_and_what_it_registers()
             kind, value = registered.split(": ")
             assert kind in rows[name], (name, registered)
             assert f"`{value}`" in rows[name], (name, registered)
+
+
+def test_with_no_arguments_the_working_directorys_infsched_toml_is_opened(
+    sqlite_url: DatabaseUrl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sms_config(tmp_path, sqlite_url)
+    monkeypatch.chdir(tmp_path)
+    for var in [v for v in os.environ if v.startswith("INFSCHED_")]:
+        monkeypatch.delenv(var)
+    with infsched.open_repositories() as repositories:
+        assert repositories.names == ("texts",)
+        assert repositories.plugins.executors()["sms"].plugin == "sms"
