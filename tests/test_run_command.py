@@ -97,3 +97,19 @@ def _hot_jobs(repo: ShardingRepository[SmsEntity, int]) -> int:
         if not sa.inspect(conn).has_table("infsched_jobs"):
             return -1
         return int(conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar_one())
+
+
+def test_run_refuses_a_database_that_does_not_answer_with_one_line(tmp_path: Path) -> None:
+    url = DatabaseUrl("mysql+pymysql://someone:secret@127.0.0.1:1/nowhere")
+    result = subprocess.run(
+        [INFSCHED, "run", "--config", str(write_config(tmp_path, url))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot connect to the database at 127.0.0.1:1 ")
+    assert "secret" not in result.stderr

@@ -514,6 +514,16 @@ def load_config(
     return LoadedConfig(config=SchedulerConfig(**coerced), sources=sources, file=file)
 
 
+def read_config(path: str | os.PathLike[str] | None = None) -> SchedulerConfig:
+    """The configuration as every ``infsched`` command reads it, without flags.
+
+    `path` None reads ``./infsched.toml`` when it exists (else the defaults);
+    ``INFSCHED_*`` environment variables override the file.  Raises ConfigError,
+    naming the key, for anything invalid.
+    """
+    return load_config(None if path is None else Path(path)).config
+
+
 def describe(loaded: LoadedConfig) -> list[tuple[str, str, str]]:
     """(key, printable value, source) rows; the database password is hidden."""
     rows: list[tuple[str, str, str]] = []

@@ -13,7 +13,12 @@ from infsched.clock import FixedClock
 from infsched.dburl import DatabaseUrl
 from infsched.repositories.backend import RepositoryOptions
 from infsched_sms import SmsEntity
-from tests.type_checks.typed_usage import START, round_trip, sms_repository
+from tests.type_checks.typed_usage import (
+    START,
+    insert_through_the_public_api,
+    round_trip,
+    sms_repository,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TYPED_USAGE = Path(__file__).with_name("typed_usage.py")
@@ -38,6 +43,15 @@ def wrong(
     orders: ShardingRepository[OrderEntity, int] = MultiTableRepository(options)
     found = sms.find_by_id(42)
     found.order_id
+
+
+def wrong_public_use(path: str, order: OrderEntity) -> None:
+    import infsched
+
+    with infsched.open_repositories(infsched.read_config(path)) as repositories:
+        repositories.repository("sms", SmsEntity).insert(order)
+        infsched.open_repository()
+    infsched.read_config(42)
 """
 EXPECTED = {
     14: 'Argument 1 to "insert" of "ShardingRepository" has incompatible type "OrderEntity"; '
@@ -48,6 +62,10 @@ EXPECTED = {
     17: 'Argument 1 to "MultiTableRepository" has incompatible type '
     '"RepositoryOptions[SmsEntity]"; expected "RepositoryOptions[OrderEntity]"',
     19: 'Item "SmsEntity" of "SmsEntity | None" has no attribute "order_id"',
+    26: 'Argument 1 to "insert" of "ShardingRepository" has incompatible type "OrderEntity"; '
+    'expected "SmsEntity"',
+    27: 'Module has no attribute "open_repository"',
+    28: 'Argument 1 to "read_config" has incompatible type "int"',
 }
 
 
@@ -86,3 +104,15 @@ def test_the_typed_usage_runs(
         name="sms", entity_type=SmsEntity, engine=engine_for(sqlite_url), clock=FixedClock(START)
     )
     assert round_trip(sms_repository(options)) == ["first, again", "second", "third"]
+
+
+def test_the_typed_public_api_usage_runs(sqlite_url: DatabaseUrl, tmp_path: Path) -> None:
+    config = tmp_path / "infsched.toml"
+    raw = sqlite_url.sqlalchemy_url.render_as_string(hide_password=False)
+    config.write_text(
+        f'database_url = "{raw}"\n[[repositories]]\nname = "sms"\nentity = "SmsEntity"\n'
+        'executor = "sms"\n'
+    )
+    stored = insert_through_the_public_api(config)
+    assert stored.id is not None
+    assert stored.message == "through the public API"

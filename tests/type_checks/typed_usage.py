@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+import infsched
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
 from infsched.repositories.multi_table import MultiTableRepository
@@ -42,3 +45,14 @@ def round_trip(repo: ShardingRepository[SmsEntity, int]) -> list[str]:
     )
     assert len(picked) == 2
     return [e.message for e in repo.find_all_by_date_range(START, START + timedelta(days=1))]
+
+
+def insert_through_the_public_api(config_path: Path) -> SmsEntity:
+    """The three lines of docs/api.md, typed: the repository holds SmsEntity values."""
+    config: infsched.SchedulerConfig = infsched.read_config(config_path)
+    with infsched.open_repositories(config) as repositories:
+        sms: infsched.ShardingRepository[SmsEntity, Any] = repositories.repository("sms", SmsEntity)
+        sms.maintain()
+        due = datetime.now(UTC) + timedelta(hours=1)
+        stored: SmsEntity = sms.insert(message("through the public API", due))
+        return stored

@@ -13,8 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from infsched.cli.context import app_context, config_options, requires_plugins
-from infsched.database import check_reachable
-from infsched.repositories.from_config import ConfiguredRepository, build_repositories
+from infsched.repositories.from_config import ConfiguredRepository, open_repositories
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,16 +41,12 @@ def _repositories(names: tuple[str, ...], console: Console) -> Iterator[list[Con
     """The selected repositories, their databases checked reachable; engines disposed after."""
     app = app_context()
     config = app.loaded().config
-    built = build_repositories(config, app.plugins, names=names or None)
-    if not built:
-        console.print("no repositories configured; add [[repositories]] tables to the config file")
-    try:
-        for item in {id(r.repository.engine): r for r in built}.values():
-            check_reachable(item.repository.engine, item.database_url)
-        yield built
-    finally:
-        for engine in {id(r.repository.engine): r.repository.engine for r in built}.values():
-            engine.dispose()
+    with open_repositories(config, plugins=app.plugins, names=names or None) as opened:
+        if not opened:
+            console.print(
+                "no repositories configured; add [[repositories]] tables to the config file"
+            )
+        yield list(opened)
 
 
 def _when(value: datetime | None) -> str:

@@ -14,13 +14,12 @@ from rich.table import Table
 from infsched.cli.context import app_context, config_options, requires_plugins
 from infsched.clock import Clock, OffsetClock, SystemClock
 from infsched.demo import run_demo
-from infsched.engine.binding import RepositoryBinding
 from infsched.engine.scheduler import InfiniteScheduler
 from infsched.errors import ConfigError
 from infsched.logs import setup_logging
 from infsched.metrics.sink import MetricsSink
 from infsched.plugins import PluginRegistry
-from infsched.repositories.from_config import build_repositories
+from infsched.repositories.from_config import open_repositories
 
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
 
@@ -93,40 +92,35 @@ def run(
             "to the config file"
         )
     clock: Clock = OffsetClock(timedelta(seconds=clock_offset)) if clock_offset else SystemClock()
-    configured = build_repositories(config, app.plugins, names=repos or None, clock=clock)
-    bindings = [
-        RepositoryBinding(
-            c.repository, executor=c.config.executor, default_priority=c.config.priority
-        )
-        for c in configured
-    ]
     sections = {k: dict(v) for k, v in config.plugins.items()}
     sink_names = config.metrics_sinks
     if metrics_port is not None:
         sections.setdefault("prometheus", {})["port"] = metrics_port
         sink_names = tuple(dict.fromkeys((*sink_names, "prometheus")))
-    scheduler = InfiniteScheduler(
-        bindings,
-        config,
-        plugins=app.plugins,
-        metrics_sinks=metrics_sinks(app.plugins, sink_names, sections),
-        clock=clock,
-    )
-    stop = threading.Event()
+    # Opening checks the repositories' databases: one line, not a traceback, when one is down.
+    with open_repositories(
+        config, plugins=app.plugins, names=repos or None, clock=clock
+    ) as configured:
+        scheduler = InfiniteScheduler(
+            configured,
+            config,
+            plugins=app.plugins,
+            metrics_sinks=metrics_sinks(app.plugins, sink_names, sections),
+            clock=clock,
+        )
+        stop = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    scheduler.start()
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        scheduler.stop(grace)
-        for c in configured:
-            c.repository.engine.dispose()
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        scheduler.start()
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            scheduler.stop(grace)
 
 
 @click.command("demo")

@@ -7,7 +7,9 @@
     with scheduler:          # start(); stop(grace) on exit
         ...
 
-A plain repository (not a binding) is bound to the executor of its own name.
+A plain repository (not a binding) is bound to the executor of its own name;
+the repositories of a config (`open_repositories`) to the executors it names,
+found in the plugins they were built with unless `plugins` says otherwise.
 Executors come from the `executors` argument or, by name, from the plugins.
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -45,6 +47,7 @@ from infsched.metrics.sink import MetricsSink
 from infsched.plugins import PluginRegistry
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
+from infsched.repositories.from_config import ConfiguredRepositories, ConfiguredRepository
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
 
@@ -79,9 +82,18 @@ def _fixed(executor: Executor[Any] | BatchExecutor[Any]) -> Any:
     return lambda _section: executor
 
 
-def _bind(item: ShardingRepository[Any, Any] | RepositoryBinding) -> RepositoryBinding:
+#: What a scheduler can serve: a repository (bound to the executor of its name), a binding,
+#: or a repository built from config (bound to its ``executor`` at its ``priority``).
+Servable = ShardingRepository[Any, Any] | RepositoryBinding | ConfiguredRepository
+
+
+def _bind(item: Servable) -> RepositoryBinding:
     if isinstance(item, RepositoryBinding):
         return item
+    if isinstance(item, ConfiguredRepository):
+        return RepositoryBinding(
+            item.repository, executor=item.config.executor, default_priority=item.config.priority
+        )
     return RepositoryBinding(item, executor=item.name)
 
 
@@ -90,7 +102,7 @@ class InfiniteScheduler:
 
     def __init__(
         self,
-        repositories: Sequence[ShardingRepository[Any, Any] | RepositoryBinding],
+        repositories: Iterable[Servable],
         config: SchedulerConfig | None = None,
         *,
         executors: Mapping[str, ExecutorLike] | None = None,
@@ -102,8 +114,9 @@ class InfiniteScheduler:
         self.config = config or SchedulerConfig()
         #: The node's own clock; `clock` is it corrected to the database's (see cluster.dbtime).
         self.node_clock = clock or SystemClock()
-        self.bindings = {b.name: b for b in map(_bind, repositories)}
-        if len(self.bindings) != len(repositories):
+        bound = [_bind(item) for item in repositories]
+        self.bindings = {b.name: b for b in bound}
+        if len(self.bindings) != len(bound):
             raise ValueError("two repositories have the same name")
         self._owns_engine = engine is None
         self.engine = engine or create_engine(
@@ -121,6 +134,8 @@ class InfiniteScheduler:
             history_repository(self.engine, self.clock, self.config.history_retention_days),
             self.config.node_id,
         )
+        if plugins is None and isinstance(repositories, ConfiguredRepositories):
+            plugins = repositories.plugins  # the plugins the repositories were built with
         self._executors = self._resolve(executors or {}, plugins)
         #: List, show, cancel, retry, run-now, stats: see infsched.management.
         self.admin = JobAdmin(

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from infsched.entities import column, id_field, sharding_key
+from infsched import column, id_field, sharding_key
 
 _TOPIC = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 

@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from infsched.errors import ConfigError
-from infsched.executors import JobContext
+from infsched import ConfigError, JobContext
 from infsched_spool.entity import SpoolEntity
 
 

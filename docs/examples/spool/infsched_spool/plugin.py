@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from infsched.executors import ExecutorSpec
-from infsched.hookspecs import hookimpl
+from infsched import ExecutorSpec, hookimpl
 from infsched_spool.entity import SpoolEntity
 from infsched_spool.executor import make_executor
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,22 +12,13 @@ import pytest
 from infsched_spool import SpoolEntity
 from infsched_spool.executor import make_executor
 
-from infsched.config import SchedulerConfig
-from infsched.database import create_engine
-from infsched.dburl import DatabaseUrl
-from infsched.engine.binding import RepositoryBinding
-from infsched.engine.joblog import job_logger
-from infsched.engine.scheduler import InfiniteScheduler
-from infsched.errors import ConfigError
-from infsched.executors import JobContext
-from infsched.plugins import load_plugins
-from infsched.repositories.backend import RepositoryOptions
-from infsched.repositories.base import ShardingRepository
-from infsched.repositories.multi_table import MultiTableRepository
+import infsched
+from infsched import ConfigError, JobContext
 
 
 def job(entity: SpoolEntity, key: str, attempt: int = 1) -> JobContext[SpoolEntity]:
-    return JobContext(entity, key, attempt, entity.due_at, "spool", job_logger(key, "spool"))
+    logger = logging.LoggerAdapter(logging.getLogger("spool"), {"job_key": key})
+    return JobContext(entity, key, attempt, entity.due_at, "spool", logger)
 
 
 def test_a_document_per_job_key_even_on_retry(tmp_path: Path) -> None:
@@ -56,29 +48,36 @@ def test_topics_are_checked_when_the_entity_is_created() -> None:
 
 
 def test_a_scheduler_node_spools_due_entities_through_the_plugin(tmp_path: Path) -> None:
-    plugins = load_plugins()  # finds this plugin through its entry point
-    assert plugins.executors()["spool"].plugin == "spool"
-    url = DatabaseUrl(f"sqlite:///{tmp_path / 'infsched.db'}")
-    engine = create_engine(url)
-    repo: ShardingRepository[SpoolEntity, int] = MultiTableRepository(
-        RepositoryOptions(name="spool", entity_type=SpoolEntity, engine=engine)
+    config_file = tmp_path / "infsched.toml"
+    config_file.write_text(
+        f"""
+database_url = "sqlite:///{tmp_path / "infsched.db"}"
+fetch_interval = 0.2
+lookahead_window = 1.0
+
+[[repositories]]
+name = "handoffs"
+entity = "SpoolEntity"
+executor = "spool"
+
+[plugins.spool]
+directory = "{tmp_path / "out"}"
+"""
     )
-    repo.maintain()
-    due = datetime.now(UTC) + timedelta(seconds=1)
-    repo.insert_many([SpoolEntity(due_at=due, topic="t", payload={"i": i}) for i in range(3)])
-    config = SchedulerConfig(
-        database_url=url,
-        fetch_interval=0.2,
-        lookahead_window=1.0,
-        plugins={"spool": {"directory": str(tmp_path / "out")}},
-    )
-    scheduler = InfiniteScheduler(
-        [RepositoryBinding(repo, executor="spool")], config, plugins=plugins, engine=engine
-    )
-    with scheduler:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and len(list((tmp_path / "out").rglob("*.json"))) < 3:
-            time.sleep(0.05)
-    engine.dispose()
+    # The three lines of docs/writing-plugins.md, section 8: the plugin is found the
+    # way users find it, through its entry point, so this fails if the entry point is wrong.
+    config = infsched.read_config(config_file)
+    with infsched.open_repositories(config) as repositories:
+        handoffs = repositories.repository("handoffs", SpoolEntity)
+        assert repositories.plugins.executors()["spool"].plugin == "spool"
+        handoffs.maintain()  # what `infsched partitions maintain` does
+        due = datetime.now(UTC) + timedelta(seconds=1)
+        handoffs.insert_many(
+            [SpoolEntity(due_at=due, topic="t", payload={"i": i}) for i in range(3)]
+        )
+        with infsched.InfiniteScheduler(repositories, config, plugins=repositories.plugins):
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and len(list((tmp_path / "out").rglob("*.json"))) < 3:
+                time.sleep(0.05)
     documents = [json.loads(p.read_text()) for p in (tmp_path / "out" / "t").glob("*.json")]
     assert sorted(d["payload"]["i"] for d in documents) == [0, 1, 2]
