@@ -230,6 +230,26 @@ class DayShardedRepository(ABC, Generic[T, K]):
                     f"{name} MODIFY {JOB_AT} DATETIME(6) NOT NULL DEFAULT '{EPOCH_TEXT}')"
                 )
 
+    def _add_missing_indexes(self, conn: sa.Connection, tables: Iterable[sa.Table]) -> list[str]:
+        """Add the declared indexes that existing `tables` lack; their ``table.index`` names.
+
+        A table made by an older release keeps the indexes of its day: one
+        declared since (the history's per-state index) would otherwise be
+        missing from every table older than the upgrade, and its queries scan.
+        """
+        added: list[str] = []
+        inspector = sa.inspect(conn)
+        for table in tables:
+            try:
+                present = {ix["name"] for ix in inspector.get_indexes(table.name)}
+            except sa.exc.NoSuchTableError:
+                continue  # dropped meanwhile by another process's maintenance
+            for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+                if index.name not in present:
+                    self._dialect.add_index(conn, index)
+                    added.append(f"{table.name}.{index.name}")
+        return added
+
     def _ready(self) -> None:
         """Lay out the window once, at the first use."""
         if not self._started:
