@@ -378,3 +378,33 @@ def test_json_values_become_each_field_type_or_say_what_is_wrong() -> None:
         parser.entity({"due": "2026-12-01T10:00:00Z", "amount": "1"})
     with pytest.raises(EntityError, match=r"^expected a JSON object \(one Invoice\), got null$"):
         parser.entity(None)
+
+
+def test_a_batch_the_database_fails_says_where_to_resume(
+    cli: Cli, site: Path, any_url: DatabaseUrl, sms: ShardingRepository[Any, Any], tmp_path: Path
+) -> None:
+    sms.maintain()
+    with sms.engine.begin() as conn:  # the database itself refuses id 7
+        if any_url.is_mysql:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse_7 BEFORE INSERT ON sms FOR EACH ROW "
+                "IF NEW.id = 7 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused'; END IF"
+            )
+        else:
+            day = SOON + timedelta(seconds=7)
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER refuse_7 BEFORE INSERT ON sms_{day:%Y%m%d} "
+                "WHEN NEW.id = 7 BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+    path = write(tmp_path, [message(i) for i in range(1, 11)])
+    args = ("entities", "add", "--repo", "sms", "--config", str(site), "--db", url(any_url))
+    result = cli(*args, str(path), "--batch-size", "4")
+    assert result.code == 1
+    [line] = result.err.strip().splitlines()
+    assert line.startswith("error: the database failed the batch of lines 5-8 (")
+    assert "refused" in line
+    assert line.endswith(
+        "nothing of it was written, and the 4 entities of the lines before it were added: "
+        "resume from line 5"
+    )
+    assert stored(sms) == [1, 2, 3, 4]

@@ -98,6 +98,7 @@ def add(name: str, source: BinaryIO, batch_size: int, skip_bad: bool, as_json: b
             batch_size=batch_size,
             skip_bad=skip_bad,
             on_bad=on_bad,
+            keep_bad=as_json,
             progress=progress,
         )
         with bar:
@@ -108,7 +109,7 @@ def add(name: str, source: BinaryIO, batch_size: int, skip_bad: bool, as_json: b
         print_json({"repository": name, **report.as_json()})
     else:
         stdout().print(_summary(name, report), markup=False, highlight=False)
-    if report.held_back or (report.bad and not skip_bad):
+    if report.held_back or (report.bad_count and not skip_bad):
         raise SystemExit(1)
 
 
@@ -116,8 +117,8 @@ def _summary(name: str, report: ImportReport) -> str:
     text = f"added {report.added:,} entit{'y' if report.added == 1 else 'ies'} to {name}"
     if report.skipped:
         text += f"; skipped {report.skipped:,} bad line{'s' if report.skipped != 1 else ''}"
-    if report.held_back or (report.bad and not report.skipped):
-        bad = len(report.bad)
+    if report.held_back or (report.bad_count and not report.skipped):
+        bad = report.bad_count
         text += (
             f"; {bad:,} bad line{'s' if bad != 1 else ''}, so {report.held_back:,} good "
             f"line{'s' if report.held_back != 1 else ''} of their batches were not written "

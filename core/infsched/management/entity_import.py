@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import attrs
+from sqlalchemy.exc import DBAPIError
 
 from infsched.entities import ColumnSpec, EntitySpec, entity_spec
 from infsched.errors import EntityError, InfschedError
@@ -44,6 +45,10 @@ class BadLine:
         return f"line {self.line}: {self.error}"
 
 
+class ImportWriteError(InfschedError):
+    """The database failed a batch: says which lines were added before it, to resume after."""
+
+
 @attrs.frozen
 class ImportReport:
     """What one import did: lines added, bad lines, and good lines held back with their batch."""
@@ -53,7 +58,10 @@ class ImportReport:
     skipped: int
     #: Good lines not written because their batch had a bad line (without skip_bad).
     held_back: int
-    bad: tuple[BadLine, ...]
+    #: How many lines were bad.
+    bad_count: int
+    #: The bad lines, when kept (`EntityImport(keep_bad=True)`).
+    bad: tuple[BadLine, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -161,8 +169,11 @@ class EntityImport:
         batch_size: int = DEFAULT_BATCH_SIZE,
         skip_bad: bool = False,
         on_bad: Callable[[BadLine], None] | None = None,
+        keep_bad: bool = True,
         progress: ImportProgress | None = None,
     ) -> None:
+        """`on_bad` hears of each bad line as it is found; `keep_bad` keeps them in the report
+        (a file with millions of bad lines need not be held in memory to be printed)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InfschedError(f"batch size must be a whole number >= 1, got {batch_size!r}")
         self.repository = repository
@@ -170,19 +181,29 @@ class EntityImport:
         self.batch_size = batch_size
         self.skip_bad = skip_bad
         self.on_bad = on_bad
+        self.keep_bad = keep_bad
         self.progress = progress
 
     def run(self, lines: Iterable[bytes]) -> ImportReport:
         """Read every line of `lines` (raw, as a binary file yields them) and add the entities."""
-        added = skipped = held_back = 0
+        added = skipped = held_back = bad_count = 0
         bad: list[BadLine] = []
         read_bytes = read_lines = 0
         batch: list[tuple[int, bytes]] = []
 
         def flush() -> None:
-            nonlocal added, skipped, held_back
-            result = self._batch(batch)
-            bad.extend(result.bad)
+            nonlocal added, skipped, held_back, bad_count
+            try:
+                result = self._batch(batch)
+            except DBAPIError as exc:
+                raise ImportWriteError(
+                    f"the database failed the batch of lines {batch[0][0]}-{batch[-1][0]} "
+                    f"({exc.orig}); nothing of it was written, and the {added} entities of "
+                    f"the lines before it were added: resume from line {batch[0][0]}"
+                ) from exc
+            if self.keep_bad:
+                bad.extend(result.bad)
+            bad_count += result.bad_count
             added += result.added
             skipped += result.skipped
             held_back += result.held_back
@@ -201,7 +222,7 @@ class EntityImport:
             flush()
         elif self.progress is not None:
             self.progress(read_bytes, read_lines)
-        return ImportReport(added, skipped, held_back, tuple(bad))
+        return ImportReport(added, skipped, held_back, bad_count, tuple(bad))
 
     def _batch(self, lines: Sequence[tuple[int, bytes]]) -> ImportReport:
         """One batch: check every line, then write the good ones, or none if one is bad."""
@@ -234,7 +255,7 @@ class EntityImport:
                 seen[entity_id] = number
             good.append((number, entity))
         if bad and not self.skip_bad:
-            return ImportReport(0, 0, len(good), tuple(bad))
+            return ImportReport(0, 0, len(good), len(bad), tuple(bad))
         while good:
             try:
                 self.repository.insert_many([entity for _, entity in good])
@@ -243,11 +264,11 @@ class EntityImport:
                 lines_of = [n for n, e in good if getattr(e, id_field) == exc.entity_id]
                 self._report(bad, BadLine(lines_of[0] if lines_of else lines[0][0], str(exc)))
                 if not self.skip_bad or not lines_of:
-                    return ImportReport(0, 0, len(good) - len(lines_of), tuple(bad))
+                    return ImportReport(0, 0, len(good) - len(lines_of), len(bad), tuple(bad))
                 good = [(n, e) for n, e in good if n not in lines_of]
                 continue
             break
-        return ImportReport(len(good), len(bad), 0, tuple(bad))
+        return ImportReport(len(good), len(bad), 0, len(bad), tuple(bad))
 
     def _entity(self, raw: bytes) -> Any:
         try:
