@@ -222,7 +222,7 @@ def test_a_time_range_reads_only_its_days(seed: Seed) -> None:
         assert read == sorted(read, reverse=True)
 
 
-def test_maintenance_adds_the_index_to_tables_of_an_older_release(seed: Seed) -> None:
+def test_maintenance_adds_the_index_to_tables_of_an_older_release(cli: Cli, seed: Seed) -> None:
     store(seed, [outcome(1, NOON)])
     repository = seed.history.repository
     with seed.engine.begin() as conn:
@@ -244,6 +244,15 @@ def test_maintenance_adds_the_index_to_tables_of_an_older_release(seed: Seed) ->
             }
 
     assert not any(state_indexes().values())
+    # The search still answers, and says what is missing and what adds it.
+    missing = sorted(f"{n}.ix_{n}_state_by_key" for n in tables)
+    noted = cli("jobs", "history", "--db", db(seed))
+    assert noted.code == 0, noted.err
+    assert noted.err.strip().startswith(f"note: {len(missing)} history index")
+    assert "a node's maintenance adds them" in noted.err
+    as_json = cli("jobs", "history", "--db", db(seed), "--json").json()
+    assert sorted(as_json["missing_indexes"]) == missing
+    assert [o["entity_id"] for o in as_json["outcomes"]] == ["1"]
     # First use by a new process adds it ...
     fresh = history_repository(seed.engine, SystemClock(), 7)
     fresh.insert(outcome(2, NOON + timedelta(seconds=1)))
@@ -260,6 +269,7 @@ def test_maintenance_adds_the_index_to_tables_of_an_older_release(seed: Seed) ->
     report = history_repository(seed.engine, SystemClock(), 7).maintain()
     assert f"{name}.{ix}" in report.indexed
     assert all(state_indexes().values())
+    assert cli("jobs", "history", "--db", db(seed), "--json").json()["missing_indexes"] == []
     assert [o.entity_id for o in HistorySearch(seed.engine).page(HistoryFilter()).outcomes] == [
         "2",
         "1",

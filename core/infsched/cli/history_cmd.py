@@ -10,7 +10,7 @@ from rich.table import Table
 
 from infsched.cli.admin import AwareDateTime, open_admin
 from infsched.cli.context import config_options
-from infsched.cli.output import json_option, print_json, stdout
+from infsched.cli.output import json_option, print_json, stderr, stdout
 from infsched.management.history_search import (
     MAX_PAGE,
     OUTCOME_STATES,
@@ -82,13 +82,21 @@ def history(
     )
     cursor = Cursor.parse(after) if after is not None else None
     with open_admin() as (admin, _config):
-        page = HistorySearch(admin.engine, admin.history.repository.name).page(
-            where, after=cursor, limit=limit
-        )
+        search = HistorySearch(admin.engine, admin.history.repository.name)
+        page = search.page(where, after=cursor, limit=limit)
+        missing = search.missing_indexes(where, after=cursor)
     if as_json:
-        print_json(page.as_json())
-    else:
-        _print(page)
+        print_json({**page.as_json(), "missing_indexes": missing})
+        return
+    _print(page)
+    if missing:
+        stderr().print(
+            f"note: {len(missing)} history index{'es' if len(missing) != 1 else ''} missing "
+            f"({', '.join(missing)}): tables made by an older release, which this search "
+            "reads row by row; a node's maintenance adds them (at its start, then hourly)",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _print(page: HistoryPage) -> None:

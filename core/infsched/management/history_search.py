@@ -31,6 +31,7 @@ from infsched.entities import entity_spec
 from infsched.errors import InfschedError
 from infsched.jobstore.base import Outcome
 from infsched.management.history import HistoryReader
+from infsched.repositories.day_sharded import missing_indexes
 from infsched.repositories.entity_rows import EntityRows
 
 #: The states an outcome can be in.
@@ -164,6 +165,15 @@ class HistorySearch:
                 )
                 for name in self._newest_first(conn, where, after)
             }
+
+    def missing_indexes(self, where: HistoryFilter, *, after: Cursor | None = None) -> list[str]:
+        """``table.index`` of each index the tables a page reads lack (made by an older release).
+
+        Such a table still answers, reading more rows, until a node's maintenance adds them.
+        """
+        with self.engine.connect() as conn:
+            tables = [self._table(name) for name in self._newest_first(conn, where, after)]
+            return [f"{t.name}.{ix.name}" for t, ix in missing_indexes(conn, tables)]
 
     def query(
         self,
