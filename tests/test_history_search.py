@@ -286,6 +286,12 @@ def test_bad_cursor_time_and_range_each_give_one_line(cli: Cli, seed: Seed) -> N
         "error: cursor 'yesterday' is not one that `jobs history` printed "
         "(TIME:ID, e.g. 20250101T120000.000000Z:123456)"
     ]
+    no_date = cli(*base, "--after", "20261399T000000.000000Z:1")
+    assert no_date.code == 1
+    assert no_date.err.startswith("error: cursor '20261399T000000.000000Z:1' is not one")
+    too_big = cli(*base, "--after", f"20261130T000000.000000Z:{2**63}")
+    assert too_big.code == 1
+    assert too_big.err.startswith("error: cursor '20261130T000000.000000Z:9223372036854775808'")
     as_json = cli(*base, "--after", "yesterday", "--json")
     assert as_json.code == 1
     assert as_json.out == ""

@@ -41,7 +41,8 @@ MAX_PAGE = 10_000
 
 _SPEC = entity_spec(JobOutcome)
 _ROWS = EntityRows(_SPEC)
-_CURSOR = re.compile(r"^(\d{8}T\d{6}\.\d{6}Z):(\d+)$")
+_CURSOR = re.compile(r"^(\d{8}T\d{6}\.\d{6}Z):(\d{1,19})$")
+_MAX_ID = 2**63 - 1
 
 
 class HistoryQueryError(InfschedError):
@@ -61,13 +62,16 @@ class Cursor:
     @classmethod
     def parse(cls, text: str) -> Cursor:
         match = _CURSOR.match(text.strip())
-        if match is None:
+        try:
+            if match is None or int(match.group(2)) > _MAX_ID:
+                raise ValueError(text)
+            finished = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S.%fZ")
+        except ValueError:  # (also eight digits that are no date)
             raise HistoryQueryError(
                 f"cursor {text!r} is not one that `jobs history` printed "
                 "(TIME:ID, e.g. 20250101T120000.000000Z:123456)"
-            )
-        finished = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
-        return cls(finished, int(match.group(2)))
+            ) from None
+        return cls(finished.replace(tzinfo=UTC), int(match.group(2)))
 
 
 @attrs.frozen(kw_only=True)
