@@ -113,8 +113,11 @@ def test_a_file_is_added_in_batches_and_counted(
     assert entity.scheduled_time == SOON + timedelta(seconds=3)
     assert entity.message == "message 3"
 
-    # Entities without an id get one; the text form says how many were added.
-    text = cli(*args, str(write(tmp_path, [message(), message()])))
+    # Entities without an id get one (a BOM and CRLF line ends are no error); the text
+    # form says how many were added.
+    crlf = tmp_path / "crlf.jsonl"
+    crlf.write_bytes(b"\xef\xbb\xbf" + f"{message()}\r\n{message()}\r\n".encode())
+    text = cli(*args, str(crlf))
     assert text.code == 0, text.err
     assert text.out.strip() == "added 2 entities to sms"
     assert len(stored(sms)) == 27

@@ -276,7 +276,9 @@ class EntityImport:
         except UnicodeDecodeError as exc:
             raise EntityError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         try:
-            data = json.loads(text.rstrip("\r\n"))  # (else an error's column is on "line 2")
+            # A BOM (some editors start a file with one) is no JSON; without the newline,
+            # an error's column is on this line rather than on "line 2".
+            data = json.loads(text.removeprefix("\ufeff").rstrip("\r\n"))
         except json.JSONDecodeError as exc:
             raise EntityError(f"not JSON: {exc.msg} at column {exc.colno}") from None
         return self.parser.entity(data)
