@@ -51,6 +51,8 @@ class ColumnOptions:
     role: str = "column"  # "id" | "sharding_key" | "column"
     length: int | None = None
     index: bool = False
+    #: An index (column, sharding key, id): one value's rows in key order.
+    index_by_key: bool = False
     precision: int | None = None
     scale: int | None = None
 
@@ -74,15 +76,23 @@ def column(
     *,
     length: int | None = None,
     index: bool = False,
+    index_by_key: bool = False,
     precision: int | None = None,
     scale: int | None = None,
     default: Any = attrs.NOTHING,
     factory: Any = None,
 ) -> Any:
-    """An ordinary column; `length` bounds a string, `index` adds a secondary index."""
+    """An ordinary column; `length` bounds a string, `index` adds a secondary index.
+
+    `index_by_key` adds an index (column, sharding key, id) instead: a query for
+    one value ordered by the sharding key (newest first, a page at a time) reads
+    its rows straight off the index and stops at the page's end.
+    """
     if length is not None and not 0 < length <= MAX_VARCHAR:
         raise EntityError(f"column length must be between 1 and {MAX_VARCHAR}, got {length}")
-    options = ColumnOptions(length=length, index=index, precision=precision, scale=scale)
+    options = ColumnOptions(
+        length=length, index=index, index_by_key=index_by_key, precision=precision, scale=scale
+    )
     if factory is not None:
         return attrs.field(factory=factory, metadata={_META_KEY: options})
     return attrs.field(default=default, metadata={_META_KEY: options})
@@ -348,6 +358,12 @@ class EntitySpec:
             )
         ]
         indexes += [sa.Index(f"ix_{name}_{c.name}"[:64], c.name) for c in self.indexed]
+        key, ident = self.sharding_column.name, self.id_column.name
+        indexes += [
+            sa.Index(f"ix_{name}_{c.name}_by_key"[:64], c.name, key, ident)
+            for c in self.columns
+            if c.options.index_by_key
+        ]
         return sa.Table(name, metadata, *cols, *indexes)
 
 

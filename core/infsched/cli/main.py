@@ -15,6 +15,8 @@ from infsched.cli.context import AppContext
 from infsched.cli.control_cmd import nodes, pause, resume, stats
 from infsched.cli.dashboard import dashboard
 from infsched.cli.db_cmd import db_group
+from infsched.cli.entities_cmd import entities_group
+from infsched.cli.history_cmd import history
 from infsched.cli.jobs_cmd import jobs_group
 from infsched.cli.output import error_text, stderr, wants_json
 from infsched.cli.partitions_cmd import partitions_group
@@ -36,7 +38,9 @@ cli.add_command(db_group)
 cli.add_command(partitions_group)
 cli.add_command(run)
 cli.add_command(demo)
+jobs_group.add_command(history)
 cli.add_command(jobs_group)
+cli.add_command(entities_group)
 cli.add_command(bench)
 cli.add_command(pause)
 cli.add_command(resume)

@@ -104,6 +104,17 @@ class Dialect(ABC):
         """
 
     @abstractmethod
+    def add_index(self, conn: sa.Connection, index: sa.Index) -> None:
+        """Add `index` to its existing table without blocking writes; nothing if it is there.
+
+        Tables made by an older release lack indexes declared since: maintenance adds them.
+        """
+
+    @abstractmethod
+    def indexes_used(self, conn: sa.Connection, query: sa.Select[Any]) -> list[str]:
+        """The indexes the database's plan for `query` reads (EXPLAIN), in plan order."""
+
+    @abstractmethod
     def is_missing_table(self, exc: DBAPIError) -> bool:
         """Whether `exc` says a table does not exist (e.g. dropped by maintenance meanwhile)."""
 

@@ -18,6 +18,7 @@ from sqlalchemy.schema import CreateTable
 
 from infsched.dialects.base import Dialect, LockTimeoutError, RangePartition, RowInserter
 
+_ER_DUP_KEYNAME = 1061
 _ER_DUP_ENTRY = 1062
 _ER_NO_SUCH_TABLE = 1146
 #: MySQL refuses longer user-lock names.
@@ -139,6 +140,28 @@ class MySQLDialect(Dialect):
         ]
         body = ddl[:-1].rstrip() + "".join(f",\n\t{ix}" for ix in indexes) + "\n)"
         _ddl(conn, f"{body} ENGINE=InnoDB DEFAULT CHARSET=utf8mb4{suffix}")
+
+    def add_index(self, conn: sa.Connection, index: sa.Index) -> None:
+        table = index.table
+        if table is None:
+            raise ValueError(f"index {index.name!r} belongs to no table")
+        columns = ", ".join(self._quote(conn, c.name) for c in index.columns)
+        # Online (INPLACE, LOCK=NONE): inserts go on while a big history table is indexed.
+        statement = (
+            f"ALTER TABLE {self._quote(conn, table.name)} ADD "
+            f"{'UNIQUE ' if index.unique else ''}INDEX {self._quote(conn, str(index.name))} "
+            f"({columns}), ALGORITHM=INPLACE, LOCK=NONE"
+        )
+        try:
+            _ddl(conn, statement)
+        except DBAPIError as exc:
+            if _errno(exc) != _ER_DUP_KEYNAME:  # another session added it meanwhile
+                raise
+
+    def indexes_used(self, conn: sa.Connection, query: sa.Select[Any]) -> list[str]:
+        compiled = query.compile(dialect=conn.dialect)
+        result = conn.exec_driver_sql("EXPLAIN " + str(compiled), compiled.params)
+        return [str(row["key"]) for row in result.mappings() if row["key"]]
 
     @contextmanager
     def named_lock(self, conn: sa.Connection, name: str, timeout: float) -> Iterator[None]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,6 +14,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from infsched.dialects.base import Dialect, RowInserter
+
+_USING_INDEX = re.compile(r"USING (?:COVERING )?INDEX (\S+)")
+
+
+def _bound(value: Any) -> Any:
+    """A parameter as SQLAlchemy stores it in SQLite (a datetime as its ISO text)."""
+    return value.isoformat(" ", "microseconds") if isinstance(value, datetime) else value
 
 
 class SQLiteDialect(Dialect):
@@ -25,6 +34,16 @@ class SQLiteDialect(Dialect):
         conn.execute(CreateTable(table, if_not_exists=True))
         for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
             conn.execute(CreateIndex(index, if_not_exists=True))
+
+    def add_index(self, conn: sa.Connection, index: sa.Index) -> None:
+        conn.execute(CreateIndex(index, if_not_exists=True))
+
+    def indexes_used(self, conn: sa.Connection, query: sa.Select[Any]) -> list[str]:
+        compiled = query.compile(dialect=conn.dialect)
+        params = tuple(_bound(compiled.params[name]) for name in compiled.positiontup or ())
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), params)
+        # Each step's detail reads e.g. "SEARCH t USING INDEX ix_t_state (state=? AND …)".
+        return [m.group(1) for row in plan if (m := _USING_INDEX.search(str(row[-1])))]
 
     def named_lock(
         self, conn: sa.Connection, name: str, timeout: float

@@ -34,10 +34,12 @@ class JobOutcome:
     finished_at: datetime = sharding_key()
     # Not indexed: `jobs show KEY` finds outcomes by the entity id inside the key.
     job_key: str = column(length=255)
-    repository: str = column(length=48)
+    # `jobs history --repo` and `--state` read these indexes newest first, a page at a
+    # time; executor and node filters ride the time index (each index costs every insert).
+    repository: str = column(length=48, index_by_key=True)
     entity_id: str = column(length=191, index=True)
     executor: str = column(length=48)
-    state: Outcome = column()
+    state: Outcome = column(index_by_key=True)
     attempt: int = column()
     due_at: datetime = column()
     started_at: datetime | None = column(default=None)

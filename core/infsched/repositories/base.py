@@ -71,6 +71,8 @@ class MaintenanceReport:
     created: tuple[str, ...]
     dropped: tuple[str, ...]
     kept: int
+    #: Indexes added to existing tables made by an older release (``table.index``).
+    indexed: tuple[str, ...] = ()
 
 
 class ShardingRepository(Protocol[T, K]):

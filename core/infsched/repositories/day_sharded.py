@@ -73,6 +73,26 @@ def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield values[i : i + size]
 
 
+def missing_indexes(
+    conn: sa.Connection, tables: Iterable[sa.Table]
+) -> list[tuple[sa.Table, sa.Index]]:
+    """(table, index) of each index declared on `tables` that the database's table lacks.
+
+    A table that does not exist (dropped meanwhile by maintenance) lacks nothing.
+    """
+    missing: list[tuple[sa.Table, sa.Index]] = []
+    inspector = sa.inspect(conn)
+    for table in tables:
+        try:
+            present = {ix["name"] for ix in inspector.get_indexes(table.name)}
+        except sa.exc.NoSuchTableError:
+            continue
+        for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+            if index.name not in present:
+                missing.append((table, index))
+    return missing
+
+
 class _KeyClash(Exception):
     """A primary key refused an INSERT; the id is named once the transaction allows."""
 
@@ -229,6 +249,19 @@ class DayShardedRepository(ABC, Generic[T, K]):
                     f"then make the column NOT NULL DEFAULT '{EPOCH_TEXT}' (MySQL: ALTER TABLE "
                     f"{name} MODIFY {JOB_AT} DATETIME(6) NOT NULL DEFAULT '{EPOCH_TEXT}')"
                 )
+
+    def _add_missing_indexes(self, conn: sa.Connection, tables: Iterable[sa.Table]) -> list[str]:
+        """Add the declared indexes that existing `tables` lack; their ``table.index`` names.
+
+        A table made by an older release keeps the indexes of its day: one
+        declared since (the history's per-state index) would otherwise be
+        missing from every table older than the upgrade, and its queries scan.
+        """
+        added: list[str] = []
+        for table, index in missing_indexes(conn, tables):
+            self._dialect.add_index(conn, index)
+            added.append(f"{table.name}.{index.name}")
+        return added
 
     def _ready(self) -> None:
         """Lay out the window once, at the first use."""

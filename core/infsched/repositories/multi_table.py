@@ -124,6 +124,8 @@ class MultiTableRepository(DayShardedRepository[T, K]):
             ):
                 existing = self.existing_days(conn)
                 self._refuse_nullable_marks(conn, [self.table_name(d) for d in existing])
+                kept_days = [d for d in existing if d >= horizon]  # (the others are dropped)
+                indexed = self._add_missing_indexes(conn, map(self._table_for_day, kept_days))
                 for day in window:
                     if day not in existing:
                         self._dialect.create_table(conn, self._table_for_day(day))
@@ -140,7 +142,7 @@ class MultiTableRepository(DayShardedRepository[T, K]):
         self._known_days.update(window)
         self._known_days.update(d for d in existing if d not in expired)
         kept = len([d for d in existing if d not in expired])
-        return MaintenanceReport(tuple(created), tuple(dropped), kept)
+        return MaintenanceReport(tuple(created), tuple(dropped), kept, tuple(indexed))
 
     def status(self) -> list[ShardStatus]:
         with self.engine.connect() as conn:

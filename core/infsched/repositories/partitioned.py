@@ -109,6 +109,7 @@ class PartitionedRepository(DayShardedRepository[T, K]):
         window = self._window()
         horizon = window[0]
         created: list[RangePartition] = []
+        indexed: list[str] = []
         table = self.table.name
         parts = self._partitioning
         with self.engine.connect() as conn:
@@ -133,6 +134,8 @@ class PartitionedRepository(DayShardedRepository[T, K]):
                     created.append(catch_all)
                     existing.append(catch_all)
                 before = [self._day_partition(p) for p in existing if p.upper is not None]
+                if existing:  # a table of ours (its partitions checked above) made before
+                    indexed = self._add_missing_indexes(conn, [self.table])
                 split = self._new_partitions(before, window) if existing else []
                 if split:
                     top = existing[-1].name
@@ -146,6 +149,7 @@ class PartitionedRepository(DayShardedRepository[T, K]):
             tuple(p.name for p in created),
             tuple(partition_name(d) for d in expired),
             len([d for d in before if d not in expired]),
+            tuple(indexed),
         )
 
     @staticmethod
