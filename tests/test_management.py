@@ -3,6 +3,7 @@ pause, resume, nodes and stats, against databases with known content."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -86,6 +87,8 @@ def test_jobs_list_refuses_a_time_without_timezone_and_an_unknown_state(
 
 
 def test_commands_refuse_a_database_that_is_not_a_schedulers(cli: Cli, tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "other.db") as other:
+        other.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY)")
     result = cli("jobs", "list", "--db", f"sqlite:///{tmp_path / 'other.db'}")
     assert result.code == 1
     assert "not a scheduler's database" in result.err

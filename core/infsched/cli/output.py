@@ -49,8 +49,13 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 node``, ``2 nodes``: a count with its noun in the number it takes."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 def json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, default=plain)
+    return json.dumps(data, indent=2, default=plain, ensure_ascii=False)
 
 
 def print_json(data: Any) -> None:

@@ -103,6 +103,14 @@ class Dialect(ABC):
         Raises LockTimeoutError when another session holds it beyond `timeout` seconds.
         """
 
+    def missing_database(self, url: sa.URL) -> str | None:
+        """Why the database `url` names does not exist, found without connecting, or None.
+
+        Read-only commands ask first where connecting would create the database
+        (SQLite creates a missing file), so that reading creates nothing.
+        """
+        return None
+
     @abstractmethod
     def is_missing_table(self, exc: DBAPIError) -> bool:
         """Whether `exc` says a table does not exist (e.g. dropped by maintenance meanwhile)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +33,13 @@ class SQLiteDialect(Dialect):
         # SQLite runs one writer at a time (busy_timeout makes the next one wait), and
         # every DDL statement we issue is IF [NOT] EXISTS, so racing sessions converge.
         return nullcontext()
+
+    def missing_database(self, url: sa.URL) -> str | None:
+        path = url.database
+        # In-memory databases and file: URIs are the caller's own business.
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return None
+        return None if Path(path).exists() else "no such database file"
 
     def is_missing_table(self, exc: DBAPIError) -> bool:
         return "no such table" in str(exc.orig)
