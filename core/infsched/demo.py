@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -69,6 +69,13 @@ class _Recent(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
+
+
+class _ClockFormatter(logging.Formatter):
+    """``20:33:49+00:00 message``: the time of day in UTC, with its offset."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).timetz().isoformat("seconds")
 
 
 def _plugin_types() -> dict[str, Any]:
@@ -279,7 +286,7 @@ def run_demo(
     seeded_total = seed(repos, engine, started_at, spread, per_kind, random.Random())
     seeded = dict.fromkeys(repos, per_kind)
     recent = _Recent()
-    recent.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    recent.setFormatter(_ClockFormatter("%(asctime)s %(message)s"))
     watched = [
         logging.getLogger(n)
         for n in ("infsched.job", "infsched.sms", "infsched.orders", "infsched.notifications")
