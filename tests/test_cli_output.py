@@ -379,3 +379,16 @@ def test_table_times_carry_their_offset(cli: Cli, seed: Seed) -> None:
     seed.job(1, state="waiting", due=due)
     out = cli("jobs", "list", "--db", seed.url()).out
     assert due.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.000+00:00") in out
+
+
+def test_bench_progress_in_a_file_is_short_lines_with_offset_times(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    code, out, err = to_file(tmp_path, "bench", "--stage", "insert", "--rows", "1000", "--db", url)
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines, err
+    for line in lines:
+        # Console.log padded each line to the (unlimited) width: megabytes of blanks.
+        assert len(line) < 200, len(line)
+        assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+00:00 insert/", line), line
+    assert re.search(r"│ insert │ multi_table │ 1000 │", out), out

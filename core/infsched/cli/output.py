@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 # Off a terminal rich would assume 80 columns and fold or cut what is wider.
 # Tables and text take only the width they need, so a wide page costs nothing.
@@ -47,6 +48,16 @@ def plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     return str(value)
+
+
+def note(text: str) -> None:
+    """A progress line on stderr: the time (UTC, with its offset), then `text`, as it is.
+
+    Not ``Console.log``: its layout pads every line to the console's width, which
+    off a terminal is unlimited.
+    """
+    at = datetime.now(UTC).isoformat(sep=" ", timespec="seconds")
+    stderr().print(Text(f"{at} {text}"))
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:
