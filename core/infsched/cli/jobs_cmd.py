@@ -17,6 +17,7 @@ from infsched.cli.admin import AwareDateTime, console, open_admin, when
 from infsched.cli.context import config_options
 from infsched.cli.output import counted, json_option, print_json, stderr
 from infsched.engine.status import JobStatus
+from infsched.errors import InfschedError
 from infsched.management.jobs import STATES
 from infsched.management.jobs import Progress as ProgressCallback
 
@@ -88,16 +89,13 @@ def show(ref: str, repo: str | None, as_json: bool) -> None:
     """A job by its key, or an entity's jobs by entity id: live state and every outcome."""
     with open_admin() as (admin, _config):
         statuses = admin.show(ref, repo)
+    if not statuses:
+        # An error like any other: one line on stderr, or a JSON object under --json.
+        raise InfschedError(f"no job with key or entity id {ref}" + (f" in {repo}" if repo else ""))
     if as_json:
         print_json([_as_json(s) for s in statuses])
-    elif not statuses:
-        console().print(
-            f"no job with key or entity id {escape(ref)}" + (f" in {repo}" if repo else "")
-        )
     for status in [] if as_json else statuses:
         _print(status)
-    if not statuses:
-        raise SystemExit(1)
 
 
 def _print(status: JobStatus) -> None:
