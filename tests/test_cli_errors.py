@@ -147,3 +147,34 @@ def test_an_infsched_error_under_json_is_one_json_object_on_stderr(
     error = json.loads(result.err)
     assert error["error"].startswith("cannot connect to the database at ")
     assert result.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("case", ["wrong password", "refused port", "unknown database"])
+def test_bench_against_an_unreachable_server_is_one_line(
+    cli: Cli, case: str, mysql_server: DatabaseUrl, tmp_path: Path
+) -> None:
+    # (On SQLite bench works in a temporary file of its own, whatever the URL's path.)
+    url = unreachable_url(case, mysql_server, tmp_path)
+    result = cli("bench", "--stage", "insert", "--rows", "1000", "--db", url)
+    assert result.code == 1
+    assert result.err.count("\n") == 1, result.err
+    assert result.err.startswith("error: cannot connect to the database at "), result.err
+    assert SECRET not in result.out + result.err
+
+
+@pytest.mark.parametrize(
+    "case", ["wrong password", "refused port", "unknown database", "bad sqlite path"]
+)
+def test_orders_events_against_an_unreachable_database_is_one_line(
+    cli: Cli, case: str, mysql_server: DatabaseUrl, tmp_path: Path
+) -> None:
+    url = unreachable_url(case, mysql_server, tmp_path)
+    config = tmp_path / "orders.toml"
+    config.write_text(f'[plugins.orders]\ndatabase_url = "{url}"\n')
+    result = cli("orders", "events", "o-1", "--config", str(config))
+    assert result.code == 1
+    assert result.err.count("\n") == 1, result.err
+    assert result.err.startswith("error: cannot connect to the database at "), result.err
+    assert "Traceback" not in result.err
+    assert SECRET not in result.out + result.err
+    assert not (tmp_path / "no").exists()
