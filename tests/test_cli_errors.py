@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,21 @@ def test_orders_events_against_an_unreachable_database_is_one_line(
     assert "Traceback" not in result.err
     assert SECRET not in result.out + result.err
     assert not (tmp_path / "no").exists()
+
+
+def test_a_database_error_in_the_middle_of_a_command_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    # Every table is there, but infsched_jobs has another shape (a foreign or broken schema):
+    # the reachability and table checks pass and the query itself fails.
+    path = tmp_path / "odd.db"
+    with sqlite3.connect(path) as conn:
+        for table in ("infsched_leases", "infsched_nodes", "infsched_pauses"):
+            conn.execute(f"CREATE TABLE {table} (x INTEGER)")
+        conn.execute("CREATE TABLE infsched_jobs (id INTEGER PRIMARY KEY)")
+    for as_json in (False, True):
+        result = cli("jobs", "list", "--db", f"sqlite:///{path}", *(["--json"] if as_json else []))
+        assert result.code == 1
+        assert result.out == ""
+        assert result.err.count("\n") == 1, result.err
+        message = json.loads(result.err)["error"] if as_json else result.err
+        assert "database error: no such column" in message
+        assert "SELECT" not in message

@@ -83,8 +83,9 @@ def _print_usage(exc: click.UsageError) -> None:
 
 
 def _database_error(exc: sa.exc.DBAPIError) -> str:
-    """A database failure no command expected (the server went away mid-command), in one line."""
-    reason = str(exc.orig) if exc.orig is not None else type(exc).__name__
+    """A database failure no command expected (the server went away mid-command, a table
+    of another shape), in one line: the driver's message, without the statement."""
+    reason = (str(exc.orig) if exc.orig is not None else "").strip()
     return f"database error: {reason.splitlines()[0] if reason else type(exc).__name__}"
 
 
