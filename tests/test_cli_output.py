@@ -55,6 +55,27 @@ def to_file(tmp_path: Path, *args: str) -> tuple[int, str, str]:
     return code, out.read_text(), err.read_text()
 
 
+def run_until(
+    args: tuple[str, ...],
+    output: Path,
+    done: Callable[[str], bool],
+    what: str,
+    signum: signal.Signals,
+) -> int:
+    """Start ``infsched ARGS`` writing stdout and stderr to `output` (COLUMNS=40), wait
+    until `done` holds for what it wrote, then send `signum`; the exit code."""
+    with output.open("w") as file:
+        process = subprocess.Popen(
+            [INFSCHED, *args], stdout=file, stderr=file, env={**os.environ, "COLUMNS": "40"}
+        )
+        try:
+            wait_until(lambda: done(output.read_text()), timeout=30, what=what)
+        finally:
+            process.send_signal(signum)
+            code = process.wait(timeout=60)
+    return code
+
+
 # -- nothing wrapped or cut off a terminal --
 
 
@@ -138,23 +159,17 @@ transport = "console"
         ]
     )
     log = tmp_path / "run.log"
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            [INFSCHED, "run", "--config", str(config_path)],
-            stdout=stderr,
-            stderr=stderr,
-            env={**os.environ, "COLUMNS": "40"},
+    try:
+        code = run_until(
+            ("run", "--config", str(config_path)),
+            log,
+            lambda text: text.count("SMS ACME -> +4915112345678") >= 4,
+            "the node to send the texts",
+            signal.SIGTERM,
         )
-        try:
-            wait_until(
-                lambda: log.read_text().count("SMS ACME -> +4915112345678") >= 4,
-                timeout=30,
-                what="the node to send the texts",
-            )
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
-            repo.engine.dispose()
+    finally:
+        repo.engine.dispose()
+    assert code == 0
     text = log.read_text()
     sent = [line for line in text.splitlines() if "SMS ACME -> +4915112345678" in line]
     assert len(sent) == 4, text
@@ -392,3 +407,21 @@ def test_bench_progress_in_a_file_is_short_lines_with_offset_times(tmp_path: Pat
         assert len(line) < 200, len(line)
         assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+00:00 insert/", line), line
     assert re.search(r"│ insert │ multi_table │ 1000 │", out), out
+
+
+def test_the_dashboard_off_a_terminal_prints_frame_after_frame(seed: Seed, tmp_path: Path) -> None:
+    key = seed.job(1, repository=LONG, state="dead", attempt=3)
+    out = tmp_path / "frames.txt"
+    code = run_until(
+        ("dashboard", "--interval", "0.2", "--db", seed.url()),
+        out,
+        lambda text: text.count("infsched dashboard —") >= 2,
+        "two frames in the file",
+        signal.SIGINT,
+    )
+    text = out.read_text()
+    assert code == 0, text
+    assert "\x1b[?1049h" not in text  # no alternate screen in a file
+    frames = text.count("infsched dashboard —")
+    assert text.count(key) >= frames
+    assert max(len(line) for line in text.splitlines()) < 400

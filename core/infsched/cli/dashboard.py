@@ -15,6 +15,7 @@ import os
 import select
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -399,7 +400,12 @@ def _frame(read: Callable[[], Snapshot]) -> RenderableType:
         return render(read())
     except sa.exc.DBAPIError as exc:
         reason = str(exc.orig or exc).splitlines()[0]
-        return Panel(f"database error, trying again every second: {escape(reason)}", style="red")
+        # Not expanded: off a terminal the console's width is unlimited.
+        return Panel(
+            f"database error, trying again every second: {escape(reason)}",
+            style="red",
+            expand=False,
+        )
 
 
 def live(read: Callable[[], Snapshot], interval: float, console: Console) -> None:
@@ -413,6 +419,20 @@ def live(read: Callable[[], Snapshot], interval: float, console: Console) -> Non
     ):
         while not stop.wait(interval):
             view.update(_frame(read), refresh=True)
+
+
+def stream(read: Callable[[], Snapshot], interval: float, console: Console) -> None:
+    """Off a terminal (a pipe, a file): a frame every `interval` seconds until Ctrl-C.
+
+    Each frame is printed after the last as lines of its own, with a blank line
+    between, since a file cannot be redrawn in place.
+    """
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            console.print(_frame(read))
+            console.line()
+            console.file.flush()
+            time.sleep(interval)
 
 
 @click.command("dashboard")
@@ -437,7 +457,8 @@ def dashboard(once: bool, interval: float, window: float, as_json: bool) -> None
     """A live view of the cluster using this database: repositories, nodes, failures.
 
     Works from any terminal against the database of a running cluster; it
-    only reads.  `q` or Ctrl-C leaves.  ``--once --json`` prints one frame as JSON.
+    only reads.  `q` or Ctrl-C leaves.  Off a terminal it prints a frame per
+    interval, one after the other.  ``--once --json`` prints one frame as JSON.
     """
     if as_json and not once:
         raise click.UsageError("--json prints one frame: give --once too")
@@ -459,5 +480,7 @@ def dashboard(once: bool, interval: float, window: float, as_json: bool) -> None
             print_json(snapshot_json(read()))
         elif once:
             console.print(render(read()))
-        else:
+        elif console.is_terminal:
             live(read, interval, console)
+        else:
+            stream(read, interval, console)
