@@ -59,8 +59,7 @@ def _rich_time(local: datetime) -> Text:
     return Text(utc_time(local.timestamp()))
 
 
-def _console_handler(level: str) -> logging.Handler:
-    console = Console(stderr=True)
+def _console_handler(level: str, console: Console) -> logging.Handler:
     if not console.is_terminal:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(LineFormatter())
@@ -76,8 +75,12 @@ def _console_handler(level: str) -> logging.Handler:
     return rich_handler
 
 
-def setup_logging(level: str = "info", fmt: str = "rich") -> None:
-    """Configure the root logger once for a command."""
+def setup_logging(level: str = "info", fmt: str = "rich", console: Console | None = None) -> None:
+    """Configure the root logger once for a command.
+
+    `console` is the stderr console of the command line (`infsched.cli.output.stderr`);
+    the ``rich`` format draws on it on a terminal and writes plain lines otherwise.
+    """
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -86,7 +89,7 @@ def setup_logging(level: str = "info", fmt: str = "rich") -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter())
     else:
-        handler = _console_handler(level)
+        handler = _console_handler(level, console or Console(stderr=True))
     root.addHandler(handler)
     root.setLevel(level.upper())
     # While the database is away, SQLAlchemy's pool logs an ERROR with a traceback
