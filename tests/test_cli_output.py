@@ -86,15 +86,21 @@ def test_job_keys_printed_to_a_file_stay_on_one_line(seed: Seed, tmp_path: Path)
     ]
     seed.outcome(0, Outcome.FAILED, repository=LONG, key=keys[0], error="timeout " * 10)
 
-    for args in (("jobs", "list"), ("jobs", "show", keys[0]), ("dashboard", "--once")):
+    for args in (("jobs", "list"), ("dashboard", "--once")):
         code, out, err = to_file(tmp_path, *args, "--db", seed.url())
         assert code == 0, err
-        shown = set(KEY.findall(out))
-        assert shown == (set(keys) if args[1] != "show" else {keys[0]}), out
-        for key in shown:
-            # Not folded into the next line either: the key is followed by a cell border.
-            line = next(line for line in out.splitlines() if key in line)
-            assert re.search(rf"{re.escape(key)}\s*│", line) or "job " in line, line
+        assert set(KEY.findall(out)) == set(keys), out
+        for key in keys:
+            # Each time the whole key in one cell, its dead letter's error on the same line.
+            lines = [line for line in out.splitlines() if key in line]
+            assert all(re.search(rf"│ {re.escape(key)}\s*│", line) for line in lines), lines
+            assert any("gateway down " * 8 in line for line in lines), lines
+
+    code, out, err = to_file(tmp_path, "jobs", "show", keys[0], "--db", seed.url())
+    assert code == 0, err
+    [job_line] = [line for line in out.splitlines() if line.startswith("  job ")]
+    assert job_line.startswith(f"  job {keys[0]}  attempt 3  due "), job_line
+    assert re.search(r"│ timeout (timeout ){9}\s*│", out), out
 
 
 def test_stats_shows_whole_repository_names(seed: Seed, tmp_path: Path) -> None:
