@@ -197,3 +197,12 @@ def test_a_database_error_in_the_middle_of_a_command_is_one_line(cli: Cli, tmp_p
         message = json.loads(result.err)["error"] if as_json else result.err
         assert "database error: no such column" in message
         assert "SELECT" not in message
+
+
+def test_a_group_without_its_command_shows_its_help_not_an_error_line(cli: Cli) -> None:
+    result = cli("jobs")
+    assert result.code in (0, 2)  # click 8.1 exits 0 after the help, 8.2+ exits 2
+    text = result.out + result.err
+    assert text.startswith("Usage: infsched jobs [OPTIONS] COMMAND [ARGS]...")
+    assert "error:" not in text
+    assert "retry" in text

@@ -62,6 +62,14 @@ def build_cli(registry: PluginRegistry) -> click.Group:
     return root
 
 
+#: click 8.2+ raises this for a group given no command (8.1 prints the help and exits 0).
+_NO_ARGS_IS_HELP: tuple[type[click.UsageError], ...] = tuple(
+    getattr(click.exceptions, name)
+    for name in ("NoArgsIsHelpError",)
+    if hasattr(click.exceptions, name)
+)
+
+
 def _print_error(message: str, *, as_json: bool) -> None:
     """One line on stderr: ``error: …``, or a JSON object under --json."""
     if as_json:
@@ -99,6 +107,14 @@ def main(argv: list[str] | None = None) -> None:
             args=args, prog_name="infsched", obj=AppContext(plugins=registry), standalone_mode=False
         )
     except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except _NO_ARGS_IS_HELP as exc:
+        # A group without its command: click's help text, or one line under --json.
+        if as_json:
+            path = exc.ctx.command_path if exc.ctx is not None else "infsched"
+            _print_error(f"no command given; `{path} --help` lists them", as_json=True)
+        else:
+            exc.show()
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         if isinstance(exc, click.UsageError) and not as_json:
