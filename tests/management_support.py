@@ -131,6 +131,10 @@ class Seed:
                 )
             )
 
+    def url(self) -> str:
+        """The database's URL as ``--db`` takes it, password included."""
+        return self.engine.url.render_as_string(hide_password=False)
+
     def states(self) -> dict[str, str]:
         """{job key: state} of the job table."""
         with self.engine.connect() as conn:

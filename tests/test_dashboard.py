@@ -96,6 +96,7 @@ def seed_cluster(url: DatabaseUrl, seed: Seed) -> dict[str, str]:
     )
     seed.node("node-a", heartbeat_age=1.0, in_flight=4)
     seed.node("node-b", heartbeat_age=90.0, in_flight=0)
+    seed.node("node-c", heartbeat_age=12.0, in_flight=0)
     ahead = (t + timedelta(seconds=60)).isoformat()
     seed.lease("fetch:reminders", "node-a", {"due_through": ahead, "moved": 9})
     seed.lease("fetch:orders", "node-b", {"moved": 0})
@@ -116,7 +117,8 @@ def test_a_frame_shows_what_the_database_holds(any_url: DatabaseUrl, seed: Seed)
         lookahead=30,
         window=300,
         bucket_seconds=10,
-        stale_after=15,
+        heartbeat_interval=5,
+        job_lease=30,
         database="test-db",
     )
     text = text_of(snapshot)
@@ -141,11 +143,12 @@ def test_a_frame_shows_what_the_database_holds(any_url: DatabaseUrl, seed: Seed)
     assert orders[1:5] == ["0", "0", "0", "1"]
     assert orders[10:12] == ["moved=0", "no tables"]
 
-    node_a, node_b = row(text, "node-a"), row(text, "node-b")
-    assert node_a[1:4] == ["host-1", "4242", "running"]
-    assert node_a[5] == "4"
-    assert "stale" not in node_a[4]
-    assert node_b[4].endswith(" stale")
+    # Liveness by the same rule and word as `infsched nodes` (heartbeat 5 s, lease 30 s).
+    node_a, node_b, node_c = row(text, "node-a"), row(text, "node-b"), row(text, "node-c")
+    assert node_a[1:5] == ["host-1", "4242", "running", "alive"]
+    assert node_a[6] == "4"
+    assert node_b[4] == "dead"
+    assert node_c[4] == "suspected"
 
     failures = [line for line in text.splitlines() if "gateway" in line and "│" in line]
     failed_at = next(i for i, line in enumerate(failures) if keys["failed"] in line)
@@ -178,7 +181,8 @@ EMPTY = Snapshot(
     database="sqlite:///x.db",
     lookahead=30,
     bucket_seconds=10,
-    stale_after=15,
+    heartbeat_interval=5,
+    job_lease=30,
     paused_all=False,
     repositories=(),
     nodes=(),

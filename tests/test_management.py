@@ -3,6 +3,8 @@ pause, resume, nodes and stats, against databases with known content."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -86,6 +88,8 @@ def test_jobs_list_refuses_a_time_without_timezone_and_an_unknown_state(
 
 
 def test_commands_refuse_a_database_that_is_not_a_schedulers(cli: Cli, tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "other.db") as other:
+        other.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY)")
     result = cli("jobs", "list", "--db", f"sqlite:///{tmp_path / 'other.db'}")
     assert result.code == 1
     assert "not a scheduler's database" in result.err
@@ -118,7 +122,12 @@ def test_jobs_show_finds_a_job_by_key_and_an_entity_by_id(cli: Cli, seed: Seed) 
     assert "dead" in text.out
     missing = cli("jobs", "show", "sms:404:x", "--db", db(seed))
     assert missing.code == 1
-    assert "no job with key or entity id sms:404:x" in missing.out
+    assert missing.out == ""
+    assert missing.err == "error: no job with key or entity id sms:404:x\n"
+    missing_json = cli("jobs", "show", "sms:404:x", "--db", db(seed), "--json")
+    assert missing_json.code == 1
+    assert missing_json.out == ""
+    assert json.loads(missing_json.err) == {"error": "no job with key or entity id sms:404:x"}
 
 
 # -- jobs cancel --

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -9,6 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from infsched.dburl import DatabaseUrl
+from infsched.dialects import dialect_for
 from infsched.errors import DatabaseUnreachableError
 from infsched.mysql_decoders import conversions
 
@@ -53,8 +55,16 @@ def create_engine(url: DatabaseUrl, *, pool_size: int = 10, **kwargs: Any) -> sa
     )
 
 
-def check_reachable(engine: sa.Engine, url: DatabaseUrl) -> None:
-    """Open one connection or raise DatabaseUnreachableError naming where (never the password)."""
+def check_reachable(engine: sa.Engine, url: DatabaseUrl, *, existing: bool = False) -> None:
+    """Open one connection or raise DatabaseUnreachableError naming where (never the password).
+
+    `existing`: the database must be there already; a read-only command passes
+    it so that connecting creates nothing (SQLite would create a missing file).
+    """
+    if existing:
+        missing = dialect_for(engine).missing_database(engine.url)
+        if missing is not None:
+            raise DatabaseUnreachableError(_cannot_connect(url, missing))
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -63,6 +73,28 @@ def check_reachable(engine: sa.Engine, url: DatabaseUrl) -> None:
         password = url.sqlalchemy_url.password
         if password:
             reason = reason.replace(str(password), "***")
-        raise DatabaseUnreachableError(
-            f"cannot connect to the database at {url.where} ({url}): {reason}"
-        ) from None
+        raise DatabaseUnreachableError(_cannot_connect(url, reason)) from None
+
+
+def _cannot_connect(url: DatabaseUrl, reason: str) -> str:
+    return f"cannot connect to the database at {url.where} ({url}): {reason}"
+
+
+def check_each_reachable(
+    engines: Iterable[tuple[sa.Engine, DatabaseUrl]], *, existing: bool = False
+) -> None:
+    """`check_reachable` once per distinct engine, before anything starts on any of them."""
+    checked: set[int] = set()
+    for engine, url in engines:
+        if id(engine) not in checked:
+            checked.add(id(engine))
+            check_reachable(engine, url, existing=existing)
+
+
+def probe(url: DatabaseUrl) -> None:
+    """Connect to `url` once and let go: DatabaseUnreachableError when that fails."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        check_reachable(engine, url)
+    finally:
+        engine.dispose()

@@ -11,17 +11,18 @@ database (``./infsched.db`` by default), in repositories named ``demo_*``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import attrs
 import sqlalchemy as sa
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
@@ -29,10 +30,10 @@ from rich.table import Table
 
 from infsched.clock import SystemClock
 from infsched.config import SchedulerConfig
-from infsched.database import create_engine
+from infsched.database import check_reachable, create_engine
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.scheduler import InfiniteScheduler
-from infsched.errors import InfschedError
+from infsched.errors import DatabaseUnreachableError, InfschedError
 from infsched.jobstore.base import Outcome
 from infsched.plugins import PluginRegistry
 from infsched.repositories.backend import RepositoryOptions
@@ -68,6 +69,13 @@ class _Recent(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
+
+
+class _ClockFormatter(logging.Formatter):
+    """``20:33:49+00:00 message``: the time of day in UTC, with its offset."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).timetz().isoformat("seconds")
 
 
 def _plugin_types() -> dict[str, Any]:
@@ -211,8 +219,12 @@ def _frame(
             str(c["dead"]),
             ProgressBar(total=max(seeded[name], 1), completed=done, width=20),
         )
+    # Not expanded: off a terminal the console is as wide as the longest line needs.
     log_panel = Panel(
-        "\n".join(recent) or "(waiting for the first due entity)", title="executors", height=10
+        "\n".join(recent) or "(waiting for the first due entity)",
+        title="executors",
+        height=10,
+        expand=False,
     )
     return Group(table, log_panel)
 
@@ -248,6 +260,11 @@ def run_demo(
         },
     )
     engine = create_engine(demo_config.database_url)
+    try:
+        check_reachable(engine, demo_config.database_url)
+    except DatabaseUnreachableError:
+        engine.dispose()
+        raise
     backend = plugins.repository_backend(
         "partitioned" if demo_config.database_url.is_mysql else "multi_table"
     )
@@ -269,7 +286,7 @@ def run_demo(
     seeded_total = seed(repos, engine, started_at, spread, per_kind, random.Random())
     seeded = dict.fromkeys(repos, per_kind)
     recent = _Recent()
-    recent.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    recent.setFormatter(_ClockFormatter("%(asctime)s %(message)s"))
     watched = [
         logging.getLogger(n)
         for n in ("infsched.job", "infsched.sms", "infsched.orders", "infsched.notifications")
@@ -291,11 +308,18 @@ def run_demo(
     began = time.monotonic()
     deadline = began + spread + 60
     counts: dict[str, dict[str, int]] = {}
+    # The live view redraws in place on a terminal; a file or a pipe gets the last frame
+    # once, as lines of its own (rich's Live leaves its last line unended there).
+    on_terminal = console.is_terminal
+    view = Live(console=console, refresh_per_second=4, transient=False) if on_terminal else None
+    frame: RenderableType = ""
     try:
-        with scheduler, Live(console=console, refresh_per_second=4, transient=False) as live:
+        with scheduler, view or contextlib.nullcontext():
             while time.monotonic() < deadline:
                 counts = _counts(scheduler, started_at)
-                live.update(_frame(counts, seeded, list(recent.lines), time.monotonic() - began))
+                frame = _frame(counts, seeded, list(recent.lines), time.monotonic() - began)
+                if view is not None:
+                    view.update(frame)
                 if on_frame is not None:
                     on_frame(counts)
                 finished = sum(c["succeeded"] + c["misfired"] + c["dead"] for c in counts.values())
@@ -307,6 +331,8 @@ def run_demo(
             logger.removeHandler(recent)
             logger.propagate = True
         engine.dispose()
+    if view is None:
+        console.print(frame)
     totals: collections.Counter[str] = collections.Counter()
     for c in counts.values():
         totals.update({k: v for k, v in c.items() if k in {o.value for o in Outcome}})

@@ -1,13 +1,19 @@
-"""Logging for the command line: rich on a terminal, or one JSON object per line."""
+"""Logging for the command line: rich on a terminal, one plain line per record in a file or
+pipe, or one JSON object per line.
+
+Off a terminal nothing is wrapped: `grep JOB_KEY run.log` finds every line of a job.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.text import Text
 
 #: Fields of a record that are not the caller's extras.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -30,8 +36,51 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-def setup_logging(level: str = "info", fmt: str = "rich") -> None:
-    """Configure the root logger once for a command."""
+def utc_time(created: float) -> str:
+    """A record's time in UTC, to the millisecond, with its offset."""
+    return datetime.fromtimestamp(created, UTC).isoformat(sep=" ", timespec="milliseconds")
+
+
+class LineFormatter(logging.Formatter):
+    """One line per record for a file or a pipe: time with offset, level, logger, message.
+
+    A traceback (attached at --log-level debug) follows on the lines after.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return utc_time(record.created)
+
+
+def _rich_time(local: datetime) -> Text:
+    # rich passes the record's time as naive local time.
+    return Text(utc_time(local.timestamp()))
+
+
+def _console_handler(level: str, console: Console) -> logging.Handler:
+    if not console.is_terminal:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(LineFormatter())
+        return handler
+    rich_handler = RichHandler(
+        console=console,
+        show_path=False,
+        rich_tracebacks=level == "debug",
+        markup=False,
+        log_time_format=_rich_time,
+    )
+    rich_handler.setFormatter(logging.Formatter("%(message)s"))
+    return rich_handler
+
+
+def setup_logging(level: str = "info", fmt: str = "rich", console: Console | None = None) -> None:
+    """Configure the root logger once for a command.
+
+    `console` is the stderr console of the command line (`infsched.cli.output.stderr`);
+    the ``rich`` format draws on it on a terminal and writes plain lines otherwise.
+    """
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -40,13 +89,7 @@ def setup_logging(level: str = "info", fmt: str = "rich") -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter())
     else:
-        handler = RichHandler(
-            console=Console(stderr=True),
-            show_path=False,
-            rich_tracebacks=level == "debug",
-            markup=False,
-        )
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler = _console_handler(level, console or Console(stderr=True))
     root.addHandler(handler)
     root.setLevel(level.upper())
     # While the database is away, SQLAlchemy's pool logs an ERROR with a traceback

@@ -16,6 +16,7 @@ from rich.console import Console
 from infsched.cli.context import app_context
 from infsched.cli.output import stdout
 from infsched.clock import SystemClock
+from infsched.cluster.nodes import NodeState
 from infsched.config import SchedulerConfig
 from infsched.database import check_reachable, create_engine
 from infsched.engine.history import History
@@ -23,6 +24,14 @@ from infsched.engine.scheduler import history_repository
 from infsched.errors import InfschedError
 from infsched.management import JobAdmin
 from infsched.schema import metadata
+
+#: How `infsched nodes` and the dashboard colour a node's liveness (`judge`'s word).
+LIVENESS_STYLE = {
+    NodeState.ALIVE: "",
+    NodeState.SUSPECTED: "yellow",
+    NodeState.DEAD: "red",
+    NodeState.STOPPED: "dim",
+}
 
 
 def actor() -> str:
@@ -40,7 +49,8 @@ def open_admin() -> Iterator[tuple[JobAdmin, SchedulerConfig]]:
     config = app_context().loaded().config
     engine = create_engine(config.database_url, pool_size=2)
     try:
-        check_reachable(engine, config.database_url)
+        # Every command here needs the tables a node or `db init` made: never create a database.
+        check_reachable(engine, config.database_url, existing=True)
         missing = [
             t.name for t in metadata.sorted_tables if not sa.inspect(engine).has_table(t.name)
         ]
@@ -63,10 +73,14 @@ def console() -> Console:
 
 
 def when(value: datetime | None) -> str:
-    """A UTC time as people read it in a table, to the millisecond."""
+    """A time as people read it in a table, to the millisecond, with its offset (UTC).
+
+    A naive value is UTC, as the database holds times.
+    """
     if value is None:
         return "-"
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    aware = value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
+    return aware.isoformat(sep=" ", timespec="milliseconds")
 
 
 def seconds(value: float | None) -> str:

@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from infsched.bench.stages import Bench, Result
 from infsched.cli.context import app_context, config_options, requires_plugins
+from infsched.cli.output import note, stdout
 
 #: Stage -> rows it handles unless --rows says otherwise.
 DEFAULT_ROWS = {
@@ -102,14 +102,13 @@ def bench(
     app = app_context()
     server = app.loaded().config.database_url
     stages = _stages(stage_list)
-    console = Console(stderr=True)
     results: list[Result] = []
     for stage in stages:
         runner = Bench(
             server,
             app.plugins,
             rows or DEFAULT_ROWS[stage] or 1000,
-            progress=lambda text: console.log(text),
+            progress=note,
         )
         if stage == "lag":
             found = runner.lag(rate, seconds)
@@ -137,7 +136,7 @@ def _print(results: list[Result]) -> None:
         )
     for result in results:
         table.add_row(*(_show(result.get(k)) for k in keys))
-    Console().print(table)
+    stdout().print(table)
 
 
 def _show(value: Any) -> str:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from infsched.cli.context import app_context, config_options
+from infsched.cli.output import json_option, print_json, stdout
 from infsched.config import describe
 
 
@@ -20,14 +18,14 @@ def config_group() -> None:
 
 @config_group.command("show")
 @config_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option
 def show(as_json: bool) -> None:
     """Print the effective config; database passwords are shown as ***."""
     loaded = app_context().loaded()
     rows = describe(loaded)
     if as_json:
         payload = {key: {"value": value, "source": source} for key, value, source in rows}
-        click.echo(json.dumps(payload, indent=2))
+        print_json(payload)
         return
     table = Table(title=escape(f"Effective config (file: {loaded.file or 'none'})"))
     table.add_column("key")
@@ -35,4 +33,4 @@ def show(as_json: bool) -> None:
     table.add_column("source")
     for key, value, source in rows:
         table.add_row(key, escape(value), escape(source))
-    Console().print(table)
+    stdout().print(table)

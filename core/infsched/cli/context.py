@@ -31,33 +31,43 @@ class AppContext:
         return self._loaded
 
 
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML config file [default: ./infsched.toml when present].",
+)
+db_option = click.option(
+    "--db",
+    "database_url",
+    default=None,
+    metavar="URL",
+    help="Database URL, e.g. mysql+pymysql://user:pass@host:3306/db [default: sqlite:///./infsched.db].",
+)
+
+
+def record_config_flags(config_path: Path | None, database_url: str | None) -> None:
+    """Keep ``--config``/``--db`` for `AppContext.loaded`; given again later, the later one wins."""
+    app = click.get_current_context().find_object(AppContext)
+    if app is None:  # the bare `cli` group run without main(): nothing to record into
+        return
+    if config_path is not None:
+        app.config_path = config_path
+    if database_url is not None:
+        app.flags["database_url"] = database_url
+
+
 def config_options(fn: F) -> F:
     """Add ``--config`` and ``--db`` to a command and record them for `AppContext.loaded`."""
 
-    @click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="TOML config file [default: ./infsched.toml when present].",
-    )
-    @click.option(
-        "--db",
-        "database_url",
-        default=None,
-        metavar="URL",
-        help="Database URL, e.g. mysql+pymysql://user:pass@host:3306/db [default: sqlite:///./infsched.db].",
-    )
+    @config_option
+    @db_option
     @functools.wraps(fn)
     def wrapper(
         *args: Any, config_path: Path | None, database_url: str | None, **kwargs: Any
     ) -> Any:
-        app = click.get_current_context().find_object(AppContext)
-        assert app is not None
-        if config_path is not None:
-            app.config_path = config_path
-        if database_url is not None:
-            app.flags["database_url"] = database_url
+        record_config_flags(config_path, database_url)
         return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

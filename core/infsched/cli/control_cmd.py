@@ -5,20 +5,13 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from infsched.cli.admin import console, open_admin, seconds, when
+from infsched.cli.admin import LIVENESS_STYLE, console, open_admin, seconds, when
 from infsched.cli.context import config_options
-from infsched.cli.output import print_json
+from infsched.cli.output import counted, json_option, print_json
 from infsched.cluster.nodes import NodeState, judge
 from infsched.engine.controls import ALL
-
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-_LIVENESS_STYLE = {
-    NodeState.ALIVE: "{}",
-    NodeState.SUSPECTED: "[yellow]{}[/]",
-    NodeState.DEAD: "[red]{}[/]",
-    NodeState.STOPPED: "[dim]{}[/]",
-}
 
 
 def _scopes(paused: frozenset[str]) -> str:
@@ -31,7 +24,7 @@ def _scopes(paused: frozenset[str]) -> str:
 @click.command("pause")
 @config_options
 @click.argument("repo", required=False, metavar="[REPO]")
-@_JSON
+@json_option
 def pause(repo: str | None, as_json: bool) -> None:
     """Stop fetching and claiming for REPO, or for every repository, on every node.
 
@@ -49,7 +42,7 @@ def pause(repo: str | None, as_json: bool) -> None:
 @click.command("resume")
 @config_options
 @click.argument("repo", required=False, metavar="[REPO]")
-@_JSON
+@json_option
 def resume(repo: str | None, as_json: bool) -> None:
     """Lift the pause of REPO, or the pause of every repository (`pause` without REPO).
 
@@ -65,7 +58,7 @@ def resume(repo: str | None, as_json: bool) -> None:
 
 @click.command("nodes")
 @config_options
-@_JSON
+@json_option
 def nodes(as_json: bool) -> None:
     """The cluster's nodes: state, liveness, heartbeat age and jobs in flight.
 
@@ -82,7 +75,7 @@ def nodes(as_json: bool) -> None:
     if as_json:
         print_json([{**n.as_json(), "liveness": liveness[n.node_id].value} for n in rows])
         return
-    table = Table(title=f"{len(rows)} nodes")
+    table = Table(title=counted(len(rows), "node"))
     headings = (
         "node",
         "host",
@@ -97,17 +90,17 @@ def nodes(as_json: bool) -> None:
     for heading in headings:
         table.add_column(heading, justify="right" if heading in {"pid", "in flight"} else "left")
     for n in rows:
-        stale = n.heartbeat_age > 3 * config.heartbeat_interval and n.state != "stopped"
-        age = f"[red]{seconds(n.heartbeat_age)}[/]" if stale else seconds(n.heartbeat_age)
+        judged = liveness[n.node_id]
+        style = LIVENESS_STYLE[judged]
         table.add_row(
-            escape(n.node_id),
-            escape(n.host),
+            Text(n.node_id),
+            Text(n.host),
             str(n.pid),
-            escape(n.version),
+            Text(n.version),
             n.state,
-            _LIVENESS_STYLE[liveness[n.node_id]].format(liveness[n.node_id].value),
+            Text(judged.value, style),
             when(n.started_at),
-            age,
+            Text(seconds(n.heartbeat_age), style if judged is not NodeState.STOPPED else ""),
             str(n.in_flight),
         )
     console().print(table)
@@ -122,7 +115,7 @@ def nodes(as_json: bool) -> None:
     show_default=True,
     help="Lag quantiles over runs finished in the last this many minutes.",
 )
-@_JSON
+@json_option
 def stats(lag_minutes: float, as_json: bool) -> None:
     """Jobs per repository and state; executed and failed in the last minute and hour; lag."""
     with open_admin() as (admin, _config):
@@ -131,7 +124,7 @@ def stats(lag_minutes: float, as_json: bool) -> None:
         print_json(found.as_json())
         return
     table = Table(
-        title=f"at {when(found.at)} UTC; {_scopes(frozenset(found.paused))}",
+        title=f"at {when(found.at)}; {_scopes(frozenset(found.paused))}",
         caption=f"lag: start minus due time of runs finished in the last {lag_minutes:g} min",
     )
     headings = (
@@ -148,7 +141,10 @@ def stats(lag_minutes: float, as_json: bool) -> None:
         "lag p99",
     )
     for heading in headings:
-        table.add_column(heading, justify="left" if heading == "repository" else "right")
+        # fold, never cut: a repository's name is shown whole even on a narrow terminal.
+        table.add_column(
+            heading, justify="left" if heading == "repository" else "right", overflow="fold"
+        )
     for r in found.repositories:
         table.add_row(
             escape(r.repository),

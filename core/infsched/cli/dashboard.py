@@ -15,6 +15,7 @@ import os
 import select
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,9 +30,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from infsched.cli.admin import open_admin, seconds, when
+from infsched.cli.admin import LIVENESS_STYLE, open_admin, seconds, when
 from infsched.cli.context import config_options
+from infsched.cli.output import json_option, print_json, stdout
 from infsched.clock import utc_naive
+from infsched.cluster.nodes import NodeState, judge
 from infsched.engine.controls import ALL
 from infsched.jobstore.base import JobState, Outcome
 from infsched.management import JobAdmin, JobRow, NodeRow
@@ -84,8 +87,10 @@ class Snapshot:
     database: str
     lookahead: float
     bucket_seconds: float
-    #: A node whose heartbeat is older than this many seconds is shown as stale.
-    stale_after: float
+    #: The config's heartbeat_interval and job_lease: a node's liveness is judged by
+    #: them, by the same rule (`judge`) as `infsched nodes`.
+    heartbeat_interval: float
+    job_lease: float
     paused_all: bool
     repositories: tuple[RepositoryView, ...]
     nodes: tuple[NodeRow, ...]
@@ -122,7 +127,8 @@ def read_snapshot(
     lookahead: float = 30.0,
     window: float = 300.0,
     bucket_seconds: float = 10.0,
-    stale_after: float = 15.0,
+    heartbeat_interval: float = 5.0,
+    job_lease: float = 30.0,
     database: str = "",
 ) -> Snapshot:
     """Read one frame's worth from `admin`'s database; writes nothing.
@@ -186,7 +192,8 @@ def read_snapshot(
         database=database,
         lookahead=lookahead,
         bucket_seconds=bucket_seconds,
-        stale_after=stale_after,
+        heartbeat_interval=heartbeat_interval,
+        job_lease=job_lease,
         paused_all=ALL in paused,
         repositories=tuple(views),
         nodes=tuple(node_rows),
@@ -276,17 +283,19 @@ def _table(title: str, headings: Sequence[str], right: Sequence[str] = ()) -> Ta
 def _nodes(s: Snapshot) -> Table:
     table = _table(
         "nodes",
-        ("node", "host", "pid", "state", "heartbeat age", "in flight", "started"),
+        ("node", "host", "pid", "state", "liveness", "heartbeat age", "in flight", "started"),
         right=("pid", "in flight"),
     )
     for n in s.nodes:
-        stale = n.state != "stopped" and n.heartbeat_age > s.stale_after
+        liveness = judge(n.state, n.heartbeat_age, s.heartbeat_interval, s.job_lease)
+        style = LIVENESS_STYLE[liveness]
         table.add_row(
             Text(n.node_id),
             Text(n.host),
             str(n.pid),
             n.state,
-            Text(seconds(n.heartbeat_age) + (" stale" if stale else ""), "red" if stale else ""),
+            Text(liveness.value, style),
+            Text(seconds(n.heartbeat_age), style if liveness is not NodeState.STOPPED else ""),
             str(n.in_flight),
             when(n.started_at),
         )
@@ -324,11 +333,24 @@ def _dead_letters(s: Snapshot) -> Table:
     return table
 
 
+def snapshot_json(s: Snapshot) -> dict[str, Any]:
+    """A frame as JSON (``--once --json``): the snapshot, each node with its liveness."""
+    values = attrs.asdict(s)
+    values["nodes"] = [
+        {
+            **attrs.asdict(n),
+            "liveness": judge(n.state, n.heartbeat_age, s.heartbeat_interval, s.job_lease).value,
+        }
+        for n in s.nodes
+    ]
+    return values
+
+
 def render(s: Snapshot) -> RenderableType:
     """One frame: a pure function of the snapshot."""
     paused = " — [bold yellow]ALL REPOSITORIES PAUSED[/]" if s.paused_all else ""
     header = (
-        f"[bold]infsched dashboard[/] — {escape(s.database)} — {when(s.at)} UTC{paused}"
+        f"[bold]infsched dashboard[/] — {escape(s.database)} — {when(s.at)}{paused}"
         "  [dim](q or Ctrl-C to leave)[/]"
     )
     return Group(header, _repositories(s), _nodes(s), _failures(s), _dead_letters(s))
@@ -378,7 +400,12 @@ def _frame(read: Callable[[], Snapshot]) -> RenderableType:
         return render(read())
     except sa.exc.DBAPIError as exc:
         reason = str(exc.orig or exc).splitlines()[0]
-        return Panel(f"database error, trying again every second: {escape(reason)}", style="red")
+        # Not expanded: off a terminal the console's width is unlimited.
+        return Panel(
+            f"database error, trying again every second: {escape(reason)}",
+            style="red",
+            expand=False,
+        )
 
 
 def live(read: Callable[[], Snapshot], interval: float, console: Console) -> None:
@@ -394,9 +421,24 @@ def live(read: Callable[[], Snapshot], interval: float, console: Console) -> Non
             view.update(_frame(read), refresh=True)
 
 
+def stream(read: Callable[[], Snapshot], interval: float, console: Console) -> None:
+    """Off a terminal (a pipe, a file): a frame every `interval` seconds until Ctrl-C.
+
+    Each frame is printed after the last as lines of its own, with a blank line
+    between, since a file cannot be redrawn in place.
+    """
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            console.print(_frame(read))
+            console.line()
+            console.file.flush()
+            time.sleep(interval)
+
+
 @click.command("dashboard")
 @config_options
 @click.option("--once", is_flag=True, help="Print one frame and exit.")
+@json_option
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.2),
@@ -411,26 +453,34 @@ def live(read: Callable[[], Snapshot], interval: float, console: Console) -> Non
     show_default=True,
     help="Seconds of history the sparklines and lag quantiles cover.",
 )
-def dashboard(once: bool, interval: float, window: float) -> None:
+def dashboard(once: bool, interval: float, window: float, as_json: bool) -> None:
     """A live view of the cluster using this database: repositories, nodes, failures.
 
     Works from any terminal against the database of a running cluster; it
-    only reads.  `q` or Ctrl-C leaves.
+    only reads.  `q` or Ctrl-C leaves.  Off a terminal it prints a frame per
+    interval, one after the other.  ``--once --json`` prints one frame as JSON.
     """
+    if as_json and not once:
+        raise click.UsageError("--json prints one frame: give --once too")
     with open_admin() as (admin, config):
         options: dict[str, Any] = {
             "tables": [(r.name, r.table or r.name) for r in config.repositories],
             "lookahead": config.lookahead_window,
             "window": window,
-            "stale_after": 3 * config.heartbeat_interval,
+            "heartbeat_interval": config.heartbeat_interval,
+            "job_lease": config.job_lease,
             "database": str(config.database_url),
         }
 
         def read() -> Snapshot:
             return read_snapshot(admin, **options)
 
-        console = Console()
-        if once:
+        console = stdout()
+        if as_json:
+            print_json(snapshot_json(read()))
+        elif once:
             console.print(render(read()))
-        else:
+        elif console.is_terminal:
             live(read, interval, console)
+        else:
+            stream(read, interval, console)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
 from infsched.cli.context import app_context, config_options, requires_plugins
+from infsched.cli.output import json_option, print_json, stdout
 from infsched.database import check_reachable, create_engine
 from infsched.schema import create_schema
 
@@ -18,8 +18,9 @@ def db_group() -> None:
 
 @db_group.command("init")
 @config_options
+@json_option
 @requires_plugins
-def init() -> None:
+def init(as_json: bool) -> None:
     """Create the engine's own tables; safe to run again."""
     url = app_context().loaded().config.database_url
     engine = create_engine(url)
@@ -28,7 +29,10 @@ def init() -> None:
         created = create_schema(engine)
     finally:
         engine.dispose()
-    console = Console()
+    if as_json:
+        print_json({"database": str(url), "created": created})
+        return
+    console = stdout()
     if created:
         console.print(f"created {', '.join(created)} in {escape(str(url))}")
     else:

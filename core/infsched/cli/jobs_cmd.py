@@ -9,19 +9,17 @@ from typing import Any
 
 import attrs
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from infsched.cli.admin import AwareDateTime, console, open_admin, when
 from infsched.cli.context import config_options
-from infsched.cli.output import print_json
+from infsched.cli.output import counted, json_option, print_json, stderr
 from infsched.engine.status import JobStatus
+from infsched.errors import InfschedError
 from infsched.management.jobs import STATES
 from infsched.management.jobs import Progress as ProgressCallback
-
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 @click.group("jobs")
@@ -29,25 +27,16 @@ def jobs_group() -> None:
     """List, inspect, cancel, retry and run jobs."""
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return getattr(value, "value", value)
-
-
 def _as_json(status: JobStatus) -> dict[str, Any]:
     live = None
     if status.live is not None:
-        live = {k: _plain(v) for k, v in status.live.items() if k != "payload"}
+        live = {k: v for k, v in status.live.items() if k != "payload"}
     return {
         "repository": status.repository,
         "entity_id": status.entity_id,
         "state": status.state,
         "live": live,
-        "outcomes": [
-            {k: _plain(v) for k, v in attrs.asdict(o, recurse=False).items()}
-            for o in status.outcomes
-        ],
+        "outcomes": [attrs.asdict(o, recurse=False) for o in status.outcomes],
     }
 
 
@@ -64,7 +53,7 @@ def _as_json(status: JobStatus) -> dict[str, Any]:
 @click.option(
     "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many."
 )
-@_JSON
+@json_option
 def list_jobs(
     state: str | None, repo: str | None, due_before: datetime | None, limit: int, as_json: bool
 ) -> None:
@@ -74,7 +63,8 @@ def list_jobs(
     if as_json:
         print_json([r.as_json() for r in rows])
         return
-    table = Table(title=f"{len(rows)} jobs" + (f" (first {limit})" if len(rows) == limit else ""))
+    first = f" (first {limit})" if len(rows) == limit else ""
+    table = Table(title=counted(len(rows), "job") + first)
     for heading in ("job key", "state", "attempt", "due", "run at", "owner", "last error"):
         table.add_column(heading, overflow="fold")
     for r in rows:
@@ -94,21 +84,18 @@ def list_jobs(
 @config_options
 @click.argument("ref", metavar="KEY|ENTITY_ID")
 @click.option("--repo", default=None, metavar="NAME", help="Only this repository.")
-@_JSON
+@json_option
 def show(ref: str, repo: str | None, as_json: bool) -> None:
     """A job by its key, or an entity's jobs by entity id: live state and every outcome."""
     with open_admin() as (admin, _config):
         statuses = admin.show(ref, repo)
+    if not statuses:
+        # An error like any other: one line on stderr, or a JSON object under --json.
+        raise InfschedError(f"no job with key or entity id {ref}" + (f" in {repo}" if repo else ""))
     if as_json:
         print_json([_as_json(s) for s in statuses])
-    elif not statuses:
-        console().print(
-            f"no job with key or entity id {escape(ref)}" + (f" in {repo}" if repo else "")
-        )
     for status in [] if as_json else statuses:
         _print(status)
-    if not statuses:
-        raise SystemExit(1)
 
 
 def _print(status: JobStatus) -> None:
@@ -119,8 +106,9 @@ def _print(status: JobStatus) -> None:
     if status.live is not None:
         live = status.live
         out.print(
-            f"  job {escape(live['job_key'])}  attempt {live['attempt']}  due {live['due_at']}  "
-            f"run at {live['run_at']}  owner {escape(live['owner'] or '-')}"
+            f"  job {escape(live['job_key'])}  attempt {live['attempt']}  "
+            f"due {when(live['due_at'])}  run at {when(live['run_at'])}  "
+            f"owner {escape(live['owner'] or '-')}"
         )
         if live["last_error"]:
             out.print(f"  last error: {live['last_error']}", markup=False)
@@ -143,28 +131,37 @@ def _print(status: JobStatus) -> None:
 
 @contextmanager
 def progress_bar(description: str, *, show: bool = True) -> Iterator[ProgressCallback]:
-    """A rich progress bar on stderr, driven by (done, total) calls."""
+    """A rich progress bar on stderr, driven by (done, total) calls.
+
+    It appears at the first call, so a command refused before any work (a key
+    that is not a dead letter) prints its error alone.
+    """
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=stderr(),
         disable=not show,
     )
     task = bar.add_task(description, total=None)
 
     def advance(done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
         bar.update(task, completed=done, total=total)
 
-    with bar:
+    try:
         yield advance
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 @jobs_group.command("cancel")
 @config_options
 @click.argument("keys", nargs=-1, required=True, metavar="KEY...")
-@_JSON
+@json_option
 def cancel(keys: tuple[str, ...], as_json: bool) -> None:
     """Cancel waiting or dead jobs: removed, and recorded in history as cancelled.
 
@@ -175,7 +172,7 @@ def cancel(keys: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         print_json({"cancelled": count, "job_keys": list(dict.fromkeys(keys))})
     else:
-        console().print(f"cancelled {count} job{'s' if count != 1 else ''}")
+        console().print(f"cancelled {counted(count, 'job')}")
 
 
 @jobs_group.command("retry")
@@ -183,7 +180,7 @@ def cancel(keys: tuple[str, ...], as_json: bool) -> None:
 @click.argument("keys", nargs=-1, metavar="[KEY...]")
 @click.option("--repo", default=None, metavar="NAME", help="Every dead letter of this repository.")
 @click.option("--all", "all_dead", is_flag=True, help="Every dead letter.")
-@_JSON
+@json_option
 def retry(keys: tuple[str, ...], repo: str | None, all_dead: bool, as_json: bool) -> None:
     """Dead letters back to waiting, due now, with their attempts reset.
 
@@ -191,18 +188,21 @@ def retry(keys: tuple[str, ...], repo: str | None, all_dead: bool, as_json: bool
     """
     if bool(keys) + (repo is not None) + all_dead != 1:
         raise click.UsageError("give job keys, or --repo NAME, or --all (one of them)")
-    with open_admin() as (admin, _config), progress_bar("retrying dead letters") as bar:
+    with (
+        open_admin() as (admin, _config),
+        progress_bar("retrying dead letters", show=not as_json) as bar,
+    ):
         count = admin.retry(keys, repository=repo, all_dead=all_dead, progress=bar)
     if as_json:
         print_json({"retried": count})
     else:
-        console().print(f"{count} dead letter{'s' if count != 1 else ''} back to waiting, due now")
+        console().print(f"{counted(count, 'dead letter')} back to waiting, due now")
 
 
 @jobs_group.command("run-now")
 @config_options
 @click.argument("keys", nargs=-1, required=True, metavar="KEY...")
-@_JSON
+@json_option
 def run_now(keys: tuple[str, ...], as_json: bool) -> None:
     """Make waiting jobs due now: the next claim takes them."""
     with open_admin() as (admin, _config):
@@ -210,4 +210,4 @@ def run_now(keys: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         print_json({"updated": count})
     else:
-        console().print(f"{count} job{'s' if count != 1 else ''} due now")
+        console().print(f"{counted(count, 'job')} due now")

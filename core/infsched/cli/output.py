@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 # Off a terminal rich would assume 80 columns and fold or cut what is wider.
 # Tables and text take only the width they need, so a wide page costs nothing.
@@ -49,8 +50,23 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+def note(text: str) -> None:
+    """A progress line on stderr: the time (UTC, with its offset), then `text`, as it is.
+
+    Not ``Console.log``: its layout pads every line to the console's width, which
+    off a terminal is unlimited.
+    """
+    at = datetime.now(UTC).isoformat(sep=" ", timespec="seconds")
+    stderr().print(Text(f"{at} {text}"))
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 node``, ``2 nodes``: a count with its noun in the number it takes."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 def json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, default=plain)
+    return json.dumps(data, indent=2, default=plain, ensure_ascii=False)
 
 
 def print_json(data: Any) -> None:

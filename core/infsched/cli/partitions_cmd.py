@@ -4,23 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any, TypeVar
 
+import attrs
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from infsched.cli.admin import when
 from infsched.cli.context import app_context, config_options, requires_plugins
+from infsched.cli.output import json_option, print_json, stdout
 from infsched.repositories.from_config import ConfiguredRepository, open_repositories
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _repository_command(fn: F) -> F:
-    """``--config``, ``--db`` and ``--repo NAME`` (repeatable), once every plugin loaded."""
+    """``--config``, ``--db``, ``--repo NAME`` (repeatable), ``--json``; every plugin loaded."""
     fn = requires_plugins(fn)
+    fn = json_option(fn)
     fn = click.option(
         "--repo",
         "names",
@@ -37,31 +40,48 @@ def partitions_group() -> None:
 
 
 @contextmanager
-def _repositories(names: tuple[str, ...], console: Console) -> Iterator[list[ConfiguredRepository]]:
-    """The selected repositories, their databases checked reachable; engines disposed after."""
+def _repositories(
+    names: tuple[str, ...], console: Console | None, *, existing: bool
+) -> Iterator[list[ConfiguredRepository]]:
+    """The selected repositories, their databases checked reachable; engines disposed after.
+
+    `existing`: only read, so a database that is not there is an error, never created.
+    """
     app = app_context()
     config = app.loaded().config
-    with open_repositories(config, plugins=app.plugins, names=names or None) as opened:
-        if not opened:
+    with open_repositories(
+        config, plugins=app.plugins, names=names or None, existing=existing
+    ) as opened:
+        if not opened and console is not None:
             console.print(
                 "no repositories configured; add [[repositories]] tables to the config file"
             )
         yield list(opened)
 
 
-def _when(value: datetime | None) -> str:
-    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
 @partitions_group.command("status")
 @_repository_command
-def status(names: tuple[str, ...]) -> None:
+def status(names: tuple[str, ...], as_json: bool) -> None:
     """Each repository's tables or partitions, with row counts and key range."""
-    console = Console()
-    with _repositories(names, console) as built:
+    console = None if as_json else stdout()
+    found: list[dict[str, Any]] = []
+    with _repositories(names, console, existing=True) as built:
         for item in built:
             repo = item.repository
             shards = repo.status()
+            if console is None:
+                found.append(
+                    {
+                        "repository": repo.name,
+                        "backend": item.backend,
+                        "entity": item.config.entity,
+                        "database": str(item.database_url),
+                        "retention_days": item.config.retention_days,
+                        "precreate_days": item.config.precreate_days,
+                        "shards": [attrs.asdict(shard) for shard in shards],
+                    }
+                )
+                continue
             table = Table(
                 title=f"{escape(repo.name)} ({item.backend}, {escape(item.config.entity)})",
                 caption=(
@@ -69,31 +89,39 @@ def status(names: tuple[str, ...]) -> None:
                     f"precreate {item.config.precreate_days} d; {escape(str(item.database_url))}"
                 ),
             )
-            for heading in ("table / partition", "day", "rows", "earliest (UTC)", "latest (UTC)"):
+            for heading in ("table / partition", "day", "rows", "earliest", "latest"):
                 table.add_column(heading, justify="right" if heading == "rows" else "left")
             for shard in shards:
                 table.add_row(
-                    shard.name,
+                    escape(shard.name),
                     str(shard.day) if shard.day else "catch-all",
                     f"{shard.rows:,}",
-                    _when(shard.earliest),
-                    _when(shard.latest),
+                    when(shard.earliest),
+                    when(shard.latest),
                 )
             if not shards:
                 table.caption = "no tables yet: `infsched partitions maintain` creates them"
             console.print(table)
+    if console is None:
+        print_json(found)
 
 
 @partitions_group.command("maintain")
 @_repository_command
-def maintain(names: tuple[str, ...]) -> None:
+def maintain(names: tuple[str, ...], as_json: bool) -> None:
     """Create the days ahead and drop those past retention, now."""
-    console = Console()
-    with _repositories(names, console) as built:
+    console = None if as_json else stdout()
+    found: list[dict[str, Any]] = []
+    with _repositories(names, console, existing=False) as built:
         for item in built:
             report = item.repository.maintain()
+            if console is None:
+                found.append({"repository": item.repository.name, **attrs.asdict(report)})
+                continue
             console.print(
                 f"{escape(item.repository.name)}: created {len(report.created)} "
                 f"({', '.join(report.created) or '-'}), dropped {len(report.dropped)} "
                 f"({', '.join(report.dropped) or '-'}), kept {report.kept}"
             )
+    if console is None:
+        print_json(found)

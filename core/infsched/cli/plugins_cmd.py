@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from infsched.cli.context import app_context
+from infsched.cli.output import json_option, print_json, stdout
 
 _STYLE = {"ok": "green", "failed": "bold red", "disabled": "yellow"}
 
@@ -20,13 +18,13 @@ def plugins_group() -> None:
 
 
 @plugins_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@json_option
 def list_plugins(as_json: bool) -> None:
     """List plugins: name, distribution, version, hooks, registrations and status."""
     registry = app_context().plugins
     infos = registry.listing()
     if as_json:
-        click.echo(json.dumps([i.as_json() for i in infos], indent=2))
+        print_json([i.as_json() for i in infos])
         return
     table = Table(title="Infinite Scheduler plugins")
     for heading in ("name", "distribution", "version", "hooks", "registers", "status"):
@@ -47,7 +45,7 @@ def list_plugins(as_json: bool) -> None:
             escape("\n".join(info.registers) or "-"),
             status,
         )
-    console = Console()
+    console = stdout()
     console.print(table)
     for conflict in registry.conflicts:
         console.print(f"[bold red]conflict:[/] {escape(conflict)}")

@@ -8,11 +8,12 @@ from datetime import timedelta
 from types import FrameType
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from infsched.cli.context import app_context, config_options, requires_plugins
+from infsched.cli.output import counted, json_option, print_json, stderr, stdout
 from infsched.clock import Clock, OffsetClock, SystemClock
+from infsched.database import probe
 from infsched.demo import run_demo
 from infsched.engine.scheduler import InfiniteScheduler
 from infsched.errors import ConfigError
@@ -31,7 +32,8 @@ def log_options(fn: click.decorators.FC) -> click.decorators.FC:
         type=click.Choice(["rich", "json"]),
         default="rich",
         show_default=True,
-        help="json: one JSON object per line.",
+        help="rich: rich on a terminal, one plain line per record in a file or pipe; "
+        "json: one JSON object per line.",
     )(fn)
 
 
@@ -73,6 +75,12 @@ def metrics_sinks(
     "127.0.0.1 unless [plugins.prometheus] host says otherwise).",
 )
 @log_options
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Log one JSON object per line (--log-format json); an error is a JSON object on stderr.",
+)
 @requires_plugins
 def run(
     repos: tuple[str, ...],
@@ -81,9 +89,10 @@ def run(
     metrics_port: int | None,
     log_level: str,
     log_format: str,
+    as_json: bool,
 ) -> None:
     """Run a scheduler node until SIGTERM or SIGINT, then stop gracefully and exit 0."""
-    setup_logging(log_level, log_format)
+    setup_logging(log_level, "json" if as_json else log_format, stderr())
     app = app_context()
     config = app.loaded().config
     if not config.repositories:
@@ -92,6 +101,8 @@ def run(
             "to the config file"
         )
     clock: Clock = OffsetClock(timedelta(seconds=clock_offset)) if clock_offset else SystemClock()
+    # The job store's database is checked before anything starts: one line, not a traceback.
+    probe(config.database_url)
     sections = {k: dict(v) for k, v in config.plugins.items()}
     sink_names = config.metrics_sinks
     if metrics_port is not None:
@@ -139,25 +150,37 @@ def run(
     show_default=True,
     help="Entities of each kind (SMS, order, notification).",
 )
+@json_option
 @requires_plugins
-def demo(seconds: float, per_kind: int) -> None:
+def demo(seconds: float, per_kind: int, as_json: bool) -> None:
     """Seed SMS, orders and notifications, and watch one node fire them on time."""
-    setup_logging("warning")
+    setup_logging("warning", console=stderr())
     app = app_context()
     config = app.loaded().config
-    console = Console()
+    # Under --json the live view goes to stderr, so stdout holds the summary's JSON alone.
+    console = stderr() if as_json else stdout()
     summary = run_demo(config, app.plugins, spread=seconds, per_kind=per_kind, console=console)
-    console.print(
-        f"demo summary: {summary.seeded} entities in {summary.seconds:.0f} s "
-        f"({config.database_url})",
-        markup=False,
-        highlight=False,
-    )
-    table = Table()
-    table.add_column("outcome")
-    table.add_column("count", justify="right")
-    for outcome, count in sorted(summary.outcomes.items()):
-        table.add_row(outcome, str(count))
-    console.print(table)
+    if as_json:
+        print_json(
+            {
+                "database": str(config.database_url),
+                "seeded": summary.seeded,
+                "seconds": round(summary.seconds, 3),
+                "outcomes": dict(sorted(summary.outcomes.items())),
+                "complete": summary.complete,
+            }
+        )
+    else:
+        console.print(
+            f"demo summary: {counted(summary.seeded, 'entity', 'entities')} in "
+            f"{summary.seconds:.0f} s ({config.database_url})",
+            markup=False,
+        )
+        table = Table()
+        table.add_column("outcome")
+        table.add_column("count", justify="right")
+        for outcome, count in sorted(summary.outcomes.items()):
+            table.add_row(outcome, str(count))
+        console.print(table)
     if not summary.complete:
         raise click.ClickException("not every seeded entity reached an outcome in time")

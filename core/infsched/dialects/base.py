@@ -103,6 +103,14 @@ class Dialect(ABC):
         Raises LockTimeoutError when another session holds it beyond `timeout` seconds.
         """
 
+    def missing_database(self, url: sa.URL) -> str | None:
+        """Why the database `url` names does not exist, found without connecting, or None.
+
+        Read-only commands ask first where connecting would create the database
+        (SQLite creates a missing file), so that reading creates nothing.
+        """
+        return None
+
     @abstractmethod
     def add_index(self, conn: sa.Connection, index: sa.Index) -> None:
         """Add `index` to its existing table without blocking writes; nothing if it is there.

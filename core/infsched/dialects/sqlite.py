@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -51,6 +52,13 @@ class SQLiteDialect(Dialect):
         # SQLite runs one writer at a time (busy_timeout makes the next one wait), and
         # every DDL statement we issue is IF [NOT] EXISTS, so racing sessions converge.
         return nullcontext()
+
+    def missing_database(self, url: sa.URL) -> str | None:
+        path = url.database
+        # In-memory databases and file: URIs are the caller's own business.
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return None
+        return None if Path(path).exists() else "no such database file"
 
     def is_missing_table(self, exc: DBAPIError) -> bool:
         return "no such table" in str(exc.orig)

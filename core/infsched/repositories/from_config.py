@@ -166,8 +166,12 @@ def open_repositories(
     plugins: PluginRegistry | None = None,
     names: Collection[str] | None = None,
     clock: Clock | None = None,
+    existing: bool = False,
 ) -> ConfiguredRepositories:
     """Build the configured repositories (those in `names`, or all) and check their databases.
+
+    `existing`: the databases must be there already (a reader's call: connecting
+    creates nothing, where SQLite would create a missing file).
 
     `config` None reads it as the ``infsched`` commands do (`read_config()`).
     `plugins` None loads the installed plugins and, like ``infsched partitions``,
@@ -185,7 +189,7 @@ def open_repositories(
     )
     try:
         for item in opened.one_per_engine():
-            check_reachable(item.repository.engine, item.database_url)
+            check_reachable(item.repository.engine, item.database_url, existing=existing)
     except BaseException:
         opened.close()
         raise

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import click
 
 from infsched.cli.context import app_context, config_options
+from infsched.cli.output import json_option, print_json
 from infsched.engine.joblog import job_logger
 from infsched.executors import JobContext, PermanentError
 from infsched_notifications.entity import Channel, NotificationEntity
@@ -24,7 +25,8 @@ def notifications_group() -> None:
 @click.option("--to", "to", required=True, help="An email address, or an http(s) URL.")
 @click.option("--subject", default="infsched test", show_default=True)
 @click.option("--text", default="This is a test from infsched.", show_default=True)
-def send_test(to: str, subject: str, text: str) -> None:
+@json_option
+def send_test(to: str, subject: str, text: str, as_json: bool) -> None:
     """Send one notification now through [plugins.notifications]: email or webhook by --to."""
     channel = Channel.WEBHOOK if to.startswith(("http://", "https://")) else Channel.EMAIL
     try:
@@ -45,4 +47,7 @@ def send_test(to: str, subject: str, text: str) -> None:
         raise click.ClickException(f"refused: {error}")
     if error is not None:
         raise click.ClickException(f"not sent, try again: {error}")
-    click.echo(f"sent {channel.value} to {to} (job key {key})")
+    if as_json:
+        print_json({"sent": channel.value, "to": to, "job_key": key})
+    else:
+        click.echo(f"sent {channel.value} to {to} (job key {key})")

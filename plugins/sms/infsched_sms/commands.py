@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 
 import click
 
 from infsched.cli.context import app_context, config_options
+from infsched.cli.output import counted, json_option, print_json
 from infsched.executors import PermanentError
 from infsched_sms.encoding import Coding, encode, gsm7_septets
 from infsched_sms.entity import SmsCoding, SmsEntity
@@ -25,14 +25,14 @@ def sms_group() -> None:
 
 def _units(part: str, coding: Coding) -> str:
     if coding is Coding.GSM7:
-        return f"{len(gsm7_septets(part))} septets"
-    return f"{len(part.encode('utf-16-be')) // 2} UCS-2 units"
+        return counted(len(gsm7_septets(part)), "septet")
+    return counted(len(part.encode("utf-16-be")) // 2, "UCS-2 unit")
 
 
 @sms_group.command("encode")
 @click.argument("text")
 @click.option("--coding", type=CODINGS, default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option
 def encode_command(text: str, coding: str, as_json: bool) -> None:
     """Show the coding (GSM 7-bit or UCS-2) of TEXT and the parts it is sent in."""
     try:
@@ -41,7 +41,7 @@ def encode_command(text: str, coding: str, as_json: bool) -> None:
         raise click.ClickException(str(exc)) from None
     if as_json:
         payload = {"coding": encoded.coding.value, "parts": list(encoded.parts)}
-        click.echo(json.dumps(payload, ensure_ascii=False))
+        print_json(payload)
         return
     click.echo(f"coding: {encoded.coding.value}")
     click.echo(f"parts: {encoded.count}")
@@ -55,7 +55,8 @@ def encode_command(text: str, coding: str, as_json: bool) -> None:
 @click.option("--text", required=True, help="The message.")
 @click.option("--from", "sender", default="infsched", show_default=True, help="Sender id.")
 @click.option("--coding", type=CODINGS, default="auto", show_default=True)
-def send_test(to: str, text: str, sender: str, coding: str) -> None:
+@json_option
+def send_test(to: str, text: str, sender: str, coding: str, as_json: bool) -> None:
     """Send one SMS now through the transport configured in [plugins.sms]."""
     try:
         entity = SmsEntity(
@@ -77,7 +78,18 @@ def send_test(to: str, text: str, sender: str, coding: str) -> None:
         raise click.ClickException(f"not sent, try again: {exc}") from None
     finally:
         transport.close()
+    if as_json:
+        print_json(
+            {
+                "to": message.to,
+                "transport": transport.name,
+                "parts": message.encoded.count,
+                "coding": message.encoded.coding.value,
+                "reference": message.reference,
+            }
+        )
+        return
     click.echo(
-        f"sent to {message.to} via {transport.name}: {message.encoded.count} part(s), "
+        f"sent to {message.to} via {transport.name}: {counted(message.encoded.count, 'part')}, "
         f"{message.encoded.coding.value}, ref {message.reference}"
     )

@@ -50,7 +50,7 @@ smpp_password = "{smsc.password}"
         "sms", "send-test", "--config", str(config), "--to", "+4915112345678", "--text", "ping"
     )
     assert code == 0, out
-    assert "sent to +4915112345678 via smpp: 1 part(s), gsm7, ref send-test:" in out
+    assert "sent to +4915112345678 via smpp: 1 part, gsm7, ref send-test:" in out
     [submit] = smsc.received()
     assert (submit.destination_addr, submit.source_addr, submit.text) == (
         "4915112345678",
