@@ -56,9 +56,9 @@ def build_cli(registry: PluginRegistry) -> click.Group:
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = wants_json(args)
-    registry = load_plugins()
-    root = build_cli(registry)
     try:
+        registry = load_plugins()
+        root = build_cli(registry)
         root.main(args=args, obj=AppContext(plugins=registry), standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
