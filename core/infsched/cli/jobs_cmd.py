@@ -43,6 +43,7 @@ def _as_json(status: JobStatus) -> dict[str, Any]:
         "repository": status.repository,
         "entity_id": status.entity_id,
         "state": status.state,
+        "pending_due": _plain(status.pending_due),
         "live": live,
         "outcomes": [
             {k: _plain(v) for k, v in attrs.asdict(o, recurse=False).items()}
@@ -96,8 +97,13 @@ def list_jobs(
 @click.option("--repo", default=None, metavar="NAME", help="Only this repository.")
 @_JSON
 def show(ref: str, repo: str | None, as_json: bool) -> None:
-    """A job by its key, or an entity's jobs by entity id: live state and every outcome."""
-    with open_admin() as (admin, _config):
+    """A job by its key, or an entity's jobs by entity id: live state and every outcome.
+
+    An entity with no job yet (a fetch cycle creates it within
+    lookahead_window of its due time) is looked up in the configured
+    repositories and shown as pending, with its due time.
+    """
+    with open_admin() as (admin, config):
         statuses = admin.show(ref, repo)
     if as_json:
         print_json([_as_json(s) for s in statuses])
@@ -106,16 +112,22 @@ def show(ref: str, repo: str | None, as_json: bool) -> None:
             f"no job with key or entity id {escape(ref)}" + (f" in {repo}" if repo else "")
         )
     for status in [] if as_json else statuses:
-        _print(status)
+        _print(status, config.lookahead_window)
     if not statuses:
         raise SystemExit(1)
 
 
-def _print(status: JobStatus) -> None:
+def _print(status: JobStatus, lookahead_window: float) -> None:
     out = console()
-    out.print(
+    heading = (
         f"[bold]{status.repository}[/] entity {escape(status.entity_id)}: [bold]{status.state}[/]"
     )
+    if status.live is None and status.pending_due is not None:
+        heading += (
+            f", due {status.pending_due.isoformat()}, no job yet (it is fetched within "
+            f"lookahead_window, {lookahead_window:g} s, before it is due)"
+        )
+    out.print(heading)
     if status.live is not None:
         live = status.live
         out.print(
@@ -143,7 +155,11 @@ def _print(status: JobStatus) -> None:
 
 @contextmanager
 def progress_bar(description: str, *, show: bool = True) -> Iterator[ProgressCallback]:
-    """A rich progress bar on stderr, driven by (done, total) calls."""
+    """A rich progress bar on stderr, driven by (done, total) calls.
+
+    It appears with the first call: an operation refused before it starts
+    (a name that matches nothing) prints its one error line and no bar.
+    """
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -155,42 +171,67 @@ def progress_bar(description: str, *, show: bool = True) -> Iterator[ProgressCal
     task = bar.add_task(description, total=None)
 
     def advance(done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
         bar.update(task, completed=done, total=total)
 
-    with bar:
+    try:
         yield advance
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+
+
+_ENTITY_REPO = click.option(
+    "--repo",
+    default=None,
+    metavar="NAME",
+    help="The arguments may be entity ids of this repository as well as job keys.",
+)
 
 
 @jobs_group.command("cancel")
 @config_options
-@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY|ENTITY_ID...")
+@_ENTITY_REPO
 @_JSON
-def cancel(keys: tuple[str, ...], as_json: bool) -> None:
+def cancel(keys: tuple[str, ...], repo: str | None, as_json: bool) -> None:
     """Cancel waiting or dead jobs: removed, and recorded in history as cancelled.
 
-    All or none: a key that names no job, or a running one, changes nothing.
+    With --repo, an entity id cancels the entity's jobs; an entity with no
+    job yet never gets one (recorded as cancelled too).  A key or id that
+    names nothing, or a running job, is refused before anything changes.
     """
     with open_admin() as (admin, _config):
-        count = admin.cancel(keys)
+        count = admin.cancel(keys, repo)
     if as_json:
-        print_json({"cancelled": count, "job_keys": list(dict.fromkeys(keys))})
+        print_json(
+            {"cancelled": count, "job_keys": list(dict.fromkeys(keys))}
+            | ({"repository": repo} if repo is not None else {})
+        )
     else:
         console().print(f"cancelled {count} job{'s' if count != 1 else ''}")
 
 
 @jobs_group.command("retry")
 @config_options
-@click.argument("keys", nargs=-1, metavar="[KEY...]")
-@click.option("--repo", default=None, metavar="NAME", help="Every dead letter of this repository.")
+@click.argument("keys", nargs=-1, metavar="[KEY|ENTITY_ID...]")
+@click.option(
+    "--repo",
+    default=None,
+    metavar="NAME",
+    help="Every dead letter of this repository; with arguments, entity ids of it too.",
+)
 @click.option("--all", "all_dead", is_flag=True, help="Every dead letter.")
 @_JSON
 def retry(keys: tuple[str, ...], repo: str | None, all_dead: bool, as_json: bool) -> None:
     """Dead letters back to waiting, due now, with their attempts reset.
 
-    Give job keys, or --repo NAME, or --all.
+    Give job keys; or entity ids (or keys) with --repo NAME; or --repo NAME
+    alone for all of its dead letters; or --all.
     """
-    if bool(keys) + (repo is not None) + all_dead != 1:
-        raise click.UsageError("give job keys, or --repo NAME, or --all (one of them)")
+    if all_dead == bool(keys or repo is not None):
+        raise click.UsageError("give job keys, or --repo NAME (with or without ids), or --all")
     with open_admin() as (admin, _config), progress_bar("retrying dead letters") as bar:
         count = admin.retry(keys, repository=repo, all_dead=all_dead, progress=bar)
     if as_json:
@@ -201,12 +242,17 @@ def retry(keys: tuple[str, ...], repo: str | None, all_dead: bool, as_json: bool
 
 @jobs_group.command("run-now")
 @config_options
-@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY|ENTITY_ID...")
+@_ENTITY_REPO
 @_JSON
-def run_now(keys: tuple[str, ...], as_json: bool) -> None:
-    """Make waiting jobs due now: the next claim takes them."""
+def run_now(keys: tuple[str, ...], repo: str | None, as_json: bool) -> None:
+    """Make waiting jobs due now: the next claim takes them.
+
+    With --repo, an entity id names the entity's waiting job; an entity with
+    no job yet gets it now, due now (its due time and job key stay as they are).
+    """
     with open_admin() as (admin, _config):
-        count = admin.run_now(keys)
+        count = admin.run_now(keys, repo)
     if as_json:
         print_json({"updated": count})
     else:
