@@ -20,7 +20,7 @@ from infsched.engine.binding import RepositoryBinding
 from infsched.engine.controls import Controls
 from infsched.engine.scheduler import InfiniteScheduler
 from infsched.management import JobAdmin, UnknownRepositoryError
-from infsched.schema import pauses
+from infsched.schema import nodes, pauses
 from tests.engine_support import RecordingExecutor, repository_for
 from tests.management_support import Cli, Seed, clean_cli
 
@@ -138,3 +138,20 @@ def test_the_python_api_refuses_unknown_repositories_too(any_url: DatabaseUrl) -
     finally:
         scheduler.engine.dispose()
         repo.engine.dispose()
+
+
+def test_a_plugin_section_that_nothing_reads_is_refused_before_the_node_starts(
+    cli: Cli, seed: Seed, tmp_path: Path
+) -> None:
+    path = Path(config(tmp_path, seed))
+    path.write_text(path.read_text() + '\n[plugins.smss]\ntransport = "kannel"\n')
+    result = cli("run", "--config", str(path))
+    assert (result.code, result.out) == (1, "")
+    assert result.err.count("\n") == 1
+    assert result.err.startswith(
+        "error: config section [plugins.smss] names no plugin or metrics sink; "
+        "the sections that are read are: "
+    )
+    assert all(name in result.err for name in ("log", "notifications", "orders", "sms"))
+    with seed.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(nodes)).scalar_one() == 0

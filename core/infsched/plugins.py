@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, Literal, TypeVar
 
@@ -322,6 +322,21 @@ class PluginRegistry:
                 )
         if self.conflicts:
             raise PluginConflictError(self.conflicts[0])
+
+    def require_sections(self, sections: Collection[str]) -> None:
+        """Refuse a ``[plugins.NAME]`` section that no plugin and no metrics sink reads.
+
+        A section is read by the plugin of its name (its executors and
+        commands) or by the metrics sink of its name; a misspelt one would
+        leave its settings (a gateway, a password) unused without a word.
+        """
+        readers = sorted({*self.infos, *self._registered["register_metrics_sinks"]})
+        for name in sorted(sections):
+            if name not in readers:
+                raise PluginError(
+                    f"config section [plugins.{name}] names no plugin or metrics sink; "
+                    f"the sections that are read are: {', '.join(readers)}"
+                )
 
     def _get(self, hook: str, what: str, name: str) -> Registered[Any]:
         found = self._registered[hook].get(name)

@@ -87,6 +87,7 @@ def run(
     setup_logging(log_level, log_format)
     app = app_context()
     config = app.loaded().config
+    app.plugins.require_sections(config.plugins)
     if not config.repositories:
         raise ConfigError(
             "no repositories configured: add [[repositories]] tables (name, entity, executor) "
