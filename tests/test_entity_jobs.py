@@ -208,6 +208,8 @@ def test_run_now_and_cancel_racing_fetch_cycles_never_schedule_an_entity_twice(
         executors={"remind": RecordingExecutor()},
     )
     scheduler.store.create_schema()
+    first = scheduler.status("reminders", entities[0].id)
+    assert (first.state, first.pending_due, first.live) == ("pending", entities[0].due, None)
     stop = threading.Event()
     errors: list[BaseException] = []
 

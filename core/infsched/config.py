@@ -477,10 +477,15 @@ def _set_twice(name: str, first: str, second: str, where: str) -> ConfigError:
     return ConfigError(f"{where} sets {name} twice, as {first} and as {second}; keep one of them")
 
 
+#: Fields that are TOML tables, with no one-string form for the environment.
+_TABLE_FIELDS = {"plugins": "[plugins.NAME]", "repositories": "[[repositories]]"}
+
+
 def env_variables() -> dict[str, str]:
     """{variable: field} of every ``INFSCHED_*`` variable that sets a config field."""
-    tables = {"plugins", "repositories"}  # TOML tables have no one-string form
-    names = {f"{ENV_PREFIX}{name.upper()}": name for name in FIELD_NAMES if name not in tables}
+    names = {
+        f"{ENV_PREFIX}{name.upper()}": name for name in FIELD_NAMES if name not in _TABLE_FIELDS
+    }
     names.update({f"{ENV_PREFIX}{alias.upper()}": name for alias, name in _ALIASES.items()})
     return names
 
@@ -490,6 +495,12 @@ def _read_elsewhere(var: str) -> bool:
 
 
 def _unknown_variable(var: str, names: Mapping[str, str]) -> ConfigError:
+    table = var[len(ENV_PREFIX) :].lower()
+    if table in _TABLE_FIELDS:
+        return ConfigError(
+            f"{var}: {table} is set only in the config file ({_TABLE_FIELDS[table]} tables), "
+            "not in the environment"
+        )
     known = sorted([*names, *PLUGIN_SELECTION_VARIABLES])
     hint = difflib.get_close_matches(var, known, n=1)
     suggestion = f"; did you mean {hint[0]}?" if hint else ""

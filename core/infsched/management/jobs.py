@@ -405,10 +405,11 @@ class JobAdmin:
             )
         if keys and repository is not None:
             keys, pending = self._targets(keys, repository)
-            for entity in pending:
+            if pending:
+                first = pending[0]
                 raise JobStateError(
-                    f"{entity.repository} entity {entity.entity_id} has no job yet (due "
-                    f"{entity.due_at.isoformat()}); retry applies only to dead jobs"
+                    f"{first.repository} entity {first.entity_id} has no job yet (due "
+                    f"{first.due_at.isoformat()}); retry applies only to dead jobs"
                 )
         if keys:
             with self.engine.connect() as conn:
