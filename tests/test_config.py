@@ -331,3 +331,65 @@ def test_a_node_id_must_fit_the_job_tables_owner_column() -> None:
     assert "at most 128 characters" in config_error(node_id="n" * 129)
     assert "without surrounding spaces" in config_error(node_id="node-a ")
     assert "non-empty" in config_error(node_id="  ")
+
+
+# -- names that match nothing, and two spellings of one setting --
+
+
+def test_a_file_spelling_one_setting_twice_is_refused(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path / "sched.toml", 'db = "sqlite:///a.db"\ndatabase_url = "sqlite:///b.db"\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert str(err.value) == (
+        f"config file {path} sets database_url twice, as db and as database_url; keep one of them"
+    )
+
+
+def test_the_environment_spelling_one_setting_twice_is_refused() -> None:
+    env = {"INFSCHED_DB": "sqlite:///a.db", "INFSCHED_DATABASE_URL": "sqlite:///b.db"}
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env=env)
+    message = str(err.value)
+    assert message.startswith("the environment sets database_url twice, as INFSCHED_")
+    assert "INFSCHED_DB" in message
+    assert "INFSCHED_DATABASE_URL" in message
+    # One of them, or one empty (unset), is fine.
+    assert load_config(None, env={**env, "INFSCHED_DB": ""}).sources["database_url"] == (
+        "env INFSCHED_DATABASE_URL"
+    )
+
+
+def test_an_unknown_infsched_variable_is_refused_naming_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env={"INFSCHED_BATCHSIZE": "5"})
+    message = str(err.value)
+    assert message.startswith(
+        "unknown environment variable INFSCHED_BATCHSIZE; did you mean INFSCHED_BATCH_SIZE? "
+        "(known: "
+    )
+    assert "INFSCHED_DISABLE_PLUGINS" in message
+    assert "INFSCHED_FETCH_INTERVAL" in message
+    # Unset (empty), the plugin selection and the test suite's own settings are no config.
+    env = {
+        "INFSCHED_BATCHSIZE": "",
+        "INFSCHED_LOAD_PLUGINS": "sms",
+        "INFSCHED_TEST_MYSQL_URL": "mysql+pymysql://root@127.0.0.1/x",
+    }
+    assert read_env(env) == {}
+
+
+def test_cli_refuses_two_spellings_in_the_environment_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.management_support import clean_cli
+
+    cli = clean_cli(capsys, monkeypatch, tmp_path)
+    monkeypatch.setenv("INFSCHED_DB", f"sqlite:///{tmp_path}/a.db")
+    monkeypatch.setenv("INFSCHED_DATABASE_URL", f"sqlite:///{tmp_path}/b.db")
+    result = cli("db", "init")
+    assert result.code == 1
+    assert result.err.count("\n") == 1
+    assert result.err.startswith("error: the environment sets database_url twice")
+    assert list(tmp_path.glob("*.db")) == []

@@ -253,6 +253,7 @@ def test_jobs_run_now_makes_waiting_jobs_due_now(cli: Cli, seed: Seed) -> None:
 
 def test_pause_and_resume_one_repository_or_all(cli: Cli, seed: Seed) -> None:
     controls = Controls(seed.engine, SystemClock())
+    seed.lease("fetch:sms", "node-a", {})  # a node serves sms: the name exists
 
     assert cli("pause", "sms", "--db", db(seed)).out.strip() == "paused: sms"
     assert cli("pause", "--db", db(seed), "--json").json() == {"paused": ["*", "sms"]}

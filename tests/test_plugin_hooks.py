@@ -57,7 +57,7 @@ def hook_names() -> list[str]:
 
 def registry_with(plugin: object, name: str = "testplugin") -> PluginRegistry:
     """The built-ins (no entry points) plus `plugin`, which must load cleanly."""
-    registry = load_plugins(env={"INFSCHED_LOAD_PLUGINS": "no_entry_point_has_this_name"})
+    registry = load_plugins(env={"INFSCHED_LOAD_PLUGINS": "none"})
     info = registry.register(plugin, name, distribution="infsched-testplugin", version="9.9")
     assert (info.status, info.error) == ("ok", None)
     return registry

@@ -265,6 +265,27 @@ def test_load_plugins_loads_only_the_named_ones_and_disable_blocks_several(
     assert blocked["orders"]["version"] == version("infsched-orders")
 
 
+def test_a_plugin_selection_naming_no_installed_plugin_is_refused(tmp_path: Path) -> None:
+    for variable in ("INFSCHED_DISABLE_PLUGINS", "INFSCHED_LOAD_PLUGINS"):
+        result = infsched(tmp_path, "db", "init", env={variable: "sms,ordrs"})
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1
+        assert result.stderr.startswith(
+            f"error: {variable}: 'ordrs' is no installed plugin; the installed plugins are: "
+        )
+        assert all(name in result.stderr for name in SHIPPED)
+        assert not (tmp_path / "infsched.db").exists()
+    builtin = infsched(tmp_path, "plugins", "list", env={"INFSCHED_DISABLE_PLUGINS": "log_sink"})
+    assert builtin.returncode == 1
+    assert "'log_sink' is built in and always loaded" in builtin.stderr
+    with pytest.raises(PluginError, match="'ordrs' is no installed plugin"):
+        load_plugins(env={"INFSCHED_DISABLE_PLUGINS": "ordrs"})
+    # `none` selects no entry-point plugin at all: only the built-ins load.
+    plugins = load_plugins(env={"INFSCHED_LOAD_PLUGINS": "none"})
+    assert all(plugins.infos[name].status == "disabled" for name in SHIPPED)
+    assert plugins.infos["log_sink"].status == "ok"
+
+
 def test_plugin_registrations_reach_the_command_line(tmp_path: Path) -> None:
     install_dist(
         tmp_path,
@@ -312,7 +333,7 @@ def test_plugin_registrations_reach_the_command_line(tmp_path: Path) -> None:
 
 def registry() -> PluginRegistry:
     """The registry as the CLI loads it, with only the built-ins (no entry points)."""
-    return load_plugins(env={"INFSCHED_LOAD_PLUGINS": "no_entry_point_has_this_name"})
+    return load_plugins(env={"INFSCHED_LOAD_PLUGINS": "none"})
 
 
 @attrs.define
@@ -405,7 +426,7 @@ def test_registering_a_name_twice_is_refused() -> None:
 def test_entry_point_named_like_a_builtin_is_a_conflict_not_a_silent_replacement() -> None:
     plugins = PluginRegistry()
     plugins.register(Plugin(), "log_sink", distribution="impostor")
-    plugins.load(env={"INFSCHED_LOAD_PLUGINS": "no_entry_point_has_this_name"})
+    plugins.load(env={"INFSCHED_LOAD_PLUGINS": "none"})
     message = "two plugins are named 'log_sink' (impostor and infinite-scheduler); uninstall one"
     assert plugins.conflicts == [message]
     assert plugins.infos["log_sink"].conflicts == [message]

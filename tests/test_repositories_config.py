@@ -101,8 +101,13 @@ def test_required_keys_and_distinct_names(tmp_path: Path) -> None:
 
 
 def test_the_environment_does_not_set_repositories(tmp_path: Path) -> None:
-    loaded = load_config(config_file(tmp_path, SMS), env={"INFSCHED_REPOSITORIES": "x"})
-    assert [r.name for r in loaded.config.repositories] == ["sms"]
+    # Refused rather than ignored: the operator meant it to change something.
+    with pytest.raises(ConfigError) as err:
+        load_config(config_file(tmp_path, SMS), env={"INFSCHED_REPOSITORIES": "x"})
+    assert str(err.value) == (
+        "INFSCHED_REPOSITORIES: repositories is set only in the config file "
+        "([[repositories]] tables), not in the environment"
+    )
 
 
 def test_config_show_lists_the_repositories(tmp_path: Path) -> None:

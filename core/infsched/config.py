@@ -27,6 +27,13 @@ from infsched.schema import MAX_NODE_ID
 
 DEFAULT_CONFIG_FILE = Path("infsched.toml")
 ENV_PREFIX = "INFSCHED_"
+#: Plugins left out, and the only plugins loaded (comma-separated names; see plugins.py).
+DISABLE_PLUGINS_ENV = "INFSCHED_DISABLE_PLUGINS"
+LOAD_PLUGINS_ENV = "INFSCHED_LOAD_PLUGINS"
+#: ``INFSCHED_*`` variables that are no config field but are read by another part.
+PLUGIN_SELECTION_VARIABLES = (DISABLE_PLUGINS_ENV, LOAD_PLUGINS_ENV)
+#: The test suite's own settings (e.g. INFSCHED_TEST_MYSQL_URL), never read by the scheduler.
+TEST_VARIABLE_PREFIX = "INFSCHED_TEST_"
 
 
 class MisfirePolicy(enum.Enum):
@@ -453,26 +460,73 @@ def read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     values: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for key, value in data.items():
         name = _ALIASES.get(key, key)
         if name not in FIELD_NAMES:
             raise _unknown_key(key, str(path))
+        if name in spelled:
+            raise _set_twice(name, spelled[name], key, f"config file {path}")
         values[name] = value
+        spelled[name] = key
     return values
+
+
+def _set_twice(name: str, first: str, second: str, where: str) -> ConfigError:
+    # Which of two spellings wins would depend on their order: neither does.
+    return ConfigError(f"{where} sets {name} twice, as {first} and as {second}; keep one of them")
+
+
+#: Fields that are TOML tables, with no one-string form for the environment.
+_TABLE_FIELDS = {"plugins": "[plugins.NAME]", "repositories": "[[repositories]]"}
+
+
+def env_variables() -> dict[str, str]:
+    """{variable: field} of every ``INFSCHED_*`` variable that sets a config field."""
+    names = {
+        f"{ENV_PREFIX}{name.upper()}": name for name in FIELD_NAMES if name not in _TABLE_FIELDS
+    }
+    names.update({f"{ENV_PREFIX}{alias.upper()}": name for alias, name in _ALIASES.items()})
+    return names
+
+
+def _read_elsewhere(var: str) -> bool:
+    return var in PLUGIN_SELECTION_VARIABLES or var.startswith(TEST_VARIABLE_PREFIX)
+
+
+def _unknown_variable(var: str, names: Mapping[str, str]) -> ConfigError:
+    table = var[len(ENV_PREFIX) :].lower()
+    if table in _TABLE_FIELDS:
+        return ConfigError(
+            f"{var}: {table} is set only in the config file ({_TABLE_FIELDS[table]} tables), "
+            "not in the environment"
+        )
+    known = sorted([*names, *PLUGIN_SELECTION_VARIABLES])
+    hint = difflib.get_close_matches(var, known, n=1)
+    suggestion = f"; did you mean {hint[0]}?" if hint else ""
+    return ConfigError(
+        f"unknown environment variable {var}{suggestion} (known: {', '.join(known)})"
+    )
 
 
 def read_env(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """The fields set in the environment, as {field: (value, variable)}.
 
-    Only variables that name a field are read: other ``INFSCHED_*`` variables
-    (plugin selection, test settings) belong to other parts.
+    Any other non-empty ``INFSCHED_*`` variable is refused (a misspelt one
+    would otherwise be ignored), except the plugin selection and the test
+    suite's ``INFSCHED_TEST_*``, which belong to other parts.  Two spellings
+    of one field (``INFSCHED_DB`` and ``INFSCHED_DATABASE_URL``) are refused too.
     """
     found: dict[str, tuple[str, str]] = {}
-    tables = {"plugins", "repositories"}  # TOML tables have no one-string form
-    names = {f"{ENV_PREFIX}{name.upper()}": name for name in FIELD_NAMES if name not in tables}
-    names.update({f"{ENV_PREFIX}{alias.upper()}": name for alias, name in _ALIASES.items()})
+    names = env_variables()
+    for var in sorted(env):
+        unknown = var.startswith(ENV_PREFIX) and var not in names and not _read_elsewhere(var)
+        if unknown and env[var] != "":
+            raise _unknown_variable(var, names)
     for var, name in names.items():
         if var in env and env[var] != "":
+            if name in found:
+                raise _set_twice(name, found[name][1], var, "the environment")
             found[name] = (env[var], var)
     return found
 

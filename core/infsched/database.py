@@ -55,6 +55,11 @@ def create_engine(url: DatabaseUrl, *, pool_size: int = 10, **kwargs: Any) -> sa
     )
 
 
+def same_database(a: sa.Engine, b: sa.Engine) -> bool:
+    """Whether two engines reach one database, so one transaction can span both's tables."""
+    return a is b or a.url == b.url
+
+
 def check_reachable(engine: sa.Engine, url: DatabaseUrl, *, existing: bool = False) -> None:
     """Open one connection or raise DatabaseUnreachableError naming where (never the password).
 

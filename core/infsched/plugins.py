@@ -1,6 +1,8 @@
 """The plugin manager: entry points first, then the built-ins, each call attributed.
 
-Loading never raises for one bad plugin: a plugin that fails to import, whose
+Loading never raises for one bad plugin (only for a name in
+INFSCHED_DISABLE_PLUGINS or INFSCHED_LOAD_PLUGINS that no installed plugin
+has: a typo there would change nothing without a word): a plugin that fails to import, whose
 hooks do not match the specifications, or whose hook raises, is recorded as
 failed with its error and left out, so ``infsched plugins list`` still runs.
 Commands that need every plugin call `PluginRegistry.require_healthy`, which
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, Literal, TypeVar
 
@@ -20,6 +22,7 @@ import click
 import pluggy
 
 from infsched import hookspecs
+from infsched.config import DISABLE_PLUGINS_ENV, LOAD_PLUGINS_ENV
 from infsched.entities import entity_spec
 from infsched.errors import PluginConflictError, PluginError
 from infsched.executors import ExecutorSpec
@@ -28,8 +31,10 @@ from infsched.metrics.sink import MetricsSinkSpec
 from infsched.repositories.backend import RepositoryBackend
 
 ENTRY_POINT_GROUP = "infsched"
-DISABLE_ENV = "INFSCHED_DISABLE_PLUGINS"
-LOAD_ONLY_ENV = "INFSCHED_LOAD_PLUGINS"
+DISABLE_ENV = DISABLE_PLUGINS_ENV
+LOAD_ONLY_ENV = LOAD_PLUGINS_ENV
+#: ``INFSCHED_LOAD_PLUGINS=none``: no entry-point plugin, only the built-ins.
+NO_PLUGINS = "none"
 
 #: Built-in features, registered after the entry points through the same hooks.
 BUILTIN_PLUGINS: tuple[str, ...] = (
@@ -92,6 +97,17 @@ def _names(raw: str | None) -> set[str] | None:
     return {n.strip() for n in raw.split(",") if n.strip()}
 
 
+def _refuse_unknown(variable: str, names: set[str], installed: list[str]) -> None:
+    """A selection naming no installed plugin is a typo: it would select nothing, silently."""
+    for name in sorted(names):
+        if name in installed:
+            continue
+        listed = ", ".join(installed) or "none"
+        builtin = {module.rsplit(".", 1)[-1] for module in BUILTIN_PLUGINS}
+        why = " is built in and always loaded" if name in builtin else " is no installed plugin"
+        raise PluginError(f"{variable}: {name!r}{why}; the installed plugins are: {listed}")
+
+
 def _one_line(text: str) -> str:
     """Errors are shown on one line (pluggy's validation messages span several)."""
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
@@ -129,7 +145,13 @@ class PluginRegistry:
         env = os.environ if env is None else env
         disabled = _names(env.get(DISABLE_ENV)) or set()
         only = _names(env.get(LOAD_ONLY_ENV))
-        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if only == {NO_PLUGINS}:
+            only = set()
+        found = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        installed = [ep.name for ep in found]
+        _refuse_unknown(DISABLE_ENV, disabled, installed)
+        _refuse_unknown(LOAD_ONLY_ENV, only or set(), installed)
+        for ep in found:
             self._load_entry_point(ep, disabled, only)
         for module_name in BUILTIN_PLUGINS:
             module = importlib.import_module(module_name)
@@ -300,6 +322,21 @@ class PluginRegistry:
                 )
         if self.conflicts:
             raise PluginConflictError(self.conflicts[0])
+
+    def require_sections(self, sections: Collection[str]) -> None:
+        """Refuse a ``[plugins.NAME]`` section that no plugin and no metrics sink reads.
+
+        A section is read by the plugin of its name (its executors and
+        commands) or by the metrics sink of its name; a misspelt one would
+        leave its settings (a gateway, a password) unused without a word.
+        """
+        readers = sorted({*self.infos, *self._registered["register_metrics_sinks"]})
+        for name in sorted(sections):
+            if name not in readers:
+                raise PluginError(
+                    f"config section [plugins.{name}] names no plugin or metrics sink; "
+                    f"the sections that are read are: {', '.join(readers)}"
+                )
 
     def _get(self, hook: str, what: str, name: str) -> Registered[Any]:
         found = self._registered[hook].get(name)

@@ -19,10 +19,13 @@ from infsched.clock import SystemClock
 from infsched.cluster.nodes import NodeState
 from infsched.config import SchedulerConfig
 from infsched.database import check_reachable, create_engine
+from infsched.dburl import DatabaseUrl
+from infsched.engine.binding import RepositoryBinding
 from infsched.engine.history import History
 from infsched.engine.scheduler import history_repository
 from infsched.errors import InfschedError
 from infsched.management import JobAdmin
+from infsched.repositories.from_config import build_repositories
 from infsched.schema import metadata
 
 #: How `infsched nodes` and the dashboard colour a node's liveness (`judge`'s word).
@@ -45,9 +48,31 @@ def actor() -> str:
 
 @contextmanager
 def open_admin() -> Iterator[tuple[JobAdmin, SchedulerConfig]]:
-    """A JobAdmin on the configured database (checked reachable), disposed afterwards."""
-    config = app_context().loaded().config
+    """A JobAdmin on the configured database (checked reachable), disposed afterwards.
+
+    The configured repositories are built only when a command looks an
+    entity up (`jobs show`, `run-now`, `cancel`, `retry` by entity id); those
+    in the job store's database share its engine.
+    """
+    app = app_context()
+    config = app.loaded().config
     engine = create_engine(config.database_url, pool_size=2)
+    others: list[sa.Engine] = []
+
+    def engine_for(url: DatabaseUrl) -> sa.Engine:
+        if url == config.database_url:
+            return engine
+        others.append(create_engine(url, pool_size=2))
+        check_reachable(others[-1], url)
+        return others[-1]
+
+    def bindings() -> list[RepositoryBinding]:
+        app.plugins.require_healthy()
+        built = build_repositories(config, app.plugins, engine_for=engine_for)
+        return [
+            RepositoryBinding(r.repository, r.config.executor, r.config.priority) for r in built
+        ]
+
     try:
         # Every command here needs the tables a node or `db init` made: never create a database.
         check_reachable(engine, config.database_url, existing=True)
@@ -63,8 +88,18 @@ def open_admin() -> Iterator[tuple[JobAdmin, SchedulerConfig]]:
         history = History(
             history_repository(engine, clock, config.history_retention_days), config.node_id
         )
-        yield JobAdmin(engine, history, clock=clock, actor=actor()), config
+        admin = JobAdmin(
+            engine,
+            history,
+            clock=clock,
+            actor=actor(),
+            repositories=[r.name for r in config.repositories],
+            bindings=bindings,
+        )
+        yield admin, config
     finally:
+        for other in others:
+            other.dispose()
         engine.dispose()
 
 

@@ -26,10 +26,11 @@ def _scopes(paused: frozenset[str]) -> str:
 @click.argument("repo", required=False, metavar="[REPO]")
 @json_option
 def pause(repo: str | None, as_json: bool) -> None:
-    """Stop fetching and claiming for REPO, or for every repository, on every node.
+    """Stop fetching and claiming for REPO, or for every repository (no REPO, or '*').
 
-    Running jobs finish; nothing new starts until `infsched resume`.  Nodes
-    see the switch within a second.
+    Holds on every node.  Running jobs finish; nothing new starts until
+    `infsched resume`.  Nodes see the switch within a second.  REPO must be
+    configured or known to the database (a fetch lease, job or pause).
     """
     with open_admin() as (admin, _config):
         paused = admin.pause(repo)
@@ -44,7 +45,7 @@ def pause(repo: str | None, as_json: bool) -> None:
 @click.argument("repo", required=False, metavar="[REPO]")
 @json_option
 def resume(repo: str | None, as_json: bool) -> None:
-    """Lift the pause of REPO, or the pause of every repository (`pause` without REPO).
+    """Lift the pause of REPO, or the pause of every repository (no REPO, or '*').
 
     A repository paused by name stays paused until resumed by name.
     """

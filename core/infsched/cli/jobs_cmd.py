@@ -35,6 +35,7 @@ def _as_json(status: JobStatus) -> dict[str, Any]:
         "repository": status.repository,
         "entity_id": status.entity_id,
         "state": status.state,
+        "pending_due": status.pending_due,
         "live": live,
         "outcomes": [attrs.asdict(o, recurse=False) for o in status.outcomes],
     }
@@ -86,8 +87,13 @@ def list_jobs(
 @click.option("--repo", default=None, metavar="NAME", help="Only this repository.")
 @json_option
 def show(ref: str, repo: str | None, as_json: bool) -> None:
-    """A job by its key, or an entity's jobs by entity id: live state and every outcome."""
-    with open_admin() as (admin, _config):
+    """A job by its key, or an entity's jobs by entity id: live state and every outcome.
+
+    An entity with no job yet (a fetch cycle creates it within
+    lookahead_window of its due time) is looked up in the configured
+    repositories and shown as pending, with its due time.
+    """
+    with open_admin() as (admin, config):
         statuses = admin.show(ref, repo)
     if not statuses:
         # An error like any other: one line on stderr, or a JSON object under --json.
@@ -95,14 +101,20 @@ def show(ref: str, repo: str | None, as_json: bool) -> None:
     if as_json:
         print_json([_as_json(s) for s in statuses])
     for status in [] if as_json else statuses:
-        _print(status)
+        _print(status, config.lookahead_window)
 
 
-def _print(status: JobStatus) -> None:
+def _print(status: JobStatus, lookahead_window: float) -> None:
     out = console()
-    out.print(
+    heading = (
         f"[bold]{status.repository}[/] entity {escape(status.entity_id)}: [bold]{status.state}[/]"
     )
+    if status.live is None and status.pending_due is not None:
+        heading += (
+            f", due {status.pending_due.isoformat()}, no job yet (it is fetched within "
+            f"lookahead_window, {lookahead_window:g} s, before it is due)"
+        )
+    out.print(heading)
     if status.live is not None:
         live = status.live
         out.print(
@@ -158,36 +170,56 @@ def progress_bar(description: str, *, show: bool = True) -> Iterator[ProgressCal
             bar.stop()
 
 
+_ENTITY_REPO = click.option(
+    "--repo",
+    default=None,
+    metavar="NAME",
+    help="The arguments may be entity ids of this repository as well as job keys.",
+)
+
+
 @jobs_group.command("cancel")
 @config_options
-@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY|ENTITY_ID...")
+@_ENTITY_REPO
 @json_option
-def cancel(keys: tuple[str, ...], as_json: bool) -> None:
+def cancel(keys: tuple[str, ...], repo: str | None, as_json: bool) -> None:
     """Cancel waiting or dead jobs: removed, and recorded in history as cancelled.
 
-    All or none: a key that names no job, or a running one, changes nothing.
+    With --repo, an entity id cancels the entity's jobs; an entity with no
+    job yet never gets one (recorded as cancelled too).  A key or id that
+    names nothing, or a running job, is refused before anything changes.
     """
     with open_admin() as (admin, _config):
-        count = admin.cancel(keys)
+        count = admin.cancel(keys, repo)
     if as_json:
-        print_json({"cancelled": count, "job_keys": list(dict.fromkeys(keys))})
+        print_json(
+            {"cancelled": count, "job_keys": list(dict.fromkeys(keys))}
+            | ({"repository": repo} if repo is not None else {})
+        )
     else:
         console().print(f"cancelled {counted(count, 'job')}")
 
 
 @jobs_group.command("retry")
 @config_options
-@click.argument("keys", nargs=-1, metavar="[KEY...]")
-@click.option("--repo", default=None, metavar="NAME", help="Every dead letter of this repository.")
+@click.argument("keys", nargs=-1, metavar="[KEY|ENTITY_ID...]")
+@click.option(
+    "--repo",
+    default=None,
+    metavar="NAME",
+    help="Every dead letter of this repository; with arguments, entity ids of it too.",
+)
 @click.option("--all", "all_dead", is_flag=True, help="Every dead letter.")
 @json_option
 def retry(keys: tuple[str, ...], repo: str | None, all_dead: bool, as_json: bool) -> None:
     """Dead letters back to waiting, due now, with their attempts reset.
 
-    Give job keys, or --repo NAME, or --all.
+    Give job keys; or entity ids (or keys) with --repo NAME; or --repo NAME
+    alone for all of its dead letters; or --all.
     """
-    if bool(keys) + (repo is not None) + all_dead != 1:
-        raise click.UsageError("give job keys, or --repo NAME, or --all (one of them)")
+    if all_dead == bool(keys or repo is not None):
+        raise click.UsageError("give job keys, or --repo NAME (with or without ids), or --all")
     with (
         open_admin() as (admin, _config),
         progress_bar("retrying dead letters", show=not as_json) as bar,
@@ -201,12 +233,17 @@ def retry(keys: tuple[str, ...], repo: str | None, all_dead: bool, as_json: bool
 
 @jobs_group.command("run-now")
 @config_options
-@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY|ENTITY_ID...")
+@_ENTITY_REPO
 @json_option
-def run_now(keys: tuple[str, ...], as_json: bool) -> None:
-    """Make waiting jobs due now: the next claim takes them."""
+def run_now(keys: tuple[str, ...], repo: str | None, as_json: bool) -> None:
+    """Make waiting jobs due now: the next claim takes them.
+
+    With --repo, an entity id names the entity's waiting job; an entity with
+    no job yet gets it now, due now (its due time and job key stay as they are).
+    """
     with open_admin() as (admin, _config):
-        count = admin.run_now(keys)
+        count = admin.run_now(keys, repo)
     if as_json:
         print_json({"updated": count})
     else:

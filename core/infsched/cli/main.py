@@ -104,9 +104,9 @@ def _database_error(exc: sa.exc.DBAPIError) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = wants_json(args)
-    registry = load_plugins()
-    root = build_cli(registry)
     try:
+        registry = load_plugins()
+        root = build_cli(registry)
         root.main(
             args=args, prog_name="infsched", obj=AppContext(plugins=registry), standalone_mode=False
         )

@@ -95,6 +95,7 @@ def run(
     setup_logging(log_level, "json" if as_json else log_format, stderr())
     app = app_context()
     config = app.loaded().config
+    app.plugins.require_sections(config.plugins)
     if not config.repositories:
         raise ConfigError(
             "no repositories configured: add [[repositories]] tables (name, entity, executor) "

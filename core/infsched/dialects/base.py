@@ -151,6 +151,16 @@ class Dialect(ABC):
     def lock_skipping_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
         """`query` locking the rows it returns and skipping rows others hold (claims)."""
 
+    @abstractmethod
+    def still_unmarked(self, mark: sa.ColumnElement[Any]) -> list[sa.ColumnElement[bool]]:
+        """Conditions the statements that copy and mark a locked batch add on its mark.
+
+        None where `lock_skipping_locked` really locks (nobody else can have
+        marked the rows); where it locks nothing, "still unmarked", so an
+        entity another writer marked meanwhile (an operator's run-now or
+        cancel) is neither copied nor marked again.
+        """
+
     # -- building jobs from entity rows inside the database (INSERT … SELECT) --
 
     @abstractmethod

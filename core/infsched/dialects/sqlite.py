@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from infsched.dialects.base import Dialect, RowInserter
+from infsched.sentinel_time import EPOCH
 
 _USING_INDEX = re.compile(r"USING (?:COVERING )?INDEX (\S+)")
 
@@ -123,8 +124,13 @@ class SQLiteDialect(Dialect):
         return sa.func.json_group_array(column, type_=sa.Text())
 
     def lock_skipping_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
-        # A write transaction already holds the whole database.
+        # Nothing to lock row by row; the batch's writes take the database's write lock.
         return query
+
+    def still_unmarked(self, mark: sa.ColumnElement[Any]) -> list[sa.ColumnElement[bool]]:
+        # The locking SELECT above locked nothing (pysqlite opens the transaction at the
+        # first write): a run-now or cancel may have marked a row since.
+        return [mark == EPOCH]
 
     def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:
         statement = table.insert()

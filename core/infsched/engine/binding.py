@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
 
 from infsched.entities import EntitySpec, entity_spec
+from infsched.jobstore.base import NewJob, job_key
 from infsched.names import check_name
 from infsched.repositories.base import ShardingRepository
 
@@ -40,3 +42,18 @@ class RepositoryBinding:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         return self.default_priority
+
+    def new_job(self, entity: object) -> NewJob:
+        """The job a fetch cycle creates for `entity`."""
+        spec = self.spec
+        due = getattr(entity, spec.sharding_column.name)
+        entity_id = getattr(entity, spec.id_column.name)
+        return NewJob(
+            job_key=job_key(self.name, entity_id, due),
+            repository=self.name,
+            executor=self.executor,
+            entity_id=str(entity_id),
+            due_at=due,
+            priority=self.priority_of(entity),
+            payload=json.dumps(spec.to_json(entity), separators=(",", ":")),
+        )

@@ -13,7 +13,6 @@ harmless.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -29,10 +28,11 @@ from infsched.clock import Clock, from_utc_naive, utc_naive
 from infsched.cluster.member import Lease
 from infsched.cluster.outage import DatabaseOutage, is_conflict
 from infsched.config import SchedulerConfig
+from infsched.database import same_database
 from infsched.dialects import dialect_for
 from infsched.engine.binding import PRIORITY_FIELD, RepositoryBinding
 from infsched.engine.controls import Controls
-from infsched.jobstore.base import JobState, NewJob, job_key
+from infsched.jobstore.base import JobState, NewJob
 from infsched.jobstore.sql import SqlJobStore
 from infsched.metrics.recorder import MetricsRecorder
 
@@ -118,10 +118,6 @@ class CycleResult:
     full: bool
 
 
-def _same_database(a: sa.Engine, b: sa.Engine) -> bool:
-    return a is b or a.url == b.url
-
-
 class Fetcher:
     """One repository's fetch loop."""
 
@@ -141,31 +137,14 @@ class Fetcher:
         self.metrics = metrics
         self.controls = controls
         self._labels = {"repository": binding.name}
-        self._shared_db = _same_database(binding.repository.engine, store.engine)
+        self._shared_db = same_database(binding.repository.engine, store.engine)
         self._dialect = dialect_for(store.engine)
         repository_dialect = dialect_for(binding.repository.engine)
         concurrent = self._dialect.concurrent_writers and repository_dialect.concurrent_writers
         self._movers = config.fetch_connections if concurrent else 1
 
     def new_jobs(self, entities: Sequence[Any]) -> list[NewJob]:
-        spec = self.binding.spec
-        id_name, key_name = spec.id_column.name, spec.sharding_column.name
-        jobs = []
-        for entity in entities:
-            due = getattr(entity, key_name)
-            entity_id = getattr(entity, id_name)
-            jobs.append(
-                NewJob(
-                    job_key=job_key(self.binding.name, entity_id, due),
-                    repository=self.binding.name,
-                    executor=self.binding.executor,
-                    entity_id=str(entity_id),
-                    due_at=due,
-                    priority=self.binding.priority_of(entity),
-                    payload=json.dumps(spec.to_json(entity), separators=(",", ":")),
-                )
-            )
-        return jobs
+        return [self.binding.new_job(entity) for entity in entities]
 
     def _next_batch(self, cursor: _Cursor, end: datetime, limit: int) -> int:
         """Lock up to `limit` unscheduled entities, add their jobs, mark them; one transaction.

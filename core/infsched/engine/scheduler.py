@@ -36,7 +36,7 @@ from infsched.engine.controls import Controls
 from infsched.engine.fetcher import Fetcher
 from infsched.engine.history import HISTORY_REPOSITORY, History, JobOutcome
 from infsched.engine.retry import RetryPolicy
-from infsched.engine.status import JobStatus, job_status
+from infsched.engine.status import JobStatus
 from infsched.engine.workers import BoundExecutor, Workers
 from infsched.executors import BatchExecutor, Executor, ExecutorSpec
 from infsched.jobstore.sql import SqlJobStore
@@ -139,7 +139,12 @@ class InfiniteScheduler:
         self._executors = self._resolve(executors or {}, plugins)
         #: List, show, cancel, retry, run-now, stats: see infsched.management.
         self.admin = JobAdmin(
-            self.engine, self.history, clock=self.clock, actor=self.config.node_id
+            self.engine,
+            self.history,
+            clock=self.clock,
+            actor=self.config.node_id,
+            repositories=list(self.bindings),
+            bindings=lambda: list(self.bindings.values()),
         )
         self.gauges = GaugeSampler(
             self.store,
@@ -338,10 +343,15 @@ class InfiniteScheduler:
     # -- control --
 
     def pause(self, repository: str | None = None) -> None:
-        """Pause fetching and claiming, for one repository or all; holds for every node."""
+        """Pause fetching and claiming, for one repository or all; holds for every node.
+
+        A repository neither served here nor known to the database is refused.
+        """
+        self.admin.names.require_scope(repository)
         self.controls.pause(repository, by=self.config.node_id)
 
     def resume(self, repository: str | None = None) -> None:
+        self.admin.names.require_scope(repository)
         self.controls.resume(repository)
 
     def list_jobs(
@@ -357,19 +367,20 @@ class InfiniteScheduler:
             state=state, repository=repository, due_before=due_before, limit=limit
         )
 
-    def cancel(self, job_keys: Sequence[str]) -> int:
-        """Cancel waiting or dead jobs (recorded as cancelled); a running one raises."""
-        return self.admin.cancel(job_keys)
+    def cancel(self, job_keys: Sequence[str], repository: str | None = None) -> int:
+        """Cancel waiting or dead jobs (recorded as cancelled); a running one raises.
+
+        With `repository`, entity ids too; one with no job yet never gets one.
+        """
+        return self.admin.cancel(job_keys, repository)
 
     def retry(self, job_keys: Sequence[str] = (), *, repository: str | None = None) -> int:
-        """Dead letters (these, or all of `repository`) back to waiting, due now."""
-        if repository is not None:
-            return self.admin.retry(repository=repository)
-        return self.admin.retry(job_keys)
+        """Dead letters (these, these entities' of `repository`, or all of it) due now."""
+        return self.admin.retry(job_keys, repository=repository)
 
-    def run_now(self, job_keys: Sequence[str]) -> int:
-        """Make waiting jobs due now."""
-        return self.admin.run_now(job_keys)
+    def run_now(self, job_keys: Sequence[str], repository: str | None = None) -> int:
+        """Make waiting jobs due now; with `repository`, entity ids too (see JobAdmin.run_now)."""
+        return self.admin.run_now(job_keys, repository)
 
     def stats(self, lag_minutes: float = 5.0) -> Stats:
         return self.admin.stats(lag_minutes)
@@ -379,6 +390,9 @@ class InfiniteScheduler:
         return sum(f.run_cycle().moved for f in self.fetchers)
 
     def status(self, repository: str, entity_id: object) -> JobStatus:
-        """The entity's live job row, if any, and every recorded outcome in retention."""
-        found = job_status(self.engine, self.history, entity_id, repository, now=self.clock.now())
+        """The entity's live job row, if any, and every recorded outcome in retention.
+
+        An entity with no job yet has state ``pending`` and its due time in `pending_due`.
+        """
+        found = self.admin.show(str(entity_id), repository)
         return found[0] if found else JobStatus(repository, str(entity_id), None, ())

@@ -22,12 +22,16 @@ class JobStatus:
     entity_id: str
     live: Mapping[str, Any] | None
     outcomes: tuple[JobOutcome, ...]
+    #: The entity's due time while it has no job yet (found in its repository, unmarked).
+    pending_due: datetime | None = None
 
     @property
     def state(self) -> str:
-        """The state a person asks about: the live row's, else the last outcome's."""
+        """The live row's state, else ``pending`` (no job yet), else the last outcome's."""
         if self.live is not None:
             return str(self.live["state"])
+        if self.pending_due is not None:
+            return "pending"
         return self.outcomes[-1].state.value if self.outcomes else "unknown"
 
 

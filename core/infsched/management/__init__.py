@@ -15,6 +15,7 @@ from infsched.management.jobs import (
     Stats,
 )
 from infsched.management.nodes import NodeRow
+from infsched.management.repository_names import RepositoryNames, UnknownRepositoryError
 
 __all__ = [
     "JobAdmin",
@@ -22,6 +23,8 @@ __all__ = [
     "JobRow",
     "JobStateError",
     "NodeRow",
+    "RepositoryNames",
     "RepositoryStats",
     "Stats",
+    "UnknownRepositoryError",
 ]

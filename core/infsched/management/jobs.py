@@ -12,7 +12,7 @@ under it: the operation fails with `JobStateError` instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,11 +24,13 @@ from infsched.engine.controls import Controls
 from infsched.engine.history import History, JobOutcome
 from infsched.engine.status import JobStatus, job_status
 from infsched.errors import InfschedError
-from infsched.jobstore.base import JobState, Outcome, entity_of_key
+from infsched.jobstore.base import JobState, Outcome, entity_key_prefix, entity_of_key
 from infsched.jobstore.sql import SqlJobStore
 from infsched.management.counts import job_counts
+from infsched.management.entity_jobs import Bindings, EntityJobs, FoundEntity
 from infsched.management.history import HistoryReader, quantile
 from infsched.management.nodes import NodeRow, read_nodes
+from infsched.management.repository_names import RepositoryNames
 from infsched.schema import jobs
 
 #: Rows changed per transaction by bulk operations.
@@ -145,6 +147,8 @@ class JobAdmin:
         *,
         clock: Clock | None = None,
         actor: str = "admin",
+        repositories: Collection[str] = (),
+        bindings: Bindings | None = None,
     ) -> None:
         self.engine = engine
         self.history = history
@@ -154,6 +158,10 @@ class JobAdmin:
         self.store = SqlJobStore(engine, self.clock)
         self.controls = Controls(engine, self.clock, ttl=0.0)
         self.reader = HistoryReader(history.repository.name)
+        #: The names `repositories` (the configured ones) and the database know.
+        self.names = RepositoryNames(engine, repositories)
+        #: Entities of the `bindings` repositories that have no job yet.
+        self.entities = EntityJobs(self.store, history, bindings or tuple, self.clock, actor)
 
     def now(self) -> datetime:
         """The database's clock (the one claims compare run times with)."""
@@ -177,7 +185,7 @@ class JobAdmin:
                 raise JobStateError(f"state {state!r} is invalid; expected {', '.join(STATES)}")
             query = query.where(jobs.c.state == state)
         if repository is not None:
-            query = query.where(jobs.c.repository == repository)
+            query = query.where(jobs.c.repository == self.names.require(repository))
         if due_before is not None:
             query = query.where(jobs.c.due_at < utc_naive(require_utc(due_before, "due_before")))
         query = query.order_by(jobs.c.due_at, jobs.c.id).limit(limit)
@@ -213,7 +221,79 @@ class JobAdmin:
             if repository is None or repository == name:
                 found = dict(live) if live is not None else None
                 return [JobStatus(name, entity_id, found, tuple(outcomes))]
-        return job_status(self.engine, self.history, ref, repository, now=now)
+        statuses = {
+            s.repository: s for s in job_status(self.engine, self.history, ref, repository, now=now)
+        }
+        # An entity a fetch cycle has not reached yet is only in its repository.
+        for entity in self.entities.find(ref, repository):
+            if entity.pending:
+                known = statuses.get(entity.repository)
+                statuses[entity.repository] = (
+                    attrs.evolve(known, pending_due=entity.due_at)
+                    if known is not None
+                    else JobStatus(entity.repository, entity.entity_id, None, (), entity.due_at)
+                )
+        if not statuses and repository is not None:
+            self.names.require(repository)
+        return [statuses[name] for name in sorted(statuses)]
+
+    # -- what a command's KEY|ENTITY_ID arguments name --
+
+    def _targets(self, refs: Sequence[str], repository: str) -> tuple[list[str], list[FoundEntity]]:
+        """The job keys, and the entities with no job yet, that `refs` name in `repository`.
+
+        Each ref is a job key of the repository, or an entity id: its jobs in
+        the job table, else the entity in the repository if it has no job yet.
+        Anything else raises, before anything changes.
+        """
+        self.names.require(repository)
+        keys: list[str] = []
+        pending: list[FoundEntity] = []
+        for ref in dict.fromkeys(refs):
+            live = self._live_keys(ref, repository)
+            if not live:
+                found = self.entities.find(ref, repository)
+                if found and found[0].pending:
+                    pending.append(found[0])
+                    continue
+                # Marked meanwhile by a fetch cycle? Its job committed no later than the mark.
+                live = self._live_keys(ref, repository) if found else []
+                if not live:
+                    raise self._no_job(ref, repository, bool(found))
+            keys.extend([ref] if ref in live else live)
+        return keys, pending
+
+    def _live_keys(self, ref: str, repository: str) -> list[str]:
+        """The keys of the jobs `ref` names in `repository`: its own key, or an entity's."""
+        prefix = entity_key_prefix(repository, ref)
+        with self.engine.connect() as conn:
+            return sorted(
+                conn.execute(
+                    sa.select(jobs.c.job_key).where(
+                        jobs.c.repository == repository,
+                        sa.or_(
+                            jobs.c.job_key == ref,
+                            jobs.c.job_key.startswith(prefix, autoescape=True),
+                        ),
+                    )
+                ).scalars()
+            )
+
+    def _no_job(self, ref: str, repository: str, entity_exists: bool) -> InfschedError:
+        if entity_exists:
+            return JobStateError(
+                f"{repository} entity {ref} has no waiting or dead job: its job has finished "
+                f"or was cancelled (`infsched jobs show {ref} --repo {repository}` says which)"
+            )
+        if repository in self.entities.configured():
+            return JobNotFoundError(
+                f"no job with key or entity id {ref!r} in {repository}, "
+                "and the repository has no entity of that id"
+            )
+        return JobNotFoundError(
+            f"no job with key or entity id {ref!r} in {repository}; its entities were not "
+            f"looked up: the config names no repository {repository}"
+        )
 
     # -- changing jobs --
 
@@ -245,13 +325,28 @@ class JobAdmin:
                     f"{operation} applies only to {' or '.join(allowed)} jobs{hint}"
                 )
 
-    def cancel(self, keys: Sequence[str]) -> int:
+    def cancel(self, keys: Sequence[str], repository: str | None = None) -> int:
         """Remove waiting or dead jobs and record them as cancelled, all in one transaction.
 
         A running (claimed) job cannot be cancelled: JobStateError, and nothing changes.
+        With `repository`, `keys` may be entity ids too: an entity's jobs, or,
+        for an entity with no job yet, its job is never created (see
+        `EntityJobs.cancel`).  Returns the jobs and entities cancelled.
         """
         if not keys:
             return 0
+        if repository is None:
+            return self._cancel_jobs(keys)
+        job_keys, pending = self._targets(keys, repository)
+        done = self._cancel_jobs(job_keys) if job_keys else 0
+        for entity in pending:
+            if self.entities.cancel(entity):
+                done += 1
+            else:  # a fetch cycle created its job meanwhile: that job is cancelled
+                done += self._cancel_jobs([entity.binding.new_job(entity.entity).job_key])
+        return done
+
+    def _cancel_jobs(self, keys: Sequence[str]) -> int:
         finished = self.clock.now()
         with self.engine.begin() as conn:
             rows = self._rows(conn, keys)
@@ -299,11 +394,23 @@ class JobAdmin:
     ) -> int:
         """Dead letters back to waiting, due now, with their attempts reset.
 
-        By key (each must be dead), or every dead letter of `repository`, or
-        with `all_dead` every dead letter; one transaction per BATCH jobs.
+        By key (each must be dead), by entity id within `repository` (its
+        dead jobs), or every dead letter of `repository`, or with `all_dead`
+        every dead letter; one transaction per BATCH jobs.
         """
-        if bool(keys) + (repository is not None) + all_dead != 1:
-            raise ValueError("retry takes job keys, or a repository, or all_dead=True")
+        if all_dead == bool(keys or repository is not None):
+            raise ValueError(
+                "retry takes job keys or entity ids (with a repository), or a repository, "
+                "or all_dead=True"
+            )
+        if keys and repository is not None:
+            keys, pending = self._targets(keys, repository)
+            if pending:
+                first = pending[0]
+                raise JobStateError(
+                    f"{first.repository} entity {first.entity_id} has no job yet (due "
+                    f"{first.due_at.isoformat()}); retry applies only to dead jobs"
+                )
         if keys:
             with self.engine.connect() as conn:
                 rows = self._rows(conn, keys)
@@ -312,7 +419,7 @@ class JobAdmin:
         else:
             query = sa.select(jobs.c.id).where(jobs.c.state == _DEAD).order_by(jobs.c.id)
             if repository is not None:
-                query = query.where(jobs.c.repository == repository)
+                query = query.where(jobs.c.repository == self.names.require(repository))
             with self.engine.connect() as conn:
                 ids = list(conn.execute(query).scalars())
         return self._update(
@@ -322,10 +429,27 @@ class JobAdmin:
             progress,
         )
 
-    def run_now(self, keys: Sequence[str]) -> int:
-        """Make waiting jobs due now (the next claim takes them, ahead of their due time)."""
+    def run_now(self, keys: Sequence[str], repository: str | None = None) -> int:
+        """Make waiting jobs due now (the next claim takes them, ahead of their due time).
+
+        With `repository`, `keys` may be entity ids too: an entity's waiting
+        job, or, for an entity with no job yet, its job is created due now
+        (see `EntityJobs.run_now`).  Returns the jobs made due now.
+        """
         if not keys:
             return 0
+        if repository is None:
+            return self._run_jobs_now(keys)
+        job_keys, pending = self._targets(keys, repository)
+        done = self._run_jobs_now(job_keys) if job_keys else 0
+        for entity in pending:
+            if self.entities.run_now(entity) is not None:
+                done += 1
+            else:  # a fetch cycle created its job meanwhile: that job is made due now
+                done += self._run_jobs_now([entity.binding.new_job(entity.entity).job_key])
+        return done
+
+    def _run_jobs_now(self, keys: Sequence[str]) -> int:
         with self.engine.connect() as conn:
             rows = self._rows(conn, keys)
         self._refuse(rows, (_WAITING,), "run-now", "")
@@ -353,7 +477,12 @@ class JobAdmin:
     # -- pauses --
 
     def pause(self, repository: str | None = None) -> frozenset[str]:
-        """Pause one repository, or all (None); returns the paused scopes."""
+        """Pause one repository, or all (None or ``*``); returns the paused scopes.
+
+        A name neither configured nor known to the database is refused
+        (UnknownRepositoryError naming those there are): a typo paused nothing.
+        """
+        self.names.require_scope(repository)
         self.controls.pause(repository, by=self.actor)
         return self.controls.paused(fresh=True)
 
@@ -362,6 +491,7 @@ class JobAdmin:
 
         Resuming the global pause leaves repositories paused on their own paused.
         """
+        self.names.require_scope(repository)
         self.controls.resume(repository)
         return self.controls.paused(fresh=True)
 

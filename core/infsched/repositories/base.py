@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 import sqlalchemy as sa
@@ -62,6 +62,15 @@ class LockedEntities:
     ids: tuple[Any, ...]
     first: datetime
     last: datetime
+
+
+@attrs.frozen
+class MarkedEntity(Generic[T]):
+    """An entity and the engine's mark on it: when its job was created."""
+
+    entity: T
+    #: None while the entity has no job yet (a fetch cycle will create it).
+    job_at: datetime | None
 
 
 @attrs.frozen
@@ -187,6 +196,18 @@ class ShardingRepository(Protocol[T, K]):
 
     def mark_scheduled(self, conn: sa.Connection, entities: Sequence[T], when: datetime) -> None:
         """Record on `conn` (in the caller's transaction) that jobs exist for `entities`."""
+        ...
+
+    def find_with_job_mark(self, entity_id: K) -> MarkedEntity[T] | None:
+        """The entity of this id (any retained day) and when its job was created."""
+        ...
+
+    def mark_if_unscheduled(self, conn: sa.Connection, entity_id: K, when: datetime) -> bool:
+        """Mark one entity on `conn` if it has no job yet; whether this call marked it.
+
+        The WHERE holds "no job yet", so of two transactions racing for the
+        entity (a fetch batch, an operator's run-now) exactly one marks it.
+        """
         ...
 
     def maintain(self) -> MaintenanceReport:

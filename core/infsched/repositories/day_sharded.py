@@ -31,6 +31,7 @@ from infsched.repositories.base import (
     DuplicateEntityError,
     LockedEntities,
     MaintenanceReport,
+    MarkedEntity,
     RetentionError,
     ShardStatus,
 )
@@ -758,6 +759,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
         found = []
         for lot in locked:
             key = lot.table.c[self._key]
+            unmarked = self._dialect.still_unmarked(lot.table.c[JOB_AT])
             for chunk in _chunks(lot.ids, IN_LIST_SIZE):
                 found.append(
                     (
@@ -766,6 +768,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
                             lot.table.c[self._id].in_(list(chunk)),
                             key >= lot.first,
                             key <= lot.last,
+                            *unmarked,
                         ),
                     )
                 )
@@ -833,6 +836,45 @@ class DayShardedRepository(ABC, Generic[T, K]):
             except DBAPIError as exc:
                 if not self._missing(exc):
                     raise
+
+    def find_with_job_mark(self, entity_id: K) -> MarkedEntity[T] | None:
+        self._require_scheduled()
+        wanted = self._check_id(entity_id)
+        bounds = self._range(None, None)
+        if bounds is None:
+            return None
+        self._ready()
+        with self.engine.connect() as conn:
+            selects = [
+                self._select(s, lambda t: [t.c[self._id] == wanted]).add_columns(s.table.c[JOB_AT])
+                for s in self._segments(conn, *bounds)
+            ]
+            rows = self._union(conn, selects)
+        if not rows:
+            return None
+        row = min(rows, key=lambda r: r[self._key])
+        return MarkedEntity(self._rows.from_row(row), aware(row[JOB_AT]))
+
+    def mark_if_unscheduled(self, conn: sa.Connection, entity_id: K, when: datetime) -> bool:
+        self._require_scheduled()
+        wanted = self._check_id(entity_id)
+        bounds = self._range(None, None)
+        self._ready()
+        found = None if bounds is None else self._locate(conn, wanted, *bounds)
+        if found is None:
+            return False
+        table, key_value = found
+        stamp = require_utc(when, "when").replace(tzinfo=None)
+        marked = conn.execute(
+            table.update()
+            .where(
+                table.c[self._id] == wanted,
+                table.c[self._key] == key_value,
+                table.c[JOB_AT] == EPOCH,
+            )
+            .values({JOB_AT: stamp})
+        )
+        return bool(marked.rowcount == 1)
 
     # -- updates and deletes --
 
