@@ -59,9 +59,25 @@ def _rich_time(local: datetime) -> Text:
     return Text(utc_time(local.timestamp()))
 
 
+class StderrHandler(logging.Handler):
+    """Writes each record as a line to whatever `sys.stderr` is when the record comes.
+
+    A StreamHandler keeps the stream it was made with; a command run in-process
+    (click's test runner, an embedding application) swaps and closes stderr, and
+    a later record then hit a closed file.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
 def _console_handler(level: str, console: Console) -> logging.Handler:
     if not console.is_terminal:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
         handler.setFormatter(LineFormatter())
         return handler
     rich_handler = RichHandler(
@@ -86,7 +102,7 @@ def setup_logging(level: str = "info", fmt: str = "rich", console: Console | Non
         root.removeHandler(old)
     handler: logging.Handler
     if fmt == "json":
-        handler = logging.StreamHandler()
+        handler = StderrHandler()
         handler.setFormatter(JsonFormatter())
     else:
         handler = _console_handler(level, console or Console(stderr=True))
