@@ -33,6 +33,19 @@ class SQLiteDialect(Dialect):
         # every DDL statement we issue is IF [NOT] EXISTS, so racing sessions converge.
         return nullcontext()
 
+    def create_id_source(self, conn: sa.Connection, name: str, maximum: int) -> None:
+        self._create_counter(conn, name, maximum)  # SQLite has no sequences
+
+    def default_ids(
+        self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
+    ) -> list[str]:
+        return []  # a DEFAULT may not read another table: writers draw from the counter
+
+    def id_source_problems(
+        self, conn: sa.Connection, name: str, maximum: int, tables: Sequence[str], column: str
+    ) -> list[str]:
+        return self._counter_problems(conn, name, maximum)
+
     def is_missing_table(self, exc: DBAPIError) -> bool:
         return "no such table" in str(exc.orig)
 
