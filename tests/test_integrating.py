@@ -265,9 +265,8 @@ def test_maintenance_gives_an_older_table_its_id_default(mysql_url: DatabaseUrl)
     problems = repo.check()
     assert [(p.kind, p.shard) for p in problems] == [("id_source", "reminders_id_seq")]
     assert table in problems[0].message
-    upgraded: MultiTableRepository[Reminder, int] = MultiTableRepository(
-        options
-    )  # new release's process starting
+    # The new release's process starting:
+    upgraded: MultiTableRepository[Reminder, int] = MultiTableRepository(options)
     upgraded.maintain()
     assert upgraded.check() == []
     with engine.begin() as conn:

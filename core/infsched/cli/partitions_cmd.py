@@ -7,12 +7,14 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
+import attrs
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from infsched.cli.context import app_context, config_options, requires_plugins
+from infsched.cli.output import json_option, print_json, stderr, stdout
 from infsched.database import check_reachable
 from infsched.repositories.from_config import ConfiguredRepository, build_repositories
 
@@ -102,3 +104,38 @@ def maintain(names: tuple[str, ...]) -> None:
                 f"({', '.join(report.created) or '-'}), dropped {len(report.dropped)} "
                 f"({', '.join(report.dropped) or '-'}), kept {report.kept}"
             )
+
+
+@partitions_group.command("check")
+@_repository_command
+@json_option
+def check(names: tuple[str, ...], as_json: bool) -> None:
+    """Rows outside their day table, missing days ahead, the id source; exit 1 on any."""
+    found: list[dict[str, Any]] = []
+    with _repositories(names, stderr()) as built:
+        for item in built:
+            problems = item.repository.check()
+            found.append(
+                {
+                    "repository": item.repository.name,
+                    "backend": item.backend,
+                    "problems": [attrs.asdict(p) for p in problems],
+                }
+            )
+    failed = any(entry["problems"] for entry in found)
+    if as_json:
+        print_json({"ok": not failed, "repositories": found})
+    else:
+        console = stdout()
+        for entry in found:
+            if not entry["problems"]:
+                console.print(f"{escape(entry['repository'])}: ok")
+            for problem in entry["problems"]:
+                examples = problem["example_ids"]
+                ids = f" (ids {', '.join(str(i) for i in examples)})" if examples else ""
+                console.print(
+                    f"{escape(entry['repository'])}: {problem['kind']} "
+                    f"{escape(problem['shard'] or '-')}: {escape(problem['message'])}{escape(ids)}"
+                )
+    if failed:
+        raise SystemExit(1)  # for cron jobs and monitoring checks
