@@ -276,3 +276,22 @@ def test_maintenance_gives_an_older_table_its_id_default(mysql_url: DatabaseUrl)
         new_id = conn.exec_driver_sql(f"SELECT MAX(id) FROM {table}").scalar_one()
     assert 1 <= new_id <= DATABASE_IDS_MAX
     engine.dispose()
+
+
+def test_find_unscheduled_and_mark_scheduled_take_a_row_from_the_wrong_day_table(
+    any_url: DatabaseUrl,
+) -> None:
+    engine = create_engine(any_url)
+    repo = build(Case("multi_table", "mysql" if any_url.is_mysql else "sqlite"), any_url, engine)
+    repo.maintain()
+    due = now()
+    (wrong,) = write(
+        any_url, "multi_table", [group("misrouted", due, 1, table_day=due + timedelta(days=1))]
+    ).values()
+    horizon, end = repo.retention_horizon(), due + timedelta(seconds=1)
+    found = repo.find_unscheduled(horizon, end, 10)
+    assert [e.id for e in found] == wrong
+    with engine.begin() as conn:
+        repo.mark_scheduled(conn, found, due)
+    assert repo.find_unscheduled(horizon, end, 10) == []
+    engine.dispose()

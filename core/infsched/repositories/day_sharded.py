@@ -893,20 +893,39 @@ class DayShardedRepository(ABC, Generic[T, K]):
             )
             for day, pairs in sorted(by_day.items())
         ]
-        self.mark_locked(conn, locked, when)
+        if self._mark(conn, locked, when) == len(keys):
+            return
+        # Some entity is not in the table of its key's day: another application wrote
+        # it into another day's table (find_unscheduled reads those too).  Ids are
+        # unique across the repository, so marking those ids wherever they are is exact.
+        for table in self._all_tables(conn):
+            others = [
+                LockedEntities(table, lot.ids, lot.first, lot.last)
+                for lot in locked
+                if lot.table.name != table.name
+            ]
+            self._mark(conn, others, when)
 
     def mark_locked(
         self, conn: sa.Connection, locked: Sequence[LockedEntities], when: datetime
     ) -> None:
         """Record on `conn` that jobs exist for the `locked` entities."""
+        self._mark(conn, locked, when)
+
+    def _mark(self, conn: sa.Connection, locked: Sequence[LockedEntities], when: datetime) -> int:
+        """Mark the `locked` entities; how many rows matched."""
         self._require_scheduled()
         stamp = require_utc(when, "when").replace(tzinfo=None)
+        matched = 0
         for table, where in self.sources(locked):
             try:
-                conn.execute(table.update().where(where).values({JOB_AT: stamp}))
+                matched += conn.execute(
+                    table.update().where(where).values({JOB_AT: stamp})
+                ).rowcount
             except DBAPIError as exc:
                 if not self._missing(exc):
                     raise
+        return matched
 
     # -- updates and deletes --
 
