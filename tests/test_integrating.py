@@ -21,7 +21,7 @@ import attrs
 import pytest
 import sqlalchemy as sa
 
-from infsched.clock import FixedClock
+from infsched.clock import FixedClock, OffsetClock
 from infsched.config import SchedulerConfig
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
@@ -294,4 +294,42 @@ def test_find_unscheduled_and_mark_scheduled_take_a_row_from_the_wrong_day_table
     with engine.begin() as conn:
         repo.mark_scheduled(conn, found, due)
     assert repo.find_unscheduled(horizon, end, 10) == []
+    engine.dispose()
+
+
+def test_a_row_beyond_precreate_days_runs_once_the_writer_made_its_table(
+    case: Case, url: DatabaseUrl
+) -> None:
+    # The repository's clock runs three days behind, so that the days laid out end
+    # the day before yesterday and "now" is a day with no table yet, as a row due in
+    # three days would be; the writer makes the table as docs/integrating.md says.
+    engine = create_engine(url)
+    options = RepositoryOptions(
+        name="reminders",
+        entity_type=Reminder,
+        engine=engine,
+        retention_days=5,
+        precreate_days=1,
+        clock=OffsetClock(timedelta(days=-3)),
+    )
+    repo: DayShardedRepository[Reminder, int] = (
+        PartitionedRepository(options)
+        if case.backend == "partitioned"
+        else MultiTableRepository(options)
+    )
+    repo.maintain()
+    if isinstance(repo, MultiTableRepository):
+        with engine.connect() as conn:
+            assert now().date() not in repo.existing_days(conn)
+    written = write(url, case.backend, [group("far_future", now() + timedelta(seconds=1), 5)])
+    executor = RecordingExecutor()
+    config = SchedulerConfig(database_url=url, node_id="node-a", **FAST)
+    with InfiniteScheduler(
+        [RepositoryBinding(repo, executor="remind")], config, executors={"remind": executor}
+    ) as scheduler:
+        wait_until(lambda: executor.count() >= 5, what="5 runs")
+        time.sleep(0.5)
+    assert sorted(c.entity_id for c in executor.calls) == sorted(written["far_future"])
+    assert repo.check() == []
+    scheduler.engine.dispose()
     engine.dispose()
