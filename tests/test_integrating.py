@@ -64,14 +64,11 @@ def url(case: Case, request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseU
     return DatabaseUrl(f"sqlite:///{tmp_path / 'site.db'}")
 
 
-def build(case: Case, url: DatabaseUrl, engine: sa.Engine) -> DayShardedRepository[Reminder, int]:
-    options = RepositoryOptions(
-        name="reminders",
-        entity_type=Reminder,
-        engine=engine,
-        retention_days=3,
-        precreate_days=1,
-    )
+def build(
+    case: Case, url: DatabaseUrl, engine: sa.Engine, **overrides: Any
+) -> DayShardedRepository[Reminder, int]:
+    settings: dict[str, Any] = {"retention_days": 3, "precreate_days": 1, **overrides}
+    options = RepositoryOptions(name="reminders", entity_type=Reminder, engine=engine, **settings)
     if case.backend == "partitioned":
         return PartitionedRepository(options)
     return MultiTableRepository(options)
@@ -304,19 +301,7 @@ def test_a_row_beyond_precreate_days_runs_once_the_writer_made_its_table(
     # the day before yesterday and "now" is a day with no table yet, as a row due in
     # three days would be; the writer makes the table as docs/integrating.md says.
     engine = create_engine(url)
-    options = RepositoryOptions(
-        name="reminders",
-        entity_type=Reminder,
-        engine=engine,
-        retention_days=5,
-        precreate_days=1,
-        clock=OffsetClock(timedelta(days=-3)),
-    )
-    repo: DayShardedRepository[Reminder, int] = (
-        PartitionedRepository(options)
-        if case.backend == "partitioned"
-        else MultiTableRepository(options)
-    )
+    repo = build(case, url, engine, retention_days=5, clock=OffsetClock(timedelta(days=-3)))
     repo.maintain()
     if isinstance(repo, MultiTableRepository):
         with engine.connect() as conn:
