@@ -285,6 +285,8 @@ def test_partitions_check_lists_rows_in_the_wrong_day_table_and_exits_1(
     lines = out.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith(f"sms: misrouted {wrong}: 1 row of table {wrong} due outside")
+    tomorrow = f"{today + timedelta(days=1):%Y-%m-%d}"
+    assert f"due outside its day [{tomorrow}T00:00:00+00:00, " in lines[0]  # times with offset
     assert "(1 without a job yet)" in lines[0]
     assert lines[0].endswith(f"(ids {new_id})")
     assert lines[1].startswith(f"sms: missing_day sms_{today:%Y%m%d}: day {today:%Y-%m-%d} has no")

@@ -1096,16 +1096,17 @@ class DayShardedRepository(ABC, Generic[T, K]):
         lo, hi = self._expected_keys(table)
         waiting = int(waiting or 0)
         counted = f"{rows} row{'' if rows == 1 else 's'}"
+        since, until = (value.isoformat() if value else "-" for value in (aware(lo), aware(hi)))
         if self._outside_kind == "misrouted":
             message = (
                 f"{counted} of table {table.name} due outside its day "
-                f"[{lo}, {hi}) UTC ({waiting} without a job yet): the fetch finds and "
+                f"[{since}, {until}) ({waiting} without a job yet): the fetch finds and "
                 "schedules them all the same, but they belong in the table of their own day"
             )
         else:
             message = (
                 f"{counted} of table {table.name} due before the retention horizon "
-                f"{lo} UTC ({waiting} without a job yet): the fetch schedules them (the misfire "
+                f"{since} ({waiting} without a job yet): the fetch schedules them (the misfire "
                 "policy decides whether they run), and they are dropped with the oldest day"
             )
         return [
