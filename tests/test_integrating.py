@@ -318,3 +318,38 @@ def test_a_row_beyond_precreate_days_runs_once_the_writer_made_its_table(
     assert repo.check() == []
     scheduler.engine.dispose()
     engine.dispose()
+
+
+def test_a_repository_in_another_database_marks_misrouted_rows_where_they_are(
+    any_url: DatabaseUrl, tmp_path: Path
+) -> None:
+    # Entities in their own SQLite file, the job store elsewhere: rows cross through
+    # Python, and a row in the wrong day table must be marked in that table, or the
+    # next cycles would offer it again.
+    entities_url = DatabaseUrl(f"sqlite:///{tmp_path / 'entities.db'}")
+    entities_engine = create_engine(entities_url)
+    repo = build(Case("multi_table", "sqlite"), entities_url, entities_engine)
+    repo.maintain()
+    due = now() - timedelta(seconds=1)
+    written = write(
+        entities_url,
+        "multi_table",
+        [group("misrouted", due, 3, table_day=due + timedelta(days=1)), group("timely", due, 2)],
+    )
+    sink = RecordingSink()
+    config = SchedulerConfig(database_url=any_url, node_id="node-a", **FAST)
+    scheduler = InfiniteScheduler(
+        [RepositoryBinding(repo, executor="remind")],
+        config,
+        executors={"remind": RecordingExecutor()},
+        metrics_sinks=[sink],
+    )
+    scheduler.store.create_schema()
+    fetcher = scheduler.fetchers[0]
+    assert not fetcher._shared_db
+    assert fetcher.run_cycle().moved == 5
+    assert fetcher.run_cycle().moved == 0
+    assert set(waiting_jobs(scheduler.engine)) == {*written["misrouted"], *written["timely"]}
+    assert sink.counters["entities_misrouted_total"] == 3
+    scheduler.engine.dispose()
+    entities_engine.dispose()
