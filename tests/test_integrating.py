@@ -117,6 +117,21 @@ def group(
     }
 
 
+def node(
+    url: DatabaseUrl,
+    repo: DayShardedRepository[Reminder, int],
+    executor: RecordingExecutor,
+    sink: RecordingSink,
+) -> InfiniteScheduler:
+    """An in-process scheduler node with its job store at `url`."""
+    return InfiniteScheduler(
+        [RepositoryBinding(repo, executor="remind")],
+        SchedulerConfig(database_url=url, node_id="node-a", **FAST),
+        executors={"remind": executor},
+        metrics_sinks=[sink],
+    )
+
+
 def waiting_jobs(engine: sa.Engine) -> dict[int, datetime]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(jobs.c.entity_id, jobs.c.due_at)).all()
@@ -152,13 +167,7 @@ def test_rows_written_with_plain_sql_each_run_once_or_are_reported(
 
     sink = RecordingSink()
     executor = RecordingExecutor()
-    config = SchedulerConfig(database_url=url, node_id="node-a", **FAST)
-    scheduler = InfiniteScheduler(
-        [RepositoryBinding(repo, executor="remind")],
-        config,
-        executors={"remind": executor},
-        metrics_sinks=[sink],
-    )
+    scheduler = node(url, repo, executor, sink)
     caplog.set_level(logging.WARNING, logger="infsched.fetcher")
     with scheduler:
         late = write(url, case.backend, [group("late", now() - timedelta(seconds=5), 10)])
@@ -308,10 +317,7 @@ def test_a_row_beyond_precreate_days_runs_once_the_writer_made_its_table(
             assert now().date() not in repo.existing_days(conn)
     written = write(url, case.backend, [group("far_future", now() + timedelta(seconds=1), 5)])
     executor = RecordingExecutor()
-    config = SchedulerConfig(database_url=url, node_id="node-a", **FAST)
-    with InfiniteScheduler(
-        [RepositoryBinding(repo, executor="remind")], config, executors={"remind": executor}
-    ) as scheduler:
+    with node(url, repo, executor, RecordingSink()) as scheduler:
         wait_until(lambda: executor.count() >= 5, what="5 runs")
         time.sleep(0.5)
     assert sorted(c.entity_id for c in executor.calls) == sorted(written["far_future"])
@@ -337,13 +343,7 @@ def test_a_repository_in_another_database_marks_misrouted_rows_where_they_are(
         [group("misrouted", due, 3, table_day=due + timedelta(days=1)), group("timely", due, 2)],
     )
     sink = RecordingSink()
-    config = SchedulerConfig(database_url=any_url, node_id="node-a", **FAST)
-    scheduler = InfiniteScheduler(
-        [RepositoryBinding(repo, executor="remind")],
-        config,
-        executors={"remind": RecordingExecutor()},
-        metrics_sinks=[sink],
-    )
+    scheduler = node(any_url, repo, RecordingExecutor(), sink)
     scheduler.store.create_schema()
     fetcher = scheduler.fetchers[0]
     assert not fetcher._shared_db
