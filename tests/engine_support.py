@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 
@@ -15,6 +16,7 @@ from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
 from infsched.entities import column, id_field, sharding_key
 from infsched.executors import JobContext, PermanentError
+from infsched.metrics.sink import Labels
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
 from infsched.repositories.multi_table import MultiTableRepository
@@ -67,6 +69,25 @@ class RecordingExecutor:
     def count(self) -> int:
         with self._lock:
             return len(self.calls)
+
+
+class RecordingSink:
+    """A metrics sink that keeps the counters' totals."""
+
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+
+    def increment(self, name: str, value: float = 1.0, labels: Labels | None = None) -> None:
+        self.counters[name] += int(value)
+
+    def set_gauge(self, name: str, value: float, labels: Labels | None = None) -> None:
+        pass
+
+    def observe(self, name: str, value: float, labels: Labels | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def repository_for(

@@ -25,13 +25,18 @@ from infsched.engine.scheduler import InfiniteScheduler
 from infsched.entities import column, id_field, sharding_key
 from infsched.executors import ExecutorSpec
 from infsched.jobstore.base import Outcome, entity_key_prefix, entity_of_key, job_key
-from infsched.metrics.sink import Labels
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
 from infsched.schema import jobs
-from tests.engine_support import RecordingExecutor, Reminder, repository_for, wait_until
+from tests.engine_support import (
+    RecordingExecutor,
+    RecordingSink,
+    Reminder,
+    repository_for,
+    wait_until,
+)
 
 FAST: dict[str, Any] = {
     "fetch_interval": 0.2,
@@ -289,23 +294,6 @@ def test_repeated_and_racing_fetches_schedule_each_entity_once(any_url: Database
     assert sorted(keys) == sorted(str(e.id) for e in entities)
     assert repo.find_unscheduled(repo.retention_horizon(), now() + timedelta(days=1), 10) == []
     s.engine.dispose()
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.counters: Counter[str] = Counter()
-
-    def increment(self, name: str, value: float = 1.0, labels: Labels | None = None) -> None:
-        self.counters[name] += int(value)
-
-    def set_gauge(self, name: str, value: float, labels: Labels | None = None) -> None:
-        pass
-
-    def observe(self, name: str, value: float, labels: Labels | None = None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def test_a_job_is_committed_before_it_counts_as_scheduled(

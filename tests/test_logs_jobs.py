@@ -19,9 +19,8 @@ from infsched.engine.scheduler import InfiniteScheduler
 from infsched.executors import ExecutorSpec, JobContext, PermanentError
 from infsched.jobstore.base import job_key
 from infsched.logs import setup_logging
-from tests.engine_support import Reminder, repository_for, wait_until
+from tests.engine_support import RecordingSink, Reminder, repository_for, wait_until
 from tests.management_support import Seed, now
-from tests.test_engine import RecordingSink
 
 FAST: dict[str, Any] = {
     "fetch_interval": 0.2,

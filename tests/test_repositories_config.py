@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -256,3 +258,66 @@ def test_partitions_with_nothing_configured(run: Callable[..., tuple[int, str, s
     code, _, err = run("partitions", "maintain", "--repo", "sms")
     assert code == 1
     assert "no repository named 'sms' is configured" in err
+
+
+def test_partitions_check_lists_rows_in_the_wrong_day_table_and_exits_1(
+    run: Callable[..., tuple[int, str, str]], tmp_path: Path, sqlite_url: DatabaseUrl
+) -> None:
+    path = config_file(tmp_path, SMS + "retention_days = 2\nprecreate_days = 1\n")
+    db = ("--config", str(path), "--db", raw(sqlite_url))
+    assert run("partitions", "maintain", *db)[0] == 0
+    code, out, err = run("partitions", "check", *db)
+    assert (code, out, err) == (0, "sms: ok\n", "")
+
+    # Another application writes a row due now into tomorrow's table (docs/integrating.md).
+    today = datetime.now(UTC)
+    wrong = f"sms_{today + timedelta(days=1):%Y%m%d}"
+    engine = sa.create_engine(sqlite_url.sqlalchemy_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE sms_id_seq SET next_id = next_id + 1 WHERE slot = 1")
+        new_id = conn.exec_driver_sql("SELECT next_id - 1 FROM sms_id_seq").scalar_one()
+        conn.exec_driver_sql(
+            f"INSERT INTO {wrong} (id, scheduled_time, phone_number, sender, message, coding, "
+            "priority, delivery_report) VALUES (?, ?, '+4915112345678', 'ACME', 'hi', 'auto', "
+            "0, 0)",
+            (new_id, today.strftime("%Y-%m-%d %H:%M:%S.%f")),
+        )
+        conn.exec_driver_sql(f"DROP TABLE sms_{today:%Y%m%d}")  # and today's table is gone
+    engine.dispose()
+
+    code, out, err = run("partitions", "check", *db)
+    assert code == 1, err
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"sms: misrouted {wrong}: 1 row of table {wrong} due outside")
+    tomorrow = f"{today + timedelta(days=1):%Y-%m-%d}"
+    assert f"due outside its day [{tomorrow}T00:00:00+00:00, " in lines[0]  # times with offset
+    assert "(1 without a job yet)" in lines[0]
+    assert lines[0].endswith(f"(ids {new_id})")
+    assert lines[1].startswith(f"sms: missing_day sms_{today:%Y%m%d}: day {today:%Y-%m-%d} has no")
+
+    code, out, err = run("partitions", "check", "--json", *db)
+    assert code == 1, err
+    report = json.loads(out)
+    assert report["ok"] is False
+    (sms,) = report["repositories"]
+    assert (sms["repository"], sms["backend"]) == ("sms", "multi_table")
+    misrouted, missing = sms["problems"]
+    assert misrouted["kind"] == "misrouted"
+    assert (misrouted["shard"], misrouted["rows"], misrouted["unscheduled"]) == (wrong, 1, 1)
+    assert misrouted["example_ids"] == [new_id]
+    assert (missing["kind"], missing["shard"]) == ("missing_day", f"sms_{today:%Y%m%d}")
+
+    # A database that cannot be reached: one line, under --json a JSON object.
+    code, out, err = run(
+        "partitions",
+        "check",
+        "--json",
+        "--config",
+        str(path),
+        "--db",
+        "sqlite:////nonexistent-dir/x.db",
+    )
+    assert code == 1
+    assert out == ""
+    assert "error" in json.loads(err)

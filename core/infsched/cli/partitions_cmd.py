@@ -14,7 +14,7 @@ from rich.table import Table
 
 from infsched.cli.admin import when
 from infsched.cli.context import app_context, config_options, requires_plugins
-from infsched.cli.output import json_option, print_json, stdout
+from infsched.cli.output import json_option, print_json, stderr, stdout
 from infsched.repositories.from_config import ConfiguredRepository, open_repositories
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -125,3 +125,37 @@ def maintain(names: tuple[str, ...], as_json: bool) -> None:
             )
     if console is None:
         print_json(found)
+
+
+@partitions_group.command("check")
+@_repository_command
+def check(names: tuple[str, ...], as_json: bool) -> None:
+    """Rows outside their day table, missing days ahead, the id source; exit 1 on any."""
+    found: list[dict[str, Any]] = []
+    with _repositories(names, stderr(), existing=True) as built:
+        for item in built:
+            problems = item.repository.check()
+            found.append(
+                {
+                    "repository": item.repository.name,
+                    "backend": item.backend,
+                    "problems": [attrs.asdict(p) for p in problems],
+                }
+            )
+    failed = any(entry["problems"] for entry in found)
+    if as_json:
+        print_json({"ok": not failed, "repositories": found})
+    else:
+        console = stdout()
+        for entry in found:
+            if not entry["problems"]:
+                console.print(f"{escape(entry['repository'])}: ok")
+            for problem in entry["problems"]:
+                examples = problem["example_ids"]
+                ids = f" (ids {', '.join(str(i) for i in examples)})" if examples else ""
+                console.print(
+                    f"{escape(entry['repository'])}: {problem['kind']} "
+                    f"{escape(problem['shard'] or '-')}: {escape(problem['message'])}{escape(ids)}"
+                )
+    if failed:
+        raise SystemExit(1)  # for cron jobs and monitoring checks

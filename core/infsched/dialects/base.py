@@ -206,6 +206,75 @@ class Dialect(ABC):
         per value): the recorder joins it with the job rows to write history.
         """
 
+    # -- ids for rows that other applications write with plain SQL --
+
+    @abstractmethod
+    def create_id_source(self, conn: sa.Connection, name: str, maximum: int) -> None:
+        """Create the id source `name` if absent: ids 1..`maximum`, each handed out once.
+
+        A MariaDB SEQUENCE where there is one, else a one-row counter table
+        (`counter_table`) that a writer advances in its own transaction.
+        """
+
+    @abstractmethod
+    def default_ids(
+        self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
+    ) -> list[str]:
+        """Make `column` of `tables` default to the next id of source `name`, where the
+        database can (a MariaDB sequence); the tables that were changed."""
+
+    @abstractmethod
+    def id_source_problems(
+        self, conn: sa.Connection, name: str, maximum: int, tables: Sequence[str], column: str
+    ) -> list[str]:
+        """What keeps source `name` from handing out ids 1..`maximum` to `tables`, one line each."""
+
+    @staticmethod
+    def counter_table(name: str, maximum: int) -> sa.Table:
+        """The one-row counter a writer draws ids from where there are no sequences.
+
+        ``UPDATE name SET next_id = next_id + n`` takes n ids in the writer's
+        transaction (the row lock, or SQLite's write lock, serialises writers);
+        the CHECK refuses an id beyond `maximum` instead of letting it meet
+        the ids infsched generates itself.
+        """
+        return sa.Table(
+            name,
+            sa.MetaData(),
+            sa.Column("slot", sa.Integer(), primary_key=True, autoincrement=False),
+            sa.Column("next_id", sa.BigInteger(), nullable=False),
+            sa.CheckConstraint("slot = 1", name=f"ck_{name}_slot"[:64]),
+            sa.CheckConstraint(
+                f"next_id BETWEEN 1 AND {maximum + 1}", name=f"ck_{name}_next_id"[:64]
+            ),
+        )
+
+    def _create_counter(self, conn: sa.Connection, name: str, maximum: int) -> None:
+        table = self.counter_table(name, maximum)
+        self.create_table(conn, table)
+        if conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 0:
+            # IGNORE: a process laying out the same repository may have seeded it meanwhile.
+            conn.execute(self.insert_ignore(table, ["slot"]).values(slot=1, next_id=1))
+
+    def _counter_problems(self, conn: sa.Connection, name: str, maximum: int) -> list[str]:
+        try:
+            found = conn.execute(
+                sa.text(f"SELECT next_id FROM {self._quote(conn, name)}")
+            ).scalars()
+            values = list(found)
+        except DBAPIError:
+            return [
+                f"id counter table {name!r} is missing: `infsched partitions maintain` makes it"
+            ]
+        if len(values) != 1:
+            return [f"id counter table {name!r} holds {len(values)} rows instead of one"]
+        if values[0] > maximum + 1:
+            return [
+                f"id counter table {name!r} is at {values[0]}, beyond {maximum}: its ids may "
+                "meet those infsched generates"
+            ]
+        return []
+
     @staticmethod
     def _quote(conn: sa.Connection, name: str) -> str:
         return conn.dialect.identifier_preparer.quote(name)

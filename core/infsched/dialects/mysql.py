@@ -184,6 +184,87 @@ class MySQLDialect(Dialect):
             with contextlib.suppress(DBAPIError):
                 conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": full})
 
+    # MariaDB: a SEQUENCE shared by all the repository's tables is the id column's
+    # DEFAULT, so a plain INSERT without an id gets one.  MySQL has no sequences:
+    # the counter table of the base class serves there.
+
+    @staticmethod
+    def _has_sequences(conn: sa.Connection) -> bool:
+        return bool(getattr(conn.dialect, "is_mariadb", False))
+
+    def create_id_source(self, conn: sa.Connection, name: str, maximum: int) -> None:
+        if not self._has_sequences(conn):
+            self._create_counter(conn, name, maximum)
+            return
+        _ddl(
+            conn,
+            f"CREATE SEQUENCE IF NOT EXISTS {self._quote(conn, name)} START WITH 1 MINVALUE 1 "
+            f"MAXVALUE {maximum} INCREMENT BY 1 CACHE 1000 NOCYCLE",
+        )
+
+    def _defaults(
+        self, conn: sa.Connection, tables: Sequence[str], column: str
+    ) -> dict[str, str | None]:
+        if not tables:
+            return {}
+        rows = conn.execute(
+            sa.text(
+                "SELECT TABLE_NAME, COLUMN_DEFAULT FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = DATABASE() AND COLUMN_NAME = :column "
+                "AND TABLE_NAME IN :tables"
+            ).bindparams(sa.bindparam("tables", expanding=True)),
+            {"column": column, "tables": list(tables)},
+        )
+        return {str(name): default for name, default in rows}
+
+    @staticmethod
+    def _draws_from(default: str | None, name: str) -> bool:
+        # information_schema shows the default as nextval(`db`.`name`).
+        return default is not None and default.startswith("nextval(") and f"`{name}`)" in default
+
+    def default_ids(
+        self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
+    ) -> list[str]:
+        if not self._has_sequences(conn):
+            return []
+        changed = []
+        for table, default in self._defaults(conn, tables, column).items():
+            if not self._draws_from(default, name):
+                # A metadata change (instant), also on a table made by an older release.
+                _ddl(
+                    conn,
+                    f"ALTER TABLE {self._quote(conn, table)} ALTER COLUMN "
+                    f"{self._quote(conn, column)} SET DEFAULT NEXT VALUE FOR "
+                    f"{self._quote(conn, name)}",
+                )
+                changed.append(table)
+        return changed
+
+    def id_source_problems(
+        self, conn: sa.Connection, name: str, maximum: int, tables: Sequence[str], column: str
+    ) -> list[str]:
+        if not self._has_sequences(conn):
+            return self._counter_problems(conn, name, maximum)
+        try:
+            top = conn.execute(
+                sa.text(f"SELECT maximum_value FROM {self._quote(conn, name)}")
+            ).scalar_one()
+        except DBAPIError:
+            return [f"id sequence {name!r} is missing: `infsched partitions maintain` makes it"]
+        problems = []
+        if int(top) > maximum:
+            problems.append(
+                f"id sequence {name!r} goes up to {top}, beyond {maximum}: its ids may meet "
+                "those infsched generates"
+            )
+        for table, default in sorted(self._defaults(conn, tables, column).items()):
+            if not self._draws_from(default, name):
+                problems.append(
+                    f"table {table!r}: column {column!r} does not default to NEXT VALUE FOR "
+                    f"{name} (default {default}); `infsched partitions maintain` sets it"
+                )
+        return problems
+
     def is_missing_table(self, exc: DBAPIError) -> bool:
         return _errno(exc) == _ER_NO_SUCH_TABLE
 

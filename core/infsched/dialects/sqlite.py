@@ -61,6 +61,19 @@ class SQLiteDialect(Dialect):
             return None
         return None if Path(path).exists() else "no such database file"
 
+    def create_id_source(self, conn: sa.Connection, name: str, maximum: int) -> None:
+        self._create_counter(conn, name, maximum)  # SQLite has no sequences
+
+    def default_ids(
+        self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
+    ) -> list[str]:
+        return []  # a DEFAULT may not read another table: writers draw from the counter
+
+    def id_source_problems(
+        self, conn: sa.Connection, name: str, maximum: int, tables: Sequence[str], column: str
+    ) -> list[str]:
+        return self._counter_problems(conn, name, maximum)
+
     def is_missing_table(self, exc: DBAPIError) -> bool:
         return "no such table" in str(exc.orig)
 

@@ -35,6 +35,7 @@ from infsched.engine.controls import Controls
 from infsched.jobstore.base import JobState, NewJob
 from infsched.jobstore.sql import SqlJobStore
 from infsched.metrics.recorder import MetricsRecorder
+from infsched.repositories.base import EXAMPLE_IDS, LockedEntities
 
 log = logging.getLogger("infsched.fetcher")
 
@@ -183,6 +184,7 @@ class Fetcher:
             for table, where in repo.sources(locked):
                 self.store.add_jobs_from(conn, self._copy(table, where, now))
             repo.mark_locked(conn, locked, now)
+        self._report_misrouted(locked)
         return sum(len(lot.ids) for lot in locked)
 
     def _add_batch(self, cursor: _Cursor, end: datetime, limit: int, taken: list[datetime]) -> int:
@@ -193,18 +195,45 @@ class Fetcher:
         docs/architecture.md).
         """
         repo = self.binding.repository
-        key = self.binding.spec.sharding_column.name
         now = self.clock.now()
         with repo.engine.begin() as conn:
-            entities = self._find(cursor.position, end, limit, conn)
+            began = time.monotonic()
+            # Locked and marked per table, as in _copy_batch: a row another application
+            # wrote into the wrong day's table is marked where it is.
+            locked = repo.lock_unscheduled(conn, cursor.position, end, limit)
+            entities = repo.read_locked(conn, locked) if locked else []
+            self.metrics.observe("repository_query_seconds", time.monotonic() - began, self._labels)
             if not entities:
                 return 0
-            taken[:] = [min(getattr(e, key) for e in entities)]
-            cursor.passed(max(getattr(e, key) for e in entities))
+            taken[:] = [from_utc_naive(min(lot.first for lot in locked))]
+            cursor.passed(from_utc_naive(max(lot.last for lot in locked)))
             with self.store.engine.begin() as store_conn:
                 self.store.add_jobs(store_conn, self.new_jobs(entities))
-            repo.mark_scheduled(conn, entities, now)
+            repo.mark_locked(conn, locked, now)
+        self._report_misrouted(locked)
         return len(entities)
+
+    def _report_misrouted(self, locked: Sequence[LockedEntities]) -> None:
+        """Say loudly that rows were found outside their table's day (they were scheduled).
+
+        Another application wrote them into the wrong day table (or, due before the
+        retention horizon, into the oldest partition): they run, but whoever wrote
+        them should hear of it, and `infsched partitions check` lists them.
+        """
+        for lot in locked:
+            if not lot.misrouted:
+                continue
+            self.metrics.increment("entities_misrouted_total", len(lot.misrouted), self._labels)
+            log.warning(
+                "repository %s: %d entities in table %s are due outside the days it holds "
+                "(written there by hand?); scheduled all the same. Ids: %s%s. "
+                "`infsched partitions check` lists them",
+                self.binding.name,
+                len(lot.misrouted),
+                lot.table.name,
+                ", ".join(str(i) for i in lot.misrouted[:EXAMPLE_IDS]),
+                "" if len(lot.misrouted) <= EXAMPLE_IDS else ", …",
+            )
 
     def _copy(
         self, table: sa.Table, where: sa.ColumnElement[bool], now: datetime
@@ -232,12 +261,6 @@ class Fetcher:
             payload,
             sa.literal(utc_naive(now), sa.DateTime()),
         ).where(where)
-
-    def _find(self, start: datetime, end: datetime, limit: int, conn: sa.Connection) -> list[Any]:
-        began = time.monotonic()
-        entities = self.binding.repository.find_unscheduled(start, end, limit, conn=conn)
-        self.metrics.observe("repository_query_seconds", time.monotonic() - began, self._labels)
-        return entities
 
     def run_cycle(self) -> CycleResult:
         """Move what is due within the lookahead window, up to max_jobs_per_fetch.

@@ -38,6 +38,14 @@ CATALOG: dict[str, MetricInfo] = {
             _REPO,
             "Entities moved into the job store by fetch cycles (counted once committed).",
         ),
+        MetricInfo(
+            "entities_misrouted_total",
+            "counter",
+            _REPO,
+            "Entities a fetch found outside the day of the table they were written into "
+            "(or due before the retention horizon); scheduled all the same, and listed by "
+            "`infsched partitions check`.",
+        ),
         MetricInfo("jobs_executed_total", "counter", _JOB, "Runs that succeeded."),
         MetricInfo(
             "jobs_failed_total",

@@ -25,6 +25,9 @@ from infsched.errors import EntityError
 T = TypeVar("T")
 K = TypeVar("K", contravariant=True)
 
+#: Ids of misrouted rows a report names.
+EXAMPLE_IDS = 5
+
 
 class DuplicateEntityError(EntityError):
     """An insert names an id that the repository already holds."""
@@ -62,6 +65,27 @@ class LockedEntities:
     ids: tuple[Any, ...]
     first: datetime
     last: datetime
+    #: Those of `ids` whose key lies outside the days this table or partition holds
+    #: (another application wrote them into the wrong day table): scheduled all the
+    #: same, and reported by the fetcher.
+    misrouted: tuple[Any, ...] = ()
+
+
+@attrs.frozen
+class ShardProblem:
+    """Something `check()` found that can make a row run late, twice or never."""
+
+    #: ``misrouted`` (a row outside its table's day), ``before_horizon`` (a row due
+    #: before the retention horizon), ``missing_day`` (a day of the window without its
+    #: table or partition), ``id_source`` (the database's ids are not set up).
+    kind: str
+    #: The table or partition concerned, or None.
+    shard: str | None
+    message: str
+    rows: int = 0
+    #: Of `rows`, those with no job yet.
+    unscheduled: int = 0
+    example_ids: tuple[Any, ...] = ()
 
 
 @attrs.frozen
@@ -182,6 +206,10 @@ class ShardingRepository(Protocol[T, K]):
         """Per table: a WHERE selecting exactly the `locked` entities."""
         ...
 
+    def read_locked(self, conn: sa.Connection, locked: Sequence[LockedEntities]) -> list[T]:
+        """The `locked` entities themselves, read on `conn`, by (key, id)."""
+        ...
+
     def mark_locked(
         self, conn: sa.Connection, locked: Sequence[LockedEntities], when: datetime
     ) -> None:
@@ -215,3 +243,7 @@ class ShardingRepository(Protocol[T, K]):
         ...
 
     def status(self) -> list[ShardStatus]: ...
+
+    def check(self) -> list[ShardProblem]:
+        """Misrouted rows, rows due before the horizon, missing days, the id source; [] if none."""
+        ...

@@ -28,14 +28,17 @@ from infsched.entities import entity_spec
 from infsched.errors import ConfigError, EntityError
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import (
+    EXAMPLE_IDS,
     DuplicateEntityError,
     LockedEntities,
     MaintenanceReport,
     MarkedEntity,
     RetentionError,
+    ShardProblem,
     ShardStatus,
 )
 from infsched.repositories.entity_rows import EntityRows
+from infsched.repositories.ids import FIRST_GENERATED_ID
 from infsched.sentinel_time import EPOCH, EPOCH_TEXT, SentinelDateTime
 
 T = TypeVar("T")
@@ -52,6 +55,8 @@ IN_LIST_SIZE = 1000
 UNION_SIZE = 100
 #: Seconds maintenance waits for another process's maintenance of the same tables.
 MAINTENANCE_LOCK_TIMEOUT = 60.0
+#: The largest id the database's id source hands out: the generator's ids lie above it.
+DATABASE_IDS_MAX = FIRST_GENERATED_ID - 1
 
 #: A SELECT of any columns.
 AnySelect = sa.Select[*tuple[Any, ...]]
@@ -141,6 +146,8 @@ class DayShardedRepository(ABC, Generic[T, K]):
         self._inserters: dict[str, RowInserter] = {}
         self._started = False
         self._start_lock = threading.Lock()
+        #: Tables whose id column this process saw drawing from the id source.
+        self._ids_given: set[str] = set()
 
     # -- what the backends provide --
 
@@ -165,6 +172,21 @@ class DayShardedRepository(ABC, Generic[T, K]):
     @abstractmethod
     def status(self) -> list[ShardStatus]:
         """Each table or partition with its row count and key range."""
+
+    @abstractmethod
+    def _all_tables(self, conn: sa.Connection) -> list[sa.Table]:
+        """Every physical table that exists now, in day order."""
+
+    @abstractmethod
+    def _expected_keys(self, table: sa.Table) -> tuple[datetime | None, datetime | None]:
+        """The [start, end) (naive UTC; None: open) that the keys of `table`'s rows belong in."""
+
+    @abstractmethod
+    def _laid_out_days(self, conn: sa.Connection) -> set[date]:
+        """The days that have their own table or partition now."""
+
+    #: What a row outside `_expected_keys` is called in a `ShardProblem`.
+    _outside_kind: ClassVar[str] = "misrouted"
 
     # -- identity --
 
@@ -225,6 +247,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
     def _forget(self, table: sa.Table) -> None:
         """Drop a table's metadata once the table itself is dropped."""
         self._inserters.pop(table.name, None)
+        self._ids_given.discard(table.name)
         self._metadata.remove(table)
 
     def _refuse_nullable_marks(self, conn: sa.Connection, tables: Iterable[str]) -> None:
@@ -263,6 +286,31 @@ class DayShardedRepository(ABC, Generic[T, K]):
             self._dialect.add_index(conn, index)
             added.append(f"{table.name}.{index.name}")
         return added
+
+    # -- ids for rows other applications write --
+
+    @property
+    def id_source(self) -> str | None:
+        """The sequence (or counter table) that hands out ids to plain SQL writers, if any.
+
+        Only int ids of a scheduled repository have one: other applications write
+        those rows.  Its ids run from 1 to DATABASE_IDS_MAX, below every generated id.
+        """
+        if not self.options.scheduled or self._spec.id_column.python_type is not int:
+            return None
+        return f"{self.options.table_name}_id_seq"
+
+    def _ensure_ids(self, conn: sa.Connection, tables: Sequence[str]) -> None:
+        """Create the id source and make `tables`' id column draw from it (where it can)."""
+        source = self.id_source
+        new = [t for t in tables if t not in self._ids_given]
+        if source is None or not new:
+            return
+        # Once per table and process: DDL (even a no-op IF NOT EXISTS) and
+        # information_schema reads are not free on a busy server.
+        self._dialect.create_id_source(conn, source, DATABASE_IDS_MAX)
+        self._dialect.default_ids(conn, source, new, self._id)
+        self._ids_given.update(new)
 
     def _ready(self) -> None:
         """Lay out the window once, at the first use."""
@@ -661,7 +709,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
         self, conn: sa.Connection, bounds: tuple[Any, Any], limit: int, *, lock: bool
     ) -> list[T]:
         found: list[T] = []
-        for segment in self._segments(conn, *bounds):
+        for segment in self._scan_segments(conn, bounds):
             table = segment.table
             query = (
                 self._select(segment, lambda t: [t.c[JOB_AT] == EPOCH])
@@ -693,7 +741,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
         self._ready()
         found: list[LockedEntities] = []
         taken = 0
-        for segment in self._segments(conn, *bounds):
+        for segment in self._scan_segments(conn, bounds):
             table = segment.table
             key, ident = table.c[self._key], table.c[self._id]
             rows = self._dialect.lock_skipping_locked(
@@ -720,11 +768,70 @@ class DayShardedRepository(ABC, Generic[T, K]):
             first, last = self._rows_datetime(first), self._rows_datetime(last)
             if first is None or last is None:  # not with a count above 0
                 continue
-            found.append(LockedEntities(table, locked, first, last))
+            misrouted = self._misrouted_among(conn, table, locked, first, last)
+            found.append(LockedEntities(table, locked, first, last, misrouted))
             taken += len(locked)
             if taken >= limit:
                 break
         return found
+
+    def _scan_segments(self, conn: sa.Connection, bounds: tuple[Any, Any]) -> list[Segment]:
+        """Where the engine looks for unscheduled rows of [start, end): every table there is.
+
+        Not only the tables of the range's days: another application may have
+        written a row into the wrong day's table, and that row must run, not be
+        passed over.  Each table is bounded by the range's keys, except that from
+        the retention horizon down there is no lower bound, so a row due before
+        the horizon (which only plain SQL can write) is found as well.
+        """
+        start, end = bounds
+        horizon = self.retention_horizon().replace(tzinfo=None)
+        lower = start if start is not None and start > horizon else None
+        return [Segment(table, lower, end) for table in self._all_tables(conn)]
+
+    def _outside(self, table: sa.Table) -> sa.ColumnElement[bool] | None:
+        """Rows of `table` whose key lies outside its days, or None if all keys belong."""
+        lo, hi = self._expected_keys(table)
+        key = table.c[self._key]
+        outside = [
+            *([key < lo] if lo is not None else []),
+            *([key >= hi] if hi is not None else []),
+        ]
+        return sa.or_(*outside) if outside else None
+
+    def _misrouted_among(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        locked: tuple[Any, ...],
+        first: datetime,
+        last: datetime,
+    ) -> tuple[Any, ...]:
+        """Those of the `locked` ids (keys first..last) whose key is outside `table`'s days.
+
+        The common case costs nothing: the smallest and largest key of the lot
+        show whether any key is outside; only then are the ids looked up.
+        """
+        lo, hi = self._expected_keys(table)
+        if (lo is None or first >= lo) and (hi is None or last < hi):
+            return ()
+        outside = self._outside(table)
+        assert outside is not None  # a bound was crossed, so there is one
+        key, ident = table.c[self._key], table.c[self._id]
+        found: list[Any] = []
+        for chunk in _chunks(locked, IN_LIST_SIZE):
+            query = sa.select(ident).where(
+                ident.in_(list(chunk)), key >= first, key <= last, outside
+            )
+            found.extend(conn.execute(query).scalars())
+        return tuple(sorted(found))
+
+    def read_locked(self, conn: sa.Connection, locked: Sequence[LockedEntities]) -> list[T]:
+        selects = [
+            sa.select(*(table.c[n] for n in self._selected)).where(where)
+            for table, where in self.sources(locked)
+        ]
+        return self._entities(self._union(conn, selects))
 
     def _locked_ids(self, count: int, ids: str | None) -> tuple[Any, ...]:
         """The ids of a JSON array that must hold `count` of them.
@@ -822,20 +929,39 @@ class DayShardedRepository(ABC, Generic[T, K]):
             )
             for day, pairs in sorted(by_day.items())
         ]
-        self.mark_locked(conn, locked, when)
+        if self._mark(conn, locked, when) == len(keys):
+            return
+        # Some entity is not in the table of its key's day: another application wrote
+        # it into another day's table (find_unscheduled reads those too).  Ids are
+        # unique across the repository, so marking those ids wherever they are is exact.
+        for table in self._all_tables(conn):
+            others = [
+                LockedEntities(table, lot.ids, lot.first, lot.last)
+                for lot in locked
+                if lot.table.name != table.name
+            ]
+            self._mark(conn, others, when)
 
     def mark_locked(
         self, conn: sa.Connection, locked: Sequence[LockedEntities], when: datetime
     ) -> None:
         """Record on `conn` that jobs exist for the `locked` entities."""
+        self._mark(conn, locked, when)
+
+    def _mark(self, conn: sa.Connection, locked: Sequence[LockedEntities], when: datetime) -> int:
+        """Mark the `locked` entities; how many rows matched."""
         self._require_scheduled()
         stamp = require_utc(when, "when").replace(tzinfo=None)
+        matched = 0
         for table, where in self.sources(locked):
             try:
-                conn.execute(table.update().where(where).values({JOB_AT: stamp}))
+                matched += conn.execute(
+                    table.update().where(where).values({JOB_AT: stamp})
+                ).rowcount
             except DBAPIError as exc:
                 if not self._missing(exc):
                     raise
+        return matched
 
     def find_with_job_mark(self, entity_id: K) -> MarkedEntity[T] | None:
         self._require_scheduled()
@@ -979,6 +1105,95 @@ class DayShardedRepository(ABC, Generic[T, K]):
                     if not self._missing(exc):
                         raise
         return deleted
+
+    # -- check --
+
+    @abstractmethod
+    def _shard_name(self, day: date) -> str:
+        """The name of `day`'s table or partition."""
+
+    def check(self) -> list[ShardProblem]:
+        """What can make a row run late, twice or never; [] when all is well.
+
+        Reads only: rows outside their table's day (or before the retention
+        horizon), days up to precreate_days ahead without their table or
+        partition, and an id source that is missing or could meet generated ids.
+        """
+        today = self._today()
+        problems: list[ShardProblem] = []
+        with self.engine.connect() as conn:
+            tables = self._all_tables(conn)
+            for table in tables:
+                problems.extend(self._rows_outside(conn, table))
+            laid_out = self._laid_out_days(conn)
+            for ahead in range(self.options.precreate_days + 1):
+                day = today + timedelta(days=ahead)
+                if day not in laid_out:
+                    problems.append(
+                        ShardProblem(
+                            "missing_day",
+                            self._shard_name(day),
+                            f"day {day} has no table or partition {self._shard_name(day)} yet "
+                            f"(precreate_days={self.options.precreate_days}); "
+                            "`infsched partitions maintain` creates it",
+                        )
+                    )
+            source = self.id_source
+            if source is not None:
+                for line in self._dialect.id_source_problems(
+                    conn, source, DATABASE_IDS_MAX, [t.name for t in tables], self._id
+                ):
+                    problems.append(ShardProblem("id_source", source, line))
+        return problems
+
+    def _rows_outside(self, conn: sa.Connection, table: sa.Table) -> list[ShardProblem]:
+        outside = self._outside(table)
+        if outside is None:
+            return []
+        key, ident = table.c[self._key], table.c[self._id]
+        unscheduled: sa.ColumnElement[Any] = sa.literal(0)
+        if self.options.scheduled:
+            unscheduled = sa.func.sum(sa.case((table.c[JOB_AT] == EPOCH, 1), else_=0))
+        try:
+            rows, waiting = conn.execute(
+                sa.select(sa.func.count(), unscheduled).select_from(table).where(outside)
+            ).one()
+            if not rows:
+                return []
+            examples = conn.execute(
+                sa.select(ident).where(outside).order_by(key, ident).limit(EXAMPLE_IDS)
+            ).scalars()
+            example_ids = tuple(examples)
+        except DBAPIError as exc:
+            if not self._missing(exc):
+                raise
+            return []  # dropped meanwhile
+        lo, hi = self._expected_keys(table)
+        waiting = int(waiting or 0)
+        counted = f"{rows} row{'' if rows == 1 else 's'}"
+        since, until = (value.isoformat() if value else "-" for value in (aware(lo), aware(hi)))
+        if self._outside_kind == "misrouted":
+            message = (
+                f"{counted} of table {table.name} due outside its day "
+                f"[{since}, {until}) ({waiting} without a job yet): the fetch finds and "
+                "schedules them all the same, but they belong in the table of their own day"
+            )
+        else:
+            message = (
+                f"{counted} of table {table.name} due before the retention horizon "
+                f"{since} ({waiting} without a job yet): the fetch schedules them (the misfire "
+                "policy decides whether they run), and they are dropped with the oldest day"
+            )
+        return [
+            ShardProblem(
+                self._outside_kind,
+                table.name,
+                message,
+                rows=int(rows),
+                unscheduled=waiting,
+                example_ids=example_ids,
+            )
+        ]
 
     # -- status --
 

@@ -12,6 +12,12 @@ Layout of an id (a positive signed 64-bit integer, so it fits BIGINT)::
 - The sequence counts ids within one millisecond: 4096 per ms per generator;
   the 4097th borrows the next millisecond instead of waiting.
 
+Generated ids are never below `FIRST_GENERATED_ID` (2^40): the ids below it
+belong to the database's own id source (a MariaDB SEQUENCE or a counter
+table, whose maximum is FIRST_GENERATED_ID - 1), which applications writing
+rows with plain SQL draw from, so the two can never meet.  The first 2^18 ms
+after the epoch (about 4.4 minutes) are counted as if they were 2^18.
+
 Ids rise with the time they were made (not with the sharding key).  If the
 wall clock steps back, the generator keeps counting from the last
 millisecond it used, so its ids never repeat and never go down.  A forked
@@ -36,6 +42,9 @@ SEQUENCE_BITS = 12
 MAX_NODE = (1 << NODE_BITS) - 1
 _MAX_SEQUENCE = (1 << SEQUENCE_BITS) - 1
 _MAX_MS = (1 << TIMESTAMP_BITS) - 1
+#: The smallest id a generator makes; everything below is the database's id source.
+FIRST_GENERATED_ID = 1 << 40
+_FIRST_MS = FIRST_GENERATED_ID >> (NODE_BITS + SEQUENCE_BITS)
 
 
 def _wall_ms() -> int:
@@ -59,6 +68,11 @@ class IdGenerator:
     def _tick(self) -> int:
         """The next (ms, sequence) packed into an id; called with the lock held."""
         ms = max(self._now_ms() - _EPOCH_MS, self._last_ms)
+        if ms < 0:
+            raise OverflowError(
+                f"the clock ({ms} ms after {EPOCH:%Y-%m-%d}) is outside the id range"
+            )
+        ms = max(ms, _FIRST_MS)  # below it are the database's ids (FIRST_GENERATED_ID)
         if ms == self._last_ms:
             self._sequence += 1
             if self._sequence > _MAX_SEQUENCE:

@@ -80,6 +80,21 @@ class MultiTableRepository(DayShardedRepository[T, K]):
         days.discard(None)
         return sorted(d for d in days if d is not None)
 
+    def _all_tables(self, conn: sa.Connection) -> list[sa.Table]:
+        return [self._table_for_day(day) for day in self.existing_days(conn)]
+
+    def _expected_keys(self, table: sa.Table) -> tuple[datetime | None, datetime | None]:
+        day = self._day_of(table.name)
+        if day is None:  # not a day table: nothing to expect
+            return None, None
+        return day_start(day), day_start(day + _ONE_DAY)
+
+    def _laid_out_days(self, conn: sa.Connection) -> set[date]:
+        return set(self.existing_days(conn))
+
+    def _shard_name(self, day: date) -> str:
+        return self.table_name(day)
+
     def _segments(
         self, conn: sa.Connection, start: datetime | None, end: datetime | None
     ) -> list[Segment]:
@@ -111,6 +126,10 @@ class MultiTableRepository(DayShardedRepository[T, K]):
         with self.engine.begin() as ddl:
             for day in missing:
                 self._dialect.create_table(ddl, self._table_for_day(day))
+            created = [self.table_name(day) for day in missing]
+            # Made just now, perhaps again after another process dropped it.
+            self._ids_given.difference_update(created)
+            self._ensure_ids(ddl, created)
         self._known_days.update(missing)
 
     def _layout(self, *, drop_expired: bool) -> MaintenanceReport:
@@ -134,6 +153,8 @@ class MultiTableRepository(DayShardedRepository[T, K]):
                 for day in expired:
                     conn.execute(DropTable(self._table_for_day(day), if_exists=True))
                     dropped.append(self.table_name(day))
+                kept_days = sorted((set(existing) | set(window)) - set(expired))
+                self._ensure_ids(conn, [self.table_name(d) for d in kept_days])
             conn.commit()
         for day in expired:
             self._known_days.discard(day)
