@@ -675,6 +675,23 @@ def test_a_hook_wrapper_that_raises_fails_its_plugin_and_the_call_is_made_withou
     assert set(plugins.executors()) == {"email", "pager"}
 
 
+def test_a_failed_plugin_is_unregistered_at_once_so_its_wrappers_see_no_later_call() -> None:
+    class FailsEarly(Watcher):
+        @hookimpl
+        def register_entity_types(self) -> Iterable[type]:
+            raise LookupError("no schema")
+
+    failing = FailsEarly()
+    plugins = registry()
+    info = plugins.register(failing, "early")
+    assert (info.status, info.error) == ("failed", "LookupError: no schema")
+    # register_entity_types is called before register_executors, which it wraps.
+    assert failing.seen == []
+    plugins.register(Plugin(executors=[spec("email")]), "email")
+    plugins.add_commands(root_group())
+    assert failing.seen == []
+
+
 TRACE_LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+00:00 INFO +infsched\.hooks: "
     r"(?P<hook>\w+)\((?P<args>[\w, ]*)\) plugin=(?P<plugin>\w+) (?P<ms>\d+\.\d{3}) ms"

@@ -317,18 +317,16 @@ class PluginRegistry:
         are registered in load order, so the first plugin to register a name keeps it.
         """
         found: dict[str, list[tuple[str, str, Any]]] = {name: [] for name in names}
-        failed: dict[str, str] = {}
         for hook, _label, name_of in _KINDS:
-            calling = [name for name in names if name not in failed]
+            calling = [name for name in names if self.infos[name].status == "ok"]
             for name, outcome in self._call(hook, calling, _registrations(hook)).items():
                 if outcome.error is not None:
-                    failed[name] = _describe(outcome.error)
+                    # Unregistered at once: its wrappers must not run around the next hooks.
+                    self._fail(name, _describe(outcome.error))
                 else:
                     found[name].extend((hook, name_of(value), value) for value in outcome.value)
         for name in names:
-            if name in failed:
-                self._fail(name, failed[name])
-            elif self.infos[name].status == "ok":  # not failed by its hook wrapper
+            if self.infos[name].status == "ok":
                 self._register_values(self.infos[name], found[name])
 
     def _register_values(self, info: PluginInfo, found: list[tuple[str, str, Any]]) -> None:
