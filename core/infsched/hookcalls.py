@@ -100,7 +100,10 @@ class AttributedPlugin:
     def __init__(self, plugin: object, name: str, calls: HookCalls, pm: pluggy.PluginManager):
         self.plugin = plugin
         self.name = name
+        self._hooks: list[str] = []
         for attribute in dir(plugin):
+            if attribute.startswith("__"):  # no hook; skipping them halves the start-up cost
+                continue
             try:
                 opts = pm.parse_hookimpl_opts(plugin, attribute)
             except Exception:  # an attribute that raises when read is no hook
@@ -113,6 +116,11 @@ class AttributedPlugin:
                 setattr(self, attribute, calls.wrapper(name, function))
             else:  # a wrapper that is no generator is refused by pluggy on registration
                 setattr(self, attribute, calls.implementation(name, function))
+            self._hooks.append(attribute)
+
+    def __dir__(self) -> list[str]:
+        # pluggy looks for hooks in dir(plugin): only the hooks, not every attribute of object.
+        return list(self._hooks)
 
     def __repr__(self) -> str:
         return f"<plugin {self.name!r}: {self.plugin!r}>"
