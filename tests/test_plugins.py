@@ -681,8 +681,9 @@ def test_a_failed_plugin_is_unregistered_at_once_so_its_wrappers_see_no_later_ca
         def register_entity_types(self) -> Iterable[type]:
             raise LookupError("no schema")
 
-    failing = FailsEarly()
+    failing, healthy = FailsEarly(), Watcher()
     plugins = registry()
+    plugins.register(healthy, "healthy")
     info = plugins.register(failing, "early")
     assert (info.status, info.error) == ("failed", "LookupError: no schema")
     # register_entity_types is called before register_executors, which it wraps.
@@ -690,6 +691,7 @@ def test_a_failed_plugin_is_unregistered_at_once_so_its_wrappers_see_no_later_ca
     plugins.register(Plugin(executors=[spec("email")]), "email")
     plugins.add_commands(root_group())
     assert failing.seen == []
+    assert healthy.seen[-2:] == [("register_executors", ["email"]), ("register_commands", ["db"])]
 
 
 TRACE_LINE = re.compile(
