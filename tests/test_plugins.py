@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ import click
 import pytest
 
 from infsched.cli.main import build_cli
+from infsched.config import read_env
 from infsched.errors import PluginConflictError, PluginError
 from infsched.executors import ExecutorSpec
 from infsched.hookspecs import hookimpl
@@ -555,3 +557,194 @@ def test_register_commands_that_raises_fails_the_plugin_and_drops_its_registrati
     )
     assert "pager" not in plugins.executors()
     assert info.registers == []
+
+
+# -- hooks are called through pluggy --
+
+
+RAISING_PLUGIN = """
+    from infsched.executors import ExecutorSpec
+    from infsched.hookspecs import hookimpl
+
+    @hookimpl
+    def register_executors():
+        yield ExecutorSpec(name="half", factory=lambda section: print)
+        raise OSError("spool directory missing")
+"""
+
+WATCHING_PLUGIN = """
+    import sys
+    from infsched.hookspecs import hookimpl
+
+    @hookimpl(wrapper=True)
+    def register_executors():
+        results = yield
+        names = sorted(spec.name for found in results for spec in found)
+        print(f"watched register_executors: {names}", file=sys.stderr)
+        return results
+
+    @hookimpl(wrapper=True)
+    def register_commands(cli):
+        yield
+        print(f"watched register_commands: {'plugins' in cli.commands}", file=sys.stderr)
+"""
+
+
+def test_a_raising_implementation_fails_its_plugin_only_in_one_call_through_pluggy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_dist(tmp_path, "infsched-first", "first", executor_plugin("one"))
+    install_dist(tmp_path, "infsched-raiser", "raiser", RAISING_PLUGIN)
+    install_dist(tmp_path, "infsched-third", "third", executor_plugin("three"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # One pm.hook call for all three: pluggy calls third, raiser, first (last registered
+    # first), so without attribution the raise would abort the call before `first` ran.
+    plugins = load_plugins(env={"INFSCHED_LOAD_PLUGINS": "first,raiser,third"})
+    assert {name: r.plugin for name, r in plugins.executors().items()} == {
+        "one": "first",
+        "three": "third",
+    }
+    raiser = plugins.infos["raiser"]
+    assert (raiser.status, raiser.error, raiser.registers) == (
+        "failed",
+        "OSError: spool directory missing",
+        [],
+    )
+    assert not plugins.pm.has_plugin("raiser"), "a failed plugin's hooks are not called again"
+    assert plugins.infos["first"].registers == ["executor: one"]
+
+
+@attrs.define
+class Watcher:
+    """A plugin whose hook wrappers record every call they see."""
+
+    seen: list[tuple[str, list[str]]] = attrs.Factory(list)
+    fail_with: Exception | None = None
+
+    @hookimpl(wrapper=True)
+    def register_executors(self) -> Any:
+        results = yield
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.seen.append(("register_executors", [s.name for found in results for s in found]))
+        return results
+
+    @hookimpl(wrapper=True)
+    def register_commands(self, cli: click.Group) -> Any:
+        result = yield
+        self.seen.append(("register_commands", sorted(cli.commands)))
+        assert result == [], "register_commands implementations return nothing"
+        return result
+
+
+def test_a_hook_wrapper_sees_every_call_and_each_plugin_keeps_its_own_values() -> None:
+    watcher = Watcher()
+    plugins = PluginRegistry()
+    plugins.register(watcher, "watcher")
+    plugins.load(env={"INFSCHED_LOAD_PLUGINS": "none"})
+    plugins.register(Plugin(executors=[spec("email")]), "email")
+    plugins.register(Plugin(executors=[spec("pager"), spec("fax")]), "paging")
+    plugins.add_commands(root_group())
+    assert watcher.seen == [
+        ("register_executors", []),  # its own registration
+        ("register_executors", []),  # the built-ins register no executor
+        ("register_executors", ["email"]),
+        ("register_executors", ["pager", "fax"]),
+        ("register_commands", ["db"]),
+    ]
+    assert {name: r.plugin for name, r in plugins.executors().items()} == {
+        "email": "email",
+        "pager": "paging",
+        "fax": "paging",
+    }
+    watching = plugins.infos["watcher"]
+    assert (watching.status, watching.hooks) == ("ok", ["register_commands", "register_executors"])
+
+
+def test_a_hook_wrapper_that_raises_fails_its_plugin_and_the_call_is_made_without_it() -> None:
+    plugins = registry()
+    plugins.register(Plugin(executors=[spec("email")]), "email")
+    info = plugins.register(Watcher(fail_with=RuntimeError("wrapper broke")), "watcher")
+    assert (info.status, info.error) == (
+        "failed",
+        "register_executors wrapper: RuntimeError: wrapper broke",
+    )
+    assert not plugins.pm.has_plugin("watcher")
+    later = plugins.register(Plugin(executors=[spec("pager")]), "pager")
+    assert later.status == "ok"
+    assert set(plugins.executors()) == {"email", "pager"}
+
+
+def test_a_failed_plugin_is_unregistered_at_once_so_its_wrappers_see_no_later_call() -> None:
+    class FailsEarly(Watcher):
+        @hookimpl
+        def register_entity_types(self) -> Iterable[type]:
+            raise LookupError("no schema")
+
+    failing, healthy = FailsEarly(), Watcher()
+    plugins = registry()
+    plugins.register(healthy, "healthy")
+    info = plugins.register(failing, "early")
+    assert (info.status, info.error) == ("failed", "LookupError: no schema")
+    # register_entity_types is called before register_executors, which it wraps.
+    assert failing.seen == []
+    plugins.register(Plugin(executors=[spec("email")]), "email")
+    plugins.add_commands(root_group())
+    assert failing.seen == []
+    assert healthy.seen[-2:] == [("register_executors", ["email"]), ("register_commands", ["db"])]
+
+
+TRACE_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+00:00 INFO +infsched\.hooks: "
+    r"(?P<hook>\w+)\((?P<args>[\w, ]*)\) plugin=(?P<plugin>\w+) (?P<ms>\d+\.\d{3}) ms"
+    r"(?P<failed>, raised \w+)?$"
+)
+
+
+def test_trace_hooks_logs_each_implementation_call_with_plugin_and_duration(
+    tmp_path: Path,
+) -> None:
+    install_dist(tmp_path, "infsched-raiser", "raiser", RAISING_PLUGIN)
+    install_dist(tmp_path, "infsched-watching", "watching", WATCHING_PLUGIN)
+    traced = infsched(tmp_path, "plugins", "list", "--json", env={"INFSCHED_TRACE_HOOKS": "1"})
+    assert traced.returncode == 0, traced.stderr
+    entries = {entry["name"]: entry for entry in json.loads(traced.stdout)}
+    assert entries["raiser"]["status"] == "failed"
+    assert_shipped_plugins_ok(entries)
+
+    lines = traced.stderr.splitlines()
+    calls = [m.groupdict() for line in lines if (m := TRACE_LINE.match(line))]
+    called = {(c["hook"], c["args"], c["plugin"], c["failed"]) for c in calls}
+    assert ("register_executors", "", "raiser", ", raised OSError") in called
+    assert ("register_executors", "", "sms", None) in called
+    assert ("register_entity_types", "", "orders", None) in called
+    assert ("register_metrics_sinks", "", "log_sink", None) in called
+    assert ("register_commands", "cli", "notifications", None) in called
+    assert all(float(c["ms"]) >= 0 for c in calls)
+    assert not any(c["plugin"] == "watching" for c in calls), "wrappers are no implementation"
+    # Every implementation is called once: a failed plugin is not called again.
+    assert len(called) == len(calls)
+    assert ("register_commands", "cli", "raiser", None) not in called
+    # The test plugin's hook wrapper saw the calls, with every plugin's values.
+    assert "watched register_executors: ['notifications', 'orders', 'sms']" in lines
+    assert "watched register_commands: True" in lines
+    others = [line for line in lines if not TRACE_LINE.match(line)]
+    assert all(line.startswith("watched ") for line in others), others
+
+    quiet = infsched(tmp_path, "plugins", "list", "--json")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "infsched.hooks" not in quiet.stderr
+    assert quiet.stdout == traced.stdout
+
+
+def test_trace_hooks_accepts_only_on_or_off(tmp_path: Path) -> None:
+    result = infsched(tmp_path, "plugins", "list", env={"INFSCHED_TRACE_HOOKS": "verbose"})
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "error: INFSCHED_TRACE_HOOKS='verbose': expected 1, true, yes, on or 0, false, no, off\n"
+    )
+    off = infsched(tmp_path, "plugins", "list", env={"INFSCHED_TRACE_HOOKS": "0"})
+    assert off.returncode == 0, off.stderr
+    assert "infsched.hooks" not in off.stderr
+    # It is no config field, yet the config accepts it rather than refusing it as unknown.
+    assert read_env({"INFSCHED_TRACE_HOOKS": "1"}) == {}

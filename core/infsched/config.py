@@ -30,8 +30,10 @@ ENV_PREFIX = "INFSCHED_"
 #: Plugins left out, and the only plugins loaded (comma-separated names; see plugins.py).
 DISABLE_PLUGINS_ENV = "INFSCHED_DISABLE_PLUGINS"
 LOAD_PLUGINS_ENV = "INFSCHED_LOAD_PLUGINS"
+#: ``INFSCHED_TRACE_HOOKS=1``: log every hook implementation's call and duration (plugins.py).
+TRACE_HOOKS_ENV = "INFSCHED_TRACE_HOOKS"
 #: ``INFSCHED_*`` variables that are no config field but are read by another part.
-PLUGIN_SELECTION_VARIABLES = (DISABLE_PLUGINS_ENV, LOAD_PLUGINS_ENV)
+PLUGIN_VARIABLES = (DISABLE_PLUGINS_ENV, LOAD_PLUGINS_ENV, TRACE_HOOKS_ENV)
 #: The test suite's own settings (e.g. INFSCHED_TEST_MYSQL_URL), never read by the scheduler.
 TEST_VARIABLE_PREFIX = "INFSCHED_TEST_"
 
@@ -92,6 +94,16 @@ def _boolean(value: object, field: attrs.Attribute[Any]) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise _bad(field, value, "expected true or false")
+
+
+def env_flag(env: Mapping[str, str], variable: str) -> bool:
+    """An on/off variable read outside the config: unset or empty is off; else ConfigError."""
+    raw = env.get(variable, "").strip().lower()
+    if raw in _TRUE | _FALSE or raw == "":
+        return raw in _TRUE
+    raise ConfigError(
+        f"{variable}={env[variable]!r}: expected 1, true, yes, on or 0, false, no, off"
+    )
 
 
 def _misfire(value: object, field: attrs.Attribute[Any]) -> MisfirePolicy:
@@ -491,7 +503,7 @@ def env_variables() -> dict[str, str]:
 
 
 def _read_elsewhere(var: str) -> bool:
-    return var in PLUGIN_SELECTION_VARIABLES or var.startswith(TEST_VARIABLE_PREFIX)
+    return var in PLUGIN_VARIABLES or var.startswith(TEST_VARIABLE_PREFIX)
 
 
 def _unknown_variable(var: str, names: Mapping[str, str]) -> ConfigError:
@@ -501,7 +513,7 @@ def _unknown_variable(var: str, names: Mapping[str, str]) -> ConfigError:
             f"{var}: {table} is set only in the config file ({_TABLE_FIELDS[table]} tables), "
             "not in the environment"
         )
-    known = sorted([*names, *PLUGIN_SELECTION_VARIABLES])
+    known = sorted([*names, *PLUGIN_VARIABLES])
     hint = difflib.get_close_matches(var, known, n=1)
     suggestion = f"; did you mean {hint[0]}?" if hint else ""
     return ConfigError(
@@ -513,7 +525,7 @@ def read_env(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """The fields set in the environment, as {field: (value, variable)}.
 
     Any other non-empty ``INFSCHED_*`` variable is refused (a misspelt one
-    would otherwise be ignored), except the plugin selection and the test
+    would otherwise be ignored), except the plugin variables and the test
     suite's ``INFSCHED_TEST_*``, which belong to other parts.  Two spellings
     of one field (``INFSCHED_DB`` and ``INFSCHED_DATABASE_URL``) are refused too.
     """

@@ -5,10 +5,12 @@ these hooks with ``@infsched.hookimpl``.  The built-in features (repository
 backends, job stores, the log metrics sink) are plugins too, registered after
 the entry points through these same hooks.
 
-Each ``register_*`` hook is called once, when the plugins are loaded, one
-plugin at a time, so that whatever it returns is attributed to that plugin:
-two plugins returning the same name is an error naming both, never a silent
-override.  A hook that raises marks its plugin as failed; the rest still load.
+Each ``register_*`` hook is called once, when the plugins are loaded, through
+pluggy (so plugins' hook wrappers see it), and whatever each implementation
+returns is attributed to its plugin (see infsched.hookcalls): two plugins
+returning the same name is an error naming both, never a silent override.  A
+hook that raises marks its plugin as failed; the rest still load.  No hook is
+called per job.
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
 """The plugin manager: entry points first, then the built-ins, each call attributed.
 
+Hooks are called through pluggy (``pm.hook.NAME(...)``), so plugins' hook
+wrappers see every call; `infsched.hookcalls` keeps each implementation's
+result and failure attributed to its plugin, and ``INFSCHED_TRACE_HOOKS=1``
+logs each implementation's call with its plugin and duration.
+
 Loading never raises for one bad plugin (only for a name in
 INFSCHED_DISABLE_PLUGINS or INFSCHED_LOAD_PLUGINS that no installed plugin
 has: a typo there would change nothing without a word): a plugin that fails to import, whose
@@ -13,19 +18,20 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import attrs
 import click
 import pluggy
 
 from infsched import hookspecs
-from infsched.config import DISABLE_PLUGINS_ENV, LOAD_PLUGINS_ENV
+from infsched.config import DISABLE_PLUGINS_ENV, LOAD_PLUGINS_ENV, TRACE_HOOKS_ENV, env_flag
 from infsched.entities import entity_spec
 from infsched.errors import PluginConflictError, PluginError
 from infsched.executors import ExecutorSpec
+from infsched.hookcalls import AttributedPlugin, HookCalls, Outcome, Settle, trace_to_stderr
 from infsched.jobstore.backend import JobStoreBackend
 from infsched.metrics.sink import MetricsSinkSpec
 from infsched.repositories.backend import RepositoryBackend
@@ -127,12 +133,52 @@ def _check_value(hook: str, value: object) -> None:
         raise PluginError(f"{hook} returned {value!r}, expected {expected.__name__} values")
 
 
+def _registrations(hook: str) -> Settle[list[object]]:
+    """Run a register_* implementation to the end (it may be a generator) and check each value.
+
+    The list is also what pluggy's result and the plugins' hook wrappers see.
+    """
+
+    def settle(plugin: str, run: Callable[[], object]) -> list[object]:
+        # Not iterable raises TypeError here, attributed to the plugin like any failure.
+        returned = cast(Iterable[object] | None, run())
+        found = list(returned or ())
+        for value in found:
+            _check_value(hook, value)
+        return found
+
+    return settle
+
+
+@attrs.define
+class _AddedCommands:
+    """Settles register_commands: takes each plugin's new or replaced commands back out.
+
+    The registry adds them afterwards in load order, refusing replacements.
+    """
+
+    cli: click.Group
+    by_plugin: dict[str, dict[str, click.Command]] = attrs.Factory(dict)
+
+    def __call__(self, plugin: str, run: Callable[[], object]) -> None:
+        before = dict(self.cli.commands)
+        try:
+            run()
+            changed = {n: c for n, c in self.cli.commands.items() if before.get(n) is not c}
+            self.by_plugin[plugin] = changed
+        finally:
+            self.cli.commands = before
+
+
 class PluginRegistry:
     """The loaded plugins and everything they registered."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, trace_hooks: bool = False) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
+        self.calls = HookCalls()
+        if trace_hooks:
+            self.trace_hooks()
         self.infos: dict[str, PluginInfo] = {}
         self.conflicts: list[str] = []
         self._registered: dict[str, dict[str, Registered[Any]]] = {h: {} for h, _, _ in _KINDS}
@@ -141,8 +187,15 @@ class PluginRegistry:
 
     # -- loading --
 
+    def trace_hooks(self) -> None:
+        """Log each hook implementation's call (logger ``infsched.hooks``), also on stderr."""
+        self.calls.trace = True
+        trace_to_stderr()
+
     def load(self, env: Mapping[str, str] | None = None) -> PluginRegistry:
         env = os.environ if env is None else env
+        if env_flag(env, TRACE_HOOKS_ENV):
+            self.trace_hooks()
         disabled = _names(env.get(DISABLE_ENV)) or set()
         only = _names(env.get(LOAD_ONLY_ENV))
         if only == {NO_PLUGINS}:
@@ -151,14 +204,15 @@ class PluginRegistry:
         installed = [ep.name for ep in found]
         _refuse_unknown(DISABLE_ENV, disabled, installed)
         _refuse_unknown(LOAD_ONLY_ENV, only or set(), installed)
-        for ep in found:
-            self._load_entry_point(ep, disabled, only)
+        pending = [n for ep in found if (n := self._load_entry_point(ep, disabled, only))]
         for module_name in BUILTIN_PLUGINS:
             module = importlib.import_module(module_name)
             name = module_name.rsplit(".", 1)[-1]
             if self._name_taken(name, "infinite-scheduler"):
                 continue
-            self._add(module, name, "infinite-scheduler", _own_version(), builtin=True)
+            if self._add(module, name, "infinite-scheduler", _own_version(), builtin=True):
+                pending.append(name)
+        self._collect(pending)
         return self
 
     def register(
@@ -180,7 +234,8 @@ class PluginRegistry:
                 f"a plugin named {name!r} is already loaded "
                 f"({self.infos[name].distribution}); register this one under another name"
             )
-        self._add(plugin, name, distribution, version, builtin=False)
+        if self._add(plugin, name, distribution, version, builtin=False):
+            self._collect([name])
         return self.infos[name]
 
     def _name_taken(self, name: str, dist: str | None) -> bool:
@@ -193,61 +248,88 @@ class PluginRegistry:
         )
         return True
 
-    def _load_entry_point(self, ep: EntryPoint, disabled: set[str], only: set[str] | None) -> None:
+    def _load_entry_point(
+        self, ep: EntryPoint, disabled: set[str], only: set[str] | None
+    ) -> str | None:
+        """Import and register one entry point; its name if its hooks are to be collected."""
         dist = ep.dist.name if ep.dist is not None else None
         version = ep.dist.version if ep.dist is not None else None
         if self._name_taken(ep.name, dist):
-            return
+            return None
         if ep.name in disabled or (only is not None and ep.name not in only):
             self.infos[ep.name] = PluginInfo(ep.name, dist, version, "disabled")
-            return
+            return None
         try:
             plugin = ep.load()
         except BaseException as exc:  # a plugin's import may raise anything, even SystemExit
             if isinstance(exc, KeyboardInterrupt):
                 raise
             self.infos[ep.name] = PluginInfo(ep.name, dist, version, "failed", error=_describe(exc))
-            return
-        self._add(plugin, ep.name, dist, version, builtin=False)
+            return None
+        return ep.name if self._add(plugin, ep.name, dist, version, builtin=False) else None
 
     def _add(
         self, plugin: object, name: str, dist: str | None, version: str | None, *, builtin: bool
-    ) -> None:
+    ) -> bool:
+        """Register `plugin` with pluggy, checking its hooks; False if it failed."""
         info = PluginInfo(name, dist, version, "ok", builtin=builtin)
         self.infos[name] = info
+        attributed = AttributedPlugin(plugin, name, self.calls, self.pm)
         try:
-            self.pm.register(plugin, name=name)
+            self.pm.register(attributed, name=name)
         except pluggy.PluginValidationError as exc:
             info.status, info.error = "failed", _one_line(f"incompatible hook: {exc}")
-            return
+            return False
         except ValueError as exc:
             info.status, info.error = "failed", _describe(exc)
-            return
-        callers = self.pm.get_hookcallers(plugin) or []
+            return False
+        callers = self.pm.get_hookcallers(attributed) or []
         unknown = [c.name for c in callers if c.spec is None]
         if unknown:
-            self.pm.unregister(plugin)
+            self.pm.unregister(attributed)
             known = ", ".join(sorted(_KNOWN_HOOKS))
             info.status = "failed"
             info.error = f"implements unknown hook(s) {', '.join(unknown)}; known hooks: {known}"
-            return
+            return False
         info.hooks = sorted(c.name for c in callers)
-        self._collect(plugin, info)
+        return True
 
-    def _collect(self, plugin: object, info: PluginInfo) -> None:
-        """Call each register_* hook of one plugin; keep its values only if all succeed."""
-        found: list[tuple[str, str, Any]] = []
-        try:
-            for hook, _label, name_of in _KINDS:
-                for impl in getattr(self.pm.hook, hook).get_hookimpls():
-                    if impl.plugin is not plugin:
-                        continue
-                    for value in impl.function() or ():
-                        _check_value(hook, value)
-                        found.append((hook, name_of(value), value))
-        except Exception as exc:
-            self._fail(plugin, info, _describe(exc))
-            return
+    def _call(
+        self, hook: str, plugins: Collection[str], settle: Settle[V], **kwargs: object
+    ) -> dict[str, Outcome[V]]:
+        """Call `hook` through pluggy for `plugins`: {plugin: its outcome}.
+
+        A hook wrapper that raises fails its plugin, and the call is made again without it.
+        """
+        plugins = set(plugins)
+        while True:
+            result = self.calls.call(getattr(self.pm.hook, hook), plugins, settle, kwargs)
+            failure = result.wrapper_failure
+            if failure is None:
+                return {outcome.plugin: outcome for outcome in result.outcomes}
+            self._fail(failure.plugin, f"{hook} wrapper: {_describe(failure.error)}")
+            plugins.discard(failure.plugin)
+
+    def _collect(self, names: list[str]) -> None:
+        """Call each register_* hook for the plugins `names`, once for all of them.
+
+        A plugin keeps its values only if all its hooks succeed; the values
+        are registered in load order, so the first plugin to register a name keeps it.
+        """
+        found: dict[str, list[tuple[str, str, Any]]] = {name: [] for name in names}
+        for hook, _label, name_of in _KINDS:
+            calling = [name for name in names if self.infos[name].status == "ok"]
+            for name, outcome in self._call(hook, calling, _registrations(hook)).items():
+                if outcome.error is not None:
+                    # Unregistered at once: its wrappers must not run around the next hooks.
+                    self._fail(name, _describe(outcome.error))
+                else:
+                    found[name].extend((hook, name_of(value), value) for value in outcome.value)
+        for name in names:
+            if self.infos[name].status == "ok":
+                self._register_values(self.infos[name], found[name])
+
+    def _register_values(self, info: PluginInfo, found: list[tuple[str, str, Any]]) -> None:
         labels = {hook: label for hook, label, _ in _KINDS}
         for hook, key, value in found:
             existing = self._registered[hook].get(key)
@@ -269,9 +351,10 @@ class PluginRegistry:
         for info in infos:
             info.conflicts.append(message)
 
-    def _fail(self, plugin: object, info: PluginInfo, error: str) -> None:
+    def _fail(self, name: str, error: str) -> None:
         """Mark a loaded plugin failed and forget everything it registered."""
-        self.pm.unregister(plugin)
+        info = self.infos[name]
+        self.pm.unregister(name=name)
         for values in self._registered.values():
             for key in [k for k, v in values.items() if v.plugin == info.name]:
                 del values[key]
@@ -283,17 +366,19 @@ class PluginRegistry:
         """Let each healthy plugin add its commands; refuse replacing an existing one."""
         for name in cli.commands:
             self._command_owner.setdefault(name, None)
-        for impl in self.pm.hook.register_commands.get_hookimpls():
-            info = self.infos[self.pm.get_name(impl.plugin) or ""]
-            before = dict(cli.commands)
-            try:
-                impl.function(**{arg: cli for arg in impl.argnames if arg == "cli"})
-            except Exception as exc:
-                cli.commands = before
-                self._fail(impl.plugin, info, f"register_commands: {_describe(exc)}")
+        healthy = [name for name, info in self.infos.items() if info.status == "ok"]
+        added = _AddedCommands(cli)
+        outcomes = self._call("register_commands", healthy, added, cli=cli)
+        for plugin in healthy:
+            outcome = outcomes.get(plugin)
+            info = self.infos[plugin]
+            if outcome is None or info.status != "ok":
                 continue
-            for name, command in list(cli.commands.items()):
-                if name in before and before[name] is not command:
+            if outcome.error is not None:
+                self._fail(plugin, f"register_commands: {_describe(outcome.error)}")
+                continue
+            for name, command in added.by_plugin[plugin].items():
+                if name in cli.commands:
                     owner = self._command_owner.get(name)
                     first = [self.infos[owner]] if owner is not None else []
                     self._conflict(
@@ -304,8 +389,8 @@ class PluginRegistry:
                         *first,
                         info,
                     )
-                    cli.commands[name] = before[name]
-                elif name not in before:
+                else:
+                    cli.commands[name] = command
                     self._command_owner[name] = info.name
                     info.registers.append(f"command: {name}")
 
