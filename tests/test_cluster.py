@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,7 @@ from infsched.cluster.harness import (
     wait_until,
 )
 from infsched.cluster.probe import ProbeEntity
+from infsched.dburl import DatabaseUrl
 
 if TYPE_CHECKING:
     from tests.cluster_harness import ClusterFactory, PrivateMariaDB
@@ -250,6 +251,36 @@ def test_stalled_node_counts_each_outcome_that_came_too_late(
     said = [m for m in cluster.nodes["n1"].messages() if LOST.match(m)]
     assert lost_outcomes(cluster.nodes["n1"]) == len(twice), (len(twice), said)
     assert lost_outcomes(cluster.nodes["n2"]) == 0
+
+
+# -- several nodes on one SQLite file --
+
+
+def test_three_nodes_on_one_sqlite_file_run_each_job_once(
+    cluster_factory: ClusterFactory,
+    sqlite_url: DatabaseUrl,
+    mysql_database_factory: Callable[[], DatabaseUrl],
+) -> None:
+    cluster = cluster_factory(sqlite_url, record_url=mysql_database_factory(), sleep=0.005)
+    first = cluster.due_at(3)
+    entities = cluster.insert(
+        cluster.entities(1200, first, 0, "burst") + cluster.entities(1200, first, 4)
+    )
+    for name in ("n1", "n2", "n3"):
+        cluster.start(name)
+    wait_all_ran(cluster, entities, timeout=90)
+    assert_clean_exit(cluster)
+
+    calls = cluster.calls()
+    assert len(calls) == len(entities)
+    assert_each_ran(calls, entities)
+    assert not duplicates(calls)
+    assert {c.attempt for c in calls} == {1}
+    assert {c.node for c in calls} == {"n1", "n2", "n3"}
+    assert cluster.outcomes() == Counter({"succeeded": len(entities)})
+    for node in cluster.started:
+        assert lost_outcomes(node) == 0, node.messages()
+        assert not node.messages("error"), node.messages("error")
 
 
 # -- the database goes away under load --
