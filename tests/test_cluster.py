@@ -291,8 +291,9 @@ def test_a_node_frozen_past_its_leases_starts_none_of_its_claimed_jobs(
     time.sleep(0.3)  # a COMMIT n1 sent just before it stopped still completes
     held = claims_of(cluster, "n1")
     assert len(held) > threads, "n1 should hold claimed jobs beyond those it runs"
-    # Far fewer than before: a node claims at most claim_ahead beyond what it started.
-    assert len(held) <= 12 * threads, len(held)
+    # A node claims about half a second of its starts ahead (claim_ahead), not four
+    # batches (800 here) as it did: the rest of the burst stays for the other nodes.
+    assert len(held) <= int(cluster.settings["batch_size"]), len(held)
     wait_until(
         lambda: len(claims_of(cluster, "n1")) < len(held),
         job_lease + 10,

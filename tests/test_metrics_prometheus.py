@@ -111,15 +111,26 @@ def test_scraped_values_move_as_jobs_are_fetched_claimed_and_run(
         # Two running, two queued, six due and waiting for room: the gauges say so.  The
         # fetch cycle that scheduled all ten is observed when it ends, after one more
         # (empty) batch, which can come after the claims: wait for it too.
+        gauges: list[tuple[float, float, float]] = []
+
         def blocked() -> bool:
             s = scrape(sink.url)
-            return (
-                value(s, "infsched_jobs_in_flight", repository="reminders") == 4
-                and value(s, "infsched_jobs_backlog", repository="reminders") == 6
-                and value(s, "infsched_fetch_cycle_seconds_count", repository="reminders") >= 1
+            gauges.append(
+                (
+                    value(s, "infsched_jobs_in_flight", repository="reminders"),
+                    value(s, "infsched_jobs_backlog", repository="reminders"),
+                    value(s, "infsched_fetch_cycle_seconds_count", repository="reminders"),
+                )
             )
+            in_flight, backlog, cycles = gauges[-1]
+            return in_flight == 4 and backlog == 6 and cycles >= 1
 
-        wait_until(blocked, timeout=15, what="4 in flight and 6 in the backlog")
+        try:
+            wait_until(blocked, timeout=15, what="4 in flight and 6 in the backlog")
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}; (in flight, backlog, cycles) seen: {gauges[-5:]}"
+            ) from None
         s = scrape(sink.url)
         assert value(s, "infsched_jobs_scheduled_total", repository="reminders") == 10
         assert value(s, "infsched_jobs_executed_total", **LABELS) == 0

@@ -65,8 +65,8 @@ MAX_CHUNK = 50
 LOST_LOG_INTERVAL = 5.0
 #: Seconds the keeper sleeps between turns.
 KEEPER_TURN = 0.25
-#: Claimed jobs a node holds unstarted, per pool thread, at most (see claim_ahead).
-CLAIM_AHEAD_PER_THREAD = 10
+#: Seconds of its threads' starts a node claims ahead of them, at most (see claim_ahead).
+CLAIM_AHEAD_SECONDS = 0.5
 #: A keeper turn this many seconds later than it should be means the process stood still.
 STALL = 1.0
 
@@ -144,14 +144,17 @@ class Workers:
         # spare, so the claimer rarely waits for the recorder (two made the
         # execute benchmark about a fifth slower: docs/performance.md).
         self.max_outstanding = max(2 * config.thread_pool_size, 4 * config.batch_size)
-        #: Claimed jobs not yet started (queued, or later in a running chunk) at most.
-        #: A frozen or killed node holds these from the others; claims come when half
-        #: of them have started, so each claim still takes a sizeable batch.
+        #: Claimed jobs not yet started (queued, or later in a running chunk) at most:
+        #: about CLAIM_AHEAD_SECONDS of this node's starts, within [_least_ahead,
+        #: batch_size].  A frozen or killed node holds these from the others; claims
+        #: come when half of them have started, so each claim still takes a batch.
         batches = [b.spec.batch_size for b in self.executors.values() if b.is_batch]
-        self.claim_ahead = min(
-            config.batch_size,
-            max(CLAIM_AHEAD_PER_THREAD * config.thread_pool_size, *batches, 1),
-        )
+        self._least_ahead = min(config.batch_size, max([2 * config.thread_pool_size, *batches]))
+        self.claim_ahead = self._least_ahead
+        #: Jobs started here in all, and (monotonic time, that count) when the start
+        #: rate was last measured.
+        self._starts = 0
+        self._rate_since = (time.monotonic(), 0)
         self._pool = ThreadPoolExecutor(config.thread_pool_size, thread_name_prefix="infsched-exec")
         self._lock = threading.Lock()
         self._capacity = threading.Condition(self._lock)
@@ -281,6 +284,7 @@ class Workers:
     def _claim_loop(self) -> None:
         outage = self.outage.watch("claimer")
         while not self._stop_claiming.is_set():
+            self._measure_claim_ahead()
             with self._capacity:
                 free = min(
                     self.max_outstanding - len(self._held) - self._hung,
@@ -319,6 +323,22 @@ class Workers:
                 self._give_back_late_claim(claimed, time.monotonic() - sent)
                 continue
             self._dispatch(claimed, claim)
+
+    def _measure_claim_ahead(self) -> None:
+        """Set claim_ahead to CLAIM_AHEAD_SECONDS of the start rate, measured every so often.
+
+        Quick jobs need claims of a whole batch to keep the threads busy; slow ones
+        would sit claimed for minutes behind a batch, on a node that may freeze or die.
+        """
+        now = time.monotonic()
+        since, starts = self._rate_since
+        if now - since < CLAIM_AHEAD_SECONDS:
+            return
+        with self._lock:
+            count = self._starts
+        self._rate_since = (now, count)
+        wanted = math.ceil((count - starts) / (now - since) * CLAIM_AHEAD_SECONDS)
+        self.claim_ahead = max(self._least_ahead, min(self.config.batch_size, wanted))
 
     def _give_back_late_claim(self, claimed: Sequence[ClaimedJob], took: float) -> None:
         """Release a claim that took too long to come back instead of running it.
@@ -481,6 +501,7 @@ class Workers:
         started = self.clock.now()
         with self._lock:
             self._count_started(1)
+            self._starts += 1
             self._running[job.id] = (time.monotonic() - self._stalled, started, job, bound)
         self.metrics.observe(
             "lag_seconds", (started - job.due_at).total_seconds(), self._labels(job)
