@@ -316,8 +316,6 @@ def test_a_node_frozen_past_its_leases_starts_none_of_its_claimed_jobs(
     assert given_back, messages[-20:]
     assert all(len(group) == 2 for group in twice.values())
     assert lost_outcomes(cluster.nodes["n1"]) == len(twice)
-    # The jobs running across the freeze are not failed as overrunning their timeout.
-    assert not [m for m in messages if "ran longer than" in m]
     assert cluster.outcomes()["failed"] == 0
 
 
