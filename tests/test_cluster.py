@@ -13,12 +13,13 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import attrs
 import pytest
+import sqlalchemy as sa
 
 from infsched.cluster.harness import (
     Call,
@@ -33,6 +34,9 @@ from infsched.cluster.harness import (
     wait_until,
 )
 from infsched.cluster.probe import ProbeEntity
+from infsched.dburl import DatabaseUrl
+from infsched.jobstore.base import JobState
+from infsched.schema import jobs
 
 if TYPE_CHECKING:
     from tests.cluster_harness import ClusterFactory, PrivateMariaDB
@@ -207,6 +211,20 @@ def test_nodes_minutes_off_neither_steal_nor_lose_jobs(cluster_factory: ClusterF
 # -- a node stalls past its leases --
 
 
+def thaw_and_finish(
+    cluster: Cluster, entities: Sequence[ProbeEntity], timeout: float
+) -> list[Call]:
+    """Thaw n1, let every entity run, stop the nodes; the calls, each entity's among them."""
+    cluster.thaw("n1")
+    wait_all_ran(cluster, entities, timeout=timeout)
+    time.sleep(1.0)  # n1 records what it finished after it woke up
+    assert cluster.nodes["n1"].running()
+    assert_clean_exit(cluster)
+    calls = cluster.calls()
+    assert_each_ran(calls, entities, in_order=False)
+    return calls
+
+
 def test_stalled_node_counts_each_outcome_that_came_too_late(
     cluster_factory: ClusterFactory,
 ) -> None:
@@ -235,14 +253,7 @@ def test_stalled_node_counts_each_outcome_that_came_too_late(
         "n2 to recover n1's jobs",
     )
     time.sleep(2.0)
-    cluster.thaw("n1")
-    wait_all_ran(cluster, entities, timeout=30)
-    time.sleep(1.0)  # n1 records what it finished after it woke up
-    assert cluster.nodes["n1"].running()
-    assert_clean_exit(cluster)
-
-    calls = cluster.calls()
-    assert_each_ran(calls, entities, in_order=False)
+    calls = thaw_and_finish(cluster, entities, timeout=30)
     twice = duplicates(calls)
     assert twice, "n1 had jobs in flight when it stalled; it finished them after n2 did"
     assert set(twice) <= stalled
@@ -250,6 +261,92 @@ def test_stalled_node_counts_each_outcome_that_came_too_late(
     said = [m for m in cluster.nodes["n1"].messages() if LOST.match(m)]
     assert lost_outcomes(cluster.nodes["n1"]) == len(twice), (len(twice), said)
     assert lost_outcomes(cluster.nodes["n2"]) == 0
+
+
+def claims_of(cluster: Cluster, node: str) -> dict[str, int]:
+    """The jobs `node` holds claimed now: job key -> the attempt of that claim."""
+    query = sa.select(jobs.c.job_key, jobs.c.attempt).where(
+        jobs.c.owner == node, jobs.c.state == JobState.CLAIMED.value
+    )
+    with cluster.engine.connect() as conn:
+        return dict(conn.execute(query).all())
+
+
+def test_a_node_frozen_past_its_leases_starts_none_of_its_claimed_jobs(
+    cluster_factory: ClusterFactory,
+) -> None:
+    # Runs of 0.05 s on 8 threads a node: the burst takes seconds to drain, so n1 holds
+    # claimed jobs it has not started when it freezes.
+    cluster = cluster_factory(sleep=0.05)
+    threads = int(cluster.settings["thread_pool_size"])
+    job_lease = float(cluster.settings["job_lease"])
+    first = cluster.due_at(3)
+    entities = cluster.insert(cluster.entities(1500, first, 0, "burst"))
+    began = time.monotonic()
+    cluster.start("n1")
+    cluster.start("n2")
+    sleep_until(began + 3.5)
+    cluster.freeze("n1")
+    frozen_at = time.monotonic()
+    time.sleep(0.3)  # a COMMIT n1 sent just before it stopped still completes
+    held = claims_of(cluster, "n1")
+    assert len(held) > threads, "n1 should hold claimed jobs beyond those it runs"
+    # A node claims about half a second of its starts ahead (claim_ahead), not four
+    # batches (800 here) as it did: the rest of the burst stays for the other nodes.
+    assert len(held) <= int(cluster.settings["batch_size"]), len(held)
+    wait_until(
+        lambda: len(claims_of(cluster, "n1")) < len(held),
+        job_lease + 10,
+        "n2 to recover n1's jobs",
+    )
+    sleep_until(frozen_at + job_lease + 2)
+    thawed = cluster.db_now()
+    calls = thaw_and_finish(cluster, entities, timeout=60)
+    # n1's runs under the claims it held at the freeze.  The probe records a call when its
+    # sleep ends: recorded before the thaw, the run ended before the freeze (its outcome
+    # was not written); after it, the run was under way at the freeze.  n1 started none.
+    n1_pid = cluster.started[0].pid
+    held_runs = [c for c in calls if c.pid == n1_pid and held.get(c.job_key) == c.attempt]
+    running_at_freeze = [c for c in held_runs if c.at > thawed]
+    assert len(running_at_freeze) <= threads, running_at_freeze
+    twice = duplicates(calls)
+    assert set(twice) <= {c.job_key for c in held_runs}
+    messages = cluster.nodes["n1"].messages()
+    given_back = [m for m in messages if m.startswith("did not start ")]
+    assert given_back, messages[-20:]
+    assert all(len(group) == 2 for group in twice.values())
+    assert lost_outcomes(cluster.nodes["n1"]) == len(twice)
+    assert cluster.outcomes()["failed"] == 0
+
+
+# -- several nodes on one SQLite file --
+
+
+def test_three_nodes_on_one_sqlite_file_run_each_job_once(
+    cluster_factory: ClusterFactory,
+    sqlite_url: DatabaseUrl,
+    mysql_database_factory: Callable[[], DatabaseUrl],
+) -> None:
+    cluster = cluster_factory(sqlite_url, record_url=mysql_database_factory(), sleep=0.005)
+    first = cluster.due_at(3)
+    entities = cluster.insert(
+        cluster.entities(1200, first, 0, "burst") + cluster.entities(1200, first, 4)
+    )
+    for name in ("n1", "n2", "n3"):
+        cluster.start(name)
+    wait_all_ran(cluster, entities, timeout=90)
+    assert_clean_exit(cluster)
+
+    calls = cluster.calls()
+    assert len(calls) == len(entities)
+    assert_each_ran(calls, entities)
+    assert not duplicates(calls)
+    assert {c.attempt for c in calls} == {1}
+    assert {c.node for c in calls} == {"n1", "n2", "n3"}
+    assert cluster.outcomes() == Counter({"succeeded": len(entities)})
+    for node in cluster.started:
+        assert lost_outcomes(node) == 0, node.messages()
+        assert not node.messages("error"), node.messages("error")
 
 
 # -- the database goes away under load --

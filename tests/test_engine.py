@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import sys
 import threading
 import time
 from collections import Counter
@@ -400,6 +401,44 @@ def test_a_hanging_executor_is_bounded_by_its_timeout(any_url: DatabaseUrl) -> N
         status = s.status("reminders", stuck.id)
     assert [o.state for o in status.outcomes] == [Outcome.DEAD]
     assert "longer than 0.5 s" in (status.outcomes[0].error or "")
+
+
+def hold_the_interpreter(seconds: float) -> None:
+    """Keep every other thread of this process from running for `seconds`.
+
+    A busy loop that keeps the GIL, as a long garbage collection does: with the
+    switch interval longer than the loop, no other thread gets the GIL back
+    before it ends, so the executor threads and the lease keeper stand still alike.
+    """
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(seconds + 5)
+    try:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def test_a_run_is_not_timed_out_for_the_time_the_process_stood_still(
+    sqlite_url: DatabaseUrl,
+) -> None:
+    repo = repository_for(sqlite_url)
+    repo.maintain()
+    slow = repo.insert(Reminder(due=now(), text="slow"))
+    executor = RecordingExecutor()
+    executor.hang_seconds = {"slow": 3.5}
+    spec = ExecutorSpec(name="remind", factory=lambda _s: executor, max_attempts=1, timeout=2.0)
+    config = SchedulerConfig(database_url=sqlite_url, **{**FAST, "job_lease": 10.0})
+    with InfiniteScheduler(
+        [RepositoryBinding(repo, executor="remind")], config, executors={"remind": spec}
+    ) as s:
+        wait_until(lambda: executor.count() >= 1, what="the run to start")
+        # 3 s of the run's 3.5 s pass with the process standing still; it ran 0.5 s.
+        hold_the_interpreter(3.0)
+        wait_until(lambda: sum(history_states(s).values()) >= 1, timeout=10, what="an outcome")
+        status = s.status("reminders", slow.id)
+    assert [(o.state, o.error) for o in status.outcomes] == [(Outcome.SUCCEEDED, None)]
 
 
 def test_higher_priority_jobs_are_claimed_first(any_url: DatabaseUrl) -> None:

@@ -96,7 +96,7 @@ def test_scraped_values_move_as_jobs_are_fetched_claimed_and_run(
         retry_base_delay=0.05,
         retry_max_delay=0.1,
         thread_pool_size=2,
-        batch_size=2,  # at most max(2*2, 4*2) = 8 jobs claimed at once
+        batch_size=2,  # claims of 2; at most claim_ahead = 2 claimed beyond those running
     )
     scheduler = InfiniteScheduler(
         [RepositoryBinding(repo, executor="remind")],
@@ -108,18 +108,29 @@ def test_scraped_values_move_as_jobs_are_fetched_claimed_and_run(
     assert value(scrape(sink.url), "infsched_jobs_executed_total", **LABELS) == 0
     executed_seen: list[float] = []
     with scheduler:
-        # Two running, six queued, two due and waiting for room: the gauges say so.  The
+        # Two running, two queued, six due and waiting for room: the gauges say so.  The
         # fetch cycle that scheduled all ten is observed when it ends, after one more
         # (empty) batch, which can come after the claims: wait for it too.
+        gauges: list[tuple[float, float, float]] = []
+
         def blocked() -> bool:
             s = scrape(sink.url)
-            return (
-                value(s, "infsched_jobs_in_flight", repository="reminders") == 8
-                and value(s, "infsched_jobs_backlog", repository="reminders") == 2
-                and value(s, "infsched_fetch_cycle_seconds_count", repository="reminders") >= 1
+            gauges.append(
+                (
+                    value(s, "infsched_jobs_in_flight", repository="reminders"),
+                    value(s, "infsched_jobs_backlog", repository="reminders"),
+                    value(s, "infsched_fetch_cycle_seconds_count", repository="reminders"),
+                )
             )
+            in_flight, backlog, cycles = gauges[-1]
+            return in_flight == 4 and backlog == 6 and cycles >= 1
 
-        wait_until(blocked, timeout=15, what="8 in flight and 2 in the backlog")
+        try:
+            wait_until(blocked, timeout=15, what="4 in flight and 6 in the backlog")
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}; (in flight, backlog, cycles) seen: {gauges[-5:]}"
+            ) from None
         s = scrape(sink.url)
         assert value(s, "infsched_jobs_scheduled_total", repository="reminders") == 10
         assert value(s, "infsched_jobs_executed_total", **LABELS) == 0

@@ -6,23 +6,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from infsched.dburl import DatabaseUrl
 from infsched.dialects import dialect_for
 from infsched.errors import DatabaseUnreachableError
 from infsched.mysql_decoders import conversions
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets readers (the dashboard, `jobs show`) run beside the writer;
-    # busy_timeout makes a second writer wait instead of failing at once.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
 
 
 def create_engine(url: DatabaseUrl, *, pool_size: int = 10, **kwargs: Any) -> sa.Engine:
@@ -33,7 +22,8 @@ def create_engine(url: DatabaseUrl, *, pool_size: int = 10, **kwargs: Any) -> sa
     """
     if url.is_sqlite:
         engine = sa.create_engine(url.sqlalchemy_url, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        # Transactions that hold the write lock from their start: dialects/sqlite.py.
+        dialect_for(engine).configure_engine(engine)
         return engine
     connect_args: dict[str, Any] = {
         # UTC sessions; and room for a fetch batch's ids in one JSON_ARRAYAGG, which

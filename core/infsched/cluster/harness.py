@@ -1,4 +1,7 @@
-"""A cluster of real ``infsched run`` processes on one MySQL/MariaDB database.
+"""A cluster of real ``infsched run`` processes on one database.
+
+The database is MySQL/MariaDB, or a SQLite file that the nodes share (then the
+probe records its calls in a MySQL/MariaDB database of their own, `record_url`).
 
 Used by the cluster tests and by ``infsched bench --stage cluster``.  Each
 node is a separate ``infsched run`` process with its own config file (its
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,6 +44,8 @@ from infsched.entities import entity_spec
 from infsched.jobstore.base import JobState, NewJob, job_key
 from infsched.jobstore.sql import SqlJobStore
 from infsched.repositories.backend import RepositoryOptions
+from infsched.repositories.day_sharded import DayShardedRepository
+from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
 from infsched.schema import jobs
 
@@ -159,9 +165,11 @@ class Cluster:
         settings: Mapping[str, Any] | None = None,
         sleep: float = 0.0,
         record: bool = True,
+        record_url: DatabaseUrl | None = None,
     ) -> None:
-        if not url.is_mysql:
-            raise ValueError("a cluster needs a MySQL/MariaDB database")
+        self.record_url = record_url or url
+        if not self.record_url.is_mysql:
+            raise ValueError("the probe records its calls in a MySQL/MariaDB database")
         self.url = url
         self.workdir = workdir
         self.settings = {**FAST, **(settings or {})}
@@ -169,20 +177,23 @@ class Cluster:
         self.record = record
         self.site = install_probe_plugin(workdir / "site")
         self.engine = create_engine(url)
-        self.repository: PartitionedRepository[ProbeEntity, int] = PartitionedRepository(
-            RepositoryOptions(
-                name=REPOSITORY,
-                entity_type=ProbeEntity,
-                engine=self.engine,
-                retention_days=1,
-                precreate_days=1,
-                clock=SystemClock(),
-            )
+        self.record_engine = self.engine if record_url is None else create_engine(record_url)
+        options = RepositoryOptions(
+            name=REPOSITORY,
+            entity_type=ProbeEntity,
+            engine=self.engine,
+            retention_days=1,
+            precreate_days=1,
+            clock=SystemClock(),
+        )
+        # The backend the nodes' configuration picks by default for the database.
+        self.repository: DayShardedRepository[ProbeEntity, int] = (
+            PartitionedRepository(options) if url.is_mysql else MultiTableRepository(options)
         )
         self.repository.maintain()
         self.store = SqlJobStore(self.engine)
         self.store.create_schema()
-        create_calls_table(self.engine)
+        create_calls_table(self.record_engine)
         self.nodes: dict[str, Node] = {}
         #: Every process started, in order (a restarted node id appears again).
         self.started: list[Node] = []
@@ -197,7 +208,9 @@ class Cluster:
         url = self.url.sqlalchemy_url.render_as_string(hide_password=False)
         probe: dict[str, object] = {"node": name, "sleep": self.sleep}
         if self.record:
-            probe["record_url"] = url
+            probe["record_url"] = self.record_url.sqlalchemy_url.render_as_string(
+                hide_password=False
+            )
         text = toml_text(
             {"database_url": url, "node_id": name, **self.settings},
             {
@@ -287,6 +300,7 @@ class Cluster:
                 node.process.kill()
                 node.process.wait(timeout=30)
         self.engine.dispose()
+        self.record_engine.dispose()
 
     def nodes_json(self, name: str | None = None) -> dict[str, dict[str, Any]]:
         """``infsched nodes --json`` run with node `name`'s config (the first node's by default)."""
@@ -349,7 +363,7 @@ class Cluster:
 
     def calls(self) -> list[Call]:
         """Every probe call, in the order they were made."""
-        with self.engine.connect() as conn:
+        with self.record_engine.connect() as conn:
             rows = conn.execute(sa.select(calls).order_by(calls.c.at, calls.c.id)).all()
         return [
             Call(
@@ -365,7 +379,7 @@ class Cluster:
         ]
 
     def called_entities(self) -> int:
-        with self.engine.connect() as conn:
+        with self.record_engine.connect() as conn:
             query = sa.select(sa.func.count(sa.distinct(calls.c.entity_id)))
             return int(conn.execute(query).scalar_one())
 
@@ -396,9 +410,22 @@ class Cluster:
         lease = self.fetch_lease()
         return None if lease is None else lease.owner
 
+    def _history_tables(self) -> str:
+        """The history as one FROM item: a partitioned table, or the union of day tables."""
+        names = sorted(
+            name
+            for name in sa.inspect(self.engine).get_table_names()
+            if name == "infsched_history" or re.fullmatch(r"infsched_history_\d{8}", name)
+        )
+        if names == ["infsched_history"] or not names:
+            return "infsched_history"
+        return "(" + " UNION ALL ".join(f"SELECT * FROM {name}" for name in names) + ") AS h"
+
     def history(self) -> list[dict[str, Any]]:
         """Every outcome recorded: job key, state, attempt, node."""
-        query = sa.text("SELECT job_key, state, attempt, node, started_at FROM infsched_history")
+        query = sa.text(
+            f"SELECT job_key, state, attempt, node, started_at FROM {self._history_tables()}"
+        )
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
@@ -408,8 +435,8 @@ class Cluster:
     def history_window(self) -> tuple[int, float]:
         """Outcomes recorded, and seconds from the first start to the last finish."""
         query = sa.text(
-            "SELECT COUNT(*), MIN(started_at), MAX(finished_at) FROM infsched_history "
-            "WHERE started_at IS NOT NULL"
+            "SELECT COUNT(*), MIN(started_at), MAX(finished_at) "
+            f"FROM {self._history_tables()} WHERE started_at IS NOT NULL"
         )
         with self.engine.connect() as conn:
             count, first, last = conn.execute(query).one()

@@ -88,6 +88,13 @@ class Dialect(ABC):
     range_partitioning: RangePartitioning | None = None
 
     @abstractmethod
+    def configure_engine(self, engine: sa.Engine) -> None:
+        """Set up every connection and transaction of `engine` the way the scheduler needs.
+
+        Called once by `infsched.database.create_engine`.
+        """
+
+    @abstractmethod
     def create_table(self, conn: sa.Connection, table: sa.Table, suffix: str = "") -> None:
         """CREATE TABLE IF NOT EXISTS with its indexes; safe when two sessions race.
 
@@ -149,7 +156,11 @@ class Dialect(ABC):
 
     @abstractmethod
     def lock_skipping_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
-        """`query` locking the rows it returns and skipping rows others hold (claims)."""
+        """`query` locking the rows it returns and skipping rows others hold (claims).
+
+        Where the database has no row locks (SQLite), the transaction itself must
+        already hold the write lock from its first statement (`configure_engine`).
+        """
 
     @abstractmethod
     def still_unmarked(self, mark: sa.ColumnElement[Any]) -> list[sa.ColumnElement[bool]]:

@@ -127,6 +127,11 @@ class MySQLDialect(Dialect):
     def __init__(self) -> None:
         self.range_partitioning = MySQLRangePartitioning()
 
+    def configure_engine(self, engine: sa.Engine) -> None:
+        # Row locks (FOR UPDATE [SKIP LOCKED]) make read-then-write transactions safe;
+        # the session settings (UTC, READ COMMITTED) are connect arguments.
+        return None
+
     def create_table(self, conn: sa.Connection, table: sa.Table, suffix: str = "") -> None:
         # Indexes go inside the CREATE TABLE: MySQL 8 has no CREATE INDEX IF NOT EXISTS,
         # and one statement leaves no window where the table exists without them.

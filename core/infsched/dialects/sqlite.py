@@ -1,8 +1,21 @@
-"""SQLite: CREATE … IF NOT EXISTS, transactional DDL, no partitions."""
+"""SQLite: CREATE … IF NOT EXISTS, transactional DDL, no partitions, one writer.
+
+SQLite has no row locks: the claim, recovery, lease and fetch transactions
+that lock rows on MySQL (``FOR UPDATE [SKIP LOCKED]``) are only safe here if
+no other connection can write between their read and their write.  Python's
+sqlite3 module opened transactions lazily (a SELECT ran outside any
+transaction, ``BEGIN`` came before the first write), so two node processes on
+one file both read the same due rows and both claimed them.  Every
+transaction therefore begins with ``BEGIN IMMEDIATE``, which takes the
+database's write lock before the first read; ``busy_timeout`` makes the next
+writer (another node, a thread of this one) wait for it instead of failing.
+Readers pay with that wait: a transaction holds the lock for milliseconds.
+"""
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
@@ -10,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -25,10 +39,42 @@ def _bound(value: Any) -> Any:
     return value.isoformat(" ", "microseconds") if isinstance(value, datetime) else value
 
 
+#: Milliseconds a writer waits for another's write lock before it fails.
+BUSY_TIMEOUT_MS = 30_000
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # No implicit BEGIN from the driver: _on_begin emits the one we need.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # WAL lets a reader finish beside the writer and keeps commits cheap.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _on_begin(conn: sa.Connection) -> None:
+    # On the driver's connection: transaction control, not a statement of the
+    # transaction (statement events and counts see COMMIT no more than this).
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+    finally:
+        cursor.close()
+
+
 class SQLiteDialect(Dialect):
     names = ("sqlite",)
     transactional_ddl = True
     concurrent_writers = False
+
+    def configure_engine(self, engine: sa.Engine) -> None:
+        # SQLAlchemy's documented recipe for pysqlite transactions, with IMMEDIATE.
+        event.listen(engine, "connect", _on_connect)
+        event.listen(engine, "begin", _on_begin)
 
     def create_table(self, conn: sa.Connection, table: sa.Table, suffix: str = "") -> None:
         if suffix:
@@ -137,12 +183,12 @@ class SQLiteDialect(Dialect):
         return sa.func.json_group_array(column, type_=sa.Text())
 
     def lock_skipping_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
-        # Nothing to lock row by row; the batch's writes take the database's write lock.
+        # Every transaction holds the database's write lock from its start (_on_begin).
         return query
 
     def still_unmarked(self, mark: sa.ColumnElement[Any]) -> list[sa.ColumnElement[bool]]:
-        # The locking SELECT above locked nothing (pysqlite opens the transaction at the
-        # first write): a run-now or cancel may have marked a row since.
+        # Redundant while every transaction begins IMMEDIATE (_on_begin), kept so a
+        # batch never overwrites a mark should a read ever run outside that lock.
         return [mark == EPOCH]
 
     def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:

@@ -11,7 +11,15 @@ Three threads and a pool:
   and fails jobs that overran their executor's timeout.
 
 Memory is bounded: a node never holds more than `max_outstanding` claimed
-jobs (queued, running, or waiting to be recorded).
+jobs (queued, running, or waiting to be recorded), and it claims at most
+`claim_ahead` jobs beyond those its threads have started, so that a node that
+stands still or dies holds little that the others must wait for.
+
+A pool thread starts a job only while the node can be sure of its lease by
+its own monotonic clock: the claim was sent (or the last renewal that covered
+it was sent) less than job_lease ago, with a margin.  A node that stood still
+longer (a long pause, a frozen VM, a stopped container) gives the unstarted
+jobs back instead of running them on leases another node may have taken over.
 """
 
 from __future__ import annotations
@@ -49,10 +57,26 @@ log = logging.getLogger("infsched.workers")
 
 #: Seconds the claimer sleeps when nothing is due.
 IDLE_POLL = 0.1
+#: Seconds the claimer waits at most for room to claim (it is woken sooner).
+CLAIM_WAIT = 0.1
 #: Jobs per chunk handed to one pool thread, at most.
 MAX_CHUNK = 50
 #: Seconds between two log lines about outcomes that came too late.
 LOST_LOG_INTERVAL = 5.0
+#: Seconds the keeper sleeps between turns.
+KEEPER_TURN = 0.25
+#: Seconds of its threads' starts a node claims ahead of them, at most (see claim_ahead).
+CLAIM_AHEAD_SECONDS = 0.5
+#: A keeper turn this many seconds later than it should be means the process stood still.
+STALL = 1.0
+
+
+@attrs.frozen
+class Claim:
+    """One claim's monotonic times: when it was sent, and when its jobs joined the held set."""
+
+    sent: float
+    held_at: float
 
 
 @attrs.frozen
@@ -110,10 +134,27 @@ class Workers:
         #: Jobs claimed before this (database time) may have lost their lease: a renewal
         #: came too late once, and another node may have taken them meanwhile.
         self._suspect_before = datetime.min.replace(tzinfo=UTC)
+        #: (monotonic time of the held-set snapshot, good-until) of the last renewal:
+        #: claims held by then had their leases renewed until good-until.
+        self._renewal = (float("-inf"), float("-inf"))
+        #: (snapshot time, send time) of the last renewal that came too late: claims
+        #: held by the snapshot whose own lease ran out before the send may be lost.
+        self._lapse = (float("-inf"), float("-inf"))
         # Four batches: one being claimed, one running, one being recorded and one
         # spare, so the claimer rarely waits for the recorder (two made the
         # execute benchmark about a fifth slower: docs/performance.md).
         self.max_outstanding = max(2 * config.thread_pool_size, 4 * config.batch_size)
+        #: Claimed jobs not yet started (queued, or later in a running chunk) at most:
+        #: about CLAIM_AHEAD_SECONDS of this node's starts, within [_least_ahead,
+        #: batch_size].  A frozen or killed node holds these from the others; claims
+        #: come when half of them have started, so each claim still takes a batch.
+        batches = [b.spec.batch_size for b in self.executors.values() if b.is_batch]
+        self._least_ahead = min(config.batch_size, max([2 * config.thread_pool_size, *batches]))
+        self.claim_ahead = self._least_ahead
+        #: Jobs started here in all, and (monotonic time, that count) when the start
+        #: rate was last measured.
+        self._starts = 0
+        self._rate_since = (time.monotonic(), 0)
         self._pool = ThreadPoolExecutor(config.thread_pool_size, thread_name_prefix="infsched-exec")
         self._lock = threading.Lock()
         self._capacity = threading.Condition(self._lock)
@@ -121,7 +162,13 @@ class Workers:
         #: recorded): their count bounds memory, and their leases are the ones renewed.
         self._held: set[int] = set()
         self._hung = 0
-        #: job id -> (monotonic start, start time, job, executor) for jobs running now
+        #: Claimed jobs not started yet: queued, or later in a running chunk.
+        self._to_start = 0
+        #: Seconds this process stood still (keeper turns far too late), in all: a run
+        #: is not failed for a timeout for the time its own thread was stopped.
+        self._stalled = 0.0
+        #: job id -> (monotonic start less the stalls before it, start time, job,
+        #: executor) for jobs running now
         self._running: dict[int, tuple[float, datetime, ClaimedJob, BoundExecutor]] = {}
         self._timed_out: set[int] = set()
         self._queued: dict[Future[None], list[ClaimedJob]] = {}
@@ -140,11 +187,17 @@ class Workers:
         self._lost_examples: list[str] = []
         self._lost_why = ""
         self._lost_logged_at = float("-inf")
+        self.unsure_not_started = 0
+        self._unsure_unlogged = 0
+        self._unsure_oldest = 0.0
+        self._unsure_examples: list[str] = []
+        self._unsure_logged_at = float("-inf")
 
     # -- lifecycle --
 
     def start(self) -> None:
         self._leases_good_until = time.monotonic() + self.job_lease
+        self._renewal = (time.monotonic(), self._leases_good_until)
         for target, name in (
             (self._claim_loop, "infsched-claimer"),
             (self._record_loop, "infsched-recorder"),
@@ -192,6 +245,7 @@ class Workers:
                 left,
             )
         self._log_lost()
+        self._log_unsure(at_once=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _release(self, jobs: Sequence[ClaimedJob]) -> None:
@@ -205,9 +259,21 @@ class Workers:
                 len(jobs),
                 exc,
             )
+        with self._lock:
+            self._count_started(len(jobs))
         self._settle([job.id for job in jobs])
 
     # -- claiming --
+
+    def _count_started(self, count: int) -> None:
+        """`count` claimed jobs started (or will never start here); call with the lock held.
+
+        Wakes the claimer when half of claim_ahead is left to start.
+        """
+        before = self._to_start
+        self._to_start -= count
+        if 2 * self._to_start <= self.claim_ahead < 2 * before:
+            self._capacity.notify_all()
 
     def _serving(self) -> list[str]:
         paused = self.controls.paused()
@@ -218,10 +284,16 @@ class Workers:
     def _claim_loop(self) -> None:
         outage = self.outage.watch("claimer")
         while not self._stop_claiming.is_set():
+            self._measure_claim_ahead()
             with self._capacity:
-                free = self.max_outstanding - len(self._held) - self._hung
-                if free <= 0:
-                    self._capacity.wait(timeout=0.1)
+                free = min(
+                    self.max_outstanding - len(self._held) - self._hung,
+                    self.claim_ahead - self._to_start,
+                )
+                # Wait for half of claim_ahead to start: claims of a few jobs each
+                # would cost a round trip per few jobs.
+                if free <= 0 or (self._to_start and 2 * free < self.claim_ahead):
+                    self._capacity.wait(timeout=CLAIM_WAIT)
                     continue
             try:
                 repositories = self._serving()
@@ -245,10 +317,28 @@ class Workers:
                 continue
             with self._lock:
                 self._held.update(job.id for job in claimed)
+                self._to_start += len(claimed)
+                claim = Claim(sent, time.monotonic())
             if time.monotonic() - sent >= self.job_lease / 2:
                 self._give_back_late_claim(claimed, time.monotonic() - sent)
                 continue
-            self._dispatch(claimed)
+            self._dispatch(claimed, claim)
+
+    def _measure_claim_ahead(self) -> None:
+        """Set claim_ahead to CLAIM_AHEAD_SECONDS of the start rate, measured every so often.
+
+        Quick jobs need claims of a whole batch to keep the threads busy; slow ones
+        would sit claimed for minutes behind a batch, on a node that may freeze or die.
+        """
+        now = time.monotonic()
+        since, starts = self._rate_since
+        if now - since < CLAIM_AHEAD_SECONDS:
+            return
+        with self._lock:
+            count = self._starts
+        self._rate_since = (now, count)
+        wanted = math.ceil((count - starts) / (now - since) * CLAIM_AHEAD_SECONDS)
+        self.claim_ahead = max(self._least_ahead, min(self.config.batch_size, wanted))
 
     def _give_back_late_claim(self, claimed: Sequence[ClaimedJob], took: float) -> None:
         """Release a claim that took too long to come back instead of running it.
@@ -268,7 +358,7 @@ class Workers:
         )
         self._release(claimed)
 
-    def _dispatch(self, claimed: Sequence[ClaimedJob]) -> None:
+    def _dispatch(self, claimed: Sequence[ClaimedJob], claim: Claim) -> None:
         now = self.clock.now()
         runnable: dict[str, list[ClaimedJob]] = {}
         for job in claimed:
@@ -297,7 +387,7 @@ class Workers:
                 size = max(1, min(MAX_CHUNK, math.ceil(len(jobs) / self.config.thread_pool_size)))
             for i in range(0, len(jobs), size):
                 chunk = jobs[i : i + size]
-                future = self._pool.submit(self._run_chunk, bound, chunk)
+                future = self._pool.submit(self._run_chunk, bound, chunk, claim)
                 with self._lock:
                     self._queued[future] = chunk
                 future.add_done_callback(self._forget)
@@ -320,8 +410,72 @@ class Workers:
             logger=job_logger(job.job_key, job.repository),
         )
 
-    def _run_chunk(self, bound: BoundExecutor, jobs: list[ClaimedJob]) -> None:
+    def _lease_sure(self, claim: Claim) -> bool:
+        """Whether jobs of `claim` surely hold their leases for a while yet (monotonic clock).
+
+        Their lease ran from no earlier than the claim's send, and from a renewal's
+        send if that renewal covered them, unless that renewal came too late.
+        """
+        renewed_at, renewed_until = self._renewal  # before _lapse: the keeper writes it last
+        lapsed_at, lapse_sent = self._lapse
+        until = claim.sent + self.job_lease
+        if claim.held_at <= lapsed_at and until <= lapse_sent:
+            return False
+        if claim.held_at <= renewed_at:
+            until = max(until, renewed_until)
+        return time.monotonic() + self._lease_margin < until
+
+    @property
+    def _lease_margin(self) -> float:
+        """Seconds a lease must have left for this node to count on it."""
+        return min(1.0, self.job_lease / 4)
+
+    def _give_back_unsure(self, jobs: Sequence[ClaimedJob], claim: Claim) -> None:
+        """Release claimed jobs not started in time: their leases may have run out.
+
+        The process stood still (its threads did not run) for about job_lease;
+        another node may have recovered and claimed these jobs meanwhile.  The
+        release leaves alone rows that another node holds now.
+        """
+        self.metrics.increment("jobs_not_started_lease_unsure_total", len(jobs))
+        with self._lock:
+            self.unsure_not_started += len(jobs)
+            self._unsure_unlogged += len(jobs)
+            self._unsure_oldest = max(self._unsure_oldest, time.monotonic() - claim.sent)
+            self._unsure_examples = (self._unsure_examples + [j.job_key for j in jobs[:3]])[:3]
+        self._release(jobs)
+        self._log_unsure()
+
+    def _log_unsure(self, *, at_once: bool = False) -> None:
+        """One line for the jobs given back unstarted since the last, at most every few seconds."""
+        with self._lock:
+            if not self._unsure_unlogged or (
+                not at_once and time.monotonic() - self._unsure_logged_at < LOST_LOG_INTERVAL
+            ):
+                return
+            count, oldest, examples = (
+                self._unsure_unlogged,
+                self._unsure_oldest,
+                self._unsure_examples,
+            )
+            self._unsure_unlogged, self._unsure_oldest, self._unsure_examples = 0, 0.0, []
+            self._unsure_logged_at = time.monotonic()
+        log.warning(
+            "did not start %d claimed jobs, claimed up to %.1f s ago (job_lease %.1f s): "
+            "this process stood still and their leases may have run out; released them "
+            "to run once, here or on another node (e.g. %s); %d such jobs on this node in all",
+            count,
+            oldest,
+            self.job_lease,
+            ", ".join(examples),
+            self.unsure_not_started,
+        )
+
+    def _run_chunk(self, bound: BoundExecutor, jobs: list[ClaimedJob], claim: Claim) -> None:
         if bound.is_batch:
+            if not self._lease_sure(claim):
+                self._give_back_unsure(jobs, claim)
+                return
             self._run_batch(bound, jobs)
             return
         # Successes are counted once per chunk and repository, not once per job.
@@ -333,6 +487,9 @@ class Workers:
                     with self._lock:
                         self._unstarted.extend(jobs[i:])
                     return
+                if not self._lease_sure(claim):
+                    self._give_back_unsure(jobs[i:], claim)
+                    return
                 self._run_one(bound, job, succeeded)
         finally:
             for (repository, executor), count in succeeded.items():
@@ -343,7 +500,9 @@ class Workers:
     def _start(self, job: ClaimedJob, bound: BoundExecutor) -> datetime:
         started = self.clock.now()
         with self._lock:
-            self._running[job.id] = (time.monotonic(), started, job, bound)
+            self._count_started(1)
+            self._starts += 1
+            self._running[job.id] = (time.monotonic() - self._stalled, started, job, bound)
         self.metrics.observe(
             "lag_seconds", (started - job.due_at).total_seconds(), self._labels(job)
         )
@@ -467,6 +626,9 @@ class Workers:
         now: datetime,
         retry_at: datetime | None = None,
     ) -> None:
+        if started is None:
+            with self._lock:
+                self._count_started(1)  # recorded without a run
         if started is None and outcome in (Outcome.DEAD, Outcome.MISFIRED):
             # Not run at all (no executor, unreadable entity, do_nothing misfire): say so once.
             dead = outcome is Outcome.DEAD
@@ -529,7 +691,7 @@ class Workers:
         good_until = self._leases_good_until
         if any(r.job.claimed_at < self._suspect_before for r in results):
             return True
-        return time.monotonic() + min(1.0, self.job_lease / 4) >= good_until
+        return time.monotonic() + self._lease_margin >= good_until
 
     def _count_lost(
         self, count: int, examples: Sequence[str], why: str, *, at_once: bool = False
@@ -603,8 +765,15 @@ class Workers:
     def _keep_loop(self) -> None:
         outage = self.outage.watch("lease keeper")
         next_lease_work = 0.0
-        while not self._stop_all.wait(0.25):
+        while True:
+            turn = time.monotonic()
+            if self._stop_all.wait(KEEPER_TURN):
+                break
+            late = time.monotonic() - turn - KEEPER_TURN
+            if late >= STALL:  # the whole process stood still (SIGSTOP, a frozen VM)
+                self._stalled += late
             self._fail_overdue()
+            self._log_unsure()
             if time.monotonic() < next_lease_work:
                 continue
             next_lease_work = time.monotonic() + self.config.heartbeat_interval
@@ -613,9 +782,12 @@ class Workers:
                 lapsed = sent >= self._leases_good_until
                 with self._lock:
                     held = list(self._held)
+                    snapshot_at = time.monotonic()
                 self.store.renew_leases(self.node_id, held, self.job_lease)
-                if lapsed:  # set before _leases_good_until moves on: see _may_have_lapsed
+                if lapsed:  # set before the renewal moves on: see _may_have_lapsed, _lease_sure
                     self._suspect_before = self.clock.now() + timedelta(seconds=1)
+                    self._lapse = (snapshot_at, sent)
+                self._renewal = (snapshot_at, sent + self.job_lease)
                 self._leases_good_until = sent + self.job_lease
                 recovered = recover_expired(self.store.engine, self.clock)
                 outage.ok()
@@ -628,7 +800,8 @@ class Workers:
                 self.metrics.increment("jobs_recovered_total", recovered)
 
     def _fail_overdue(self) -> None:
-        now_mono = time.monotonic()
+        # Run time counts from the start, less the time the process stood still since.
+        now_mono = time.monotonic() - self._stalled
         overdue: list[tuple[ClaimedJob, BoundExecutor, datetime]] = []
         with self._lock:
             for job_id, (mono_start, started, job, bound) in self._running.items():

@@ -9,7 +9,9 @@ priority at a time (``state, priority, run_at``), so a claim locks exactly
 the rows it takes; SKIP LOCKED lets other nodes take the next ones.  Lease
 expiry is judged by the database's clock (``UTC_TIMESTAMP(6)``), so a node
 whose own clock is off neither steals nor loses jobs.  SQLite has one writer
-at a time, so there a claim is a plain transaction on a single node.
+at a time, and every SQLite transaction holds the write lock from its
+start (dialects/sqlite.py), so there the read and the write of a claim
+cannot interleave with another node's.
 """
 
 from __future__ import annotations

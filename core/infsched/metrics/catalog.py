@@ -79,6 +79,13 @@ CATALOG: dict[str, MetricInfo] = {
             "Outcomes not recorded because the job's lease expired first; the job runs again.",
         ),
         MetricInfo(
+            "jobs_not_started_lease_unsure_total",
+            "counter",
+            (),
+            "Claimed jobs given back unstarted because this node stood still so long that "
+            "their leases may have run out (a long pause, a frozen VM); they run once elsewhere.",
+        ),
+        MetricInfo(
             "leases_taken_total",
             "counter",
             ("lease",),

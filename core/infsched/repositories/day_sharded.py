@@ -320,6 +320,18 @@ class DayShardedRepository(ABC, Generic[T, K]):
                     self._layout(drop_expired=False)
                     self._started = True
 
+    def _ready_beside(self, conn: sa.Connection | None) -> None:
+        """`_ready`, unless it would have to wait for the caller's transaction `conn`.
+
+        On SQLite every transaction holds the database's write lock from its
+        start (dialects/sqlite.py): laying out the window takes a connection of
+        its own, which would wait for the caller's lock while the caller waits
+        for it.  Reads there find the tables that exist; inserts create their
+        rows' tables in the caller's transaction (_prepare_days).
+        """
+        if conn is None or not self._dialect.transactional_ddl:
+            self._ready()
+
     def maintain(self) -> MaintenanceReport:
         with self._start_lock:
             report = self._layout(drop_expired=True)
@@ -455,11 +467,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
         if not entities:
             return []
         stored, by_day, supplied = self._rows_by_day(entities)  # every check before any SQL
-        if conn is None or not self._dialect.transactional_ddl:
-            # (SQLite: laying out the window takes a connection of its own, which would
-            # wait for the caller's write lock; the rows' own tables are made in the
-            # caller's transaction by _prepare_days.)
-            self._ready()
+        self._ready_beside(conn)
         self._prepare_days(by_day.keys(), conn)
         if conn is not None:
             try:
@@ -699,7 +707,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
         bounds = self._range(start, end)
         if bounds is None or limit <= 0:
             return []
-        self._ready()
+        self._ready_beside(conn)
         if conn is None:
             with self.engine.connect() as own:
                 return self._unscheduled(own, bounds, limit, lock=False)
@@ -738,7 +746,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
         bounds = self._range(start, end)
         if bounds is None or limit <= 0:
             return []
-        self._ready()
+        self._ready_beside(conn)
         found: list[LockedEntities] = []
         taken = 0
         for segment in self._scan_segments(conn, bounds):
@@ -888,8 +896,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
         `new_ids` and sharding keys on `day`: nothing is checked in Python,
         which is the point (the engine's history writer uses it).
         """
-        if not self._dialect.transactional_ddl:
-            self._ready()
+        self._ready_beside(conn)
         self._prepare_days([day], conn)
         table = self._table_for_day(day)
         return int(
