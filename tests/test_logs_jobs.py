@@ -7,11 +7,15 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
+from infsched.cli.context import AppContext
+from infsched.cli.main import cli
 from infsched.config import SchedulerConfig
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
@@ -19,6 +23,7 @@ from infsched.engine.scheduler import InfiniteScheduler
 from infsched.executors import ExecutorSpec, JobContext, PermanentError
 from infsched.jobstore.base import job_key
 from infsched.logs import setup_logging
+from infsched.plugins import load_plugins
 from tests.engine_support import RecordingSink, Reminder, repository_for, wait_until
 from tests.management_support import Seed, now
 
@@ -157,3 +162,16 @@ def test_a_job_dead_lettered_without_running_is_logged_once_with_its_key_and_cou
     assert line["level"] == "error"
     assert "not run: no executor named 'ghost'" in line["message"]
     assert sink.counters["jobs_dead_lettered_total"] == 1
+
+
+def test_a_command_run_in_process_leaves_the_root_logger_as_it_found_it(tmp_path: Path) -> None:
+    """An embedding application (or click's test runner) keeps its own log handlers."""
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    result = CliRunner().invoke(
+        cli,
+        ["demo", "--seconds", "1", "--per-kind", "1", "--db", f"sqlite:///{tmp_path / 'd.db'}"],
+        obj=AppContext(plugins=load_plugins()),
+    )
+    assert result.exit_code == 0, result.output
+    assert (list(root.handlers), root.level) == before

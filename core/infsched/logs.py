@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from rich.console import Console
@@ -91,14 +92,21 @@ def _console_handler(level: str, console: Console) -> logging.Handler:
     return rich_handler
 
 
-def setup_logging(level: str = "info", fmt: str = "rich", console: Console | None = None) -> None:
-    """Configure the root logger once for a command.
+def setup_logging(
+    level: str = "info", fmt: str = "rich", console: Console | None = None
+) -> Callable[[], None]:
+    """Configure the root logger for a command; returns what puts the old set-up back.
 
     `console` is the stderr console of the command line (`infsched.cli.output.stderr`);
     the ``rich`` format draws on it on a terminal and writes plain lines otherwise.
+    A command run in-process (an embedding application, click's test runner)
+    calls the returned function when it ends, so later log records do not go
+    to the command's handler.
     """
     root = logging.getLogger()
-    for old in list(root.handlers):
+    pool = logging.getLogger("sqlalchemy.pool")
+    saved = (list(root.handlers), root.level, pool.level)
+    for old in saved[0]:
         root.removeHandler(old)
     handler: logging.Handler
     if fmt == "json":
@@ -111,6 +119,13 @@ def setup_logging(level: str = "info", fmt: str = "rich", console: Console | Non
     # While the database is away, SQLAlchemy's pool logs an ERROR with a traceback
     # for every pooled connection it fails to reset; the node's own outage line
     # already says the database is unavailable, once.  Shown at debug level.
-    logging.getLogger("sqlalchemy.pool").setLevel(
-        logging.DEBUG if level == "debug" else logging.CRITICAL
-    )
+    pool.setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        for old in saved[0]:
+            root.addHandler(old)
+        root.setLevel(saved[1])
+        pool.setLevel(saved[2])
+
+    return restore

@@ -92,7 +92,9 @@ def run(
     as_json: bool,
 ) -> None:
     """Run a scheduler node until SIGTERM or SIGINT, then stop gracefully and exit 0."""
-    setup_logging(log_level, "json" if as_json else log_format, stderr())
+    click.get_current_context().call_on_close(
+        setup_logging(log_level, "json" if as_json else log_format, stderr())
+    )
     app = app_context()
     config = app.loaded().config
     app.plugins.require_sections(config.plugins)
@@ -155,7 +157,7 @@ def run(
 @requires_plugins
 def demo(seconds: float, per_kind: int, as_json: bool) -> None:
     """Seed SMS, orders and notifications, and watch one node fire them on time."""
-    setup_logging("warning", console=stderr())
+    click.get_current_context().call_on_close(setup_logging("warning", console=stderr()))
     app = app_context()
     config = app.loaded().config
     # Under --json the live view goes to stderr, so stdout holds the summary's JSON alone.
