@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from infsched.errors import InvalidArgumentError
 from infsched.hookspecs import hookimpl
 from infsched.metrics.sink import Labels, MetricsSink, MetricsSinkSpec
 
@@ -49,7 +50,7 @@ class LogMetricsSink:
 
     def __init__(self, interval: float = 10.0, logger: logging.Logger | None = None) -> None:
         if interval <= 0:
-            raise ValueError(f"log sink interval: {interval!r} must be > 0 seconds")
+            raise InvalidArgumentError(f"log sink interval: {interval!r} must be > 0 seconds")
         self.interval = interval
         self._log = logger or log
         self._lock = threading.Lock()
