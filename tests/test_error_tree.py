@@ -15,13 +15,36 @@ import importlib
 import re
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 
-from infsched.errors import InfschedError
+from infsched.clock import require_utc
+from infsched.config import SchedulerConfig
+from infsched.dburl import DatabaseUrl
+from infsched.engine.binding import RepositoryBinding
+from infsched.engine.retry import RetryPolicy
+from infsched.engine.scheduler import InfiniteScheduler
+from infsched.errors import (
+    ConfigError,
+    IdClockRangeError,
+    InfschedError,
+    InvalidArgumentError,
+    InvalidNameError,
+    NaiveDatetimeError,
+    SchedulerStateError,
+)
+from infsched.executors import ExecutorSpec
+from infsched.hookspecs import hookimpl
+from infsched.metrics.log_sink import LogMetricsSink
+from infsched.names import check_name
+from infsched.plugins import load_plugins
+from infsched.repositories.ids import IdGenerator
+from tests.engine_support import RecordingExecutor, repository_for
 
 ROOT = Path(__file__).resolve().parents[1]
 API_DOC = ROOT / "docs" / "api.md"
@@ -288,3 +311,48 @@ def test_the_tree_in_the_docs_is_the_tree_of_the_core() -> None:
     assert set(drawn) == set(defined)
     for name, parent in drawn.items():
         assert parent in [base.__name__ for base in defined[name].__bases__], (name, parent)
+
+
+def test_the_replaced_builtins_raise_their_classes() -> None:
+    with pytest.raises(NaiveDatetimeError, match=r"^when is a naive datetime"):
+        require_utc(datetime(2025, 1, 1), "when")
+    with pytest.raises(InvalidNameError, match="is invalid: use a letter"):
+        check_name("1st", "repository name")
+    with pytest.raises(InvalidArgumentError, match=r"RetryPolicy.base_delay: 0 must be > 0"):
+        RetryPolicy(base_delay=0)
+    with pytest.raises(InvalidArgumentError, match=r"ExecutorSpec\.max_attempts"):
+        ExecutorSpec(name="x", factory=lambda section: RecordingExecutor(), max_attempts=0)
+    with pytest.raises(InvalidArgumentError, match="id node must be an integer"):
+        IdGenerator(node=-1)
+    with pytest.raises(IdClockRangeError, match="outside the id range"):
+        IdGenerator(node=0, now_ms=lambda: 0).next_id()
+    with pytest.raises(InvalidArgumentError, match="log sink interval"):
+        LogMetricsSink(interval=0)
+
+
+class _StrictPlugin:
+    """An executor whose factory refuses a value of its [plugins.strict] table."""
+
+    @hookimpl
+    def register_executors(self) -> list[ExecutorSpec]:
+        return [ExecutorSpec(name="strict", factory=self.make)]
+
+    @staticmethod
+    def make(section: Mapping[str, Any]) -> RecordingExecutor:
+        float(section.get("speed", 1.0))  # "fast": ValueError, as plugins' own code does
+        return RecordingExecutor()
+
+
+def test_a_value_an_executor_factory_refuses_is_a_config_error_naming_its_table(
+    sqlite_url: DatabaseUrl,
+) -> None:
+    plugins = load_plugins()
+    plugins.register(_StrictPlugin(), "strict")
+    binding = RepositoryBinding(repository_for(sqlite_url), executor="strict")
+    config = SchedulerConfig(database_url=sqlite_url, plugins={"strict": {"speed": "fast"}})
+    with pytest.raises(ConfigError, match=r"^\[plugins.strict\]: could not convert string"):
+        InfiniteScheduler([binding], config, plugins=plugins)
+    config = SchedulerConfig(database_url=sqlite_url, plugins={"strict": {"speed": 2}})
+    scheduler = InfiniteScheduler([binding], config, plugins=plugins)
+    with scheduler, pytest.raises(SchedulerStateError, match="already started"):
+        scheduler.start()
