@@ -48,7 +48,11 @@ from tests.engine_support import RecordingExecutor, repository_for
 
 ROOT = Path(__file__).resolve().parents[1]
 API_DOC = ROOT / "docs" / "api.md"
-SOURCES = [ROOT / "core" / "infsched", *sorted((ROOT / "plugins").glob("*/infsched_*"))]
+#: The core package and each plugin's package (not its .egg-info beside it).
+SOURCES = [
+    ROOT / "core" / "infsched",
+    *sorted(p.parent for p in (ROOT / "plugins").glob("*/infsched_*/__init__.py")),
+]
 ALLOWLIST_HEADING = "### Built-in exceptions raised on purpose"
 
 
