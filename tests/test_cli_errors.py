@@ -206,3 +206,24 @@ def test_a_group_without_its_command_shows_its_help_not_an_error_line(cli: Cli) 
     assert text.startswith("Usage: infsched jobs [OPTIONS] COMMAND [ARGS]...")
     assert "error:" not in text
     assert "retry" in text
+
+
+@pytest.mark.parametrize(("value", "shown"), [("0", "0"), ("-5", "-5"), ('"abc"', "'abc'")])
+def test_a_bad_value_in_a_metrics_sink_table_is_one_line(
+    cli: Cli, tmp_path: Path, value: str, shown: str
+) -> None:
+    config = tmp_path / "infsched.toml"
+    config.write_text(config.read_text() + f"\n[plugins.log]\ninterval = {value}\n")
+    result = cli("run", "--db", f"sqlite:///{tmp_path / 'sched.db'}")
+    assert result.code == 1
+    assert result.err == (
+        f"error: plugins.log.interval: {shown} is invalid; expected a number of seconds > 0\n"
+    )
+
+
+def test_the_cluster_bench_on_sqlite_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    result = cli("bench", "--stage", "cluster", "--db", f"sqlite:///{tmp_path / 'bench.db'}")
+    assert result.code == 1
+    assert result.err == (
+        "error: the cluster stage needs a MySQL/MariaDB server (--db mysql+pymysql://…)\n"
+    )

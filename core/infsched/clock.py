@@ -11,6 +11,8 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
+from infsched.errors import NaiveDatetimeError
+
 
 @runtime_checkable
 class Clock(Protocol):
@@ -76,7 +78,7 @@ def require_utc(value: datetime, name: str) -> datetime:
     if not isinstance(value, datetime):
         raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-        raise ValueError(
+        raise NaiveDatetimeError(
             f"{name} is a naive datetime ({value.isoformat()}); "
             "pass a timezone-aware datetime, e.g. datetime.now(UTC)"
         )

@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -408,6 +408,26 @@ class SchedulerConfig:
 
     def plugin_section(self, name: str) -> Mapping[str, Any]:
         return self.plugins.get(name, MappingProxyType({}))
+
+
+T = TypeVar("T")
+
+
+def from_plugin_section(
+    section_name: str, factory: Callable[[Mapping[str, Any]], T], section: Mapping[str, Any]
+) -> T:
+    """`factory(section)`, a value it refuses reported as the one line the CLI prints.
+
+    A plugin's factory reads its ``[plugins.NAME]`` table itself, and a bad value
+    there (``interval = 0``, ``interval = "abc"``) comes out of it as a ValueError or
+    TypeError; the user needs to know which table it is in.
+    """
+    try:
+        return factory(section)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[plugins.{section_name}]: {exc}") from exc
 
 
 #: How a value read from a file or the environment becomes the field's type.

@@ -16,13 +16,14 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
+from infsched.errors import InfschedError, InvalidArgumentError
 from infsched.names import check_name
 
 E_co = TypeVar("E_co", covariant=True)
 E_contra = TypeVar("E_contra", contravariant=True)
 
 
-class PermanentError(Exception):
+class PermanentError(InfschedError):
     """Raised by an executor for a failure that retrying cannot fix.
 
     A rejected phone number or bad credentials: the job is dead-lettered at
@@ -69,12 +70,16 @@ ExecutorFactory = Callable[[Mapping[str, Any]], "Executor[Any] | BatchExecutor[A
 
 def _positive_int(inst: object, field: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"ExecutorSpec.{field.name}: {value!r} must be a whole number >= 1")
+        raise InvalidArgumentError(
+            f"ExecutorSpec.{field.name}: {value!r} must be a whole number >= 1"
+        )
 
 
 def _positive_seconds(inst: object, field: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"ExecutorSpec.{field.name}: {value!r} must be a number of seconds > 0")
+        raise InvalidArgumentError(
+            f"ExecutorSpec.{field.name}: {value!r} must be a number of seconds > 0"
+        )
 
 
 @attrs.frozen

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from infsched.errors import InvalidNameError
+
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 MAX_NAME_LENGTH = 48
 
@@ -15,9 +17,9 @@ def check_name(value: object, what: str, max_length: int = MAX_NAME_LENGTH) -> s
     rather than quoted or escaped.
     """
     if not isinstance(value, str) or not _NAME.match(value):
-        raise ValueError(
+        raise InvalidNameError(
             f"{what} {value!r} is invalid: use a letter followed by letters, digits or '_'"
         )
     if len(value) > max_length:
-        raise ValueError(f"{what} {value!r} is too long: at most {max_length} characters")
+        raise InvalidNameError(f"{what} {value!r} is too long: at most {max_length} characters")
     return value

@@ -32,6 +32,7 @@ from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.scheduler import InfiniteScheduler
+from infsched.errors import InfschedError
 from infsched.executors import JobContext
 from infsched.plugins import PluginRegistry
 from infsched.repositories.backend import RepositoryOptions
@@ -45,6 +46,10 @@ BATCH = 1000
 #: Seconds between looks at whether a stage has finished: each look costs the
 #: stage measured a connection checkout and a query.
 POLL = 0.1
+
+
+class BenchCheckError(InfschedError, RuntimeError):
+    """A stage did not do the work it timed, so its figure would be false."""
 
 
 def _noop(job: JobContext[BenchMessage]) -> None:
@@ -213,7 +218,7 @@ class Bench:
                 while (n := scheduler.run_fetch_cycles()) > 0:
                     moved += n
                 if moved != self.rows:
-                    raise RuntimeError(f"schedule moved {moved} of {self.rows} entities")
+                    raise BenchCheckError(f"schedule moved {moved} of {self.rows} entities")
                 return moved / (time.perf_counter() - started)
 
             rate, raw = self.raw_around(url, move)

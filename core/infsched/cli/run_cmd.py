@@ -13,6 +13,7 @@ from rich.table import Table
 from infsched.cli.context import app_context, config_options, requires_plugins
 from infsched.cli.output import counted, json_option, print_json, stderr, stdout
 from infsched.clock import Clock, OffsetClock, SystemClock
+from infsched.config import from_plugin_section
 from infsched.database import probe
 from infsched.demo import run_demo
 from infsched.engine.scheduler import InfiniteScheduler
@@ -40,7 +41,10 @@ def log_options(fn: click.decorators.FC) -> click.decorators.FC:
 def metrics_sinks(
     plugins: PluginRegistry, names: tuple[str, ...], sections: dict[str, dict[str, object]]
 ) -> list[MetricsSink]:
-    return [plugins.metrics_sink(name).factory(sections.get(name, {})) for name in names]
+    return [
+        from_plugin_section(name, plugins.metrics_sink(name).factory, sections.get(name, {}))
+        for name in names
+    ]
 
 
 @click.command("run")

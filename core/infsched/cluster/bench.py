@@ -31,6 +31,7 @@ from typing import Any
 from infsched.bench.workspace import throwaway_database
 from infsched.cluster.harness import Cluster, KillPlan, kill_and_restart, wait_until
 from infsched.dburl import DatabaseUrl
+from infsched.errors import UnsupportedDatabaseError
 
 Result = dict[str, Any]
 
@@ -113,7 +114,9 @@ def cluster_stage(
     rounds: int = 3,
 ) -> list[Result]:
     if not server.is_mysql:
-        raise ValueError("the cluster stage needs a MySQL/MariaDB server (--db mysql+pymysql://…)")
+        raise UnsupportedDatabaseError(
+            "the cluster stage needs a MySQL/MariaDB server (--db mysql+pymysql://…)"
+        )
     samples: dict[int, list[Result]] = {n: [] for n in nodes}
     for _ in range(rounds):
         for n in nodes:

@@ -33,6 +33,7 @@ from sqlalchemy.dialects import mysql
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
 from infsched.entities import column, id_field, sharding_key
+from infsched.errors import UnsupportedDatabaseError
 from infsched.executors import ExecutorSpec, JobContext
 from infsched.hookspecs import hookimpl
 
@@ -92,7 +93,9 @@ class RecordingProbe:
         if record_url:
             url = DatabaseUrl(record_url)
             if not url.is_mysql:
-                raise ValueError("[plugins.probe] record_url must name a MySQL/MariaDB database")
+                raise UnsupportedDatabaseError(
+                    "[plugins.probe] record_url must name a MySQL/MariaDB database"
+                )
             self.engine = create_engine(url, pool_size=16)
         self._lock = threading.Lock()
         #: (row, monotonic time of the call) not written yet.

@@ -7,12 +7,13 @@ from datetime import datetime, timedelta
 
 import attrs
 
+from infsched.errors import InvalidArgumentError
 from infsched.executors import PermanentError
 
 
 def _positive(inst: object, field: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
-        raise ValueError(f"RetryPolicy.{field.name}: {value!r} must be > 0")
+        raise InvalidArgumentError(f"RetryPolicy.{field.name}: {value!r} must be > 0")
 
 
 @attrs.frozen

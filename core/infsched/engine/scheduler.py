@@ -29,7 +29,7 @@ from infsched.clock import Clock, SystemClock
 from infsched.cluster.dbtime import DatabaseClock, has_clock
 from infsched.cluster.member import ClusterMember, Lease
 from infsched.cluster.outage import DatabaseOutage
-from infsched.config import SchedulerConfig
+from infsched.config import SchedulerConfig, from_plugin_section
 from infsched.database import create_engine
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.controls import Controls
@@ -38,6 +38,7 @@ from infsched.engine.history import HISTORY_REPOSITORY, History, JobOutcome
 from infsched.engine.retry import RetryPolicy
 from infsched.engine.status import JobStatus
 from infsched.engine.workers import BoundExecutor, Workers
+from infsched.errors import InvalidArgumentError, SchedulerStateError
 from infsched.executors import BatchExecutor, Executor, ExecutorSpec
 from infsched.jobstore.sql import SqlJobStore
 from infsched.management import JobAdmin, JobRow, Stats
@@ -117,7 +118,7 @@ class InfiniteScheduler:
         bound = [_bind(item) for item in repositories]
         self.bindings = {b.name: b for b in bound}
         if len(self.bindings) != len(bound):
-            raise ValueError("two repositories have the same name")
+            raise InvalidArgumentError("two repositories have the same name")
         self._owns_engine = engine is None
         self.engine = engine or create_engine(
             self.config.database_url, pool_size=self.config.thread_pool_size + 5
@@ -199,16 +200,18 @@ class InfiniteScheduler:
         for name in sorted(needed):
             item = given.get(name)
             section: Mapping[str, Any] = {}
+            section_name = name
             if item is None:
                 if plugins is None:
-                    raise ValueError(
+                    raise InvalidArgumentError(
                         f"no executor {name!r}: pass it in executors= or give the plugins"
                     )
                 item = plugins.executor(name)
-                section = self.config.plugin_section(plugins.executors()[name].plugin)
+                section_name = plugins.executors()[name].plugin
+                section = self.config.plugin_section(section_name)
             if isinstance(item, ExecutorSpec):
                 spec = item
-                instance = spec.factory(section)
+                instance = from_plugin_section(section_name, spec.factory, section)
             else:
                 instance = item
                 spec = ExecutorSpec(name=name, factory=_fixed(item))
@@ -229,7 +232,7 @@ class InfiniteScheduler:
         this node id left claimed, and takes the leases nobody holds.
         """
         if self._started:
-            raise RuntimeError("this scheduler is already started")
+            raise SchedulerStateError("this scheduler is already started")
         self.store.create_schema()
         self.member.join()
         self._maintain_due(force=True)

@@ -17,6 +17,7 @@ anything.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -62,15 +63,15 @@ class Cursor:
     @classmethod
     def parse(cls, text: str) -> Cursor:
         match = _CURSOR.match(text.strip())
-        try:
-            if match is None or int(match.group(2)) > _MAX_ID:
-                raise ValueError(text)
-            finished = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S.%fZ")
-        except ValueError:  # (also eight digits that are no date)
+        finished = None
+        if match is not None and int(match.group(2)) <= _MAX_ID:
+            with contextlib.suppress(ValueError):  # eight digits that are no date
+                finished = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S.%fZ")
+        if match is None or finished is None:
             raise HistoryQueryError(
                 f"cursor {text!r} is not one that `jobs history` printed "
                 "(TIME:ID, e.g. 20250101T120000.000000Z:123456)"
-            ) from None
+            )
         return cls(finished.replace(tzinfo=UTC), int(match.group(2)))
 
 

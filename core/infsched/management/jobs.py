@@ -23,7 +23,7 @@ from infsched.clock import Clock, SystemClock, require_utc, utc_naive
 from infsched.engine.controls import Controls
 from infsched.engine.history import History, JobOutcome
 from infsched.engine.status import JobStatus, job_status
-from infsched.errors import InfschedError
+from infsched.errors import InfschedError, InvalidArgumentError
 from infsched.jobstore.base import JobState, Outcome, entity_key_prefix, entity_of_key
 from infsched.jobstore.sql import SqlJobStore
 from infsched.management.counts import job_counts
@@ -399,7 +399,7 @@ class JobAdmin:
         every dead letter; one transaction per BATCH jobs.
         """
         if all_dead == bool(keys or repository is not None):
-            raise ValueError(
+            raise InvalidArgumentError(
                 "retry takes job keys or entity ids (with a repository), or a repository, "
                 "or all_dead=True"
             )

@@ -7,12 +7,14 @@ so memory does not grow with traffic), and logs them as one line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from infsched.errors import ConfigError, InvalidArgumentError
 from infsched.hookspecs import hookimpl
 from infsched.metrics.sink import Labels, MetricsSink, MetricsSinkSpec
 
@@ -49,7 +51,7 @@ class LogMetricsSink:
 
     def __init__(self, interval: float = 10.0, logger: logging.Logger | None = None) -> None:
         if interval <= 0:
-            raise ValueError(f"log sink interval: {interval!r} must be > 0 seconds")
+            raise InvalidArgumentError(f"log sink interval: {interval!r} must be > 0 seconds")
         self.interval = interval
         self._log = logger or log
         self._lock = threading.Lock()
@@ -110,7 +112,15 @@ class LogMetricsSink:
 
 
 def _make_log_sink(section: Mapping[str, Any]) -> MetricsSink:
-    return LogMetricsSink(interval=float(section.get("interval", 10.0)))
+    value = section.get("interval", 10.0)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):  # else refused below, as it was written
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(
+            f"plugins.log.interval: {value!r} is invalid; expected a number of seconds > 0"
+        )
+    return LogMetricsSink(interval=float(value))
 
 
 @hookimpl

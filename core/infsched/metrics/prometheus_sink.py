@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from infsched.errors import ConfigError
+from infsched.errors import ConfigError, MetricMismatchError
 from infsched.hookspecs import hookimpl
 from infsched.metrics.catalog import CATALOG, PREFIX, Kind
 from infsched.metrics.sink import Labels, MetricsSink, MetricsSinkSpec
@@ -107,9 +107,13 @@ class PrometheusMetricsSink:
                 )
                 family = self._families[name] = _Family(kind, names, metric)
         if family.kind != kind:
-            raise ValueError(f"metric {name!r} is a {family.kind}; it cannot be used as a {kind}")
+            raise MetricMismatchError(
+                f"metric {name!r} is a {family.kind}; it cannot be used as a {kind}"
+            )
         if family.labels != names:
-            raise ValueError(f"metric {name!r} has labels {list(family.labels)}; got {list(names)}")
+            raise MetricMismatchError(
+                f"metric {name!r} has labels {list(family.labels)}; got {list(names)}"
+            )
         return family.metric.labels(**labels) if names else family.metric
 
     def increment(self, name: str, value: float = 1.0, labels: Labels | None = None) -> None:

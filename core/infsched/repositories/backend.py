@@ -9,6 +9,7 @@ import attrs
 import sqlalchemy as sa
 
 from infsched.clock import Clock, SystemClock
+from infsched.errors import InvalidArgumentError
 from infsched.names import check_name
 from infsched.repositories.base import ShardingRepository
 from infsched.repositories.ids import IdGenerator, default_id_generator
@@ -18,7 +19,7 @@ E = TypeVar("E")
 
 def _non_negative_days(inst: object, field: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{field.name}: {value!r} must be a whole number of days >= 0")
+        raise InvalidArgumentError(f"{field.name}: {value!r} must be a whole number of days >= 0")
 
 
 @attrs.frozen(kw_only=True)

@@ -25,7 +25,13 @@ from infsched.clock import from_utc_naive, require_utc
 from infsched.dialects import dialect_for
 from infsched.dialects.base import RowInserter
 from infsched.entities import entity_spec
-from infsched.errors import ConfigError, EntityError
+from infsched.errors import (
+    ConfigError,
+    EntityError,
+    InvalidArgumentError,
+    InvalidNameError,
+    TruncatedResultError,
+)
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import (
     EXAMPLE_IDS,
@@ -238,7 +244,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
             )
         names = [str(ix.name) for ix in table.indexes]
         if len(set(names)) != len(names):
-            raise ValueError(
+            raise InvalidNameError(
                 f"table name {name!r} is too long to give its indexes distinct names "
                 "(at most 64 characters each); choose a shorter repository or table name"
             )
@@ -423,7 +429,9 @@ class DayShardedRepository(ABC, Generic[T, K]):
     ) -> Iterator[T]:
         """Keyset pages of (key, id) > the last row seen; a connection per page, none between."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+            raise InvalidArgumentError(
+                f"batch_size must be a whole number >= 1, got {batch_size!r}"
+            )
         bounds = self._range(start, end)
         if bounds is None:
             return
@@ -853,7 +861,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
         except ValueError:
             found = ()
         if len(found) != count:
-            raise RuntimeError(
+            raise TruncatedResultError(
                 f"repository {self.name!r}: {count} entities were locked but the database "
                 f"returned {len(found)} of their ids (group_concat_max_len too small for "
                 "the batch?); lower batch_size or raise group_concat_max_len"

@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from infsched.errors import IdClockRangeError, InvalidArgumentError
+
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 _EPOCH_MS = int(EPOCH.timestamp() * 1000)
 
@@ -58,7 +60,9 @@ class IdGenerator:
         if node is None:
             node = secrets.randbelow(MAX_NODE + 1)
         if isinstance(node, bool) or not isinstance(node, int) or not 0 <= node <= MAX_NODE:
-            raise ValueError(f"id node must be an integer from 0 to {MAX_NODE}, got {node!r}")
+            raise InvalidArgumentError(
+                f"id node must be an integer from 0 to {MAX_NODE}, got {node!r}"
+            )
         self.node = node
         self._now_ms = now_ms
         self._lock = threading.Lock()
@@ -69,7 +73,7 @@ class IdGenerator:
         """The next (ms, sequence) packed into an id; called with the lock held."""
         ms = max(self._now_ms() - _EPOCH_MS, self._last_ms)
         if ms < 0:
-            raise OverflowError(
+            raise IdClockRangeError(
                 f"the clock ({ms} ms after {EPOCH:%Y-%m-%d}) is outside the id range"
             )
         ms = max(ms, _FIRST_MS)  # below it are the database's ids (FIRST_GENERATED_ID)
@@ -80,7 +84,7 @@ class IdGenerator:
         else:
             self._sequence = 0
         if not 0 <= ms <= _MAX_MS:
-            raise OverflowError(
+            raise IdClockRangeError(
                 f"the clock ({ms} ms after {EPOCH:%Y-%m-%d}) is outside the id range"
             )
         self._last_ms = ms
