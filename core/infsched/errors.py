@@ -47,6 +47,10 @@ class UnsupportedDatabaseError(InfschedError, ValueError):
     """The database is not one Infinite Scheduler supports, or not for what was asked."""
 
 
+class BatchResultError(InfschedError, RuntimeError):
+    """A batch executor returned a result list that does not match its jobs."""
+
+
 class SchedulerStateError(InfschedError, RuntimeError):
     """A scheduler node is used out of order (started twice)."""
 

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from infsched.dialects.base import Dialect, LockTimeoutError, RangePartition, RangePartitioning
 from infsched.dialects.mysql import MySQLDialect
 from infsched.dialects.sqlite import SQLiteDialect
+from infsched.errors import UnsupportedDatabaseError
 
 _BY_NAME: dict[str, Dialect] = {
     name: dialect for dialect in (MySQLDialect(), SQLiteDialect()) for name in dialect.names
@@ -14,13 +15,15 @@ _BY_NAME: dict[str, Dialect] = {
 
 
 def dialect_for(bind: sa.Engine | sa.Connection) -> Dialect:
-    """The Dialect of an engine's (or connection's) database; ValueError for an unsupported one."""
+    """The Dialect of an engine's (or connection's) database; UnsupportedDatabaseError if none."""
     name = bind.dialect.name
     try:
         return _BY_NAME[name]
     except KeyError:
         known = ", ".join(sorted(_BY_NAME))
-        raise ValueError(f"database {name!r} is not supported (supported: {known})") from None
+        raise UnsupportedDatabaseError(
+            f"database {name!r} is not supported (supported: {known})"
+        ) from None
 
 
 __all__ = [

@@ -48,6 +48,7 @@ from infsched.engine.controls import ALL, Controls
 from infsched.engine.history import History
 from infsched.engine.joblog import job_logger
 from infsched.engine.retry import RetryPolicy
+from infsched.errors import BatchResultError
 from infsched.executors import BatchExecutor, Executor, ExecutorSpec, JobContext, PermanentError
 from infsched.jobstore.base import ClaimedJob, Finished, Outcome
 from infsched.jobstore.sql import SqlJobStore
@@ -564,7 +565,7 @@ class Workers:
         try:
             errors = bound.instance.execute_batch(contexts)  # type: ignore[union-attr]
             if len(errors) != len(contexts):
-                raise RuntimeError(
+                raise BatchResultError(
                     f"execute_batch returned {len(errors)} results for {len(contexts)} jobs"
                 )
         except Exception as exc:
