@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from infsched.config import SchedulerConfig
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
-from infsched.engine.scheduler import InfiniteScheduler
 from infsched.executors import ExecutorSpec, JobContext, PermanentError
 from infsched.jobstore.base import job_key
 from infsched.logs import setup_logging
+from infsched.management.scheduler import InfiniteScheduler
 from tests.engine_support import RecordingSink, Reminder, repository_for, wait_until
 from tests.management_support import Seed, now
 

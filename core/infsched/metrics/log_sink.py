@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from infsched.hookspecs import hookimpl
+from infsched.markers import hookimpl
 from infsched.metrics.sink import Labels, MetricsSink, MetricsSinkSpec
 
 log = logging.getLogger("infsched.metrics")
