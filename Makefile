@@ -7,7 +7,7 @@ PLUGINS := plugins/sms plugins/orders plugins/notifications
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 
-.PHONY: run test lint types pytest soak mariadb system-packages clean
+.PHONY: run test lint types layers pytest soak mariadb system-packages clean
 
 # Set-up: a virtual environment with the core, the three plugins (editable) and the dev tools.
 # -qq: errors only; setuptools reports every editable install of a flat-layout plugin as a warning.
@@ -39,6 +39,10 @@ types: $(STAMP)
 	for p in $(PLUGINS); do MYPYPATH=$$p/tests $(BIN)/mypy $$p/tests || exit 1; done
 	MYPYPATH=docs/examples/spool $(BIN)/mypy docs/examples/spool
 
+# The import contracts in pyproject.toml ([tool.importlinter]): an import running up a layer fails.
+layers: $(STAMP)
+	$(BIN)/lint-imports
+
 # The default run leaves out the soak tests (pyproject's addopts: -m 'not soak').
 pytest: $(STAMP) mariadb system-packages
 	$(BIN)/python -m pytest -q
@@ -47,7 +51,7 @@ pytest: $(STAMP) mariadb system-packages
 soak: $(STAMP) mariadb system-packages
 	$(BIN)/python -m pytest -q -m soak
 
-test: $(STAMP) mariadb lint types pytest
+test: $(STAMP) mariadb lint types layers pytest
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

@@ -17,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 
 from infsched.config import load_config
+from infsched.configured_repositories import build_repositories
 from infsched.dburl import DatabaseUrl
 from infsched.jobstore.base import Outcome
 from infsched.plugins import load_plugins
-from infsched.repositories.from_config import build_repositories
 from infsched_sms import SmsEntity
 from tests.engine_support import wait_until
 from tests.management_support import Cli, Seed, clean_cli, now

@@ -22,9 +22,9 @@ import pytest
 import sqlalchemy as sa
 
 from infsched.config import load_config
+from infsched.configured_repositories import build_repositories
 from infsched.dburl import DatabaseUrl
 from infsched.plugins import load_plugins
-from infsched.repositories.from_config import build_repositories
 from infsched_notifications import Channel, NotificationEntity
 from infsched_notifications.webhook import SIGNATURE_HEADER, verify
 from infsched_orders import OrderAction, OrderEntity

@@ -22,10 +22,10 @@ from infsched.dburl import DatabaseUrl
 from infsched.dialects import dialect_for
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.fetcher import Fetcher
-from infsched.engine.scheduler import InfiniteScheduler
 from infsched.entities import column, id_field, sharding_key
 from infsched.executors import ExecutorSpec
 from infsched.jobstore.base import Outcome, entity_key_prefix, entity_of_key, job_key
+from infsched.management.scheduler import InfiniteScheduler
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
 from infsched.repositories.multi_table import MultiTableRepository

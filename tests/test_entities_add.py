@@ -20,13 +20,13 @@ import attrs
 import pytest
 
 from infsched.config import load_config
+from infsched.configured_repositories import build_repositories
 from infsched.dburl import DatabaseUrl
 from infsched.entities import column, id_field, sharding_key
 from infsched.errors import EntityError
 from infsched.management.entity_import import EntityParser
 from infsched.plugins import load_plugins
 from infsched.repositories.base import ShardingRepository
-from infsched.repositories.from_config import build_repositories
 from infsched_sms import SmsEntity
 from tests.management_support import Cli, clean_cli
 

@@ -14,13 +14,13 @@ import pytest
 import sqlalchemy as sa
 
 from infsched.config import SchedulerConfig, load_config
+from infsched.configured_repositories import build_repositories
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
-from infsched.engine.scheduler import InfiniteScheduler
 from infsched.jobstore.base import job_key
+from infsched.management.scheduler import InfiniteScheduler
 from infsched.plugins import load_plugins
 from infsched.repositories.base import ShardingRepository
-from infsched.repositories.from_config import build_repositories
 from infsched.schema import jobs
 from infsched_sms import SmsEntity
 from tests.engine_support import RecordingExecutor, Reminder, repository_for

@@ -28,7 +28,7 @@ from infsched.config import SchedulerConfig
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.retry import RetryPolicy
-from infsched.engine.scheduler import InfiniteScheduler
+from infsched.management.scheduler import InfiniteScheduler
 from infsched.errors import (
     ConfigError,
     IdClockRangeError,

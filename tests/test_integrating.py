@@ -26,7 +26,7 @@ from infsched.config import SchedulerConfig
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
-from infsched.engine.scheduler import InfiniteScheduler
+from infsched.management.scheduler import InfiniteScheduler
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.day_sharded import DATABASE_IDS_MAX, DayShardedRepository
 from infsched.repositories.ids import FIRST_GENERATED_ID, IdGenerator

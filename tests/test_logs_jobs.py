@@ -19,10 +19,10 @@ from infsched.cli.main import cli
 from infsched.config import SchedulerConfig
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
-from infsched.engine.scheduler import InfiniteScheduler
 from infsched.executors import ExecutorSpec, JobContext, PermanentError
 from infsched.jobstore.base import job_key
 from infsched.logs import setup_logging
+from infsched.management.scheduler import InfiniteScheduler
 from infsched.plugins import load_plugins
 from tests.engine_support import RecordingSink, Reminder, repository_for, wait_until
 from tests.management_support import Seed, now

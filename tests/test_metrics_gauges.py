@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 from infsched.clock import SystemClock
 from infsched.dburl import DatabaseUrl
+from infsched.engine.gauges import GaugeSampler
 from infsched.jobstore.sql import SqlJobStore
-from infsched.metrics.gauges import GaugeSampler
 from infsched.metrics.recorder import MetricsRecorder
 from infsched.metrics.sink import Labels
 from tests.management_support import Seed, now

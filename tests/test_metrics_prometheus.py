@@ -23,9 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from infsched.config import SchedulerConfig
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
-from infsched.engine.scheduler import InfiniteScheduler
 from infsched.errors import ConfigError
 from infsched.executors import JobContext
+from infsched.management.scheduler import InfiniteScheduler
 from infsched.metrics.catalog import CATALOG
 from infsched.metrics.prometheus_sink import PrometheusMetricsSink
 from infsched.metrics.sink import Labels

@@ -18,8 +18,8 @@ from infsched.config import SchedulerConfig
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.controls import Controls
-from infsched.engine.scheduler import InfiniteScheduler
 from infsched.management import JobAdmin, UnknownRepositoryError
+from infsched.management.scheduler import InfiniteScheduler
 from infsched.schema import nodes, pauses
 from tests.engine_support import RecordingExecutor, repository_for
 from tests.management_support import Cli, Seed, clean_cli

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 
 from infsched.cli.main import main
 from infsched.config import RepositoryConfig, SchedulerConfig, describe, load_config
+from infsched.configured_repositories import build_repositories
 from infsched.dburl import DatabaseUrl
 from infsched.errors import ConfigError, PluginError
 from infsched.plugins import load_plugins
-from infsched.repositories.from_config import build_repositories
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
 from infsched_sms import SmsEntity

@@ -9,20 +9,17 @@ plugins until something needs them.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
-
-try:
-    __version__ = version("infinite-scheduler")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
 
 if TYPE_CHECKING:  # what mypy sees; at run time `__getattr__` imports the same names
     from infsched.config import RepositoryConfig as RepositoryConfig
     from infsched.config import SchedulerConfig as SchedulerConfig
     from infsched.config import read_config as read_config
+    from infsched.configured_repositories import (
+        ConfiguredRepositories as ConfiguredRepositories,
+    )
+    from infsched.configured_repositories import open_repositories as open_repositories
     from infsched.engine.binding import RepositoryBinding as RepositoryBinding
-    from infsched.engine.scheduler import InfiniteScheduler as InfiniteScheduler
     from infsched.entities import column as column
     from infsched.entities import id_field as id_field
     from infsched.entities import sharding_key as sharding_key
@@ -38,6 +35,7 @@ if TYPE_CHECKING:  # what mypy sees; at run time `__getattr__` imports the same 
     from infsched.executors import PermanentError as PermanentError
     from infsched.hookspecs import hookimpl as hookimpl
     from infsched.jobstore.backend import JobStoreBackend as JobStoreBackend
+    from infsched.management.scheduler import InfiniteScheduler as InfiniteScheduler
     from infsched.metrics.sink import MetricsSink as MetricsSink
     from infsched.metrics.sink import MetricsSinkSpec as MetricsSinkSpec
     from infsched.plugins import PluginRegistry as PluginRegistry
@@ -45,10 +43,7 @@ if TYPE_CHECKING:  # what mypy sees; at run time `__getattr__` imports the same 
     from infsched.repositories.backend import RepositoryBackend as RepositoryBackend
     from infsched.repositories.backend import RepositoryOptions as RepositoryOptions
     from infsched.repositories.base import ShardingRepository as ShardingRepository
-    from infsched.repositories.from_config import (
-        ConfiguredRepositories as ConfiguredRepositories,
-    )
-    from infsched.repositories.from_config import open_repositories as open_repositories
+    from infsched.version import __version__ as __version__
 
 #: Each public name and the module it lives in.
 _PUBLIC: dict[str, str] = {
@@ -71,12 +66,12 @@ _PUBLIC: dict[str, str] = {
     "read_config": "infsched.config",
     "SchedulerConfig": "infsched.config",
     "RepositoryConfig": "infsched.config",
-    "open_repositories": "infsched.repositories.from_config",
-    "ConfiguredRepositories": "infsched.repositories.from_config",
+    "open_repositories": "infsched.configured_repositories",
+    "ConfiguredRepositories": "infsched.configured_repositories",
     "ShardingRepository": "infsched.repositories.base",
     "load_plugins": "infsched.plugins",
     "PluginRegistry": "infsched.plugins",
-    "InfiniteScheduler": "infsched.engine.scheduler",
+    "InfiniteScheduler": "infsched.management.scheduler",
     "RepositoryBinding": "infsched.engine.binding",
     # errors
     "InfschedError": "infsched.errors",
@@ -86,12 +81,16 @@ _PUBLIC: dict[str, str] = {
     "EntityError": "infsched.errors",
 }
 
+#: What `__getattr__` imports on first use: the public names and the version (reading the
+#: installed distribution's metadata is most of what an import of the version costs).
+_LAZY: dict[str, str] = {"__version__": "infsched.version", **_PUBLIC}
+
 __all__ = ["__version__", *_PUBLIC]
 
 if not TYPE_CHECKING:  # hidden from mypy, so a misspelt name is still an error there
 
     def __getattr__(name: str) -> Any:
-        module = _PUBLIC.get(name)
+        module = _LAZY.get(name)
         if module is None:
             raise AttributeError(f"module 'infsched' has no attribute {name!r}")
         value = getattr(importlib.import_module(module), name)
@@ -100,4 +99,4 @@ if not TYPE_CHECKING:  # hidden from mypy, so a misspelt name is still an error 
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_PUBLIC})
+    return sorted({*globals(), *_LAZY})

@@ -32,9 +32,9 @@ from infsched.clock import SystemClock
 from infsched.config import SchedulerConfig
 from infsched.database import check_reachable, create_engine
 from infsched.engine.binding import RepositoryBinding
-from infsched.engine.scheduler import InfiniteScheduler
 from infsched.errors import DatabaseUnreachableError, InfschedError
 from infsched.jobstore.base import Outcome
+from infsched.management.scheduler import InfiniteScheduler
 from infsched.plugins import PluginRegistry
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository

@@ -18,7 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-import pluggy
+# Re-exported: plugins mark hooks with ``infsched.hookspecs.hookimpl`` or ``infsched.hookimpl``.
+from infsched.markers import PROJECT as PROJECT
+from infsched.markers import hookimpl as hookimpl
+from infsched.markers import hookspec
 
 if TYPE_CHECKING:
     import click
@@ -27,11 +30,6 @@ if TYPE_CHECKING:
     from infsched.jobstore.backend import JobStoreBackend
     from infsched.metrics.sink import MetricsSinkSpec
     from infsched.repositories.backend import RepositoryBackend
-
-PROJECT = "infsched"
-
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec

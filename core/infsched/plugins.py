@@ -35,6 +35,7 @@ from infsched.hookcalls import AttributedPlugin, HookCalls, Outcome, Settle, tra
 from infsched.jobstore.backend import JobStoreBackend
 from infsched.metrics.sink import MetricsSinkSpec
 from infsched.repositories.backend import RepositoryBackend
+from infsched.version import __version__
 
 ENTRY_POINT_GROUP = "infsched"
 DISABLE_ENV = DISABLE_PLUGINS_ENV
@@ -210,7 +211,7 @@ class PluginRegistry:
             name = module_name.rsplit(".", 1)[-1]
             if self._name_taken(name, "infinite-scheduler"):
                 continue
-            if self._add(module, name, "infinite-scheduler", _own_version(), builtin=True):
+            if self._add(module, name, "infinite-scheduler", __version__, builtin=True):
                 pending.append(name)
         self._collect(pending)
         return self
@@ -476,12 +477,6 @@ _KNOWN_HOOKS = {
     for name in dir(hookspecs)
     if name.startswith("register_") and callable(getattr(hookspecs, name))
 }
-
-
-def _own_version() -> str:
-    from infsched import __version__
-
-    return __version__
 
 
 def load_plugins(env: Mapping[str, str] | None = None) -> PluginRegistry:

@@ -22,7 +22,6 @@ import attrs
 import sqlalchemy as sa
 
 from infsched.bench.fixtures import BenchMessage, messages
-from infsched.bench.memory import resident_mb
 from infsched.bench.raw_insert import raw_insert_rate
 from infsched.bench.workspace import throwaway_database
 from infsched.clock import SystemClock
@@ -31,9 +30,10 @@ from infsched.config import SchedulerConfig
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
-from infsched.engine.scheduler import InfiniteScheduler
 from infsched.errors import InfschedError
 from infsched.executors import JobContext
+from infsched.management.scheduler import InfiniteScheduler
+from infsched.metrics.process_memory import resident_mb
 from infsched.plugins import PluginRegistry
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository

@@ -18,6 +18,7 @@ from infsched.cli.output import stdout
 from infsched.clock import SystemClock
 from infsched.cluster.nodes import NodeState
 from infsched.config import SchedulerConfig
+from infsched.configured_repositories import build_repositories
 from infsched.database import check_reachable, create_engine
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
@@ -25,7 +26,6 @@ from infsched.engine.history import History
 from infsched.engine.scheduler import history_repository
 from infsched.errors import InfschedError
 from infsched.management import JobAdmin
-from infsched.repositories.from_config import build_repositories
 from infsched.schema import metadata
 
 #: How `infsched nodes` and the dashboard colour a node's liveness (`judge`'s word).

@@ -35,12 +35,13 @@ from infsched.cli.context import config_options
 from infsched.cli.output import json_option, print_json, stdout
 from infsched.clock import utc_naive
 from infsched.cluster.nodes import NodeState, judge
+from infsched.cluster.rows import read_leases, read_nodes
 from infsched.engine.controls import ALL
 from infsched.jobstore.base import JobState, Outcome
+from infsched.jobstore.counts import job_counts
 from infsched.management import JobAdmin, JobRow, NodeRow
-from infsched.management.counts import job_counts
 from infsched.management.history import quantile
-from infsched.management.nodes import read_leases, read_nodes, read_shards
+from infsched.management.shards import read_shards
 from infsched.schema import pauses
 
 #: Sparkline levels, lowest first; a bucket with nothing in it is a blank.

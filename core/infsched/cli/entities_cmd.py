@@ -19,6 +19,7 @@ from rich.progress import (
 
 from infsched.cli.context import app_context, config_options, requires_plugins
 from infsched.cli.output import json_option, print_json, stderr, stdout
+from infsched.configured_repositories import build_repositories
 from infsched.database import check_reachable
 from infsched.management.entity_import import (
     DEFAULT_BATCH_SIZE,
@@ -26,7 +27,6 @@ from infsched.management.entity_import import (
     EntityImport,
     ImportReport,
 )
-from infsched.repositories.from_config import build_repositories
 
 
 @click.group("entities")

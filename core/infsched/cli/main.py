@@ -10,7 +10,6 @@ import click
 import sqlalchemy as sa
 from rich.text import Text
 
-from infsched import __version__
 from infsched.cli.bench_cmd import bench
 from infsched.cli.config_cmd import config_group
 from infsched.cli.context import AppContext, config_option, db_option, record_config_flags
@@ -26,6 +25,7 @@ from infsched.cli.plugins_cmd import plugins_group
 from infsched.cli.run_cmd import demo, run
 from infsched.errors import InfschedError
 from infsched.plugins import PluginRegistry, load_plugins
+from infsched.version import __version__
 
 
 @click.group()

@@ -15,7 +15,7 @@ from rich.table import Table
 from infsched.cli.admin import when
 from infsched.cli.context import app_context, config_options, requires_plugins
 from infsched.cli.output import json_option, print_json, stderr, stdout
-from infsched.repositories.from_config import ConfiguredRepository, open_repositories
+from infsched.configured_repositories import ConfiguredRepository, open_repositories
 
 F = TypeVar("F", bound=Callable[..., Any])
 

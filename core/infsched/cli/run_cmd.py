@@ -14,14 +14,14 @@ from infsched.cli.context import app_context, config_options, requires_plugins
 from infsched.cli.output import counted, json_option, print_json, stderr, stdout
 from infsched.clock import Clock, OffsetClock, SystemClock
 from infsched.config import from_plugin_section
+from infsched.configured_repositories import open_repositories
 from infsched.database import probe
 from infsched.demo import run_demo
-from infsched.engine.scheduler import InfiniteScheduler
 from infsched.errors import ConfigError
 from infsched.logs import setup_logging
+from infsched.management.scheduler import InfiniteScheduler
 from infsched.metrics.sink import MetricsSink
 from infsched.plugins import PluginRegistry
-from infsched.repositories.from_config import open_repositories
 
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
 

@@ -25,12 +25,12 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from infsched import __version__
 from infsched.clock import Clock, from_utc_naive, utc_naive
 from infsched.cluster.dbtime import database_now
 from infsched.dialects import dialect_for
 from infsched.errors import InfschedError
 from infsched.schema import nodes
+from infsched.version import __version__
 
 #: Rows of nodes silent for longer than this are deleted when a node registers.
 FORGET_AFTER = timedelta(days=1)

@@ -1,4 +1,8 @@
-"""InfiniteScheduler: one node's fetchers, workers and maintenance, started and stopped together.
+"""SchedulerNode: one node's fetchers, workers and maintenance, started and stopped together.
+
+The engine's part of `infsched.InfiniteScheduler`, which adds the operator's
+methods (pause, list_jobs, cancel, ...: infsched.management.scheduler) on top;
+the engine itself never reaches up into management.
 
     scheduler = InfiniteScheduler(
         repositories=[RepositoryBinding(sms_repo, executor="sms")],
@@ -21,7 +25,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import sqlalchemy as sa
 
@@ -30,25 +34,23 @@ from infsched.cluster.dbtime import DatabaseClock, has_clock
 from infsched.cluster.member import ClusterMember, Lease
 from infsched.cluster.outage import DatabaseOutage
 from infsched.config import SchedulerConfig, from_plugin_section
+from infsched.configured_repositories import ConfiguredRepositories, ConfiguredRepository
 from infsched.database import create_engine
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.controls import Controls
 from infsched.engine.fetcher import Fetcher
+from infsched.engine.gauges import GaugeSampler
 from infsched.engine.history import HISTORY_REPOSITORY, History, JobOutcome
 from infsched.engine.retry import RetryPolicy
-from infsched.engine.status import JobStatus
 from infsched.engine.workers import BoundExecutor, Workers
 from infsched.errors import InvalidArgumentError, SchedulerStateError
 from infsched.executors import BatchExecutor, Executor, ExecutorSpec
 from infsched.jobstore.sql import SqlJobStore
-from infsched.management import JobAdmin, JobRow, Stats
-from infsched.metrics.gauges import GaugeSampler
 from infsched.metrics.recorder import MetricsRecorder
 from infsched.metrics.sink import MetricsSink
 from infsched.plugins import PluginRegistry
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
-from infsched.repositories.from_config import ConfiguredRepositories, ConfiguredRepository
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
 
@@ -98,8 +100,8 @@ def _bind(item: Servable) -> RepositoryBinding:
     return RepositoryBinding(item, executor=item.name)
 
 
-class InfiniteScheduler:
-    """A scheduler node serving one or more repositories."""
+class SchedulerNode:
+    """A scheduler node serving one or more repositories: its threads and their lifecycle."""
 
     def __init__(
         self,
@@ -138,15 +140,6 @@ class InfiniteScheduler:
         if plugins is None and isinstance(repositories, ConfiguredRepositories):
             plugins = repositories.plugins  # the plugins the repositories were built with
         self._executors = self._resolve(executors or {}, plugins)
-        #: List, show, cancel, retry, run-now, stats: see infsched.management.
-        self.admin = JobAdmin(
-            self.engine,
-            self.history,
-            clock=self.clock,
-            actor=self.config.node_id,
-            repositories=list(self.bindings),
-            bindings=lambda: list(self.bindings.values()),
-        )
         self.gauges = GaugeSampler(
             self.store,
             self.metrics,
@@ -271,7 +264,7 @@ class InfiniteScheduler:
         self._started = False
         log.info("scheduler node %s stopped", self.config.node_id)
 
-    def __enter__(self) -> InfiniteScheduler:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -343,59 +336,6 @@ class InfiniteScheduler:
                 # Not recorded as run: tried again at the next turn.
                 watch.failed(exc)
 
-    # -- control --
-
-    def pause(self, repository: str | None = None) -> None:
-        """Pause fetching and claiming, for one repository or all; holds for every node.
-
-        A repository neither served here nor known to the database is refused.
-        """
-        self.admin.names.require_scope(repository)
-        self.controls.pause(repository, by=self.config.node_id)
-
-    def resume(self, repository: str | None = None) -> None:
-        self.admin.names.require_scope(repository)
-        self.controls.resume(repository)
-
-    def list_jobs(
-        self,
-        *,
-        state: str | None = None,
-        repository: str | None = None,
-        due_before: datetime | None = None,
-        limit: int = 100,
-    ) -> list[JobRow]:
-        """Jobs waiting, running or dead, soonest due first."""
-        return self.admin.list_jobs(
-            state=state, repository=repository, due_before=due_before, limit=limit
-        )
-
-    def cancel(self, job_keys: Sequence[str], repository: str | None = None) -> int:
-        """Cancel waiting or dead jobs (recorded as cancelled); a running one raises.
-
-        With `repository`, entity ids too; one with no job yet never gets one.
-        """
-        return self.admin.cancel(job_keys, repository)
-
-    def retry(self, job_keys: Sequence[str] = (), *, repository: str | None = None) -> int:
-        """Dead letters (these, these entities' of `repository`, or all of it) due now."""
-        return self.admin.retry(job_keys, repository=repository)
-
-    def run_now(self, job_keys: Sequence[str], repository: str | None = None) -> int:
-        """Make waiting jobs due now; with `repository`, entity ids too (see JobAdmin.run_now)."""
-        return self.admin.run_now(job_keys, repository)
-
-    def stats(self, lag_minutes: float = 5.0) -> Stats:
-        return self.admin.stats(lag_minutes)
-
     def run_fetch_cycles(self) -> int:
         """Run one fetch cycle of every repository now; returns the jobs moved."""
         return sum(f.run_cycle().moved for f in self.fetchers)
-
-    def status(self, repository: str, entity_id: object) -> JobStatus:
-        """The entity's live job row, if any, and every recorded outcome in retention.
-
-        An entity with no job yet has state ``pending`` and its due time in `pending_due`.
-        """
-        found = self.admin.show(str(entity_id), repository)
-        return found[0] if found else JobStatus(repository, str(entity_id), None, ())

@@ -6,6 +6,7 @@ methods of the same names.  It reads and writes only the database, so it
 works from any machine against any node's database.
 """
 
+from infsched.cluster.rows import NodeRow
 from infsched.management.jobs import (
     JobAdmin,
     JobNotFoundError,
@@ -14,7 +15,6 @@ from infsched.management.jobs import (
     RepositoryStats,
     Stats,
 )
-from infsched.management.nodes import NodeRow
 from infsched.management.repository_names import RepositoryNames, UnknownRepositoryError
 
 __all__ = [

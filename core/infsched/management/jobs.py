@@ -20,16 +20,16 @@ import attrs
 import sqlalchemy as sa
 
 from infsched.clock import Clock, SystemClock, require_utc, utc_naive
+from infsched.cluster.rows import NodeRow, read_nodes
 from infsched.engine.controls import Controls
 from infsched.engine.history import History, JobOutcome
 from infsched.engine.status import JobStatus, job_status
 from infsched.errors import InfschedError, InvalidArgumentError
 from infsched.jobstore.base import JobState, Outcome, entity_key_prefix, entity_of_key
+from infsched.jobstore.counts import job_counts
 from infsched.jobstore.sql import SqlJobStore
-from infsched.management.counts import job_counts
 from infsched.management.entity_jobs import Bindings, EntityJobs, FoundEntity
 from infsched.management.history import HistoryReader, quantile
-from infsched.management.nodes import NodeRow, read_nodes
 from infsched.management.repository_names import RepositoryNames
 from infsched.schema import jobs
 

@@ -13,9 +13,9 @@ from collections.abc import Collection
 
 import sqlalchemy as sa
 
+from infsched.cluster.rows import FETCH_LEASE
 from infsched.engine.controls import ALL
 from infsched.errors import InfschedError
-from infsched.management.nodes import FETCH_LEASE
 from infsched.schema import jobs, leases, pauses
 
 _LEASE_PREFIX = FETCH_LEASE.format("")

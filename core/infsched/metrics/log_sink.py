@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from infsched.errors import ConfigError, InvalidArgumentError
-from infsched.hookspecs import hookimpl
+from infsched.markers import hookimpl
 from infsched.metrics.sink import Labels, MetricsSink, MetricsSinkSpec
 
 log = logging.getLogger("infsched.metrics")

@@ -23,7 +23,7 @@ import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from infsched.errors import ConfigError, MetricMismatchError
-from infsched.hookspecs import hookimpl
+from infsched.markers import hookimpl
 from infsched.metrics.catalog import CATALOG, PREFIX, Kind
 from infsched.metrics.sink import Labels, MetricsSink, MetricsSinkSpec
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from infsched.hookspecs import hookimpl
+from infsched.markers import hookimpl
 from infsched.repositories.backend import RepositoryBackend
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository

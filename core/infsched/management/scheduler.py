@@ -1,0 +1,88 @@
+"""InfiniteScheduler: a scheduler node with the operator's methods on it.
+
+`SchedulerNode` (infsched.engine.scheduler) runs the fetchers, workers and
+maintenance; this class adds `JobAdmin`'s methods (pause, resume, list_jobs,
+cancel, retry, run_now, stats, status) for the node's own repositories.  It is
+the public `infsched.InfiniteScheduler` (docs/api.md).  The composition lives
+here, above the engine, because the engine never imports management.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import datetime
+
+from infsched.engine.scheduler import SchedulerNode
+from infsched.engine.status import JobStatus
+from infsched.management.jobs import JobAdmin, JobRow, Stats
+
+
+class InfiniteScheduler(SchedulerNode):
+    """A scheduler node serving one or more repositories, steerable through its methods."""
+
+    @functools.cached_property
+    def admin(self) -> JobAdmin:
+        """List, show, cancel, retry, run-now, stats: see infsched.management.
+
+        Built on first use from the node's own engine, history and repositories.
+        """
+        return JobAdmin(
+            self.engine,
+            self.history,
+            clock=self.clock,
+            actor=self.config.node_id,
+            repositories=list(self.bindings),
+            bindings=lambda: list(self.bindings.values()),
+        )
+
+    def pause(self, repository: str | None = None) -> None:
+        """Pause fetching and claiming, for one repository or all; holds for every node.
+
+        A repository neither served here nor known to the database is refused.
+        """
+        self.admin.names.require_scope(repository)
+        self.controls.pause(repository, by=self.config.node_id)
+
+    def resume(self, repository: str | None = None) -> None:
+        self.admin.names.require_scope(repository)
+        self.controls.resume(repository)
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        repository: str | None = None,
+        due_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[JobRow]:
+        """Jobs waiting, running or dead, soonest due first."""
+        return self.admin.list_jobs(
+            state=state, repository=repository, due_before=due_before, limit=limit
+        )
+
+    def cancel(self, job_keys: Sequence[str], repository: str | None = None) -> int:
+        """Cancel waiting or dead jobs (recorded as cancelled); a running one raises.
+
+        With `repository`, entity ids too; one with no job yet never gets one.
+        """
+        return self.admin.cancel(job_keys, repository)
+
+    def retry(self, job_keys: Sequence[str] = (), *, repository: str | None = None) -> int:
+        """Dead letters (these, these entities' of `repository`, or all of it) due now."""
+        return self.admin.retry(job_keys, repository=repository)
+
+    def run_now(self, job_keys: Sequence[str], repository: str | None = None) -> int:
+        """Make waiting jobs due now; with `repository`, entity ids too (see JobAdmin.run_now)."""
+        return self.admin.run_now(job_keys, repository)
+
+    def stats(self, lag_minutes: float = 5.0) -> Stats:
+        return self.admin.stats(lag_minutes)
+
+    def status(self, repository: str, entity_id: object) -> JobStatus:
+        """The entity's live job row, if any, and every recorded outcome in retention.
+
+        An entity with no job yet has state ``pending`` and its due time in `pending_due`.
+        """
+        found = self.admin.show(str(entity_id), repository)
+        return found[0] if found else JobStatus(repository, str(entity_id), None, ())
