@@ -23,12 +23,12 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from infsched.bench.memory import resident_mb
 from infsched.clock import utc_naive
 from infsched.jobstore.base import JobState
 from infsched.jobstore.sql import SqlJobStore
 from infsched.management.counts import job_counts
 from infsched.management.nodes import read_nodes
+from infsched.metrics.process import resident_mb
 from infsched.metrics.recorder import MetricsRecorder
 
 log = logging.getLogger("infsched.metrics")
