@@ -3,13 +3,14 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-PLUGINS := plugins/sms plugins/orders plugins/notifications
+PLUGINS := plugins/sms plugins/orders plugins/notifications plugins/bench
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 
 .PHONY: run test lint types layers pytest soak mariadb system-packages clean
 
-# Set-up: a virtual environment with the core, the three plugins (editable) and the dev tools.
+# Set-up: a virtual environment with the core, the plugins (editable: the three of the demo
+# and the bench, which adds `infsched bench` and holds the cluster harness) and the dev tools.
 # -qq: errors only; setuptools reports every editable install of a flat-layout plugin as a warning.
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 types: $(STAMP)
-	$(BIN)/mypy core/infsched plugins/sms/infsched_sms plugins/orders/infsched_orders plugins/notifications/infsched_notifications tests
+	$(BIN)/mypy core/infsched plugins/sms/infsched_sms plugins/orders/infsched_orders plugins/notifications/infsched_notifications plugins/bench/infsched_bench tests
 	# Each plugin's tests import their helpers by module name: one run per plugin.
 	for p in $(PLUGINS); do MYPYPATH=$$p/tests $(BIN)/mypy $$p/tests || exit 1; done
 	MYPYPATH=docs/examples/spool $(BIN)/mypy docs/examples/spool

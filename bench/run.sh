@@ -4,6 +4,8 @@
 # Run it on a quiet machine: the figures are only comparable within one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# `infsched bench` comes from plugins/bench: make installs it with the core.
+make -s .venv/.installed
 url=${1:-mysql+pymysql://root@127.0.0.1:3306/mysql}
 out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$(hostname).jsonl"
 run() { .venv/bin/infsched bench --db "$url" --json "$@" | tee -a "$out"; }

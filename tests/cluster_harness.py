@@ -1,6 +1,6 @@
 """Fixtures for the cluster tests: real ``infsched run`` node processes on MariaDB.
 
-`cluster_factory` builds `infsched.cluster.harness.Cluster` objects on fresh
+`cluster_factory` builds `infsched_bench.harness.Cluster` objects on fresh
 throwaway databases (the probe plugin installed for their node processes);
 every node still running when the test ends is killed.
 
@@ -24,8 +24,8 @@ from typing import Any
 import pymysql
 import pytest
 
-from infsched.cluster.harness import Cluster
 from infsched.dburl import DatabaseUrl
+from infsched_bench.harness import Cluster
 
 MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 INSTALL_DB = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"

@@ -21,7 +21,10 @@ import attrs
 import pytest
 import sqlalchemy as sa
 
-from infsched.cluster.harness import (
+from infsched.dburl import DatabaseUrl
+from infsched.jobstore.base import JobState
+from infsched.schema import jobs
+from infsched_bench.harness import (
     Call,
     Cluster,
     FailoverReport,
@@ -33,10 +36,7 @@ from infsched.cluster.harness import (
     sleep_until,
     wait_until,
 )
-from infsched.cluster.probe import ProbeEntity
-from infsched.dburl import DatabaseUrl
-from infsched.jobstore.base import JobState
-from infsched.schema import jobs
+from infsched_bench.probe import ProbeEntity
 
 if TYPE_CHECKING:
     from tests.cluster_harness import ClusterFactory, PrivateMariaDB

@@ -28,7 +28,6 @@ from infsched.config import SchedulerConfig
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.retry import RetryPolicy
-from infsched.management.scheduler import InfiniteScheduler
 from infsched.errors import (
     ConfigError,
     IdClockRangeError,
@@ -40,6 +39,7 @@ from infsched.errors import (
 )
 from infsched.executors import ExecutorSpec
 from infsched.hookspecs import hookimpl
+from infsched.management.scheduler import InfiniteScheduler
 from infsched.metrics.log_sink import LogMetricsSink
 from infsched.names import check_name
 from infsched.plugins import load_plugins

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -235,11 +235,9 @@ def run_demo(
     *,
     spread: float = 60.0,
     per_kind: int = 20,
-    console: Console | None = None,
-    on_frame: Callable[[dict[str, dict[str, int]]], None] | None = None,
+    console: Console,
 ) -> DemoSummary:
-    """Seed, run one node until every seeded entity has an outcome, and summarise."""
-    console = console or Console()
+    """Seed, run one node until every seeded entity has an outcome, and summarise on `console`."""
     clock = SystemClock()
     demo_config = attrs.evolve(
         config,
@@ -320,8 +318,6 @@ def run_demo(
                 frame = _frame(counts, seeded, list(recent.lines), time.monotonic() - began)
                 if view is not None:
                     view.update(frame)
-                if on_frame is not None:
-                    on_frame(counts)
                 finished = sum(c["succeeded"] + c["misfired"] + c["dead"] for c in counts.values())
                 if finished >= seeded_total:
                     break

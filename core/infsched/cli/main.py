@@ -10,7 +10,6 @@ import click
 import sqlalchemy as sa
 from rich.text import Text
 
-from infsched.cli.bench_cmd import bench
 from infsched.cli.config_cmd import config_group
 from infsched.cli.context import AppContext, config_option, db_option, record_config_flags
 from infsched.cli.control_cmd import nodes, pause, resume, stats
@@ -50,7 +49,6 @@ cli.add_command(demo)
 jobs_group.add_command(history)
 cli.add_command(jobs_group)
 cli.add_command(entities_group)
-cli.add_command(bench)
 cli.add_command(pause)
 cli.add_command(resume)
 cli.add_command(nodes)

@@ -28,10 +28,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from infsched.bench.workspace import throwaway_database
-from infsched.cluster.harness import Cluster, KillPlan, kill_and_restart, wait_until
 from infsched.dburl import DatabaseUrl
 from infsched.errors import UnsupportedDatabaseError
+from infsched_bench.harness import Cluster, KillPlan, kill_and_restart, wait_until
+from infsched_bench.workspace import throwaway_database
 
 Result = dict[str, Any]
 

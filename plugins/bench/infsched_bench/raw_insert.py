@@ -14,11 +14,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from infsched.bench.fixtures import BenchMessage
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
 from infsched.entities import entity_spec
 from infsched.sentinel_time import EPOCH_TEXT, SentinelDateTime
+from infsched_bench.fixtures import BenchMessage
 
 
 def raw_rows(entities: Sequence[BenchMessage]) -> list[tuple[Any, ...]]:

@@ -6,7 +6,7 @@ schedule  entities already in a repository moved into the job store
 execute   claim, run a no-op executor, record the outcome, leave the hot table
 lag       start-minus-due latency at a sustained rate, default fetch settings
 memory    resident memory while many entities pass through schedule and execute
-cluster   execute throughput of 1, 2… node processes; a node killed twice (cluster/bench.py)
+cluster   execute throughput of 1, 2… node processes; a node killed twice (cluster.py)
 """
 
 from __future__ import annotations
@@ -21,11 +21,7 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from infsched.bench.fixtures import BenchMessage, messages
-from infsched.bench.raw_insert import raw_insert_rate
-from infsched.bench.workspace import throwaway_database
 from infsched.clock import SystemClock
-from infsched.cluster.bench import cluster_stage
 from infsched.config import SchedulerConfig
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
@@ -38,6 +34,10 @@ from infsched.plugins import PluginRegistry
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
 from infsched.schema import jobs
+from infsched_bench.cluster import cluster_stage
+from infsched_bench.fixtures import BenchMessage, messages
+from infsched_bench.raw_insert import raw_insert_rate
+from infsched_bench.workspace import throwaway_database
 
 Result = dict[str, Any]
 Progress = Callable[[str], None]

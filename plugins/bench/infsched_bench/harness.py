@@ -36,7 +36,6 @@ import sqlalchemy as sa
 from infsched.clock import SystemClock, from_utc_naive
 from infsched.cluster.dbtime import database_now
 from infsched.cluster.leases import LeaseRow, LeaseStore
-from infsched.cluster.probe import ENTITY, EXECUTOR, ProbeEntity, calls, create_calls_table
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
 from infsched.engine.controls import Controls
@@ -48,6 +47,7 @@ from infsched.repositories.day_sharded import DayShardedRepository
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
 from infsched.schema import jobs
+from infsched_bench.probe import ENTITY, EXECUTOR, ProbeEntity, calls, create_calls_table
 
 REPOSITORY = "probe"
 INFSCHED = str(Path(sys.executable).with_name("infsched"))
@@ -68,7 +68,7 @@ def install_probe_plugin(site: Path) -> Path:
     info = site / "infsched_probe-0.1.dist-info"
     info.mkdir(parents=True, exist_ok=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: infsched-probe\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[infsched]\n{EXECUTOR} = infsched.cluster.probe\n")
+    (info / "entry_points.txt").write_text(f"[infsched]\n{EXECUTOR} = infsched_bench.probe\n")
     return site
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import click
 from rich.table import Table
 
-from infsched.bench.stages import Bench, Result
 from infsched.cli.context import app_context, config_options, requires_plugins
 from infsched.cli.output import note, stdout
+from infsched_bench.stages import Bench, Result
 
 #: Stage -> rows it handles unless --rows says otherwise.
 DEFAULT_ROWS = {

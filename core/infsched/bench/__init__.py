@@ -1,1 +1,0 @@
-"""``infsched bench``: throughput and memory measured on a real database."""
