@@ -213,7 +213,7 @@ class SchedulerNode:
                 base_delay=self.config.retry_base_delay,
                 max_delay=self.config.retry_max_delay,
             )
-            bound[name] = BoundExecutor(spec, instance, retry)
+            bound[name] = BoundExecutor.bind(spec, instance, retry)
         return bound
 
     # -- lifecycle --

@@ -82,18 +82,33 @@ class Claim:
 
 @attrs.frozen
 class BoundExecutor:
-    """An executor instance with its spec and retry policy."""
+    """An executor instance with its spec and retry policy: one job per call, or a batch.
+
+    Exactly one of `single` and `batch` is set, decided once by `bind`: isinstance
+    against a runtime-checkable Protocol inspects the Protocol's members each time,
+    which cost more than a no-op job's whole run.
+    """
 
     spec: ExecutorSpec
-    instance: Executor[Any] | BatchExecutor[Any]
     retry: RetryPolicy
-    #: Decided once: isinstance against a runtime-checkable Protocol inspects the
-    #: Protocol's members each time, which cost more than a no-op job's whole run.
-    is_batch: bool = attrs.field(
-        default=attrs.Factory(
-            lambda self: isinstance(self.instance, BatchExecutor), takes_self=True
-        )
-    )
+    single: Executor[Any] | None = None
+    batch: BatchExecutor[Any] | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if (self.single is None) == (self.batch is None):
+            raise TypeError("a BoundExecutor takes exactly one of single and batch")
+
+    @classmethod
+    def bind(
+        cls, spec: ExecutorSpec, instance: Executor[Any] | BatchExecutor[Any], retry: RetryPolicy
+    ) -> BoundExecutor:
+        if isinstance(instance, BatchExecutor):
+            return cls(spec, retry, batch=instance)
+        return cls(spec, retry, single=instance)
+
+    @property
+    def is_batch(self) -> bool:
+        return self.batch is not None
 
 
 def _describe(error: BaseException) -> str:
@@ -473,12 +488,14 @@ class Workers:
         )
 
     def _run_chunk(self, bound: BoundExecutor, jobs: list[ClaimedJob], claim: Claim) -> None:
-        if bound.is_batch:
+        if bound.batch is not None:
             if not self._lease_sure(claim):
                 self._give_back_unsure(jobs, claim)
                 return
-            self._run_batch(bound, jobs)
+            self._run_batch(bound, bound.batch, jobs)
             return
+        single = bound.single
+        assert single is not None, "a BoundExecutor holds one of single and batch"
         # Successes are counted once per chunk and repository, not once per job.
         succeeded: Counter[tuple[str, str]] = Counter()
         try:
@@ -491,7 +508,7 @@ class Workers:
                 if not self._lease_sure(claim):
                     self._give_back_unsure(jobs[i:], claim)
                     return
-                self._run_one(bound, job, succeeded)
+                self._run_one(bound, single, job, succeeded)
         finally:
             for (repository, executor), count in succeeded.items():
                 self.metrics.increment(
@@ -521,7 +538,11 @@ class Workers:
             return True
 
     def _run_one(
-        self, bound: BoundExecutor, job: ClaimedJob, succeeded: Counter[tuple[str, str]]
+        self,
+        bound: BoundExecutor,
+        single: Executor[Any],
+        job: ClaimedJob,
+        succeeded: Counter[tuple[str, str]],
     ) -> None:
         try:
             context = self._context(job)
@@ -537,13 +558,15 @@ class Workers:
         started = self._start(job, bound)
         error: BaseException | None = None
         try:
-            bound.instance(context)  # type: ignore[operator]
+            single(context)
         except Exception as exc:
             error = exc
         if self._end(job):
             self._conclude(job, bound, started, error, succeeded)
 
-    def _run_batch(self, bound: BoundExecutor, jobs: list[ClaimedJob]) -> None:
+    def _run_batch(
+        self, bound: BoundExecutor, batch: BatchExecutor[Any], jobs: list[ClaimedJob]
+    ) -> None:
         contexts: list[JobContext[Any]] = []
         readable: list[ClaimedJob] = []
         for job in jobs:
@@ -563,7 +586,7 @@ class Workers:
         started = {job.id: self._start(job, bound) for job in readable}
         errors: Sequence[BaseException | None]
         try:
-            errors = bound.instance.execute_batch(contexts)  # type: ignore[union-attr]
+            errors = batch.execute_batch(contexts)
             if len(errors) != len(contexts):
                 raise BatchResultError(
                     f"execute_batch returned {len(errors)} results for {len(contexts)} jobs"
