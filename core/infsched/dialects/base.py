@@ -162,16 +162,6 @@ class Dialect(ABC):
         already hold the write lock from its first statement (`configure_engine`).
         """
 
-    @abstractmethod
-    def still_unmarked(self, mark: sa.ColumnElement[Any]) -> list[sa.ColumnElement[bool]]:
-        """Conditions the statements that copy and mark a locked batch add on its mark.
-
-        None where `lock_skipping_locked` really locks (nobody else can have
-        marked the rows); where it locks nothing, "still unmarked", so an
-        entity another writer marked meanwhile (an operator's run-now or
-        cancel) is neither copied nor marked again.
-        """
-
     # -- building jobs from entity rows inside the database (INSERT … SELECT) --
 
     @abstractmethod

@@ -364,7 +364,3 @@ class MySQLDialect(Dialect):
     def lock_skipping_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
         # MariaDB 10.6+ and MySQL 8.0+; rendered after LIMIT as MySQL requires.
         return query.with_for_update(skip_locked=True)
-
-    def still_unmarked(self, mark: sa.ColumnElement[Any]) -> list[sa.ColumnElement[bool]]:
-        # The batch's rows are locked until its commit: nobody else marks them.
-        return []

@@ -29,7 +29,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from infsched.dialects.base import Dialect, RowInserter
-from infsched.sentinel_time import EPOCH
 
 _USING_INDEX = re.compile(r"USING (?:COVERING )?INDEX (\S+)")
 
@@ -185,11 +184,6 @@ class SQLiteDialect(Dialect):
     def lock_skipping_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
         # Every transaction holds the database's write lock from its start (_on_begin).
         return query
-
-    def still_unmarked(self, mark: sa.ColumnElement[Any]) -> list[sa.ColumnElement[bool]]:
-        # Redundant while every transaction begins IMMEDIATE (_on_begin), kept so a
-        # batch never overwrites a mark should a read ever run outside that lock.
-        return [mark == EPOCH]
 
     def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:
         statement = table.insert()

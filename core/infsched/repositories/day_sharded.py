@@ -882,7 +882,6 @@ class DayShardedRepository(ABC, Generic[T, K]):
         found = []
         for lot in locked:
             key = lot.table.c[self._key]
-            unmarked = self._dialect.still_unmarked(lot.table.c[JOB_AT])
             for chunk in _chunks(lot.ids, IN_LIST_SIZE):
                 found.append(
                     (
@@ -891,7 +890,6 @@ class DayShardedRepository(ABC, Generic[T, K]):
                             lot.table.c[self._id].in_(list(chunk)),
                             key >= lot.first,
                             key <= lot.last,
-                            *unmarked,
                         ),
                     )
                 )
