@@ -10,7 +10,7 @@ import attrs
 from infsched.entities import EntitySpec, entity_spec
 from infsched.jobstore.base import NewJob, job_key
 from infsched.names import check_name
-from infsched.repositories.base import ShardingRepository
+from infsched.repositories.base import SchedulingSource
 
 #: An entity field of this name (an int) sets each job's priority.
 PRIORITY_FIELD = "priority"
@@ -24,7 +24,7 @@ class RepositoryBinding:
     else `default_priority`.
     """
 
-    repository: ShardingRepository[Any, Any]
+    repository: SchedulingSource[Any, Any]
     executor: str = attrs.field(validator=lambda _, __, v: check_name(v, "executor name"))
     default_priority: int = 0
 

@@ -50,7 +50,7 @@ from infsched.metrics.recorder import MetricsRecorder
 from infsched.metrics.sink import MetricsSink
 from infsched.plugins import PluginRegistry
 from infsched.repositories.backend import RepositoryOptions
-from infsched.repositories.base import ShardingRepository
+from infsched.repositories.base import SchedulingSource, ShardingRepository, ShardMaintenance
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
 
@@ -87,7 +87,7 @@ def _fixed(executor: Executor[Any] | BatchExecutor[Any]) -> Any:
 
 #: What a scheduler can serve: a repository (bound to the executor of its name), a binding,
 #: or a repository built from config (bound to its ``executor`` at its ``priority``).
-Servable = ShardingRepository[Any, Any] | RepositoryBinding | ConfiguredRepository
+Servable = SchedulingSource[Any, Any] | RepositoryBinding | ConfiguredRepository
 
 
 def _bind(item: Servable) -> RepositoryBinding:
@@ -178,7 +178,7 @@ class SchedulerNode:
         self.fetch_leases = {name: self.member.lease(f"fetch:{name}") for name in self.bindings}
         maintained = {name: b.repository for name, b in self.bindings.items()}
         maintained[HISTORY_REPOSITORY] = self.history.repository
-        self.maintenance_leases: dict[str, tuple[ShardingRepository[Any, Any], Lease]] = {
+        self.maintenance_leases: dict[str, tuple[ShardMaintenance, Lease]] = {
             name: (repo, self.member.lease(f"maintain:{name}")) for name, repo in maintained.items()
         }
         self._stop = threading.Event()

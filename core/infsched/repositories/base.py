@@ -1,4 +1,9 @@
-"""The ShardingRepository protocol: what every repository backend offers.
+"""The repository protocols: what every repository backend offers, in the parts each caller uses.
+
+`ShardingRepository` is all of it, and what a backend's factory returns.
+Its own methods are what an application does with its entities; the
+engine depends only on `SchedulingSource` (which entities have no job yet,
+and the mark once they have), and maintenance on `ShardMaintenance`.
 
 Ranges are half-open, ``[start, end)``, everywhere; a range whose end is not
 after its start is empty.  Datetimes are timezone-aware; a naive one is
@@ -23,6 +28,7 @@ import sqlalchemy as sa
 from infsched.errors import EntityError
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 K = TypeVar("K", contravariant=True)
 
 #: Ids of misrouted rows a report names.
@@ -108,14 +114,14 @@ class MaintenanceReport:
     indexed: tuple[str, ...] = ()
 
 
-class ShardingRepository(Protocol[T, K]):
+class ShardedEntities(Protocol[T_co]):
     """Entities of one type, sharded by the UTC day of their sharding key."""
 
     @property
     def name(self) -> str: ...
 
     @property
-    def entity_type(self) -> type[T]: ...
+    def entity_type(self) -> type[T_co]: ...
 
     @property
     def engine(self) -> sa.Engine:
@@ -125,6 +131,87 @@ class ShardingRepository(Protocol[T, K]):
     def retention_horizon(self) -> datetime:
         """Start (00:00 UTC) of the oldest day still retained: today - retention_days."""
         ...
+
+
+class ShardMaintenance(Protocol):
+    """The days' tables or partitions: laid out, reported, checked."""
+
+    def maintain(self) -> MaintenanceReport:
+        """Create tables/partitions ahead and drop those past retention; idempotent."""
+        ...
+
+    def status(self) -> list[ShardStatus]: ...
+
+    def check(self) -> list[ShardProblem]:
+        """Misrouted rows, rows due before the horizon, missing days, the id source; [] if none."""
+        ...
+
+
+class SchedulingSource(ShardedEntities[T], ShardMaintenance, Protocol[T, K]):
+    """What the engine schedules from: the entities with no job yet, and the mark on them."""
+
+    def find_unscheduled(
+        self, start: datetime, end: datetime, limit: int, *, conn: sa.Connection | None = None
+    ) -> list[T]:
+        """Up to `limit` entities of the range with no job yet, ordered by (sharding key, id).
+
+        On `conn` (a transaction) the rows are locked until it ends, and rows
+        locked by another transaction are skipped.
+        """
+        ...
+
+    def lock_unscheduled(
+        self, conn: sa.Connection, start: datetime, end: datetime, limit: int
+    ) -> list[LockedEntities]:
+        """Up to `limit` unscheduled entities of [start, end), locked on `conn`, per table."""
+        ...
+
+    def sources(
+        self, locked: Sequence[LockedEntities]
+    ) -> list[tuple[sa.Table, sa.ColumnElement[bool]]]:
+        """Per table: a WHERE selecting exactly the `locked` entities."""
+        ...
+
+    def read_locked(self, conn: sa.Connection, locked: Sequence[LockedEntities]) -> list[T]:
+        """The `locked` entities themselves, read on `conn`, by (key, id)."""
+        ...
+
+    def mark_locked(
+        self, conn: sa.Connection, locked: Sequence[LockedEntities], when: datetime
+    ) -> None:
+        """Record on `conn` that jobs exist for the `locked` entities."""
+        ...
+
+    def mark_keys_scheduled(
+        self, conn: sa.Connection, keys: Sequence[tuple[Any, datetime]], when: datetime
+    ) -> None:
+        """Record on `conn` that jobs exist for the entities of `keys`."""
+        ...
+
+    def mark_scheduled(self, conn: sa.Connection, entities: Sequence[T], when: datetime) -> None:
+        """Record on `conn` (in the caller's transaction) that jobs exist for `entities`."""
+        ...
+
+    def find_with_job_mark(self, entity_id: K) -> MarkedEntity[T] | None:
+        """The entity of this id (any retained day) and when its job was created."""
+        ...
+
+    def mark_if_unscheduled(self, conn: sa.Connection, entity_id: K, when: datetime) -> bool:
+        """Mark one entity on `conn` if it has no job yet; whether this call marked it.
+
+        The WHERE holds "no job yet", so of two transactions racing for the
+        entity (a fetch batch, an operator's run-now) exactly one marks it.
+        """
+        ...
+
+
+class ShardingRepository(SchedulingSource[T, K], Protocol[T, K]):
+    """Entities of one type, sharded by the UTC day of their sharding key.
+
+    What an application does with its entities is declared here: insert,
+    find, stream, count, update, delete.  The engine's part is
+    `SchedulingSource`, and maintenance's `ShardMaintenance`.
+    """
 
     def insert(self, entity: T, *, conn: sa.Connection | None = None) -> T:
         """Store one entity; returns it with its id set."""
@@ -176,74 +263,10 @@ class ShardingRepository(Protocol[T, K]):
 
     def delete_all_by_date_range(self, start: datetime, end: datetime) -> int: ...
 
-    def find_unscheduled(
-        self, start: datetime, end: datetime, limit: int, *, conn: sa.Connection | None = None
-    ) -> list[T]:
-        """Up to `limit` entities of the range with no job yet, ordered by (sharding key, id).
-
-        On `conn` (a transaction) the rows are locked until it ends, and rows
-        locked by another transaction are skipped.
-        """
-        ...
-
     def insert_from_select(self, conn: sa.Connection, day: date, rows: sa.Select[Any]) -> int:
         """Insert the rows `rows` selects (every column, in field order) into `day`'s shard."""
         ...
 
     def new_ids(self, count: int) -> list[int]:
         """Fresh 64-bit ids from the repository's generator."""
-        ...
-
-    def lock_unscheduled(
-        self, conn: sa.Connection, start: datetime, end: datetime, limit: int
-    ) -> list[LockedEntities]:
-        """Up to `limit` unscheduled entities of [start, end), locked on `conn`, per table."""
-        ...
-
-    def sources(
-        self, locked: Sequence[LockedEntities]
-    ) -> list[tuple[sa.Table, sa.ColumnElement[bool]]]:
-        """Per table: a WHERE selecting exactly the `locked` entities."""
-        ...
-
-    def read_locked(self, conn: sa.Connection, locked: Sequence[LockedEntities]) -> list[T]:
-        """The `locked` entities themselves, read on `conn`, by (key, id)."""
-        ...
-
-    def mark_locked(
-        self, conn: sa.Connection, locked: Sequence[LockedEntities], when: datetime
-    ) -> None:
-        """Record on `conn` that jobs exist for the `locked` entities."""
-        ...
-
-    def mark_keys_scheduled(
-        self, conn: sa.Connection, keys: Sequence[tuple[Any, datetime]], when: datetime
-    ) -> None:
-        """Record on `conn` that jobs exist for the entities of `keys`."""
-        ...
-
-    def mark_scheduled(self, conn: sa.Connection, entities: Sequence[T], when: datetime) -> None:
-        """Record on `conn` (in the caller's transaction) that jobs exist for `entities`."""
-        ...
-
-    def find_with_job_mark(self, entity_id: K) -> MarkedEntity[T] | None:
-        """The entity of this id (any retained day) and when its job was created."""
-        ...
-
-    def mark_if_unscheduled(self, conn: sa.Connection, entity_id: K, when: datetime) -> bool:
-        """Mark one entity on `conn` if it has no job yet; whether this call marked it.
-
-        The WHERE holds "no job yet", so of two transactions racing for the
-        entity (a fetch batch, an operator's run-now) exactly one marks it.
-        """
-        ...
-
-    def maintain(self) -> MaintenanceReport:
-        """Create tables/partitions ahead and drop those past retention; idempotent."""
-        ...
-
-    def status(self) -> list[ShardStatus]: ...
-
-    def check(self) -> list[ShardProblem]:
-        """Misrouted rows, rows due before the horizon, missing days, the id source; [] if none."""
         ...

@@ -113,6 +113,15 @@ class EntityRows:
     def from_row(self, row: Mapping[Any, Any]) -> Any:
         return self.spec.cls(**{name: decode(row[name]) for name, decode in self._decoders})
 
+    def check_id(self, entity_id: object) -> Any:
+        """`entity_id`, checked as an id of this entity type; EntityError for None or a bad one."""
+        if entity_id is None:
+            raise EntityError(
+                f"{self.spec.name}.{self.spec.id_column.name}: an id is required, got None"
+            )
+        self.spec.id_column.check(self.spec.name, entity_id)
+        return entity_id
+
     def value_to_db(self, field: str, value: Any) -> Any:
         """One field's value, checked and converted; EntityError for an unknown field."""
         column = self._columns.get(field)

@@ -21,14 +21,8 @@ from sqlalchemy.schema import DropTable
 from infsched.names import check_name
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import MaintenanceReport, ShardStatus
-from infsched.repositories.day_sharded import (
-    MAINTENANCE_LOCK_TIMEOUT,
-    DayShardedRepository,
-    K,
-    Segment,
-    T,
-    day_start,
-)
+from infsched.repositories.day_sharded import MAINTENANCE_LOCK_TIMEOUT, DayShardedRepository, K, T
+from infsched.repositories.segments import Segment, day_start
 
 _ONE_DAY = timedelta(days=1)
 
@@ -46,12 +40,12 @@ class MultiTableRepository(DayShardedRepository[T, K]):
         self._tables_lock = threading.Lock()
         #: Days whose table is known to exist, so inserts skip the DDL round trip.
         self._known_days: set[date] = set()
-        self._table_for_day(self._today())  # index names are checked when a table is built
+        self.table_for_day(self._today())  # index names are checked when a table is built
 
     def table_name(self, day: date) -> str:
         return f"{self.prefix}_{day:%Y%m%d}"
 
-    def _table_for_day(self, day: date) -> sa.Table:
+    def table_for_day(self, day: date) -> sa.Table:
         table = self._tables.get(day)
         if table is None:
             with self._tables_lock:
@@ -62,7 +56,7 @@ class MultiTableRepository(DayShardedRepository[T, K]):
                     )
         return table
 
-    def _forget_day(self, day: date) -> None:
+    def forget_day(self, day: date) -> None:
         self._known_days.discard(day)
 
     def _day_of(self, table_name: str) -> date | None:
@@ -80,10 +74,10 @@ class MultiTableRepository(DayShardedRepository[T, K]):
         days.discard(None)
         return sorted(d for d in days if d is not None)
 
-    def _all_tables(self, conn: sa.Connection) -> list[sa.Table]:
-        return [self._table_for_day(day) for day in self.existing_days(conn)]
+    def all_tables(self, conn: sa.Connection) -> list[sa.Table]:
+        return [self.table_for_day(day) for day in self.existing_days(conn)]
 
-    def _expected_keys(self, table: sa.Table) -> tuple[datetime | None, datetime | None]:
+    def expected_keys(self, table: sa.Table) -> tuple[datetime | None, datetime | None]:
         day = self._day_of(table.name)
         if day is None:  # not a day table: nothing to expect
             return None, None
@@ -95,7 +89,7 @@ class MultiTableRepository(DayShardedRepository[T, K]):
     def _shard_name(self, day: date) -> str:
         return self.table_name(day)
 
-    def _segments(
+    def segments(
         self, conn: sa.Connection, start: datetime | None, end: datetime | None
     ) -> list[Segment]:
         segments = []
@@ -105,14 +99,14 @@ class MultiTableRepository(DayShardedRepository[T, K]):
                 continue
             segments.append(
                 Segment(
-                    self._table_for_day(day),
+                    self.table_for_day(day),
                     start if start is not None and start > first else None,
                     end if end is not None and end < after else None,
                 )
             )
         return segments
 
-    def _prepare_days(self, days: Collection[date], conn: sa.Connection | None) -> None:
+    def prepare_days(self, days: Collection[date], conn: sa.Connection | None) -> None:
         missing = [d for d in days if d not in self._known_days]
         if not missing:
             return
@@ -120,12 +114,12 @@ class MultiTableRepository(DayShardedRepository[T, K]):
             # SQLite: another connection could not write while the caller's transaction
             # holds the lock, so create in it; not remembered, as it may be rolled back.
             for day in missing:
-                self._dialect.create_table(conn, self._table_for_day(day))
+                self._dialect.create_table(conn, self.table_for_day(day))
             return
         # MySQL: DDL commits the transaction it runs in, so it never runs in the caller's.
         with self.engine.begin() as ddl:
             for day in missing:
-                self._dialect.create_table(ddl, self._table_for_day(day))
+                self._dialect.create_table(ddl, self.table_for_day(day))
             created = [self.table_name(day) for day in missing]
             # Made just now, perhaps again after another process dropped it.
             self._ids_given.difference_update(created)
@@ -144,14 +138,14 @@ class MultiTableRepository(DayShardedRepository[T, K]):
                 existing = self.existing_days(conn)
                 self._refuse_nullable_marks(conn, [self.table_name(d) for d in existing])
                 kept_days = [d for d in existing if d >= horizon]  # (the others are dropped)
-                indexed = self._add_missing_indexes(conn, map(self._table_for_day, kept_days))
+                indexed = self._add_missing_indexes(conn, map(self.table_for_day, kept_days))
                 for day in window:
                     if day not in existing:
-                        self._dialect.create_table(conn, self._table_for_day(day))
+                        self._dialect.create_table(conn, self.table_for_day(day))
                         created.append(self.table_name(day))
                 expired = [d for d in existing if d < horizon] if drop_expired else []
                 for day in expired:
-                    conn.execute(DropTable(self._table_for_day(day), if_exists=True))
+                    conn.execute(DropTable(self.table_for_day(day), if_exists=True))
                     dropped.append(self.table_name(day))
                 kept_days = sorted((set(existing) | set(window)) - set(expired))
                 self._ensure_ids(conn, [self.table_name(d) for d in kept_days])
@@ -168,7 +162,7 @@ class MultiTableRepository(DayShardedRepository[T, K]):
     def status(self) -> list[ShardStatus]:
         with self.engine.connect() as conn:
             shards = [
-                (self.table_name(day), day, Segment(self._table_for_day(day)))
+                (self.table_name(day), day, Segment(self.table_for_day(day)))
                 for day in self.existing_days(conn)
             ]
-            return self._shard_status(conn, shards)
+            return self._queries.shard_status(conn, shards)

@@ -27,14 +27,8 @@ from infsched.dialects import RangePartition, RangePartitioning
 from infsched.errors import ConfigError
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import MaintenanceReport, ShardStatus
-from infsched.repositories.day_sharded import (
-    MAINTENANCE_LOCK_TIMEOUT,
-    DayShardedRepository,
-    K,
-    Segment,
-    T,
-    day_start,
-)
+from infsched.repositories.day_sharded import MAINTENANCE_LOCK_TIMEOUT, DayShardedRepository, K, T
+from infsched.repositories.segments import Segment, day_start, naive_range
 
 CATCH_ALL = "pmax"
 _DAY_PARTITION = re.compile(r"^p(\d{8})$")
@@ -62,7 +56,7 @@ class PartitionedRepository(DayShardedRepository[T, K]):
         self._partitioning: RangePartitioning = partitioning
         self.table = self._build_table(options.table_name, partitioned=True)
 
-    def _table_for_day(self, day: date) -> sa.Table:
+    def table_for_day(self, day: date) -> sa.Table:
         return self.table
 
     # MariaDB puts every row into the partition of its key, so no row can be in the
@@ -70,10 +64,10 @@ class PartitionedRepository(DayShardedRepository[T, K]):
     # horizon, which lands in the lowest partition.
     _outside_kind = "before_horizon"
 
-    def _all_tables(self, conn: sa.Connection) -> list[sa.Table]:
+    def all_tables(self, conn: sa.Connection) -> list[sa.Table]:
         return [self.table]
 
-    def _expected_keys(self, table: sa.Table) -> tuple[datetime | None, datetime | None]:
+    def expected_keys(self, table: sa.Table) -> tuple[datetime | None, datetime | None]:
         return self.retention_horizon().replace(tzinfo=None), None
 
     def _laid_out_days(self, conn: sa.Connection) -> set[date]:
@@ -82,12 +76,12 @@ class PartitionedRepository(DayShardedRepository[T, K]):
     def _shard_name(self, day: date) -> str:
         return partition_name(day)
 
-    def _segments(
+    def segments(
         self, conn: sa.Connection, start: datetime | None, end: datetime | None
     ) -> list[Segment]:
         return [Segment(self.table, start, end)]
 
-    def _prepare_days(self, days: Collection[date], conn: sa.Connection | None) -> None:
+    def prepare_days(self, days: Collection[date], conn: sa.Connection | None) -> None:
         """Nothing to do: a day without its own partition goes to the catch-all."""
 
     def _day_partition(self, partition: RangePartition) -> date:
@@ -197,10 +191,10 @@ class PartitionedRepository(DayShardedRepository[T, K]):
 
     def explain_partitions(self, start: datetime, end: datetime) -> list[str]:
         """The partitions the server reads for a range query on [start, end)."""
-        bounds = self._range(start, end)
+        bounds = naive_range(start, end)
         if bounds is None:
             return []
-        query = self._select(Segment(self.table, *bounds), None)
+        query = self._queries.select(Segment(self.table, *bounds), None)
         with self.engine.connect() as conn:
             return self._partitioning.explain_partitions(conn, query)
 
@@ -212,4 +206,4 @@ class PartitionedRepository(DayShardedRepository[T, K]):
                 day = None if partition.upper is None else self._day_partition(partition)
                 shards.append((partition.name, day, Segment(self.table, lower, partition.upper)))
                 lower = partition.upper
-            return self._shard_status(conn, shards)
+            return self._queries.shard_status(conn, shards)
