@@ -33,9 +33,9 @@ from typing import Any, ClassVar, Protocol
 
 import attrs
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
 from infsched.clock import as_utc, utc_naive
+from infsched.column_types import UtcDateTime
 from infsched.errors import EntityError
 
 _META_KEY = "infsched"
@@ -107,8 +107,6 @@ class Entity(Protocol):
 #: Types whose JSON value is already the field's value (from_json skips from_db for them).
 _AS_IN_JSON = frozenset({str, int, float})
 
-_UTC_DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-
 
 @attrs.frozen
 class ColumnSpec:
@@ -139,7 +137,7 @@ class ColumnSpec:
         if t is str:
             return sa.String(o.length) if o.length else sa.Text()
         if t is datetime:
-            return _UTC_DATETIME
+            return UtcDateTime()
         if t is date:
             return sa.Date()
         if issubclass(t, enum.Enum):

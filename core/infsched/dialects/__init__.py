@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from infsched.column_types import supply_column_types
 from infsched.dialects.base import Dialect, LockTimeoutError, RangePartition, RangePartitioning
 from infsched.dialects.mysql import MySQLDialect
 from infsched.dialects.sqlite import SQLiteDialect
@@ -12,6 +13,8 @@ from infsched.errors import UnsupportedDatabaseError
 _BY_NAME: dict[str, Dialect] = {
     name: dialect for dialect in (MySQLDialect(), SQLiteDialect()) for name in dialect.names
 }
+for _dialect in set(_BY_NAME.values()):
+    supply_column_types(_dialect.names, _dialect.column_type)
 
 
 def dialect_for(bind: sa.Engine | sa.Connection) -> Dialect:

@@ -18,6 +18,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
+from infsched.column_types import ColumnKind
 from infsched.errors import InfschedError
 
 
@@ -86,6 +87,13 @@ class Dialect(ABC):
     concurrent_writers: ClassVar[bool]
     #: RANGE partitioning, or None where the database has none.
     range_partitioning: RangePartitioning | None = None
+
+    def column_type(self, kind: ColumnKind[Any]) -> sa.types.TypeEngine[Any] | None:
+        """The type this database stores a column of `kind` in; None for the kind's generic one.
+
+        infsched.column_types asks this when a table is compiled for the database.
+        """
+        return None
 
     @abstractmethod
     def configure_engine(self, engine: sa.Engine) -> None:

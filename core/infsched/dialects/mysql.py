@@ -11,11 +11,13 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql as mysql_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable
 
+from infsched.column_types import ColumnKind, FixedText, LongText, UtcDateTime
 from infsched.dialects.base import Dialect, LockTimeoutError, RangePartition, RowInserter
 
 _ER_DUP_KEYNAME = 1061
@@ -126,6 +128,16 @@ class MySQLDialect(Dialect):
 
     def __init__(self) -> None:
         self.range_partitioning = MySQLRangePartitioning()
+
+    def column_type(self, kind: ColumnKind[Any]) -> sa.types.TypeEngine[Any] | None:
+        if isinstance(kind, UtcDateTime):
+            return mysql.DATETIME(fsp=6)  # DATETIME alone drops the microseconds
+        if isinstance(kind, LongText):
+            return mysql.MEDIUMTEXT()  # TEXT stops at 64 KiB
+        if isinstance(kind, FixedText):
+            # CHAR: InnoDB updates a row in place only while its size stays the same.
+            return mysql.CHAR(kind.length)
+        return None
 
     def configure_engine(self, engine: sa.Engine) -> None:
         # Row locks (FOR UPDATE [SKIP LOCKED]) make read-then-write transactions safe;

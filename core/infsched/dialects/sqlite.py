@@ -28,6 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from infsched.column_types import ColumnKind, RowId
 from infsched.dialects.base import Dialect, RowInserter
 
 _USING_INDEX = re.compile(r"USING (?:COVERING )?INDEX (\S+)")
@@ -69,6 +70,12 @@ class SQLiteDialect(Dialect):
     names = ("sqlite",)
     transactional_ddl = True
     concurrent_writers = False
+
+    def column_type(self, kind: ColumnKind[Any]) -> sa.types.TypeEngine[Any] | None:
+        if isinstance(kind, RowId):
+            # Only an INTEGER PRIMARY KEY is the rowid, which SQLite numbers itself.
+            return sa.Integer()
+        return None
 
     def configure_engine(self, engine: sa.Engine) -> None:
         # SQLAlchemy's documented recipe for pysqlite transactions, with IMMEDIATE.
