@@ -8,6 +8,7 @@ has no `range_partitioning`.
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -24,6 +25,26 @@ from infsched.errors import InfschedError
 
 class LockTimeoutError(InfschedError):
     """A named lock stayed held by another session for longer than we would wait."""
+
+
+class DatabaseErrorKind(enum.Enum):
+    """What a database error means to the scheduler, whichever database raised it."""
+
+    #: The database rolled the transaction back to break a deadlock.
+    DEADLOCK = "deadlock"
+    #: A lock stayed held by another transaction longer than the database waits.
+    LOCK_TIMEOUT = "lock timeout"
+    #: A primary or unique key violation.
+    DUPLICATE_KEY = "duplicate key"
+    #: The table does not exist (e.g. a day's table dropped by maintenance meanwhile).
+    MISSING_TABLE = "missing table"
+    #: The connection broke (server gone, session killed); the pool discards it.
+    LOST_CONNECTION = "lost connection"
+
+    @property
+    def is_conflict(self) -> bool:
+        """A lock conflict: the database asks for the transaction to be tried again."""
+        return self in (DatabaseErrorKind.DEADLOCK, DatabaseErrorKind.LOCK_TIMEOUT)
 
 
 @attrs.frozen
@@ -137,13 +158,20 @@ class Dialect(ABC):
     def indexes_used(self, conn: sa.Connection, query: sa.Select[Any]) -> list[str]:
         """The indexes the database's plan for `query` reads (EXPLAIN), in plan order."""
 
-    @abstractmethod
-    def is_missing_table(self, exc: DBAPIError) -> bool:
-        """Whether `exc` says a table does not exist (e.g. dropped by maintenance meanwhile)."""
+    def classify(self, exc: BaseException) -> DatabaseErrorKind | None:
+        """What `exc` means, if it is a database error of a kind the scheduler tells apart.
+
+        None for any other error, and for an error of another database's driver.
+        """
+        if not isinstance(exc, DBAPIError):
+            return None
+        if exc.connection_invalidated:
+            return DatabaseErrorKind.LOST_CONNECTION
+        return self.classify_driver_error(exc.orig)
 
     @abstractmethod
-    def is_duplicate_key(self, exc: DBAPIError) -> bool:
-        """Whether `exc` is a primary or unique key violation."""
+    def classify_driver_error(self, error: BaseException | None) -> DatabaseErrorKind | None:
+        """The kind of an exception this database's driver raised; None if it is none of them."""
 
     @abstractmethod
     def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:

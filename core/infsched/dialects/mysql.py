@@ -10,6 +10,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+import pymysql
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.mysql import insert as mysql_insert
@@ -18,17 +19,34 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable
 
 from infsched.column_types import ColumnKind, FixedText, LongText, UtcDateTime
-from infsched.dialects.base import Dialect, LockTimeoutError, RangePartition, RowInserter
+from infsched.dialects.base import (
+    DatabaseErrorKind,
+    Dialect,
+    LockTimeoutError,
+    RangePartition,
+    RowInserter,
+)
 
 _ER_DUP_KEYNAME = 1061
-_ER_DUP_ENTRY = 1062
-_ER_NO_SUCH_TABLE = 1146
+#: The server's and the client's error numbers, by what they mean.
+_KINDS = {
+    1213: DatabaseErrorKind.DEADLOCK,  # ER_LOCK_DEADLOCK
+    1205: DatabaseErrorKind.LOCK_TIMEOUT,  # ER_LOCK_WAIT_TIMEOUT
+    1062: DatabaseErrorKind.DUPLICATE_KEY,  # ER_DUP_ENTRY
+    1146: DatabaseErrorKind.MISSING_TABLE,  # ER_NO_SUCH_TABLE
+    1927: DatabaseErrorKind.LOST_CONNECTION,  # ER_CONNECTION_KILLED (MariaDB)
+    2006: DatabaseErrorKind.LOST_CONNECTION,  # CR_SERVER_GONE_ERROR
+    2013: DatabaseErrorKind.LOST_CONNECTION,  # CR_SERVER_LOST
+}
 #: MySQL refuses longer user-lock names.
 _MAX_LOCK_NAME = 64
 
 
-def _errno(exc: DBAPIError) -> int | None:
-    args = getattr(exc.orig, "args", ())
+def _errno(error: BaseException | None) -> int | None:
+    """The error number of one of PyMySQL's exceptions, None for anything else."""
+    if not isinstance(error, pymysql.err.MySQLError):
+        return None
+    args = error.args
     return args[0] if args and isinstance(args[0], int) else None
 
 
@@ -172,7 +190,7 @@ class MySQLDialect(Dialect):
         try:
             _ddl(conn, statement)
         except DBAPIError as exc:
-            if _errno(exc) != _ER_DUP_KEYNAME:  # another session added it meanwhile
+            if _errno(exc.orig) != _ER_DUP_KEYNAME:  # another session added it meanwhile
                 raise
 
     def indexes_used(self, conn: sa.Connection, query: sa.Select[Any]) -> list[str]:
@@ -282,11 +300,9 @@ class MySQLDialect(Dialect):
                 )
         return problems
 
-    def is_missing_table(self, exc: DBAPIError) -> bool:
-        return _errno(exc) == _ER_NO_SUCH_TABLE
-
-    def is_duplicate_key(self, exc: DBAPIError) -> bool:
-        return _errno(exc) == _ER_DUP_ENTRY
+    def classify_driver_error(self, error: BaseException | None) -> DatabaseErrorKind | None:
+        errno = _errno(error)
+        return None if errno is None else _KINDS.get(errno)
 
     def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:
         # Rows go to PyMySQL as tuples: its executemany sends one multi-row INSERT per

@@ -25,11 +25,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from infsched.column_types import ColumnKind, RowId
-from infsched.dialects.base import Dialect, RowInserter
+from infsched.dialects.base import DatabaseErrorKind, Dialect, RowInserter
 
 _USING_INDEX = re.compile(r"USING (?:COVERING )?INDEX (\S+)")
 
@@ -126,8 +125,18 @@ class SQLiteDialect(Dialect):
     ) -> list[str]:
         return self._counter_problems(conn, name, maximum)
 
-    def is_missing_table(self, exc: DBAPIError) -> bool:
-        return "no such table" in str(exc.orig)
+    def classify_driver_error(self, error: BaseException | None) -> DatabaseErrorKind | None:
+        if not isinstance(error, sqlite3.Error):
+            return None
+        # The messages of SQLite's result codes (sqlite3_errstr); a constraint's names its kind.
+        message = str(error)
+        if "database is locked" in message:  # SQLITE_BUSY: busy_timeout ran out
+            return DatabaseErrorKind.LOCK_TIMEOUT
+        if "no such table" in message:
+            return DatabaseErrorKind.MISSING_TABLE
+        if "UNIQUE constraint failed" in message or "PRIMARY KEY must be unique" in message:
+            return DatabaseErrorKind.DUPLICATE_KEY
+        return None
 
     def insert_ignore(self, table: sa.Table, keys: Sequence[str]) -> sa.Insert:
         return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(keys))
@@ -199,7 +208,3 @@ class SQLiteDialect(Dialect):
             conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
 
         return insert
-
-    def is_duplicate_key(self, exc: DBAPIError) -> bool:
-        message = str(exc.orig)
-        return "UNIQUE constraint failed" in message or "PRIMARY KEY must be unique" in message

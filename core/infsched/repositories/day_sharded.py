@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from infsched.clock import from_utc_naive, require_utc
-from infsched.dialects import dialect_for
+from infsched.dialects import DatabaseErrorKind, dialect_for
 from infsched.dialects.base import RowInserter
 from infsched.entities import entity_spec
 from infsched.errors import (
@@ -372,7 +372,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
     # -- running selects over segments --
 
     def _missing(self, exc: DBAPIError) -> bool:
-        return self._dialect.is_missing_table(exc)
+        return self._dialect.classify(exc) is DatabaseErrorKind.MISSING_TABLE
 
     def _select(self, segment: Segment, condition: Condition | None) -> AnySelect:
         table = segment.table
@@ -572,7 +572,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
                 try:
                     self._insert_rows(conn, days, inserter, chunk)
                 except IntegrityError as exc:
-                    if not self._dialect.is_duplicate_key(exc):
+                    if self._dialect.classify(exc) is not DatabaseErrorKind.DUPLICATE_KEY:
                         raise
                     raise _KeyClash(exc, [row[self._id_at] for row in chunk]) from None
 
