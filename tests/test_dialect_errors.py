@@ -34,13 +34,17 @@ def kinds(engine: sa.Engine, exc: sa.exc.DBAPIError) -> tuple[Kind | None, Kind 
     return dialect_for(engine).classify(exc), classify(exc)
 
 
-@pytest.fixture
-def engine(any_url: DatabaseUrl, engine_for: EngineFor) -> sa.Engine:
-    engine = engine_for(any_url)
+def with_rows(engine: sa.Engine) -> sa.Engine:
+    """`engine`, its database given a table t of two rows, ids 1 and 2."""
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
         conn.exec_driver_sql("INSERT INTO t (id, v) VALUES (1, 0), (2, 0)")
     return engine
+
+
+@pytest.fixture
+def engine(any_url: DatabaseUrl, engine_for: EngineFor) -> sa.Engine:
+    return with_rows(engine_for(any_url))
 
 
 def test_a_duplicate_key(engine: sa.Engine) -> None:
@@ -73,10 +77,7 @@ def test_each_dialect_reads_only_its_own_drivers_errors(
 def test_a_mysql_lock_wait_timeout_is_a_conflict(
     mysql_url: DatabaseUrl, engine_for: EngineFor
 ) -> None:
-    engine = engine_for(mysql_url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
-        conn.exec_driver_sql("INSERT INTO t (id, v) VALUES (1, 0)")
+    engine = with_rows(engine_for(mysql_url))
     with engine.connect() as holder:
         holder.exec_driver_sql("SELECT v FROM t WHERE id = 1 FOR UPDATE")
         exc = raised(
@@ -90,10 +91,7 @@ def test_a_mysql_lock_wait_timeout_is_a_conflict(
 
 
 def test_a_mysql_deadlock_is_a_conflict(mysql_url: DatabaseUrl, engine_for: EngineFor) -> None:
-    engine = engine_for(mysql_url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
-        conn.exec_driver_sql("INSERT INTO t (id, v) VALUES (1, 0), (2, 0)")
+    engine = with_rows(engine_for(mysql_url))
     errors: list[BaseException] = []
     both_hold_one = threading.Barrier(2, timeout=10)
 
@@ -137,9 +135,7 @@ def test_a_killed_mysql_session_is_a_lost_connection(
 def test_a_sqlite_write_lock_held_too_long_is_a_conflict(
     sqlite_url: DatabaseUrl, engine_for: EngineFor
 ) -> None:
-    engine = engine_for(sqlite_url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+    engine = with_rows(engine_for(sqlite_url))
     path = sqlite_url.sqlalchemy_url.database
     assert path is not None
     holder = sqlite3.connect(path, isolation_level=None)
@@ -151,7 +147,7 @@ def test_a_sqlite_write_lock_held_too_long_is_a_conflict(
             assert raw is not None
             raw.cursor().execute("PRAGMA busy_timeout = 50")
             with pytest.raises(sa.exc.DBAPIError) as caught:
-                conn.exec_driver_sql("INSERT INTO t (id, v) VALUES (1, 0)")
+                conn.exec_driver_sql("INSERT INTO t (id, v) VALUES (3, 0)")
             conn.invalidate()  # not back to the pool with the short timeout
     finally:
         holder.rollback()
