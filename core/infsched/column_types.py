@@ -2,9 +2,9 @@
 
 Table metadata declares `UtcDateTime`, `LongText`, `FixedText` or `RowId`,
 never a database's own type.  Each dialect (infsched.dialects) registers,
-for its SQLAlchemy dialect names, which type it uses for each of them
-(`supply_column_types`); a database that registers nothing, or nothing for a
-kind, gets the kind's generic SQLAlchemy type.  The dialects register when
+under the names of the SQLAlchemy dialects it serves, which type it uses for
+each of them (`supply_column_types`); a database that registers nothing, or
+nothing for a kind, gets the kind's generic SQLAlchemy type.  The dialects register when
 `infsched.dialects` is imported, which creating any engine does.
 """
 
@@ -21,12 +21,12 @@ _T = TypeVar("_T")
 #: The type a database uses for a kind of column, or None for the kind's generic type.
 ColumnTypeSupplier = Callable[["ColumnKind[Any]"], "sa.types.TypeEngine[Any] | None"]
 
-#: SQLAlchemy dialect name -> its dialect's supplier.
+#: The name of a SQLAlchemy dialect -> the supplier registered for it.
 _SUPPLIERS: dict[str, ColumnTypeSupplier] = {}
 
 
 def supply_column_types(names: Iterable[str], supplier: ColumnTypeSupplier) -> None:
-    """Let `supplier` choose the column types of the SQLAlchemy dialects `names`."""
+    """Let `supplier` choose the column types where SQLAlchemy's dialect is one of `names`."""
     for name in names:
         _SUPPLIERS[name] = supplier
 
@@ -36,10 +36,10 @@ class ColumnKind(sa.types.TypeDecorator[_T]):
 
     cache_ok = True
 
-    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
-        supplier = _SUPPLIERS.get(dialect.name)
+    def load_dialect_impl(self, target: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        supplier = _SUPPLIERS.get(target.name)
         supplied = supplier(self) if supplier is not None else None
-        return dialect.type_descriptor(self.impl_instance if supplied is None else supplied)
+        return target.type_descriptor(self.impl_instance if supplied is None else supplied)
 
 
 class UtcDateTime(ColumnKind[datetime]):

@@ -101,6 +101,8 @@ class Dialect(ABC):
 
     #: SQLAlchemy dialect names this class serves.
     names: ClassVar[tuple[str, ...]]
+    #: The database's name for people, in messages (``MySQL/MariaDB``).
+    title: ClassVar[str]
     #: True when DDL joins the open transaction (SQLite); False when it commits it (MySQL).
     transactional_ddl: ClassVar[bool]
     #: True when several transactions can write at once, each skipping rows the
@@ -108,6 +110,10 @@ class Dialect(ABC):
     concurrent_writers: ClassVar[bool]
     #: RANGE partitioning, or None where the database has none.
     range_partitioning: RangePartitioning | None = None
+    #: The longest table, index or constraint name the database takes.
+    max_identifier_length: ClassVar[int]
+    #: The session setting that caps `json_array_agg`'s result, for messages; None if nothing does.
+    aggregate_length_setting: ClassVar[str | None] = None
 
     def column_type(self, kind: ColumnKind[Any]) -> sa.types.TypeEngine[Any] | None:
         """The type this database stores a column of `kind` in; None for the kind's generic one.
@@ -144,6 +150,15 @@ class Dialect(ABC):
 
         Read-only commands ask first where connecting would create the database
         (SQLite creates a missing file), so that reading creates nothing.
+        """
+        return None
+
+    def not_null_statement(
+        self, conn: sa.Connection, table: str, column: sa.Column[Any]
+    ) -> str | None:
+        """The statement giving an existing `table`'s column the NOT NULL and default of `column`.
+
+        For an operator to run (messages); None where the database cannot alter a column.
         """
         return None
 

@@ -141,8 +141,12 @@ class MySQLRangePartitioning:
 
 class MySQLDialect(Dialect):
     names = ("mysql", "mariadb")
+    title = "MySQL/MariaDB"
     transactional_ddl = False
     concurrent_writers = True
+    max_identifier_length = 64
+    # create_engine raises it from MariaDB's 1 MB default.
+    aggregate_length_setting = "group_concat_max_len"
 
     def __init__(self) -> None:
         self.range_partitioning = MySQLRangePartitioning()
@@ -192,6 +196,15 @@ class MySQLDialect(Dialect):
         except DBAPIError as exc:
             if _errno(exc.orig) != _ER_DUP_KEYNAME:  # another session added it meanwhile
                 raise
+
+    def not_null_statement(self, conn: sa.Connection, table: str, column: sa.Column[Any]) -> str:
+        default = column.server_default
+        text = default.arg if isinstance(default, sa.DefaultClause) else None
+        return (
+            f"ALTER TABLE {self._quote(conn, table)} MODIFY {self._quote(conn, column.name)} "
+            f"{column.type.compile(dialect=conn.dialect)} NOT NULL"
+            + (f" DEFAULT '{text}'" if isinstance(text, str) else "")
+        )
 
     def indexes_used(self, conn: sa.Connection, query: sa.Select[Any]) -> list[str]:
         compiled = query.compile(dialect=conn.dialect)

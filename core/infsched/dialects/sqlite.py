@@ -67,8 +67,12 @@ def _on_begin(conn: sa.Connection) -> None:
 
 class SQLiteDialect(Dialect):
     names = ("sqlite",)
+    title = "SQLite"
     transactional_ddl = True
     concurrent_writers = False
+    # SQLite has no limit; names are cut where they always were, so the index names of
+    # tables made by earlier releases stay what they are.
+    max_identifier_length = 64
 
     def column_type(self, kind: ColumnKind[Any]) -> sa.types.TypeEngine[Any] | None:
         if isinstance(kind, RowId):

@@ -225,5 +225,7 @@ class HistorySearch:
     def _table(self, name: str) -> sa.Table:
         table = self._tables.get(name)
         if table is None:
-            table = self._tables[name] = _SPEC.table(self._metadata, name)
+            table = self._tables[name] = _SPEC.table(
+                self._metadata, name, max_name_length=self._dialect.max_identifier_length
+            )
         return table

@@ -55,8 +55,8 @@ class PartitionedRepository(DayShardedRepository[T, K]):
         partitioning = self._dialect.range_partitioning
         if partitioning is None:
             raise ConfigError(
-                f"repository {options.name!r}: the partitioned backend needs MySQL or MariaDB "
-                f"(RANGE partitions); {options.engine.dialect.name} has none. "
+                f"repository {options.name!r}: the partitioned backend needs a database with "
+                f"RANGE partitions; {self._dialect.title} has none. "
                 "Use the multi_table backend (one table per day) there"
             )
         self._partitioning: RangePartitioning = partitioning
