@@ -49,17 +49,35 @@ class DatabaseErrorKind(enum.Enum):
 
 @attrs.frozen
 class RangePartition:
-    """One RANGE partition: rows below `upper` (None: MAXVALUE), above the partition below."""
+    """One partition: the rows below `upper` that the partition below does not hold."""
 
     name: str
-    upper: datetime | None  # naive UTC; None is MAXVALUE, the catch-all
+    upper: datetime | None  # naive UTC; None for the catch-all above every bound
 
 
 class RangePartitioning(Protocol):
-    """RANGE COLUMNS partitioning of a table on one DATETIME column."""
+    """A table split by ranges of one DATETIME column, with a catch-all above the highest.
 
-    def partition_clause(self, column: str, partitions: Sequence[RangePartition]) -> str:
-        """The ``PARTITION BY RANGE COLUMNS(..) (..)`` suffix of a CREATE TABLE."""
+    The shape is what every partitioning engine can do: make the table with
+    its partitions, list them, make sure new ranges exist above the highest,
+    drop the ranges below a bound (metadata only, no row deletes), and say
+    which partitions a query reads.  The catch-all (a MAXVALUE partition, a
+    DEFAULT partition) takes a row above every bound, so an insert for any
+    future day succeeds; it gives up the rows of a range made later.
+    """
+
+    def scheme(self, column: str) -> str:
+        """How `partitioned_on` describes a table this engine partitions on `column`."""
+        ...
+
+    def create_table(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        column: str,
+        partitions: Sequence[RangePartition],
+    ) -> None:
+        """CREATE TABLE `table` partitioned on `column` into `partitions`, the catch-all last."""
         ...
 
     def partitions(self, conn: sa.Connection, table: str) -> list[RangePartition] | None:
@@ -67,21 +85,30 @@ class RangePartitioning(Protocol):
         ...
 
     def partitioned_on(self, conn: sa.Connection, table: str) -> str | None:
-        """The partitioning method and expression, e.g. ``RANGE COLUMNS `due```."""
+        """The table's partitioning method and expression, None if it has none."""
         ...
 
-    def split(
-        self, conn: sa.Connection, table: str, source: str, into: Sequence[RangePartition]
-    ) -> None:
-        """Split partition `source` into `into`, whose last one keeps `source`'s upper bound."""
+    def ensure(
+        self,
+        conn: sa.Connection,
+        table: str,
+        existing: Sequence[RangePartition],
+        new: Sequence[RangePartition],
+        catch_all: str,
+    ) -> list[RangePartition]:
+        """Make the ranges `new` and a catch-all exist on top of the table's `existing` ones.
+
+        `existing` is the table's partitions as `partitions` read them; `new`,
+        in order, lie above all of them.  A table without a catch-all gets one
+        named `catch_all`.  Rows the catch-all held for the new ranges move
+        into them.  Returns the partitions made, in order, the catch-all last.
+        """
         ...
 
-    def add(self, conn: sa.Connection, table: str, partition: RangePartition) -> None:
-        """Add a partition above the highest one."""
-        ...
-
-    def drop(self, conn: sa.Connection, table: str, names: Sequence[str]) -> None:
-        """Drop partitions with their rows (metadata only; no row deletes)."""
+    def drop_below(
+        self, conn: sa.Connection, table: str, partitions: Sequence[RangePartition], bound: datetime
+    ) -> list[RangePartition]:
+        """Drop the table's `partitions` wholly below `bound`, rows and all; return them."""
         ...
 
     def explain_partitions(
@@ -130,11 +157,8 @@ class Dialect(ABC):
         """
 
     @abstractmethod
-    def create_table(self, conn: sa.Connection, table: sa.Table, suffix: str = "") -> None:
-        """CREATE TABLE IF NOT EXISTS with its indexes; safe when two sessions race.
-
-        `suffix` (table options such as a partition clause) is appended as is.
-        """
+    def create_table(self, conn: sa.Connection, table: sa.Table) -> None:
+        """CREATE TABLE IF NOT EXISTS with its indexes; safe when two sessions race."""
 
     @abstractmethod
     def named_lock(

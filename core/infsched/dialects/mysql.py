@@ -58,9 +58,17 @@ def _ddl(conn: sa.Connection, statement: str) -> None:
 class MySQLRangePartitioning:
     """RANGE COLUMNS on a DATETIME column: the server prunes a range predicate to its partitions.
 
+    The catch-all is a ``VALUES LESS THAN (MAXVALUE)`` partition on top.  New
+    ranges are split off it with REORGANIZE PARTITION, a metadata change while
+    it is empty (rows it holds for the new ranges are copied over); a table
+    without one gets it with ADD PARTITION first.
+
     (RANGE(TO_DAYS(col)) prunes ``col < midnight`` to one partition too many,
     because ``<`` turns into ``<=`` through the function.)
     """
+
+    def __init__(self, dialect: MySQLDialect) -> None:
+        self._dialect = dialect
 
     @staticmethod
     def _definition(partition: RangePartition) -> str:
@@ -70,8 +78,18 @@ class MySQLRangePartitioning:
     def _definitions(self, partitions: Sequence[RangePartition]) -> str:
         return ", ".join(self._definition(p) for p in partitions)
 
-    def partition_clause(self, column: str, partitions: Sequence[RangePartition]) -> str:
-        return f" PARTITION BY RANGE COLUMNS(`{column}`) ({self._definitions(partitions)})"
+    def scheme(self, column: str) -> str:
+        return f"RANGE COLUMNS `{column}`"
+
+    def create_table(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        column: str,
+        partitions: Sequence[RangePartition],
+    ) -> None:
+        clause = f" PARTITION BY RANGE COLUMNS(`{column}`) ({self._definitions(partitions)})"
+        self._dialect.create_table_with(conn, table, clause)
 
     @staticmethod
     def _rows(conn: sa.Connection, table: str) -> list[tuple[Any, ...]]:
@@ -108,22 +126,38 @@ class MySQLRangePartitioning:
             return None
         return f"{rows[0][1]} {rows[0][2]}"
 
-    def split(
-        self, conn: sa.Connection, table: str, source: str, into: Sequence[RangePartition]
-    ) -> None:
-        _ddl(
-            conn,
-            f"ALTER TABLE `{table}` REORGANIZE PARTITION `{source}` "
-            f"INTO ({self._definitions(into)})",
-        )
+    def ensure(
+        self,
+        conn: sa.Connection,
+        table: str,
+        existing: Sequence[RangePartition],
+        new: Sequence[RangePartition],
+        catch_all: str,
+    ) -> list[RangePartition]:
+        made: list[RangePartition] = []
+        top = existing[-1] if existing else None
+        if top is None or top.upper is not None:
+            top = RangePartition(catch_all, None)
+            _ddl(conn, f"ALTER TABLE `{table}` ADD PARTITION ({self._definition(top)})")
+            made.append(top)
+        if new:
+            # The catch-all keeps its name and its MAXVALUE bound above the new ranges.
+            _ddl(
+                conn,
+                f"ALTER TABLE `{table}` REORGANIZE PARTITION `{top.name}` "
+                f"INTO ({self._definitions([*new, top])})",
+            )
+            made[:0] = new
+        return made
 
-    def add(self, conn: sa.Connection, table: str, partition: RangePartition) -> None:
-        _ddl(conn, f"ALTER TABLE `{table}` ADD PARTITION ({self._definition(partition)})")
-
-    def drop(self, conn: sa.Connection, table: str, names: Sequence[str]) -> None:
-        if names:
-            listed = ", ".join(f"`{n}`" for n in names)
+    def drop_below(
+        self, conn: sa.Connection, table: str, partitions: Sequence[RangePartition], bound: datetime
+    ) -> list[RangePartition]:
+        below = [p for p in partitions if p.upper is not None and p.upper <= bound]
+        if below:
+            listed = ", ".join(f"`{p.name}`" for p in below)
             _ddl(conn, f"ALTER TABLE `{table}` DROP PARTITION {listed}")
+        return below
 
     def explain_partitions(
         self, conn: sa.Connection, query: sa.Select[*tuple[Any, ...]]
@@ -149,7 +183,7 @@ class MySQLDialect(Dialect):
     aggregate_length_setting = "group_concat_max_len"
 
     def __init__(self) -> None:
-        self.range_partitioning = MySQLRangePartitioning()
+        self.range_partitioning = MySQLRangePartitioning(self)
 
     def column_type(self, kind: ColumnKind[Any]) -> sa.types.TypeEngine[Any] | None:
         if isinstance(kind, UtcDateTime):
@@ -166,7 +200,11 @@ class MySQLDialect(Dialect):
         # the session settings (UTC, READ COMMITTED) are connect arguments.
         return None
 
-    def create_table(self, conn: sa.Connection, table: sa.Table, suffix: str = "") -> None:
+    def create_table(self, conn: sa.Connection, table: sa.Table) -> None:
+        self.create_table_with(conn, table, "")
+
+    def create_table_with(self, conn: sa.Connection, table: sa.Table, suffix: str) -> None:
+        """`create_table` with table options (a partition clause) appended as they are."""
         # Indexes go inside the CREATE TABLE: MySQL 8 has no CREATE INDEX IF NOT EXISTS,
         # and one statement leaves no window where the table exists without them.
         ddl = str(CreateTable(table, if_not_exists=True).compile(dialect=conn.dialect)).strip()

@@ -85,9 +85,7 @@ class SQLiteDialect(Dialect):
         event.listen(engine, "connect", _on_connect)
         event.listen(engine, "begin", _on_begin)
 
-    def create_table(self, conn: sa.Connection, table: sa.Table, suffix: str = "") -> None:
-        if suffix:
-            raise ValueError(f"SQLite takes no table options, got {suffix!r}")
+    def create_table(self, conn: sa.Connection, table: sa.Table) -> None:
         conn.execute(CreateTable(table, if_not_exists=True))
         for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
             conn.execute(CreateIndex(index, if_not_exists=True))
