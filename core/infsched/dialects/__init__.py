@@ -38,7 +38,7 @@ def classify(exc: BaseException) -> DatabaseErrorKind | None:
     """What a database error means, whichever database raised it; None for any other.
 
     For code that meets several databases (a node's store and its repositories
-    may differ): each dialect reads only its own driver's errors.
+    may differ): each dialect recognises only its own database's errors.
     """
     for dialect in _DIALECTS:
         kind = dialect.classify(exc)

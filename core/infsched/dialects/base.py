@@ -200,7 +200,7 @@ class Dialect(ABC):
     def classify(self, exc: BaseException) -> DatabaseErrorKind | None:
         """What `exc` means, if it is a database error of a kind the scheduler tells apart.
 
-        None for any other error, and for an error of another database's driver.
+        None for any other error, and for an error of another database.
         """
         if not isinstance(exc, DBAPIError):
             return None
@@ -210,7 +210,11 @@ class Dialect(ABC):
 
     @abstractmethod
     def classify_driver_error(self, error: BaseException | None) -> DatabaseErrorKind | None:
-        """The kind of an exception this database's driver raised; None if it is none of them."""
+        """The kind of an exception this database's driver raised; None if it is none of them.
+
+        Read from what the driver's errors carry (an error number, a message),
+        which another database's errors do not: `classify` asks each dialect.
+        """
 
     @abstractmethod
     def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:

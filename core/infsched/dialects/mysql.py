@@ -10,7 +10,6 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-import pymysql
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.mysql import insert as mysql_insert
@@ -43,10 +42,8 @@ _MAX_LOCK_NAME = 64
 
 
 def _errno(error: BaseException | None) -> int | None:
-    """The error number of one of PyMySQL's exceptions, None for anything else."""
-    if not isinstance(error, pymysql.err.MySQLError):
-        return None
-    args = error.args
+    """The error number a driver's exception starts with, as PyMySQL's do; else None."""
+    args = getattr(error, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
 
 

@@ -128,8 +128,6 @@ class SQLiteDialect(Dialect):
         return self._counter_problems(conn, name, maximum)
 
     def classify_driver_error(self, error: BaseException | None) -> DatabaseErrorKind | None:
-        if not isinstance(error, sqlite3.Error):
-            return None
         # The messages of SQLite's result codes (sqlite3_errstr); a constraint's names its kind.
         message = str(error)
         if "database is locked" in message:  # SQLITE_BUSY: busy_timeout ran out
