@@ -2,8 +2,10 @@
 
 Code elsewhere asks `dialect_for(engine)` for a `Dialect` and never tests the
 database's name itself.  Each database has one module here (mysql.py,
-sqlite.py) implementing the interface; a database without RANGE partitions
-has no `range_partitioning`.
+sqlite.py) implementing the interface: its statements, the types of the
+column kinds (infsched.column_types), what its errors mean (`classify`), its
+identifier length; a database without RANGE partitions has no
+`range_partitioning`.
 """
 
 from __future__ import annotations
@@ -200,7 +202,8 @@ class Dialect(ABC):
     def classify(self, exc: BaseException) -> DatabaseErrorKind | None:
         """What `exc` means, if it is a database error of a kind the scheduler tells apart.
 
-        None for any other error, and for an error of another database.
+        None for any other error, and for another database's (but a connection
+        SQLAlchemy invalidated is lost, whichever database it went to).
         """
         if not isinstance(exc, DBAPIError):
             return None
