@@ -71,6 +71,11 @@ def missing_indexes(
     return missing
 
 
+def _job_at_column() -> sa.Column[datetime | None]:
+    """The bookkeeping column: when the entity's job was made, EPOCH for not yet."""
+    return sa.Column(JOB_AT, SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT)
+
+
 class DayShardedRepository(ABC, Generic[T, K]):
     """A ShardingRepository whose backend says where each day lives (a `DayLayout`)."""
 
@@ -180,20 +185,24 @@ class DayShardedRepository(ABC, Generic[T, K]):
     # -- tables --
 
     def _build_table(self, name: str, *, partitioned: bool) -> sa.Table:
-        table = self._spec.table(self._metadata, name, primary_key_with_sharding=partitioned)
+        longest = self._dialect.max_identifier_length
+        table = self._spec.table(
+            self._metadata, name, primary_key_with_sharding=partitioned, max_name_length=longest
+        )
         if self.options.scheduled:
-            table.append_column(
-                sa.Column(JOB_AT, SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT)
-            )
+            table.append_column(_job_at_column())
             # find_unscheduled reads "no job yet" rows in key order straight off this index.
             sa.Index(
-                f"ix_{name}_job_at"[:64], table.c[JOB_AT], table.c[self._key], table.c[self._id]
+                f"ix_{name}_job_at"[:longest],
+                table.c[JOB_AT],
+                table.c[self._key],
+                table.c[self._id],
             )
         names = [str(ix.name) for ix in table.indexes]
         if len(set(names)) != len(names):
             raise InvalidNameError(
                 f"table name {name!r} is too long to give its indexes distinct names "
-                "(at most 64 characters each); choose a shorter repository or table name"
+                f"(at most {longest} characters each); choose a shorter repository or table name"
             )
         return table
 
@@ -219,12 +228,13 @@ class DayShardedRepository(ABC, Generic[T, K]):
                 continue  # dropped meanwhile by another process's maintenance
             found = [c for c in columns if c["name"] == JOB_AT]
             if found and found[0]["nullable"]:
+                alter = self._dialect.not_null_statement(conn, name, _job_at_column())
                 raise ConfigError(
                     f"table {name!r} was made by an older infsched: its {JOB_AT} column "
                     "allows NULL, which this version no longer reads as 'no job yet'. "
                     f"Run: UPDATE {name} SET {JOB_AT} = '{EPOCH_TEXT}' WHERE {JOB_AT} IS NULL; "
-                    f"then make the column NOT NULL DEFAULT '{EPOCH_TEXT}' (MySQL: ALTER TABLE "
-                    f"{name} MODIFY {JOB_AT} DATETIME(6) NOT NULL DEFAULT '{EPOCH_TEXT}')"
+                    f"then make the column NOT NULL DEFAULT '{EPOCH_TEXT}'"
+                    + (f" ({alter})" if alter else "")
                 )
 
     def _add_missing_indexes(self, conn: sa.Connection, tables: Iterable[sa.Table]) -> list[str]:
