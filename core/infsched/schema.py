@@ -12,26 +12,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
+from infsched.column_types import FixedText, LongText, RowId, UtcDateTime
 from infsched.sentinel_time import EPOCH_TEXT, SentinelDateTime
 
 metadata = sa.MetaData()
-
-#: DATETIME(6) on MySQL/MariaDB; always holds UTC.
-UtcDateTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-#: MEDIUMTEXT on MySQL so an entity snapshot is never cut at 64 KiB.
-LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 #: Longest node id: the width of ``infsched_jobs.owner``.
 MAX_NODE_ID = 128
 
 
-class Owner(sa.types.TypeDecorator[str]):
-    """``infsched_jobs.owner``: CHAR(128) NOT NULL on MySQL, '' for nobody; None in Python.
+class Owner(FixedText):
+    """``infsched_jobs.owner``: fixed-width and NOT NULL, '' for nobody; None in Python.
 
     A claim sets owner and lease on every row it takes.  From NULL to a value
     the row grows, and InnoDB rewrites it (payload and all) instead of
@@ -39,13 +32,10 @@ class Owner(sa.types.TypeDecorator[str]):
     place, which halved the claim's UPDATE (about 20 to 10 µs a row).
     """
 
-    impl = sa.String(MAX_NODE_ID)
     cache_ok = True
 
-    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name in {"mysql", "mariadb"}:
-            return dialect.type_descriptor(mysql.CHAR(MAX_NODE_ID))
-        return dialect.type_descriptor(sa.String(MAX_NODE_ID))
+    def __init__(self) -> None:
+        super().__init__(MAX_NODE_ID)
 
     def process_bind_param(self, value: str | None, dialect: sa.Dialect) -> str:
         return "" if value is None else value
@@ -64,7 +54,7 @@ jobs = sa.Table(
     metadata,
     sa.Column(
         "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        RowId(),
         primary_key=True,
         autoincrement=True,
     ),
@@ -73,9 +63,9 @@ jobs = sa.Table(
     sa.Column("repository", sa.String(48), nullable=False),
     sa.Column("executor", sa.String(48), nullable=False),
     sa.Column("entity_id", sa.String(191), nullable=False),
-    sa.Column("due_at", UtcDateTime, nullable=False),
+    sa.Column("due_at", UtcDateTime(), nullable=False),
     # When the job may next run: its due time, or later for a retry.
-    sa.Column("run_at", UtcDateTime, nullable=False),
+    sa.Column("run_at", UtcDateTime(), nullable=False),
     sa.Column("priority", sa.Integer(), nullable=False, server_default="0"),
     # waiting | claimed
     sa.Column("state", sa.String(16), nullable=False, server_default="waiting"),
@@ -83,9 +73,9 @@ jobs = sa.Table(
     sa.Column("attempt", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("owner", Owner(), nullable=False, server_default=""),
     sa.Column("lease_until", SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT),
-    sa.Column("payload", LongText, nullable=False),
+    sa.Column("payload", LongText(), nullable=False),
     sa.Column("last_error", sa.Text(), nullable=True),
-    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
     # Claims read one priority at a time, oldest run time first: an index range per priority.
     sa.Index("ix_infsched_jobs_claim", "state", "priority", "run_at"),
     # No index on owner or lease_until: a claim would have to move an entry in each
@@ -106,7 +96,7 @@ leases = sa.Table(
     sa.Column("lease_until", SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT),
     # Free-form progress a lease holder leaves for its successor (a fetch watermark).
     sa.Column("state", sa.Text(), nullable=True),
-    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
 )
 
 nodes = sa.Table(
@@ -116,8 +106,8 @@ nodes = sa.Table(
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer(), nullable=False),
     sa.Column("version", sa.String(64), nullable=False),
-    sa.Column("started_at", UtcDateTime, nullable=False),
-    sa.Column("heartbeat_at", UtcDateTime, nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("heartbeat_at", UtcDateTime(), nullable=False),
     sa.Column("in_flight", sa.Integer(), nullable=False, server_default="0"),
     # running | stopping | stopped
     sa.Column("state", sa.String(16), nullable=False, server_default="running"),
@@ -129,7 +119,7 @@ pauses = sa.Table(
     # "*" pauses every repository; otherwise a repository name.
     sa.Column("scope", sa.String(64), primary_key=True),
     sa.Column("paused_by", sa.String(128), nullable=False),
-    sa.Column("paused_at", UtcDateTime, nullable=False),
+    sa.Column("paused_at", UtcDateTime(), nullable=False),
 )
 
 
