@@ -37,13 +37,13 @@ from infsched.config import SchedulerConfig, from_plugin_section
 from infsched.configured_repositories import ConfiguredRepositories, ConfiguredRepository
 from infsched.database import create_engine
 from infsched.dialects import dialect_for
-from infsched.engine.binding import RepositoryBinding
+from infsched.engine.binding import BoundExecutor, RepositoryBinding
 from infsched.engine.controls import Controls
 from infsched.engine.fetcher import Fetcher
 from infsched.engine.gauges import GaugeSampler
 from infsched.engine.history import HISTORY_REPOSITORY, History, JobOutcome
 from infsched.engine.retry import RetryPolicy
-from infsched.engine.workers import BoundExecutor, Workers
+from infsched.engine.workers import Workers
 from infsched.errors import InvalidArgumentError, SchedulerStateError
 from infsched.executors import BatchExecutor, Executor, ExecutorSpec
 from infsched.jobstore.sql import SqlJobStore
