@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from infsched.clock import require_utc
+from infsched.dialects import DatabaseErrorKind
 from infsched.dialects.base import RowInserter
 from infsched.errors import EntityError, InvalidArgumentError
 from infsched.repositories.backend import RepositoryOptions
@@ -254,7 +255,7 @@ class EntityCrud(Generic[T, K]):
                 try:
                     self._insert_rows(conn, days, inserter, chunk)
                 except IntegrityError as exc:
-                    if not self._dialect.is_duplicate_key(exc):
+                    if self._dialect.classify(exc) is not DatabaseErrorKind.DUPLICATE_KEY:
                         raise
                     raise _KeyClash(exc, [row[self._id_at] for row in chunk]) from None
 

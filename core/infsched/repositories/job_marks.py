@@ -208,8 +208,8 @@ class JobMarks(Generic[T, K]):
     def _locked_ids(self, count: int, ids: str | None) -> tuple[Any, ...]:
         """The ids of a JSON array that must hold `count` of them.
 
-        MariaDB cuts an aggregate at group_concat_max_len (1 MB by default;
-        create_engine raises it to 64 MB): a batch whose ids do not fit must
+        A database may cut an aggregate short at a length limit
+        (`Dialect.aggregate_length_setting`): a batch whose ids do not fit must
         fail loudly, never schedule a part of what it locked.
         """
         try:
@@ -217,10 +217,13 @@ class JobMarks(Generic[T, K]):
         except ValueError:
             found = ()
         if len(found) != count:
+            setting = self._dialect.aggregate_length_setting
             raise TruncatedResultError(
                 f"repository {self.options.name!r}: {count} entities were locked but the database "
-                f"returned {len(found)} of their ids (group_concat_max_len too small for "
-                "the batch?); lower batch_size or raise group_concat_max_len"
+                f"returned {len(found)} of their ids"
+                + (f" ({setting} too small for the batch?)" if setting else "")
+                + "; lower batch_size"
+                + (f" or raise {setting}" if setting else "")
             )
         return found
 

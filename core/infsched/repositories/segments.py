@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from infsched.clock import from_utc_naive, require_utc
+from infsched.dialects import DatabaseErrorKind
 from infsched.dialects.base import Dialect
 from infsched.repositories.base import ShardStatus
 from infsched.repositories.entity_rows import EntityRows
@@ -93,7 +94,7 @@ class SegmentQueries:
 
     def missing(self, exc: DBAPIError) -> bool:
         """Whether `exc` says the table is not there (dropped meanwhile by maintenance)."""
-        return self.dialect.is_missing_table(exc)
+        return self.dialect.classify(exc) is DatabaseErrorKind.MISSING_TABLE
 
     def select(self, segment: Segment, condition: Condition | None) -> AnySelect:
         """The entity columns of the rows of `segment` that meet `condition`."""
