@@ -40,7 +40,6 @@ import sqlalchemy as sa
 
 from infsched.clock import Clock
 from infsched.cluster.outage import DatabaseOutage
-from infsched.cluster.recovery import recover_expired, still_held
 from infsched.config import SchedulerConfig
 from infsched.engine import misfire
 from infsched.engine.binding import RepositoryBinding
@@ -50,8 +49,7 @@ from infsched.engine.joblog import job_logger
 from infsched.engine.retry import RetryPolicy
 from infsched.errors import BatchResultError
 from infsched.executors import BatchExecutor, Executor, ExecutorSpec, JobContext, PermanentError
-from infsched.jobstore.base import ClaimedJob, Finished, Outcome
-from infsched.jobstore.sql import SqlJobStore
+from infsched.jobstore.base import ClaimedJob, Finished, JobStore, Outcome
 from infsched.metrics.recorder import MetricsRecorder
 
 log = logging.getLogger("infsched.workers")
@@ -122,7 +120,7 @@ class Workers:
         self,
         *,
         node_id: str,
-        store: SqlJobStore,
+        store: JobStore,
         history: History,
         bindings: Mapping[str, RepositoryBinding],
         executors: Mapping[str, BoundExecutor],
@@ -687,12 +685,14 @@ class Workers:
         lost: list[Finished] = []
 
         def write_history(conn: sa.Connection, results: Sequence[Finished]) -> None:
-            self.history.write(conn, results)
+            self.history.write(conn, results, self.store.job_rows)
             # Just before the job rows are touched: if a lease may have expired (the
             # database or this process stood still longer than job_lease), find out which
             # jobs were claimed again meanwhile; the check locks them until the commit.
             if self._may_have_lapsed(results):
-                held = still_held(conn, self.node_id, [(r.job.id, r.job.attempt) for r in results])
+                held = self.store.still_held(
+                    conn, self.node_id, [(r.job.id, r.job.attempt) for r in results]
+                )
                 lost[:] = [r for r in results if r.job.id not in held]
 
         # The store says how many outcomes found their job claimed again (or gone): the
@@ -813,7 +813,7 @@ class Workers:
                     self._lapse = (snapshot_at, sent)
                 self._renewal = (snapshot_at, sent + self.job_lease)
                 self._leases_good_until = sent + self.job_lease
-                recovered = recover_expired(self.store.engine, self.clock)
+                recovered = self.store.recover_expired()
                 outage.ok()
             except Exception as exc:
                 if outage.failed(exc) < 1.0:
