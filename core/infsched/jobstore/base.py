@@ -254,7 +254,10 @@ class JobStore(Protocol):
     # -- the fetcher --
 
     def add_jobs(self, conn: sa.Connection, jobs: Sequence[NewJob]) -> int:
-        """Insert jobs, ignoring keys that exist; on `conn`, in the caller's transaction."""
+        """Insert jobs, ignoring keys that exist; on `conn`, in the caller's transaction.
+
+        Returns how many were inserted; a store may count keys it found too.
+        """
         ...
 
     def add_jobs_from(self, conn: sa.Connection, rows: sa.Select[Any]) -> int:
