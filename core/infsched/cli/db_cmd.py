@@ -32,7 +32,7 @@ def init(as_json: bool) -> None:
         check_reachable(engine, url)
         # The node's own tables, and the configured job store's (if it keeps any here).
         store = open_job_store(app.plugins, config.job_store, engine, SystemClock())
-        created = list(dict.fromkeys([*create_schema(engine), *store.create_schema()]))
+        created = list(dict.fromkeys([*store.create_schema(), *create_schema(engine)]))
     finally:
         engine.dispose()
     if as_json:

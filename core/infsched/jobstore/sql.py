@@ -96,7 +96,7 @@ class SqlJobStore(SqlJobInspection):
         return jobs
 
     def create_schema(self) -> list[str]:
-        return [*create_schema(self._engine), *create_job_tables(self._engine)]
+        return [*create_job_tables(self._engine), *create_schema(self._engine)]
 
     def missing_tables(self) -> list[str]:
         return missing_job_tables(self._engine)

@@ -48,6 +48,7 @@ from infsched.jobstore.base import (
     ClaimedJob,
     Finished,
     JobState,
+    JobStateError,
     JobStore,
     LiveRow,
     NewJob,
@@ -375,9 +376,9 @@ class JobStoreContract:
             recorded.append(sorted(r["job_key"] for r in rows))
 
         def refuse(rows: Sequence[LiveRow]) -> None:
-            raise LookupError("refused")
+            raise JobStateError("refused")
 
-        with pytest.raises(LookupError):
+        with pytest.raises(JobStateError, match="refused"):
             jobs.cancel_jobs(keys[:2], refuse, write_history)
         assert len(jobs.list_jobs()) == 3
         assert recorded == []
