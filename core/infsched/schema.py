@@ -12,28 +12,19 @@ are the tables every node needs whichever job store it uses:
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
+from infsched.column_types import FixedText, UtcDateTime
 from infsched.sentinel_time import EPOCH_TEXT, SentinelDateTime
 
 metadata = sa.MetaData()
-
-#: DATETIME(6) on MySQL/MariaDB; always holds UTC.
-UtcDateTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-#: MEDIUMTEXT on MySQL so an entity snapshot is never cut at 64 KiB.
-LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 #: Longest node id: the width of the owner columns (a job's, a lease's).
 MAX_NODE_ID = 128
 
 
-class Owner(sa.types.TypeDecorator[str]):
-    """An owner column (a job's, a lease's): CHAR(128) NOT NULL on MySQL, '' for nobody.
-
-    None in Python.
+class Owner(FixedText):
+    """An owner column (a job's, a lease's): fixed-width, NOT NULL, '' for nobody; None in Python.
 
     A claim sets owner and lease on every row it takes.  From NULL to a value
     the row grows, and InnoDB rewrites it (payload and all) instead of
@@ -41,13 +32,10 @@ class Owner(sa.types.TypeDecorator[str]):
     place, which halved the claim's UPDATE (about 20 to 10 µs a row).
     """
 
-    impl = sa.String(MAX_NODE_ID)
     cache_ok = True
 
-    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name in {"mysql", "mariadb"}:
-            return dialect.type_descriptor(mysql.CHAR(MAX_NODE_ID))
-        return dialect.type_descriptor(sa.String(MAX_NODE_ID))
+    def __init__(self) -> None:
+        super().__init__(MAX_NODE_ID)
 
     def process_bind_param(self, value: str | None, dialect: sa.Dialect) -> str:
         return "" if value is None else value
@@ -64,7 +52,7 @@ leases = sa.Table(
     sa.Column("lease_until", SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT),
     # Free-form progress a lease holder leaves for its successor (a fetch watermark).
     sa.Column("state", sa.Text(), nullable=True),
-    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
 )
 
 nodes = sa.Table(
@@ -74,8 +62,8 @@ nodes = sa.Table(
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer(), nullable=False),
     sa.Column("version", sa.String(64), nullable=False),
-    sa.Column("started_at", UtcDateTime, nullable=False),
-    sa.Column("heartbeat_at", UtcDateTime, nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("heartbeat_at", UtcDateTime(), nullable=False),
     sa.Column("in_flight", sa.Integer(), nullable=False, server_default="0"),
     # running | stopping | stopped
     sa.Column("state", sa.String(16), nullable=False, server_default="running"),
@@ -87,7 +75,7 @@ pauses = sa.Table(
     # "*" pauses every repository; otherwise a repository name.
     sa.Column("scope", sa.String(64), primary_key=True),
     sa.Column("paused_by", sa.String(128), nullable=False),
-    sa.Column("paused_at", UtcDateTime, nullable=False),
+    sa.Column("paused_at", UtcDateTime(), nullable=False),
 )
 
 

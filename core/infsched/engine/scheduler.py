@@ -36,13 +36,14 @@ from infsched.cluster.outage import DatabaseOutage
 from infsched.config import SchedulerConfig, from_plugin_section
 from infsched.configured_repositories import ConfiguredRepositories, ConfiguredRepository
 from infsched.database import create_engine
-from infsched.engine.binding import RepositoryBinding
+from infsched.dialects import dialect_for
+from infsched.engine.binding import BoundExecutor, RepositoryBinding
 from infsched.engine.controls import Controls
 from infsched.engine.fetcher import Fetcher
 from infsched.engine.gauges import GaugeSampler
 from infsched.engine.history import HISTORY_REPOSITORY, History, JobOutcome
 from infsched.engine.retry import RetryPolicy
-from infsched.engine.workers import BoundExecutor, Workers
+from infsched.engine.workers import Workers
 from infsched.errors import InvalidArgumentError, SchedulerStateError
 from infsched.executors import BatchExecutor, Executor, ExecutorSpec
 from infsched.jobstore.base import JobStore
@@ -65,7 +66,8 @@ MAINTENANCE_INTERVAL = 3600.0
 def history_repository(
     engine: sa.Engine, clock: Clock, retention_days: int
 ) -> ShardingRepository[JobOutcome, int]:
-    """The history repository: partitioned on MySQL/MariaDB, one table per day on SQLite."""
+    """The history repository: partitioned where the database has RANGE partitions, else
+    one table per day."""
     options = RepositoryOptions(
         name=HISTORY_REPOSITORY,
         entity_type=JobOutcome,
@@ -75,7 +77,7 @@ def history_repository(
         clock=clock,
         scheduled=False,
     )
-    if engine.dialect.name in {"mysql", "mariadb"}:
+    if dialect_for(engine).range_partitioning is not None:
         return PartitionedRepository(options)
     return MultiTableRepository(options)
 

@@ -245,8 +245,9 @@ class SqlJobStore(SqlJobInspection):
         fifth of a node's CPU in the execute benchmark, where one json.loads of
         the batch, snapshots included, is C.  Times are text in the document
         ("YYYY-MM-DD HH:MM:SS.ffffff", naive UTC), which _utc_text reads.  A
-        document the database cut short (MariaDB's group_concat_max_len) is
-        read again row by row: the rows are this transaction's by now.
+        document the database cut short (at its aggregate length limit,
+        `Dialect.aggregate_length_setting`) is read again row by row: the rows
+        are this transaction's by now.
         """
         locked = query.subquery()
         dialect = self._dialect

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from infsched.schema import LongText, Owner, UtcDateTime
+from infsched.column_types import LongText, RowId, UtcDateTime
+from infsched.schema import Owner
 from infsched.sentinel_time import EPOCH_TEXT, SentinelDateTime
 
 metadata = sa.MetaData()
@@ -21,7 +22,7 @@ jobs = sa.Table(
     metadata,
     sa.Column(
         "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        RowId(),
         primary_key=True,
         autoincrement=True,
     ),
@@ -30,9 +31,9 @@ jobs = sa.Table(
     sa.Column("repository", sa.String(48), nullable=False),
     sa.Column("executor", sa.String(48), nullable=False),
     sa.Column("entity_id", sa.String(191), nullable=False),
-    sa.Column("due_at", UtcDateTime, nullable=False),
+    sa.Column("due_at", UtcDateTime(), nullable=False),
     # When the job may next run: its due time, or later for a retry.
-    sa.Column("run_at", UtcDateTime, nullable=False),
+    sa.Column("run_at", UtcDateTime(), nullable=False),
     sa.Column("priority", sa.Integer(), nullable=False, server_default="0"),
     # waiting | claimed
     sa.Column("state", sa.String(16), nullable=False, server_default="waiting"),
@@ -40,9 +41,9 @@ jobs = sa.Table(
     sa.Column("attempt", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("owner", Owner(), nullable=False, server_default=""),
     sa.Column("lease_until", SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT),
-    sa.Column("payload", LongText, nullable=False),
+    sa.Column("payload", LongText(), nullable=False),
     sa.Column("last_error", sa.Text(), nullable=True),
-    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
     # Claims read one priority at a time, oldest run time first: an index range per priority.
     sa.Index("ix_infsched_jobs_claim", "state", "priority", "run_at"),
     # No index on owner or lease_until: a claim would have to move an entry in each

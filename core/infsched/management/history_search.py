@@ -26,7 +26,7 @@ import attrs
 import sqlalchemy as sa
 
 from infsched.clock import require_utc, utc_naive
-from infsched.dialects import dialect_for
+from infsched.dialects import DatabaseErrorKind, dialect_for
 from infsched.engine.history import HISTORY_REPOSITORY, JobOutcome
 from infsched.entities import entity_spec
 from infsched.errors import InfschedError
@@ -150,7 +150,7 @@ class HistorySearch:
                 try:
                     found.extend(conn.execute(query).mappings())
                 except sa.exc.DBAPIError as exc:
-                    if not self._dialect.is_missing_table(exc):
+                    if self._dialect.classify(exc) is not DatabaseErrorKind.MISSING_TABLE:
                         raise  # (a day table dropped by maintenance meanwhile holds nothing)
                 if len(found) > limit:
                     break
@@ -225,5 +225,7 @@ class HistorySearch:
     def _table(self, name: str) -> sa.Table:
         table = self._tables.get(name)
         if table is None:
-            table = self._tables[name] = _SPEC.table(self._metadata, name)
+            table = self._tables[name] = _SPEC.table(
+                self._metadata, name, max_name_length=self._dialect.max_identifier_length
+            )
         return table
