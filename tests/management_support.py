@@ -16,7 +16,9 @@ from infsched.clock import SystemClock, utc_naive
 from infsched.engine.history import History, JobOutcome
 from infsched.engine.scheduler import history_repository
 from infsched.jobstore.base import Outcome, job_key
-from infsched.schema import create_schema, jobs, leases, nodes
+from infsched.jobstore.sql import SqlJobStore
+from infsched.jobstore.tables import jobs
+from infsched.schema import leases, nodes
 
 
 def now() -> datetime:
@@ -28,7 +30,7 @@ class Seed:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        create_schema(engine)
+        SqlJobStore(engine).create_schema()
         self.history = History(history_repository(engine, SystemClock(), 7), "seed-node")
 
     def job(

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from infsched.dburl import DatabaseUrl
 from infsched.jobstore.base import JobState
-from infsched.schema import jobs
+from infsched.jobstore.tables import jobs
 from infsched_bench.harness import (
     Call,
     Cluster,

@@ -8,7 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from infsched.dburl import DatabaseUrl
-from infsched.schema import create_schema, jobs
+from infsched.jobstore.tables import create_job_tables, jobs
 
 EngineFor = Callable[[DatabaseUrl], sa.Engine]
 
@@ -17,7 +17,7 @@ def test_mariadb_gets_microseconds_fixed_width_owners_and_long_payloads(
     mysql_url: DatabaseUrl, engine_for: EngineFor
 ) -> None:
     engine = engine_for(mysql_url)
-    create_schema(engine)
+    create_job_tables(engine)
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text(
@@ -37,7 +37,7 @@ def test_mariadb_gets_microseconds_fixed_width_owners_and_long_payloads(
 
 def test_sqlite_numbers_the_job_ids_itself(sqlite_url: DatabaseUrl, engine_for: EngineFor) -> None:
     engine = engine_for(sqlite_url)
-    create_schema(engine)
+    create_job_tables(engine)
     now = datetime(2024, 3, 10, 12, 0, 0, 123456)
     row = {
         "repository": "sms",

@@ -30,9 +30,11 @@ from infsched.cli.main import build_cli
 from infsched.clock import FixedClock
 from infsched.dburl import DatabaseUrl
 from infsched.entities import column, id_field, sharding_key
+from infsched.errors import PluginError
 from infsched.executors import ExecutorSpec, JobContext
 from infsched.hookspecs import hookimpl
 from infsched.jobstore.backend import JobStoreBackend
+from infsched.jobstore.sql import SqlJobStore
 from infsched.metrics.log_sink import LogMetricsSink
 from infsched.metrics.sink import Labels, MetricsSink, MetricsSinkSpec
 from infsched.plugins import PluginRegistry, load_plugins
@@ -170,23 +172,24 @@ def test_hook_register_repository_backends(
 def test_hook_register_job_stores(
     sqlite_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
 ) -> None:
-    @attrs.frozen
-    class EngineBound:
-        engine: sa.Engine
-
     class Stores:
         @hookimpl
         def register_job_stores(self) -> Iterable[JobStoreBackend]:
-            return [JobStoreBackend("bound", EngineBound, "remembers its engine")]
+            return [JobStoreBackend("audited_sql", SqlJobStore, "the SQL store under another name")]
 
     registry = registry_with(Stores())
     engine = engine_for(sqlite_url)
-    store = registry.job_store("bound").factory(engine)
-    assert store == EngineBound(engine)
-    assert registry.job_stores()["bound"].plugin == "testplugin"
+    store = registry.open_job_store("audited_sql", engine, FixedClock(NOW))
+    assert isinstance(store, SqlJobStore)
+    assert store.engine is engine
+    assert registry.job_stores()["audited_sql"].plugin == "testplugin"
+    # The built-in is registered through the same hook, by a built-in plugin.
+    assert registry.job_stores()["sql"].plugin == "sql_store"
+    with pytest.raises(PluginError, match=r"job store named .redis. .*known: audited_sql, sql\)$"):
+        registry.open_job_store("redis", engine, FixedClock(NOW))
     entry = cli_listing(registry)
     assert entry["hooks"] == ["register_job_stores"]
-    assert entry["registers"] == ["job store: bound"]
+    assert entry["registers"] == ["job store: audited_sql"]
 
 
 class CountingSink:

@@ -26,6 +26,7 @@ from infsched.engine.history import History
 from infsched.engine.scheduler import history_repository
 from infsched.errors import InfschedError
 from infsched.management import JobAdmin
+from infsched.plugins import open_job_store
 from infsched.schema import metadata
 
 #: How `infsched nodes` and the dashboard colour a node's liveness (`judge`'s word).
@@ -76,15 +77,17 @@ def open_admin() -> Iterator[tuple[JobAdmin, SchedulerConfig]]:
     try:
         # Every command here needs the tables a node or `db init` made: never create a database.
         check_reachable(engine, config.database_url, existing=True)
+        clock = SystemClock()
+        store = open_job_store(app.plugins, config.job_store, engine, clock)
         missing = [
             t.name for t in metadata.sorted_tables if not sa.inspect(engine).has_table(t.name)
         ]
+        missing += store.missing_tables()
         if missing:
             raise InfschedError(
                 f"{config.database_url} has no {', '.join(missing)}: it is not a scheduler's "
                 "database yet; point --db at a running cluster's, or run `infsched db init`"
             )
-        clock = SystemClock()
         history = History(
             history_repository(engine, clock, config.history_retention_days), config.node_id
         )
@@ -95,6 +98,7 @@ def open_admin() -> Iterator[tuple[JobAdmin, SchedulerConfig]]:
             actor=actor(),
             repositories=[r.name for r in config.repositories],
             bindings=bindings,
+            store=store,
         )
         yield admin, config
     finally:

@@ -32,8 +32,7 @@ from infsched.database import same_database
 from infsched.dialects import dialect_for
 from infsched.engine.binding import PRIORITY_FIELD, RepositoryBinding
 from infsched.engine.controls import Controls
-from infsched.jobstore.base import JobState, NewJob
-from infsched.jobstore.sql import SqlJobStore
+from infsched.jobstore.base import JobState, JobStore, NewJob
 from infsched.metrics.recorder import MetricsRecorder
 from infsched.repositories.base import EXAMPLE_IDS, LockedEntities
 
@@ -125,7 +124,7 @@ class Fetcher:
     def __init__(
         self,
         binding: RepositoryBinding,
-        store: SqlJobStore,
+        store: JobStore,
         config: SchedulerConfig,
         clock: Clock,
         metrics: MetricsRecorder,
@@ -238,7 +237,7 @@ class Fetcher:
     def _copy(
         self, table: sa.Table, where: sa.ColumnElement[bool], now: datetime
     ) -> sa.Select[Any]:
-        """The SELECT producing job rows (SqlJobStore.COPY_COLUMNS) from entity rows."""
+        """The SELECT producing job rows (jobstore.base.COPY_COLUMNS) from entity rows."""
         spec, dialect = self.binding.spec, self._dialect
         entity_id = table.c[spec.id_column.name]
         due = table.c[spec.sharding_column.name]

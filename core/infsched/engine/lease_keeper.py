@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 
 from infsched.clock import Clock
 from infsched.cluster.outage import DatabaseOutage
-from infsched.cluster.recovery import recover_expired
 from infsched.engine.held import Claim, HeldJobs
 from infsched.jobstore.base import ClaimedJob, Finished, JobStore
 from infsched.metrics.recorder import MetricsRecorder
@@ -198,7 +197,7 @@ class LeaseKeeper:
                     self._lapse = (snapshot_at, sent)
                 self._renewal = (snapshot_at, sent + self.job_lease)
                 self._leases_good_until = sent + self.job_lease
-                recovered = recover_expired(self._store.engine, self._clock)
+                recovered = self._store.recover_expired()
                 outage.ok()
             except Exception as exc:
                 if outage.failed(exc) < 1.0:

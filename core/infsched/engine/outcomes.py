@@ -21,7 +21,6 @@ import sqlalchemy as sa
 
 from infsched.clock import Clock
 from infsched.cluster.outage import DatabaseOutage
-from infsched.cluster.recovery import still_held
 from infsched.engine.binding import BoundExecutor
 from infsched.engine.held import HeldJobs
 from infsched.engine.history import History
@@ -171,12 +170,14 @@ class OutcomeRecorder:
         lost: list[Finished] = []
 
         def write_history(conn: sa.Connection, results: Sequence[Finished]) -> None:
-            self._history.write(conn, results)
+            self._history.write(conn, results, self._store.job_rows)
             # Just before the job rows are touched: if a lease may have expired (the
             # database or this process stood still longer than job_lease), find out which
             # jobs were claimed again meanwhile; the check locks them until the commit.
             if self._keeper.may_have_lapsed(results):
-                held = still_held(conn, self._node_id, [(r.job.id, r.job.attempt) for r in results])
+                held = self._store.still_held(
+                    conn, self._node_id, [(r.job.id, r.job.attempt) for r in results]
+                )
                 lost[:] = [r for r in results if r.job.id not in held]
 
         # The store says how many outcomes found their job claimed again (or gone): the

@@ -46,10 +46,10 @@ from infsched.engine.retry import RetryPolicy
 from infsched.engine.workers import Workers
 from infsched.errors import InvalidArgumentError, SchedulerStateError
 from infsched.executors import BatchExecutor, Executor, ExecutorSpec
-from infsched.jobstore.sql import SqlJobStore
+from infsched.jobstore.base import JobStore
 from infsched.metrics.recorder import MetricsRecorder
 from infsched.metrics.sink import MetricsSink
-from infsched.plugins import PluginRegistry
+from infsched.plugins import PluginRegistry, open_job_store
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import SchedulingSource, ShardingRepository, ShardMaintenance
 from infsched.repositories.multi_table import MultiTableRepository
@@ -130,7 +130,12 @@ class SchedulerNode:
         self.clock: Clock = (
             DatabaseClock(self.node_clock) if has_clock(self.engine) else self.node_clock
         )
-        self.store = SqlJobStore(self.engine, self.clock)
+        if plugins is None and isinstance(repositories, ConfiguredRepositories):
+            plugins = repositories.plugins  # the plugins the repositories were built with
+        #: The configured job store (`job_store`), as its plugin's factory builds it.
+        self.store: JobStore = open_job_store(
+            plugins, self.config.job_store, self.engine, self.clock
+        )
         self.controls = Controls(self.engine, self.clock)
         self.metrics = MetricsRecorder(metrics_sinks)
         #: One log line when database trouble starts and one when it ends, for all threads.
@@ -139,8 +144,6 @@ class SchedulerNode:
             history_repository(self.engine, self.clock, self.config.history_retention_days),
             self.config.node_id,
         )
-        if plugins is None and isinstance(repositories, ConfiguredRepositories):
-            plugins = repositories.plugins  # the plugins the repositories were built with
         self._executors = self._resolve(executors or {}, plugins)
         self.gauges = GaugeSampler(
             self.store,
@@ -168,6 +171,7 @@ class SchedulerNode:
         )
         self.member = ClusterMember(
             engine=self.engine,
+            jobs=self.store,
             node_id=self.config.node_id,
             heartbeat_interval=self.config.heartbeat_interval,
             job_lease=self.config.job_lease,

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 import sqlalchemy as sa
 
+from infsched.clock import Clock
+from infsched.jobstore.base import JobStore
 from infsched.names import check_name
 
-JobStoreFactory = Callable[[sa.Engine], Any]
+#: Builds a store from the configured database's engine and the node's clock
+#: (corrected to the database's, where the database has one).
+JobStoreFactory = Callable[[sa.Engine, Clock], JobStore]
 
 
 @attrs.frozen
 class JobStoreBackend:
     """A named job store, registered through `register_job_stores`.
 
-    The factory receives the engine of the configured database and returns
-    the job store (see `infsched.jobstore.base.JobStore`).
+    The factory receives the engine of the configured database and the
+    clock, and returns the job store (see `infsched.jobstore.base.JobStore`);
+    ``job_store = "NAME"`` in the configuration selects one.
     """
 
     name: str = attrs.field(validator=lambda _, __, v: check_name(v, "job store name"))

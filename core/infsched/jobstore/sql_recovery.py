@@ -1,4 +1,4 @@
-"""Recovering a node's unfinished work, and noticing outcomes that came too late.
+"""Recovering a node's unfinished work in the SQL job store, and noticing late outcomes.
 
 Delivery is at least once.  A job claimed by a node that died waits again
 once its lease expires (`recover_expired`, run by every node's lease
@@ -21,30 +21,31 @@ Also this module's:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 
-from infsched.clock import Clock, utc_naive
-from infsched.cluster.dbtime import database_now
-from infsched.dialects import dialect_for
+from infsched.clock import utc_naive
+from infsched.dialects import Dialect
 from infsched.jobstore.base import JobState
-from infsched.schema import jobs, unowned
+from infsched.jobstore.tables import jobs, unowned
 
 #: Jobs returned to waiting per transaction.
 RECOVER_BATCH = 1000
 
 
-def recover_expired(engine: sa.Engine, clock: Clock) -> int:
+def recover_expired(
+    engine: sa.Engine, dialect: Dialect, now_of: Callable[[sa.Connection], datetime]
+) -> int:
     """Jobs whose lease expired (by the database's clock) wait again; returns how many.
 
     Rows locked by another transaction are left for the next round.
     """
-    dialect = dialect_for(engine)
     total = 0
     while True:
         with engine.begin() as conn:
-            now = utc_naive(database_now(conn, clock))
+            now = utc_naive(now_of(conn))
             expired = (
                 sa.select(jobs.c.id)
                 .where(jobs.c.state == JobState.CLAIMED.value, jobs.c.lease_until < now)
