@@ -21,8 +21,8 @@ SECRET = "s3cr3t-pw"
 def test_mysql_urls_are_normalised_to_pymysql(raw: str) -> None:
     url = DatabaseUrl(raw)
     assert url.sqlalchemy_url.drivername == "mysql+pymysql"
-    assert url.is_mysql
-    assert not url.is_sqlite
+    assert url.scheme.dialect == "mysql"
+    assert url.scheme.dialect != "sqlite"
     assert url.database == "sched"
     assert url.where == "db.example:3307"
 
@@ -81,8 +81,8 @@ def test_bad_urls_name_the_field_and_what_is_allowed_but_not_the_password(
 
 def test_sqlite_url_where_is_its_file_and_memory_is_named() -> None:
     url = DatabaseUrl("sqlite:////var/lib/infsched/sched.db")
-    assert url.is_sqlite
-    assert not url.is_mysql
+    assert url.scheme.dialect == "sqlite"
+    assert url.scheme.dialect != "mysql"
     assert url.where == "/var/lib/infsched/sched.db"
     assert DatabaseUrl("sqlite://").where == ":memory:"
 

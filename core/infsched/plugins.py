@@ -28,6 +28,7 @@ import pluggy
 
 from infsched import hookspecs
 from infsched.config import DISABLE_PLUGINS_ENV, LOAD_PLUGINS_ENV, TRACE_HOOKS_ENV, env_flag
+from infsched.dialects import Dialect, register_dialect
 from infsched.entities import entity_spec
 from infsched.errors import PluginConflictError, PluginError
 from infsched.executors import ExecutorSpec
@@ -45,6 +46,7 @@ NO_PLUGINS = "none"
 
 #: Built-in features, registered after the entry points through the same hooks.
 BUILTIN_PLUGINS: tuple[str, ...] = (
+    "infsched.dialects.builtin_dialects",
     "infsched.metrics.log_sink",
     "infsched.metrics.prometheus_sink",
     "infsched.repositories.builtin",
@@ -83,6 +85,7 @@ class Registered(Generic[V]):
 
 #: (hook name, label in listings, how to name a registered value)
 _KINDS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("register_dialects", "dialect", lambda v: v.name),
     ("register_entity_types", "entity", lambda v: v.__name__),
     ("register_executors", "executor", lambda v: v.name),
     ("register_repository_backends", "repository backend", lambda v: v.name),
@@ -90,6 +93,7 @@ _KINDS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("register_metrics_sinks", "metrics sink", lambda v: v.name),
 )
 _EXPECTED: Mapping[str, type | None] = {
+    "register_dialects": Dialect,
     "register_entity_types": None,
     "register_executors": ExecutorSpec,
     "register_repository_backends": RepositoryBackend,
@@ -346,6 +350,8 @@ class PluginRegistry:
                 continue
             self._registered[hook][key] = Registered(value, info.name)
             info.registers.append(f"{labels[hook]}: {key}")
+            if hook == "register_dialects":
+                register_dialect(value)  # its URLs are accepted from now on
 
     def _conflict(self, message: str, *infos: PluginInfo) -> None:
         self.conflicts.append(message)
@@ -430,6 +436,9 @@ class PluginRegistry:
             known = ", ".join(sorted(self._registered[hook])) or "none"
             raise PluginError(f"no {what} named {name!r} is registered (known: {known})")
         return found
+
+    def dialects(self) -> dict[str, Registered[Dialect]]:
+        return dict(self._registered["register_dialects"])
 
     def entity_types(self) -> dict[str, Registered[type]]:
         return dict(self._registered["register_entity_types"])

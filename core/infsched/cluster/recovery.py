@@ -25,9 +25,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from infsched.clock import Clock, utc_naive
-from infsched.cluster.dbtime import database_now
-from infsched.dialects import dialect_for
+from infsched.clock import utc_naive
+from infsched.database import Database
 from infsched.jobstore.base import JobState
 from infsched.schema import jobs, unowned
 
@@ -35,16 +34,16 @@ from infsched.schema import jobs, unowned
 RECOVER_BATCH = 1000
 
 
-def recover_expired(engine: sa.Engine, clock: Clock) -> int:
+def recover_expired(database: Database) -> int:
     """Jobs whose lease expired (by the database's clock) wait again; returns how many.
 
     Rows locked by another transaction are left for the next round.
     """
-    dialect = dialect_for(engine)
+    engine, dialect = database.engine, database.dialect
     total = 0
     while True:
         with engine.begin() as conn:
-            now = utc_naive(database_now(conn, clock))
+            now = utc_naive(database.now(conn))
             expired = (
                 sa.select(jobs.c.id)
                 .where(jobs.c.state == JobState.CLAIMED.value, jobs.c.lease_until < now)

@@ -813,7 +813,7 @@ class Workers:
                     self._lapse = (snapshot_at, sent)
                 self._renewal = (snapshot_at, sent + self.job_lease)
                 self._leases_good_until = sent + self.job_lease
-                recovered = recover_expired(self.store.engine, self.clock)
+                recovered = recover_expired(self.store.database)
                 outage.ok()
             except Exception as exc:
                 if outage.failed(exc) < 1.0:

@@ -6,19 +6,19 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-import sqlalchemy as sa
 
+from infsched.database import Database
 from infsched.names import check_name
 
-JobStoreFactory = Callable[[sa.Engine], Any]
+JobStoreFactory = Callable[[Database], Any]
 
 
 @attrs.frozen
 class JobStoreBackend:
     """A named job store, registered through `register_job_stores`.
 
-    The factory receives the engine of the configured database and returns
-    the job store (see `infsched.jobstore.base.JobStore`).
+    The factory receives the configured database's handle (engine, dialect,
+    clock) and returns the job store (see `infsched.jobstore.base.JobStore`).
     """
 
     name: str = attrs.field(validator=lambda _, __, v: check_name(v, "job store name"))

@@ -19,8 +19,9 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from infsched.clock import Clock, SystemClock, require_utc, utc_naive
+from infsched.clock import require_utc, utc_naive
 from infsched.cluster.rows import NodeRow, read_nodes
+from infsched.database import Database
 from infsched.engine.controls import Controls
 from infsched.engine.history import History, JobOutcome
 from infsched.engine.status import JobStatus, job_status
@@ -142,21 +143,21 @@ class JobAdmin:
 
     def __init__(
         self,
-        engine: sa.Engine,
+        database: Database,
         history: History,
         *,
-        clock: Clock | None = None,
         actor: str = "admin",
         repositories: Collection[str] = (),
         bindings: Bindings | None = None,
     ) -> None:
-        self.engine = engine
+        self.database = database
+        self.engine = engine = database.engine
         self.history = history
-        self.clock = clock or SystemClock()
+        self.clock = database.clock
         #: Who acts: recorded as the node of cancelled outcomes and as who paused.
         self.actor = actor
-        self.store = SqlJobStore(engine, self.clock)
-        self.controls = Controls(engine, self.clock, ttl=0.0)
+        self.store = SqlJobStore(database)
+        self.controls = Controls(database, ttl=0.0)
         self.reader = HistoryReader(history.repository.name)
         #: The names `repositories` (the configured ones) and the database know.
         self.names = RepositoryNames(engine, repositories)

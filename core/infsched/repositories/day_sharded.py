@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from infsched.clock import from_utc_naive, require_utc
-from infsched.dialects import dialect_for
 from infsched.dialects.base import RowInserter
 from infsched.entities import entity_spec
 from infsched.errors import (
@@ -142,7 +141,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
         self.options = options
         self._spec = entity_spec(options.entity_type)  # type: ignore[arg-type]  # a class is hashable
         self._rows = EntityRows(self._spec)
-        self._dialect = dialect_for(options.engine)
+        self._dialect = options.database.dialect
         self._metadata = sa.MetaData()
         self._id = self._spec.id_column.name
         self._key = self._spec.sharding_column.name

@@ -56,7 +56,7 @@ class PartitionedRepository(DayShardedRepository[T, K]):
         if partitioning is None:
             raise ConfigError(
                 f"repository {options.name!r}: the partitioned backend needs MySQL or MariaDB "
-                f"(RANGE partitions); {options.engine.dialect.name} has none. "
+                f"(RANGE partitions); {self._dialect.url_scheme.title} has none. "
                 "Use the multi_table backend (one table per day) there"
             )
         self._partitioning: RangePartitioning = partitioning
