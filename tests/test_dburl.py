@@ -103,3 +103,14 @@ def test_with_database_keeps_credentials_and_host() -> None:
 def test_database_urls_compare_by_value() -> None:
     assert DatabaseUrl("mysql://root@h/db") == DatabaseUrl("mysql+pymysql://root@h/db")
     assert DatabaseUrl("sqlite:///a.db") != DatabaseUrl("sqlite:///b.db")
+
+
+def test_an_unknown_scheme_is_one_line_naming_each_known_database_and_its_drivers() -> None:
+    with pytest.raises(ConfigError) as err:
+        DatabaseUrl(f"postgresql://root:{SECRET}@host/db")
+    message = str(err.value)
+    assert "\n" not in message
+    assert SECRET not in message
+    for known in ("mysql: mariadb, mariadb+pymysql, mysql, mysql+pymysql", "sqlite: sqlite,"):
+        assert known in message
+    assert "sqlite:///PATH" in message

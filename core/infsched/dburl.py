@@ -55,6 +55,11 @@ def url_schemes() -> Mapping[str, UrlScheme]:
     return dict(_SCHEMES)
 
 
+def _examples() -> str:
+    """One example URL of each known database, for messages."""
+    return " or ".join(sorted({s.example for s in _SCHEMES.values()})) or "none is known"
+
+
 def _unsupported(driver: str, shown: str) -> ConfigError:
     schemes = {s.dialect: s for s in _SCHEMES.values()}
     known = "; ".join(
@@ -72,8 +77,7 @@ def _parse(raw: str | URL) -> URL:
         return raw
     if not isinstance(raw, str) or not raw.strip():
         raise ConfigError(
-            "database_url: an empty value is not a database URL; "
-            "use e.g. mysql+pymysql://user:pass@host:3306/db or sqlite:///./infsched.db"
+            f"database_url: an empty value is not a database URL; use e.g. {_examples()}"
         )
     try:
         url = make_url(raw.strip())
@@ -81,7 +85,7 @@ def _parse(raw: str | URL) -> URL:
         # The raw text may hold a password, so it is not echoed back.
         raise ConfigError(
             "database_url: malformed URL; expected dialect+driver://user:pass@host:port/db "
-            "(e.g. mysql+pymysql://root@127.0.0.1:3306/infsched) or sqlite:///PATH"
+            f"or a file's dialect:///PATH (e.g. {_examples()})"
         ) from None
     return url
 
