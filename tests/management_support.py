@@ -17,7 +17,9 @@ from infsched.database import database_of
 from infsched.engine.history import History, JobOutcome
 from infsched.engine.scheduler import history_repository
 from infsched.jobstore.base import Outcome, job_key
-from infsched.schema import create_schema, jobs, leases, nodes
+from infsched.jobstore.sql import SqlJobStore
+from infsched.jobstore.tables import jobs
+from infsched.schema import leases, nodes
 
 
 def now() -> datetime:
@@ -30,7 +32,7 @@ class Seed:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.database = database_of(engine, SystemClock())
-        create_schema(engine)
+        SqlJobStore(self.database).create_schema()
         self.history = History(history_repository(self.database, 7), "seed-node", self.database)
 
     def job(

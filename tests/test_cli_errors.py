@@ -227,3 +227,15 @@ def test_the_cluster_bench_on_sqlite_is_one_line(cli: Cli, tmp_path: Path) -> No
     assert result.err == (
         "error: the cluster stage needs a MySQL/MariaDB server (--db mysql+pymysql://…)\n"
     )
+
+
+@pytest.mark.parametrize("command", [("db", "init"), ("jobs", "list"), ("stats",)])
+def test_a_job_store_no_plugin_registered_is_refused_naming_those_that_are(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'scheduler.db'}"
+    assert cli("db", "init", "--db", url).code == 0
+    monkeypatch.setenv("INFSCHED_JOB_STORE", "redis")
+    result = cli(*command, "--db", url)
+    assert result.code == 1
+    assert result.err == "error: job_store: no job store named 'redis' is registered (known: sql)\n"

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from infsched.dburl import DatabaseUrl
 from infsched.jobstore.base import JobState
-from infsched.schema import jobs
+from infsched.jobstore.tables import jobs
 from infsched_bench.harness import (
     Call,
     Cluster,
@@ -173,13 +173,23 @@ def test_nodes_minutes_off_neither_steal_nor_lose_jobs(cluster_factory: ClusterF
     threshold = 3.0
     cluster = cluster_factory(
         sleep=0.01,
-        settings={"misfire_policy": "do_nothing", "misfire_threshold": threshold},
+        # Leases of 3 s, not 0.75 s: this test is about clocks, and a loaded machine can
+        # hold a heartbeat thread back longer than the fast settings' lease.
+        settings={
+            "misfire_policy": "do_nothing",
+            "misfire_threshold": threshold,
+            "heartbeat_interval": 2.0,
+            "job_lease": 6.0,
+        },
     )
     first = cluster.due_at(3)
     entities = cluster.insert(cluster.entities(1200, first, 12))
     # The node whose clock is five minutes behind holds the fetch lease: were its own
     # clock used to fetch, every job would be late and misfire (do_nothing: never run).
     cluster.start("behind", clock_offset=-300)
+    # "started" is logged before the first fetch cycle takes the lease: on a loaded
+    # machine the next node could take it first, and the test would prove nothing.
+    wait_until(lambda: cluster.fetch_owner() == "behind", 30, "the behind node's fetch lease")
     cluster.start("ahead", clock_offset=300)
     cluster.start("exact")
     owners: Counter[str | None] = Counter()

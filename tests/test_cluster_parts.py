@@ -17,14 +17,14 @@ from infsched.clock import FixedClock, OffsetClock, SystemClock
 from infsched.cluster.leases import LeaseStore
 from infsched.cluster.nodes import NodeIdInUseError, NodeRegistry, NodeState, judge
 from infsched.cluster.outage import RETRY_CONFLICT, RETRY_OUTAGE, DatabaseOutage, is_conflict
-from infsched.cluster.recovery import reclaim_own, recover_expired, still_held
 from infsched.database import create_engine, database_of
 from infsched.dbtime import DatabaseClock, database_now
 from infsched.dburl import DatabaseUrl
 from infsched.jobstore.base import ClaimedJob, Finished, NewJob, Outcome
 from infsched.jobstore.sql import SqlJobStore
-from infsched.schema import jobs, nodes
+from infsched.jobstore.tables import jobs
 from infsched.schema import leases as leases_table
+from infsched.schema import nodes
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -331,10 +331,10 @@ def test_recovery_skips_rows_a_stalled_transaction_holds(
         # A node that froze inside a transaction holding one of the rows.
         stalled.execute(sa.select(jobs.c.id).where(jobs.c.id == claimed[0].id).with_for_update())
         started = time.monotonic()
-        assert recover_expired(database_of(engine)) == 4
+        assert store.recover_expired() == 4
         assert time.monotonic() - started < 5
         stalled.rollback()
-    assert recover_expired(database_of(engine)) == 1
+    assert store.recover_expired() == 1
     again = store.claim_due("live-node", 5, 30.0, ["r"])
     assert sorted(j.attempt for j in again) == [2] * 5  # the same keys, the next attempt
 
@@ -347,7 +347,7 @@ def test_a_restarted_node_id_takes_back_its_claimed_jobs_at_once(
     add_jobs(store, 4)
     store.claim_due("n1", 3, 300.0, ["r"])
     store.claim_due("n2", 1, 300.0, ["r"])
-    assert reclaim_own(engine, "n1") == 3
+    assert store.reclaim_own("n1") == 3
     with engine.connect() as conn:
         owners = conn.execute(sa.select(jobs.c.owner, jobs.c.attempt)).all()
     assert sorted(owners, key=str) == sorted([(None, 1)] * 3 + [("n2", 1)], key=str)
@@ -395,7 +395,7 @@ def test_a_late_outcome_leaves_the_run_that_replaced_it_alone(
     first = store.claim_due("n1", 2, 300.0, ["r"])
     # n1's leases lapsed and n1 itself claimed both jobs again (attempt 2) before
     # the outcomes of attempt 1 arrived: one success, one failure with a retry.
-    assert reclaim_own(engine, "n1") == 2
+    assert store.reclaim_own("n1") == 2
     second = store.claim_due("n1", 2, 300.0, ["r"])
     assert sorted(j.attempt for j in second) == [2, 2]
     late = [
@@ -424,12 +424,12 @@ def test_outcomes_of_jobs_claimed_again_meanwhile_are_found(
 ) -> None:
     engine = engine_for(mysql_url)
     store, mine = claimed_and_expired(engine, 4)
-    assert recover_expired(database_of(engine)) == 4
+    assert store.recover_expired() == 4
     by_n2 = store.claim_due("n2", 2, 30.0, ["r"])
     by_n1_again = store.claim_due("n1", 1, 30.0, ["r"])  # n1 itself, a new attempt
     with engine.begin() as conn:
         conn.execute(jobs.delete().where(jobs.c.id == by_n2[1].id))  # n2 ran it and recorded it
-        held = still_held(conn, "n1", [(j.id, j.attempt) for j in mine])
+        held = store.still_held(conn, "n1", [(j.id, j.attempt) for j in mine])
     # Only the job nobody claimed again is still the first claim's: its outcome counts.
     again = {j.id for j in by_n2 + by_n1_again}
     assert held == {j.id for j in mine} - again

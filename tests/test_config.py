@@ -393,3 +393,19 @@ def test_cli_refuses_two_spellings_in_the_environment_with_one_line(
     assert result.err.count("\n") == 1
     assert result.err.startswith("error: the environment sets database_url twice")
     assert list(tmp_path.glob("*.db")) == []
+
+
+def test_the_job_store_is_sql_unless_the_file_or_the_environment_names_another(
+    tmp_path: Path,
+) -> None:
+    assert SchedulerConfig().job_store == "sql"
+    path = write_toml(tmp_path / "infsched.toml", 'job_store = "memory"\n')
+    loaded = load_config(path, env={})
+    assert (loaded.config.job_store, loaded.sources["job_store"]) == ("memory", f"file {path}")
+    from_env = load_config(path, env={"INFSCHED_JOB_STORE": "redis"})
+    assert (from_env.config.job_store, from_env.sources["job_store"]) == (
+        "redis",
+        "env INFSCHED_JOB_STORE",
+    )
+    assert config_error(job_store="no such store").startswith("job_store: ")
+    assert config_error(job_store=3).startswith("job_store: 3 is invalid")

@@ -25,12 +25,12 @@ from infsched.engine.fetcher import Fetcher
 from infsched.entities import column, id_field, sharding_key
 from infsched.executors import ExecutorSpec
 from infsched.jobstore.base import Outcome, entity_key_prefix, entity_of_key, job_key
+from infsched.jobstore.tables import jobs
 from infsched.management.scheduler import InfiniteScheduler
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
-from infsched.schema import jobs
 from tests.engine_support import (
     RecordingExecutor,
     RecordingSink,
@@ -290,6 +290,7 @@ def test_repeated_and_racing_fetches_schedule_each_entity_once(any_url: Database
         s.clock,
         s.metrics,
         s.controls,
+        s.database,
         fetcher.repository_database,
     )
     threads = [threading.Thread(target=f.run_cycle) for f in (fetcher, other, fetcher, other)]

@@ -18,10 +18,10 @@ from infsched.configured_repositories import build_repositories
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
 from infsched.jobstore.base import job_key
+from infsched.jobstore.tables import jobs
 from infsched.management.scheduler import InfiniteScheduler
 from infsched.plugins import load_plugins
 from infsched.repositories.base import ShardingRepository
-from infsched.schema import jobs
 from infsched_sms import SmsEntity
 from tests.engine_support import RecordingExecutor, Reminder, repository_for
 from tests.management_support import Cli, Seed, clean_cli, now

@@ -26,13 +26,13 @@ from infsched.config import SchedulerConfig
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
+from infsched.jobstore.tables import jobs
 from infsched.management.scheduler import InfiniteScheduler
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.day_sharded import DATABASE_IDS_MAX, DayShardedRepository
 from infsched.repositories.ids import FIRST_GENERATED_ID, IdGenerator
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
-from infsched.schema import jobs
 from tests.engine_support import RecordingExecutor, RecordingSink, Reminder, wait_until
 from tests.test_engine import FAST
 

@@ -17,9 +17,9 @@ from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.controls import Controls
 from infsched.jobstore.base import Outcome
+from infsched.jobstore.tables import jobs
 from infsched.management import JobAdmin, JobStateError
 from infsched.management.scheduler import InfiniteScheduler
-from infsched.schema import jobs
 from tests.engine_support import RecordingExecutor, Reminder, repository_for, wait_until
 from tests.management_support import Cli, Seed, clean_cli, now
 

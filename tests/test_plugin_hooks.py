@@ -30,15 +30,16 @@ from infsched.cli.context import AppContext
 from infsched.cli.main import build_cli
 from infsched.clock import FixedClock
 from infsched.config import SchedulerConfig
-from infsched.database import Database, database_of
+from infsched.database import database_of
 from infsched.dburl import DatabaseUrl, UrlScheme
 from infsched.dialects.sqlite import SQLiteDialect
 from infsched.engine.scheduler import SchedulerNode
 from infsched.entities import column, id_field, sharding_key
-from infsched.errors import ConfigError
+from infsched.errors import ConfigError, PluginError
 from infsched.executors import ExecutorSpec, JobContext
 from infsched.hookspecs import hookimpl
 from infsched.jobstore.backend import JobStoreBackend
+from infsched.jobstore.sql import SqlJobStore
 from infsched.metrics.log_sink import LogMetricsSink
 from infsched.metrics.sink import Labels, MetricsSink, MetricsSinkSpec
 from infsched.plugins import PluginRegistry, load_plugins
@@ -249,23 +250,25 @@ def test_hook_register_dialects(tmp_path: Path) -> None:
 def test_hook_register_job_stores(
     sqlite_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
 ) -> None:
-    @attrs.frozen
-    class DatabaseBound:
-        database: Database
-
     class Stores:
         @hookimpl
         def register_job_stores(self) -> Iterable[JobStoreBackend]:
-            return [JobStoreBackend("bound", DatabaseBound, "remembers its database")]
+            return [JobStoreBackend("audited_sql", SqlJobStore, "the SQL store under another name")]
 
     registry = registry_with(Stores())
-    database = database_of(engine_for(sqlite_url))
-    store = registry.job_store("bound").factory(database)
-    assert store == DatabaseBound(database)
-    assert registry.job_stores()["bound"].plugin == "testplugin"
+    engine = engine_for(sqlite_url)
+    database = database_of(engine, FixedClock(NOW))
+    store = registry.open_job_store("audited_sql", database)
+    assert isinstance(store, SqlJobStore)
+    assert store.engine is engine
+    assert registry.job_stores()["audited_sql"].plugin == "testplugin"
+    # The built-in is registered through the same hook, by a built-in plugin.
+    assert registry.job_stores()["sql"].plugin == "sql_store"
+    with pytest.raises(PluginError, match=r"job store named .redis. .*known: audited_sql, sql\)$"):
+        registry.open_job_store("redis", database)
     entry = cli_listing(registry)
     assert entry["hooks"] == ["register_job_stores"]
-    assert entry["registers"] == ["job store: bound"]
+    assert entry["registers"] == ["job store: audited_sql"]
 
 
 class CountingSink:

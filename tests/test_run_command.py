@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from infsched.config import load_config
 from infsched.configured_repositories import build_repositories
 from infsched.dburl import DatabaseUrl
+from infsched.jobstore.tables import jobs
 from infsched.plugins import load_plugins
 from infsched.repositories.base import ShardingRepository
-from infsched.schema import jobs
 from infsched_sms import SmsEntity
 from tests.engine_support import wait_until
 

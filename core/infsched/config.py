@@ -207,6 +207,18 @@ def _node_id_value(inst: object, field: attrs.Attribute[Any], value: object) -> 
         )
 
 
+#: The job store a node uses unless `job_store` names another (the built-in).
+DEFAULT_JOB_STORE = "sql"
+
+
+def _job_store_value(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    text = _text(value, field)
+    try:
+        check_name(text, "job_store")
+    except ValueError as exc:
+        raise ConfigError(f"job_store: {exc}") from None
+
+
 def to_sink_names(value: str | Sequence[str]) -> tuple[str, ...]:
     """Sink names from a list or a comma-separated string (the environment's form)."""
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -379,6 +391,8 @@ class SchedulerConfig:
     database_url: DatabaseUrl = attrs.field(
         default=DatabaseUrl(DEFAULT_SQLITE_URL), converter=to_database_url
     )
+    #: The job store by name: ``sql`` (built in) or one a plugin registers.
+    job_store: str = attrs.field(default=DEFAULT_JOB_STORE, validator=_job_store_value)
     #: Plugin configuration sections, ``[plugins.NAME]`` in TOML.
     plugins: Mapping[str, Mapping[str, Any]] = attrs.field(
         factory=dict, converter=to_sections, repr=_sections_repr
@@ -448,6 +462,7 @@ _COERCE: dict[str, Callable[[object, attrs.Attribute[Any]], Any]] = {
     "retry_base_delay": _number,
     "retry_max_delay": _number,
     "history_retention_days": _integer,
+    "job_store": _text,
 }
 
 

@@ -28,7 +28,7 @@ from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from infsched.clock import SystemClock
+from infsched.clock import SystemClock, utc_naive
 from infsched.config import SchedulerConfig
 from infsched.database import check_reachable, open_database
 from infsched.engine.binding import RepositoryBinding
@@ -38,7 +38,6 @@ from infsched.management.scheduler import InfiniteScheduler
 from infsched.plugins import PluginRegistry
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
-from infsched.schema import jobs
 
 #: (repository, executor, plugin)
 DEMO_REPOSITORIES = (
@@ -173,14 +172,11 @@ def _counts(scheduler: InfiniteScheduler, since: datetime) -> dict[str, dict[str
     per_repo: dict[str, dict[str, int]] = {
         name: collections.Counter() for name, _, _ in DEMO_REPOSITORIES
     }
-    with scheduler.engine.connect() as conn:
-        for repo, state, n in conn.execute(
-            sa.select(jobs.c.repository, jobs.c.state, sa.func.count()).group_by(
-                jobs.c.repository, jobs.c.state
-            )
-        ):
-            if repo in per_repo:
-                per_repo[repo][state] += n
+    store = scheduler.store
+    with store.engine.connect() as conn:
+        for count in store.count_jobs(conn, utc_naive(store.db_now(conn))):
+            if count.repository in per_repo:
+                per_repo[count.repository][count.state] += count.total
     for outcome in scheduler.history.repository.find_all_by_date_range(
         since - timedelta(minutes=1), scheduler.clock.now() + timedelta(days=1)
     ):

@@ -33,9 +33,9 @@ from typing import Any, ClassVar, Protocol
 
 import attrs
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
 from infsched.clock import as_utc, utc_naive
+from infsched.column_types import UtcDateTime
 from infsched.errors import EntityError
 
 _META_KEY = "infsched"
@@ -107,8 +107,6 @@ class Entity(Protocol):
 #: Types whose JSON value is already the field's value (from_json skips from_db for them).
 _AS_IN_JSON = frozenset({str, int, float})
 
-_UTC_DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-
 
 @attrs.frozen
 class ColumnSpec:
@@ -139,7 +137,7 @@ class ColumnSpec:
         if t is str:
             return sa.String(o.length) if o.length else sa.Text()
         if t is datetime:
-            return _UTC_DATETIME
+            return UtcDateTime()
         if t is date:
             return sa.Date()
         if issubclass(t, enum.Enum):
@@ -331,13 +329,20 @@ class EntitySpec:
         return self.cls(**values)
 
     def table(
-        self, metadata: sa.MetaData, name: str, *, primary_key_with_sharding: bool = False
+        self,
+        metadata: sa.MetaData,
+        name: str,
+        *,
+        primary_key_with_sharding: bool = False,
+        max_name_length: int | None = None,
     ) -> sa.Table:
         """SQLAlchemy Table metadata for one physical table of this entity type.
 
         `primary_key_with_sharding` makes the primary key (id, sharding key), which
-        MySQL requires of a table partitioned on the sharding key.
+        a table partitioned on the sharding key needs.  Index names are cut to
+        `max_name_length` (the database's identifier limit).
         """
+        cut = slice(max_name_length)
         cols: list[sa.Column[Any]] = []
         for c in self.columns:
             is_pk = c is self.id_column or (primary_key_with_sharding and c is self.sharding_column)
@@ -352,15 +357,15 @@ class EntitySpec:
             )
         indexes = [
             sa.Index(
-                f"ix_{name}_{self.sharding_column.name}"[:64],
+                f"ix_{name}_{self.sharding_column.name}"[cut],
                 self.sharding_column.name,
                 self.id_column.name,
             )
         ]
-        indexes += [sa.Index(f"ix_{name}_{c.name}"[:64], c.name) for c in self.indexed]
+        indexes += [sa.Index(f"ix_{name}_{c.name}"[cut], c.name) for c in self.indexed]
         key, ident = self.sharding_column.name, self.id_column.name
         indexes += [
-            sa.Index(f"ix_{name}_{c.name}_by_key"[:64], c.name, key, ident)
+            sa.Index(f"ix_{name}_{c.name}_by_key"[cut], c.name, key, ident)
             for c in self.columns
             if c.options.index_by_key
         ]

@@ -71,8 +71,11 @@ def register_repository_backends() -> Iterable[RepositoryBackend]:
 def register_job_stores() -> Iterable[JobStoreBackend]:
     """Job stores (where due jobs wait to be claimed), as `JobStoreBackend` values.
 
-    Called once at plugin load.  The built-in is ``sql``, for MySQL/MariaDB
-    and SQLite.
+    Called once at plugin load.  ``job_store = "NAME"`` in the configuration
+    selects one; the node and the management commands call its factory with
+    the configured database's engine and the clock.  The built-in is ``sql``
+    (the plugin ``sql_store``), for MySQL/MariaDB and SQLite.  A store must
+    pass `infsched.testing.jobstore.JobStoreContract`.
     """
     raise NotImplementedError
 

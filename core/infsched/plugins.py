@@ -16,6 +16,7 @@ refuses with one line naming the plugin and how to disable it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -28,12 +29,14 @@ import pluggy
 
 from infsched import hookspecs
 from infsched.config import DISABLE_PLUGINS_ENV, LOAD_PLUGINS_ENV, TRACE_HOOKS_ENV, env_flag
+from infsched.database import Database
 from infsched.dialects import Dialect, register_dialect
 from infsched.entities import entity_spec
 from infsched.errors import PluginConflictError, PluginError
 from infsched.executors import ExecutorSpec
 from infsched.hookcalls import AttributedPlugin, HookCalls, Outcome, Settle, trace_to_stderr
 from infsched.jobstore.backend import JobStoreBackend
+from infsched.jobstore.base import JobStore
 from infsched.metrics.sink import MetricsSinkSpec
 from infsched.repositories.backend import RepositoryBackend
 from infsched.version import __version__
@@ -50,6 +53,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "infsched.metrics.log_sink",
     "infsched.metrics.prometheus_sink",
     "infsched.repositories.builtin",
+    "infsched.jobstore.sql_store",
 )
 
 Status = Literal["ok", "failed", "disabled"]
@@ -473,6 +477,20 @@ class PluginRegistry:
         value: JobStoreBackend = self._get("register_job_stores", "job store", name).value
         return value
 
+    def open_job_store(self, name: str, database: Database) -> JobStore:
+        """The job store `name` (the configuration's ``job_store``) on `database`.
+
+        A name no plugin registered is refused with one line naming those that are.
+        """
+        found = self._registered["register_job_stores"].get(name)
+        if found is None:
+            known = ", ".join(sorted(self._registered["register_job_stores"])) or "none"
+            raise PluginError(
+                f"job_store: no job store named {name!r} is registered (known: {known})"
+            )
+        backend: JobStoreBackend = found.value
+        return backend.factory(database)
+
     def metrics_sink(self, name: str) -> MetricsSinkSpec:
         value: MetricsSinkSpec = self._get("register_metrics_sinks", "metrics sink", name).value
         return value
@@ -491,3 +509,14 @@ _KNOWN_HOOKS = {
 def load_plugins(env: Mapping[str, str] | None = None) -> PluginRegistry:
     """Load the entry-point plugins and the built-ins."""
     return PluginRegistry().load(env)
+
+
+@functools.cache
+def builtin_plugins() -> PluginRegistry:
+    """The built-ins alone: what a node or a JobAdmin made without plugins uses."""
+    return load_plugins({LOAD_ONLY_ENV: NO_PLUGINS})
+
+
+def open_job_store(plugins: PluginRegistry | None, name: str, database: Database) -> JobStore:
+    """The job store `name` on `database`, from `plugins` (the built-ins when None)."""
+    return (plugins if plugins is not None else builtin_plugins()).open_job_store(name, database)

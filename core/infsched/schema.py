@@ -1,8 +1,8 @@
 """The engine's own tables, as SQLAlchemy Core metadata.
 
-- ``infsched_jobs``: the hot job table.  It holds only jobs waiting in the
-  lookahead window, waiting for a retry, or in flight; a finished job is
-  deleted from it and its outcome goes to the history repository.
+The job table is the SQL job store's own (infsched.jobstore.tables); these
+are the tables every node needs whichever job store it uses:
+
 - ``infsched_leases``: named leases (a repository's fetcher, maintenance),
   with an owner and an expiry judged by the database's clock.
 - ``infsched_nodes``: one row per scheduler node, with its heartbeat.
@@ -12,26 +12,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
+from infsched.column_types import FixedText, UtcDateTime
 from infsched.sentinel_time import EPOCH_TEXT, SentinelDateTime
 
 metadata = sa.MetaData()
 
-#: DATETIME(6) on MySQL/MariaDB; always holds UTC.
-UtcDateTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-#: MEDIUMTEXT on MySQL so an entity snapshot is never cut at 64 KiB.
-LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
-
-#: Longest node id: the width of ``infsched_jobs.owner``.
+#: Longest node id: the width of the owner columns (a job's, a lease's).
 MAX_NODE_ID = 128
 
 
-class Owner(sa.types.TypeDecorator[str]):
-    """``infsched_jobs.owner``: CHAR(128) NOT NULL on MySQL, '' for nobody; None in Python.
+class Owner(FixedText):
+    """An owner column (a job's, a lease's): fixed-width, NOT NULL, '' for nobody; None in Python.
 
     A claim sets owner and lease on every row it takes.  From NULL to a value
     the row grows, and InnoDB rewrites it (payload and all) instead of
@@ -39,13 +32,10 @@ class Owner(sa.types.TypeDecorator[str]):
     place, which halved the claim's UPDATE (about 20 to 10 µs a row).
     """
 
-    impl = sa.String(MAX_NODE_ID)
     cache_ok = True
 
-    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name in {"mysql", "mariadb"}:
-            return dialect.type_descriptor(mysql.CHAR(MAX_NODE_ID))
-        return dialect.type_descriptor(sa.String(MAX_NODE_ID))
+    def __init__(self) -> None:
+        super().__init__(MAX_NODE_ID)
 
     def process_bind_param(self, value: str | None, dialect: sa.Dialect) -> str:
         return "" if value is None else value
@@ -53,50 +43,6 @@ class Owner(sa.types.TypeDecorator[str]):
     def process_result_value(self, value: str | None, dialect: sa.Dialect) -> str | None:
         return value or None
 
-
-def unowned() -> tuple[sa.ColumnElement[bool], ...]:
-    """Conditions for a job row nobody holds: '' now, NULL in a table made before."""
-    return (jobs.c.owner == "", jobs.c.owner.is_(None))
-
-
-jobs = sa.Table(
-    "infsched_jobs",
-    metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
-    # Unique per (repository, entity id, due time): the idempotency key of the job.
-    sa.Column("job_key", sa.String(255), nullable=False, unique=True),
-    sa.Column("repository", sa.String(48), nullable=False),
-    sa.Column("executor", sa.String(48), nullable=False),
-    sa.Column("entity_id", sa.String(191), nullable=False),
-    sa.Column("due_at", UtcDateTime, nullable=False),
-    # When the job may next run: its due time, or later for a retry.
-    sa.Column("run_at", UtcDateTime, nullable=False),
-    sa.Column("priority", sa.Integer(), nullable=False, server_default="0"),
-    # waiting | claimed
-    sa.Column("state", sa.String(16), nullable=False, server_default="waiting"),
-    # Runs started so far (a claim counts one).
-    sa.Column("attempt", sa.Integer(), nullable=False, server_default="0"),
-    sa.Column("owner", Owner(), nullable=False, server_default=""),
-    sa.Column("lease_until", SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT),
-    sa.Column("payload", LongText, nullable=False),
-    sa.Column("last_error", sa.Text(), nullable=True),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-    # Claims read one priority at a time, oldest run time first: an index range per priority.
-    sa.Index("ix_infsched_jobs_claim", "state", "priority", "run_at"),
-    # No index on owner or lease_until: a claim would have to move an entry in each
-    # (a third of the claim's cost, docs/performance.md).  Renewal and recovery read
-    # the claimed jobs through the claim index's state prefix instead; there are
-    # only as many as the nodes have in flight.
-    # No index on (repository, entity_id) either: the unique job_key starts with
-    # "repository:entity_id:", so `jobs show` finds an entity's jobs by that prefix
-    # (jobstore.base.entity_key_prefix), and every insert and delete maintains one
-    # index less (about a tenth of the schedule stage, docs/performance.md).
-)
 
 leases = sa.Table(
     "infsched_leases",
@@ -106,7 +52,7 @@ leases = sa.Table(
     sa.Column("lease_until", SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT),
     # Free-form progress a lease holder leaves for its successor (a fetch watermark).
     sa.Column("state", sa.Text(), nullable=True),
-    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
 )
 
 nodes = sa.Table(
@@ -116,8 +62,8 @@ nodes = sa.Table(
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer(), nullable=False),
     sa.Column("version", sa.String(64), nullable=False),
-    sa.Column("started_at", UtcDateTime, nullable=False),
-    sa.Column("heartbeat_at", UtcDateTime, nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("heartbeat_at", UtcDateTime(), nullable=False),
     sa.Column("in_flight", sa.Integer(), nullable=False, server_default="0"),
     # running | stopping | stopped
     sa.Column("state", sa.String(16), nullable=False, server_default="running"),
@@ -129,7 +75,7 @@ pauses = sa.Table(
     # "*" pauses every repository; otherwise a repository name.
     sa.Column("scope", sa.String(64), primary_key=True),
     sa.Column("paused_by", sa.String(128), nullable=False),
-    sa.Column("paused_at", UtcDateTime, nullable=False),
+    sa.Column("paused_at", UtcDateTime(), nullable=False),
 )
 
 

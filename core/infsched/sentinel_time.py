@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
+
+from infsched.column_types import UtcDateTime
 
 #: What the column holds for None.
 EPOCH = datetime(1970, 1, 1)
@@ -23,19 +24,13 @@ EPOCH = datetime(1970, 1, 1)
 EPOCH_TEXT = "1970-01-01 00:00:00.000000"
 
 
-class SentinelDateTime(sa.types.TypeDecorator[datetime]):
-    """DATETIME(6) on MySQL/MariaDB, DATETIME on SQLite; None is stored as EPOCH.
+class SentinelDateTime(UtcDateTime):
+    """A `UtcDateTime` in which None is stored as EPOCH.
 
     ``column.is_(None)`` does not go through the type: compare with EPOCH.
     """
 
-    impl = sa.DateTime()
     cache_ok = True
-
-    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name in {"mysql", "mariadb"}:
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
-        return dialect.type_descriptor(sa.DateTime())
 
     def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime:
         return EPOCH if value is None else value

@@ -25,6 +25,7 @@ from infsched.engine.history import History
 from infsched.engine.scheduler import history_repository
 from infsched.errors import InfschedError
 from infsched.management import JobAdmin
+from infsched.plugins import open_job_store
 from infsched.schema import metadata
 
 #: How `infsched nodes` and the dashboard colour a node's liveness (`judge`'s word).
@@ -76,9 +77,11 @@ def open_admin() -> Iterator[tuple[JobAdmin, SchedulerConfig]]:
     try:
         # Every command here needs the tables a node or `db init` made: never create a database.
         check_reachable(engine, config.database_url, existing=True)
+        store = open_job_store(app.plugins, config.job_store, database)
         missing = [
             t.name for t in metadata.sorted_tables if not sa.inspect(engine).has_table(t.name)
         ]
+        missing += store.missing_tables()
         if missing:
             raise InfschedError(
                 f"{config.database_url} has no {', '.join(missing)}: it is not a scheduler's "
@@ -93,6 +96,7 @@ def open_admin() -> Iterator[tuple[JobAdmin, SchedulerConfig]]:
             actor=actor(),
             repositories=[r.name for r in config.repositories],
             bindings=bindings,
+            store=store,
         )
         yield admin, config
     finally:

@@ -37,8 +37,7 @@ from infsched.clock import utc_naive
 from infsched.cluster.nodes import NodeState, judge
 from infsched.cluster.rows import read_leases, read_nodes
 from infsched.engine.controls import ALL
-from infsched.jobstore.base import JobState, Outcome
-from infsched.jobstore.counts import job_counts
+from infsched.jobstore.base import JobState, JobStore, Outcome
 from infsched.management import JobAdmin, JobRow, NodeRow
 from infsched.management.history import quantile
 from infsched.management.shards import read_shards
@@ -102,10 +101,12 @@ class Snapshot:
 # -- reading --
 
 
-def _job_counts(conn: sa.Connection, now: datetime, lookahead: float) -> dict[str, dict[str, int]]:
-    """{repository: {"due_soon", "backlog", "in_flight", "dead"}} from the job table."""
+def _job_counts(
+    store: JobStore, conn: sa.Connection, now: datetime, lookahead: float
+) -> dict[str, dict[str, int]]:
+    """{repository: {"due_soon", "backlog", "in_flight", "dead"}} from the job store."""
     found: dict[str, dict[str, int]] = {}
-    for c in job_counts(conn, now, horizon=now + timedelta(seconds=lookahead)):
+    for c in store.count_jobs(conn, now, horizon=now + timedelta(seconds=lookahead)):
         counts = found.setdefault(c.repository, dict.fromkeys(_COUNTS, 0))
         if c.state == JobState.WAITING.value:
             counts["backlog"] = c.due
@@ -143,7 +144,7 @@ def read_snapshot(
         at = admin.store.db_now(conn)
         now = utc_naive(at)
         since = now - timedelta(seconds=buckets * bucket_seconds)
-        counts = _job_counts(conn, now, lookahead)
+        counts = _job_counts(admin.store, conn, now, lookahead)
         finishes = admin.reader.finishes(conn, since, now)
         lags = admin.reader.lags(conn, since, now)
         latest = admin.reader.latest(conn, _FAILED, now - timedelta(hours=1), now, LISTED)

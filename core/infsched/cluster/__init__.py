@@ -1,4 +1,4 @@
-"""Clustering: nodes and heartbeats, named leases, database time, outages, recovery.
+"""Clustering: nodes and heartbeats, named leases, database time, outages.
 
 Several ``infsched run`` nodes share one database.  Every node executes
 (claims use SKIP LOCKED, never a global lock); each repository's fetching

@@ -31,9 +31,9 @@ import sqlalchemy as sa
 from infsched.cluster.leases import LeaseStore, State
 from infsched.cluster.nodes import NodeRegistry
 from infsched.cluster.outage import DatabaseOutage
-from infsched.cluster.recovery import reclaim_own
 from infsched.database import Database
 from infsched.dbtime import DatabaseClock
+from infsched.jobstore.base import JobStore
 from infsched.metrics.recorder import MetricsRecorder
 
 log = logging.getLogger("infsched.cluster")
@@ -103,6 +103,7 @@ class ClusterMember:
         self,
         *,
         database: Database,
+        jobs: JobStore,
         node_id: str,
         heartbeat_interval: float,
         job_lease: float,
@@ -111,6 +112,8 @@ class ClusterMember:
         outage: DatabaseOutage,
     ) -> None:
         self.engine = database.engine
+        #: Where this node id's earlier process left jobs claimed (`join` takes them back).
+        self.jobs = jobs
         self.node_id = node_id
         self.heartbeat_interval = heartbeat_interval
         self.clock = database.clock
@@ -147,7 +150,7 @@ class ClusterMember:
         start.  Returns the jobs taken back.
         """
         self.registry.register()
-        reclaimed = reclaim_own(self.engine, self.node_id)
+        reclaimed = self.jobs.reclaim_own(self.node_id)
         if reclaimed:
             log.warning(
                 "node %s: %d jobs claimed by this node id's previous process wait again",

@@ -27,6 +27,7 @@ import time
 
 import sqlalchemy as sa
 
+from infsched.dialects import classify
 from infsched.metrics.recorder import MetricsRecorder
 
 log = logging.getLogger("infsched.database")
@@ -34,18 +35,12 @@ log = logging.getLogger("infsched.database")
 #: Seconds a thread waits after an outage error, and after a lock conflict.
 RETRY_OUTAGE = 1.0
 RETRY_CONFLICT = 0.02
-#: MySQL/MariaDB: ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT.
-_CONFLICT_ERRNOS = {1213, 1205}
 
 
 def is_conflict(exc: BaseException) -> bool:
     """Whether `exc` is a lock conflict the database asks to retry, not an outage."""
-    if not isinstance(exc, sa.exc.DBAPIError) or exc.connection_invalidated:
-        return False
-    args = getattr(exc.orig, "args", ())
-    if args and args[0] in _CONFLICT_ERRNOS:
-        return True
-    return "database is locked" in str(exc.orig)
+    kind = classify(exc)
+    return kind is not None and kind.is_conflict
 
 
 def describe_error(exc: BaseException) -> str:

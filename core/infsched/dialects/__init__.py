@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from infsched.column_types import supply_column_types
 from infsched.dburl import accept_scheme
-from infsched.dialects.base import Dialect, LockTimeoutError, RangePartition, RangePartitioning
+from infsched.dialects.base import (
+    DatabaseErrorKind,
+    Dialect,
+    LockTimeoutError,
+    RangePartition,
+    RangePartitioning,
+)
 from infsched.dialects.mysql import MySQLDialect
 from infsched.dialects.sqlite import SQLiteDialect
 from infsched.errors import UnsupportedDatabaseError
@@ -29,8 +36,9 @@ def register_dialect(dialect: Dialect) -> None:
     if dialect.name in _BY_NAME:
         return
     _BY_NAME[dialect.name] = dialect
-    for name in dialect.names:
-        _BY_BACKEND.setdefault(name, dialect)
+    # A SQLAlchemy dialect name another dialect serves already stays with that one.
+    claimed = [n for n in dialect.names if _BY_BACKEND.setdefault(n, dialect) is dialect]
+    supply_column_types(claimed, dialect.column_type)
     accept_scheme(dialect.url_scheme)
 
 
@@ -58,12 +66,27 @@ def dialect_for(bind: sa.Engine | sa.Connection) -> Dialect:
         ) from None
 
 
+def classify(exc: BaseException) -> DatabaseErrorKind | None:
+    """What a database error means, whichever database raised it; None for any other.
+
+    For code that meets several databases (a node's store and its repositories
+    may differ): each dialect recognises only its own database's errors.
+    """
+    for dialect in _BY_NAME.values():
+        kind = dialect.classify(exc)
+        if kind is not None:
+            return kind
+    return None
+
+
 __all__ = [
     "BUILTIN_DIALECTS",
+    "DatabaseErrorKind",
     "Dialect",
     "LockTimeoutError",
     "RangePartition",
     "RangePartitioning",
+    "classify",
     "dialect_for",
     "dialect_named",
     "register_dialect",

@@ -2,13 +2,16 @@
 
 Code elsewhere is handed a `Dialect` in its `infsched.database.Database` and
 never tests the database's name itself.  Each database has one module here
-(mysql.py, sqlite.py) implementing the interface, registered through the
-``register_dialects`` hook (builtin_dialects.py for these two); a database without
-RANGE partitions has no `range_partitioning`.
+(mysql.py, sqlite.py) implementing the interface: its statements, the types of
+the column kinds (infsched.column_types), what its errors mean (`classify`),
+its identifier length, its URLs (`url_scheme`); a database without RANGE
+partitions has no `range_partitioning`.  A dialect is registered through the
+``register_dialects`` hook (builtin_dialects.py for these two).
 """
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -19,6 +22,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
+from infsched.column_types import ColumnKind
 from infsched.dburl import UrlScheme
 from infsched.errors import InfschedError
 
@@ -27,19 +31,57 @@ class LockTimeoutError(InfschedError):
     """A named lock stayed held by another session for longer than we would wait."""
 
 
+class DatabaseErrorKind(enum.Enum):
+    """What a database error means to the scheduler, whichever database raised it."""
+
+    #: The database rolled the transaction back to break a deadlock.
+    DEADLOCK = "deadlock"
+    #: A lock stayed held by another transaction longer than the database waits.
+    LOCK_TIMEOUT = "lock timeout"
+    #: A primary or unique key violation.
+    DUPLICATE_KEY = "duplicate key"
+    #: The table does not exist (e.g. a day's table dropped by maintenance meanwhile).
+    MISSING_TABLE = "missing table"
+    #: The connection broke (server gone, session killed); the pool discards it.
+    LOST_CONNECTION = "lost connection"
+
+    @property
+    def is_conflict(self) -> bool:
+        """A lock conflict: the database asks for the transaction to be tried again."""
+        return self in (DatabaseErrorKind.DEADLOCK, DatabaseErrorKind.LOCK_TIMEOUT)
+
+
 @attrs.frozen
 class RangePartition:
-    """One RANGE partition: rows below `upper` (None: MAXVALUE), above the partition below."""
+    """One partition: the rows below `upper` that the partition below does not hold."""
 
     name: str
-    upper: datetime | None  # naive UTC; None is MAXVALUE, the catch-all
+    upper: datetime | None  # naive UTC; None for the catch-all above every bound
 
 
 class RangePartitioning(Protocol):
-    """RANGE COLUMNS partitioning of a table on one DATETIME column."""
+    """A table split by ranges of one DATETIME column, with a catch-all above the highest.
 
-    def partition_clause(self, column: str, partitions: Sequence[RangePartition]) -> str:
-        """The ``PARTITION BY RANGE COLUMNS(..) (..)`` suffix of a CREATE TABLE."""
+    The shape is what every partitioning engine can do: make the table with
+    its partitions, list them, make sure new ranges exist above the highest,
+    drop the ranges below a bound (metadata only, no row deletes), and say
+    which partitions a query reads.  The catch-all (a MAXVALUE partition, a
+    DEFAULT partition) takes a row above every bound, so an insert for any
+    future day succeeds; it gives up the rows of a range made later.
+    """
+
+    def scheme(self, column: str) -> str:
+        """How `partitioned_on` describes a table this engine partitions on `column`."""
+        ...
+
+    def create_table(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        column: str,
+        partitions: Sequence[RangePartition],
+    ) -> None:
+        """CREATE TABLE `table` partitioned on `column` into `partitions`, the catch-all last."""
         ...
 
     def partitions(self, conn: sa.Connection, table: str) -> list[RangePartition] | None:
@@ -47,21 +89,30 @@ class RangePartitioning(Protocol):
         ...
 
     def partitioned_on(self, conn: sa.Connection, table: str) -> str | None:
-        """The partitioning method and expression, e.g. ``RANGE COLUMNS `due```."""
+        """The table's partitioning method and expression, None if it has none."""
         ...
 
-    def split(
-        self, conn: sa.Connection, table: str, source: str, into: Sequence[RangePartition]
-    ) -> None:
-        """Split partition `source` into `into`, whose last one keeps `source`'s upper bound."""
+    def ensure(
+        self,
+        conn: sa.Connection,
+        table: str,
+        existing: Sequence[RangePartition],
+        new: Sequence[RangePartition],
+        catch_all: str,
+    ) -> list[RangePartition]:
+        """Make the ranges `new` and a catch-all exist on top of the table's `existing` ones.
+
+        `existing` is the table's partitions as `partitions` read them; `new`,
+        in order, lie above all of them.  A table without a catch-all gets one
+        named `catch_all`.  Rows the catch-all held for the new ranges move
+        into them.  Returns the partitions made, in order, the catch-all last.
+        """
         ...
 
-    def add(self, conn: sa.Connection, table: str, partition: RangePartition) -> None:
-        """Add a partition above the highest one."""
-        ...
-
-    def drop(self, conn: sa.Connection, table: str, names: Sequence[str]) -> None:
-        """Drop partitions with their rows (metadata only; no row deletes)."""
+    def drop_below(
+        self, conn: sa.Connection, table: str, partitions: Sequence[RangePartition], bound: datetime
+    ) -> list[RangePartition]:
+        """Drop the table's `partitions` wholly below `bound`, rows and all; return them."""
         ...
 
     def explain_partitions(
@@ -87,6 +138,8 @@ class Dialect(ABC):
     url_scheme: ClassVar[UrlScheme]
     #: The repository backend of a repository that names none, and of the job history.
     default_repository_backend: ClassVar[str]
+    #: The database's name for people, in messages (``MySQL/MariaDB``).
+    title: ClassVar[str]
     #: True when DDL joins the open transaction (SQLite); False when it commits it (MySQL).
     transactional_ddl: ClassVar[bool]
     #: True when several transactions can write at once, each skipping rows the
@@ -94,6 +147,17 @@ class Dialect(ABC):
     concurrent_writers: ClassVar[bool]
     #: RANGE partitioning, or None where the database has none.
     range_partitioning: RangePartitioning | None = None
+    #: The longest table, index or constraint name the database takes.
+    max_identifier_length: ClassVar[int]
+    #: The session setting that caps `json_array_agg`'s result, for messages; None if nothing does.
+    aggregate_length_setting: ClassVar[str | None] = None
+
+    def column_type(self, kind: ColumnKind[Any]) -> sa.types.TypeEngine[Any] | None:
+        """The type this database stores a column of `kind` in; None for the kind's generic one.
+
+        infsched.column_types asks this when a table is compiled for the database.
+        """
+        return None
 
     def engine_options(self, pool_size: int) -> dict[str, Any]:
         """`sqlalchemy.create_engine`'s keyword arguments: the pool and the session set-up.
@@ -110,11 +174,8 @@ class Dialect(ABC):
         """
 
     @abstractmethod
-    def create_table(self, conn: sa.Connection, table: sa.Table, suffix: str = "") -> None:
-        """CREATE TABLE IF NOT EXISTS with its indexes; safe when two sessions race.
-
-        `suffix` (table options such as a partition clause) is appended as is.
-        """
+    def create_table(self, conn: sa.Connection, table: sa.Table) -> None:
+        """CREATE TABLE IF NOT EXISTS with its indexes; safe when two sessions race."""
 
     @abstractmethod
     def named_lock(
@@ -133,6 +194,15 @@ class Dialect(ABC):
         """
         return None
 
+    def not_null_statement(
+        self, conn: sa.Connection, table: str, column: sa.Column[Any]
+    ) -> str | None:
+        """The statement giving an existing `table`'s column the NOT NULL and default of `column`.
+
+        For an operator to run (messages); None where the database cannot alter a column.
+        """
+        return None
+
     @abstractmethod
     def add_index(self, conn: sa.Connection, index: sa.Index) -> None:
         """Add `index` to its existing table without blocking writes; nothing if it is there.
@@ -144,13 +214,25 @@ class Dialect(ABC):
     def indexes_used(self, conn: sa.Connection, query: sa.Select[Any]) -> list[str]:
         """The indexes the database's plan for `query` reads (EXPLAIN), in plan order."""
 
-    @abstractmethod
-    def is_missing_table(self, exc: DBAPIError) -> bool:
-        """Whether `exc` says a table does not exist (e.g. dropped by maintenance meanwhile)."""
+    def classify(self, exc: BaseException) -> DatabaseErrorKind | None:
+        """What `exc` means, if it is a database error of a kind the scheduler tells apart.
+
+        None for any other error, and for another database's (but a connection
+        SQLAlchemy invalidated is lost, whichever database it went to).
+        """
+        if not isinstance(exc, DBAPIError):
+            return None
+        if exc.connection_invalidated:
+            return DatabaseErrorKind.LOST_CONNECTION
+        return self.classify_driver_error(exc.orig)
 
     @abstractmethod
-    def is_duplicate_key(self, exc: DBAPIError) -> bool:
-        """Whether `exc` is a primary or unique key violation."""
+    def classify_driver_error(self, error: BaseException | None) -> DatabaseErrorKind | None:
+        """The kind of an exception this database's driver raised; None if it is none of them.
+
+        Read from what the driver's errors carry (an error number, a message),
+        which another database's errors do not: `classify` asks each dialect.
+        """
 
     @abstractmethod
     def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:

@@ -11,24 +11,41 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql as mysql_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable
 
+from infsched.column_types import ColumnKind, FixedText, LongText, UtcDateTime
 from infsched.dburl import UrlScheme
-from infsched.dialects.base import Dialect, LockTimeoutError, RangePartition, RowInserter
+from infsched.dialects.base import (
+    DatabaseErrorKind,
+    Dialect,
+    LockTimeoutError,
+    RangePartition,
+    RowInserter,
+)
 from infsched.mysql_decoders import conversions
 
 _ER_DUP_KEYNAME = 1061
-_ER_DUP_ENTRY = 1062
-_ER_NO_SUCH_TABLE = 1146
+#: The server's and the client's error numbers, by what they mean.
+_KINDS = {
+    1213: DatabaseErrorKind.DEADLOCK,  # ER_LOCK_DEADLOCK
+    1205: DatabaseErrorKind.LOCK_TIMEOUT,  # ER_LOCK_WAIT_TIMEOUT
+    1062: DatabaseErrorKind.DUPLICATE_KEY,  # ER_DUP_ENTRY
+    1146: DatabaseErrorKind.MISSING_TABLE,  # ER_NO_SUCH_TABLE
+    1927: DatabaseErrorKind.LOST_CONNECTION,  # ER_CONNECTION_KILLED (MariaDB)
+    2006: DatabaseErrorKind.LOST_CONNECTION,  # CR_SERVER_GONE_ERROR
+    2013: DatabaseErrorKind.LOST_CONNECTION,  # CR_SERVER_LOST
+}
 #: MySQL refuses longer user-lock names.
 _MAX_LOCK_NAME = 64
 
 
-def _errno(exc: DBAPIError) -> int | None:
-    args = getattr(exc.orig, "args", ())
+def _errno(error: BaseException | None) -> int | None:
+    """The error number a driver's exception starts with, as PyMySQL's do; else None."""
+    args = getattr(error, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
 
 
@@ -40,9 +57,17 @@ def _ddl(conn: sa.Connection, statement: str) -> None:
 class MySQLRangePartitioning:
     """RANGE COLUMNS on a DATETIME column: the server prunes a range predicate to its partitions.
 
+    The catch-all is a ``VALUES LESS THAN (MAXVALUE)`` partition on top.  New
+    ranges are split off it with REORGANIZE PARTITION, a metadata change while
+    it is empty (rows it holds for the new ranges are copied over); a table
+    without one gets it with ADD PARTITION first.
+
     (RANGE(TO_DAYS(col)) prunes ``col < midnight`` to one partition too many,
     because ``<`` turns into ``<=`` through the function.)
     """
+
+    def __init__(self, dialect: MySQLDialect) -> None:
+        self._dialect = dialect
 
     @staticmethod
     def _definition(partition: RangePartition) -> str:
@@ -52,8 +77,18 @@ class MySQLRangePartitioning:
     def _definitions(self, partitions: Sequence[RangePartition]) -> str:
         return ", ".join(self._definition(p) for p in partitions)
 
-    def partition_clause(self, column: str, partitions: Sequence[RangePartition]) -> str:
-        return f" PARTITION BY RANGE COLUMNS(`{column}`) ({self._definitions(partitions)})"
+    def scheme(self, column: str) -> str:
+        return f"RANGE COLUMNS `{column}`"
+
+    def create_table(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        column: str,
+        partitions: Sequence[RangePartition],
+    ) -> None:
+        clause = f" PARTITION BY RANGE COLUMNS(`{column}`) ({self._definitions(partitions)})"
+        self._dialect.create_table_with(conn, table, clause)
 
     @staticmethod
     def _rows(conn: sa.Connection, table: str) -> list[tuple[Any, ...]]:
@@ -90,22 +125,38 @@ class MySQLRangePartitioning:
             return None
         return f"{rows[0][1]} {rows[0][2]}"
 
-    def split(
-        self, conn: sa.Connection, table: str, source: str, into: Sequence[RangePartition]
-    ) -> None:
-        _ddl(
-            conn,
-            f"ALTER TABLE `{table}` REORGANIZE PARTITION `{source}` "
-            f"INTO ({self._definitions(into)})",
-        )
+    def ensure(
+        self,
+        conn: sa.Connection,
+        table: str,
+        existing: Sequence[RangePartition],
+        new: Sequence[RangePartition],
+        catch_all: str,
+    ) -> list[RangePartition]:
+        made: list[RangePartition] = []
+        top = existing[-1] if existing else None
+        if top is None or top.upper is not None:
+            top = RangePartition(catch_all, None)
+            _ddl(conn, f"ALTER TABLE `{table}` ADD PARTITION ({self._definition(top)})")
+            made.append(top)
+        if new:
+            # The catch-all keeps its name and its MAXVALUE bound above the new ranges.
+            _ddl(
+                conn,
+                f"ALTER TABLE `{table}` REORGANIZE PARTITION `{top.name}` "
+                f"INTO ({self._definitions([*new, top])})",
+            )
+            made[:0] = new
+        return made
 
-    def add(self, conn: sa.Connection, table: str, partition: RangePartition) -> None:
-        _ddl(conn, f"ALTER TABLE `{table}` ADD PARTITION ({self._definition(partition)})")
-
-    def drop(self, conn: sa.Connection, table: str, names: Sequence[str]) -> None:
-        if names:
-            listed = ", ".join(f"`{n}`" for n in names)
+    def drop_below(
+        self, conn: sa.Connection, table: str, partitions: Sequence[RangePartition], bound: datetime
+    ) -> list[RangePartition]:
+        below = [p for p in partitions if p.upper is not None and p.upper <= bound]
+        if below:
+            listed = ", ".join(f"`{p.name}`" for p in below)
             _ddl(conn, f"ALTER TABLE `{table}` DROP PARTITION {listed}")
+        return below
 
     def explain_partitions(
         self, conn: sa.Connection, query: sa.Select[*tuple[Any, ...]]
@@ -124,9 +175,10 @@ class MySQLRangePartitioning:
 class MySQLDialect(Dialect):
     name = "mysql"
     names = ("mysql", "mariadb")
+    title = "MySQL/MariaDB"
     url_scheme = UrlScheme(
         dialect="mysql",
-        title="MySQL/MariaDB",
+        title=title,
         drivers=frozenset({"mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"}),
         driver="mysql+pymysql",
         server=True,
@@ -136,9 +188,22 @@ class MySQLDialect(Dialect):
     default_repository_backend = "partitioned"
     transactional_ddl = False
     concurrent_writers = True
+    max_identifier_length = 64
+    # create_engine raises it from MariaDB's 1 MB default.
+    aggregate_length_setting = "group_concat_max_len"
 
     def __init__(self) -> None:
-        self.range_partitioning = MySQLRangePartitioning()
+        self.range_partitioning = MySQLRangePartitioning(self)
+
+    def column_type(self, kind: ColumnKind[Any]) -> sa.types.TypeEngine[Any] | None:
+        if isinstance(kind, UtcDateTime):
+            return mysql.DATETIME(fsp=6)  # DATETIME alone drops the microseconds
+        if isinstance(kind, LongText):
+            return mysql.MEDIUMTEXT()  # TEXT stops at 64 KiB
+        if isinstance(kind, FixedText):
+            # CHAR: InnoDB updates a row in place only while its size stays the same.
+            return mysql.CHAR(kind.length)
+        return None
 
     def engine_options(self, pool_size: int) -> dict[str, Any]:
         # Sessions run in UTC with READ COMMITTED: claims with SKIP LOCKED then take
@@ -163,7 +228,11 @@ class MySQLDialect(Dialect):
         # the session settings (UTC, READ COMMITTED) are `engine_options`.
         return None
 
-    def create_table(self, conn: sa.Connection, table: sa.Table, suffix: str = "") -> None:
+    def create_table(self, conn: sa.Connection, table: sa.Table) -> None:
+        self.create_table_with(conn, table, "")
+
+    def create_table_with(self, conn: sa.Connection, table: sa.Table, suffix: str) -> None:
+        """`create_table` with table options (a partition clause) appended as they are."""
         # Indexes go inside the CREATE TABLE: MySQL 8 has no CREATE INDEX IF NOT EXISTS,
         # and one statement leaves no window where the table exists without them.
         ddl = str(CreateTable(table, if_not_exists=True).compile(dialect=conn.dialect)).strip()
@@ -191,8 +260,17 @@ class MySQLDialect(Dialect):
         try:
             _ddl(conn, statement)
         except DBAPIError as exc:
-            if _errno(exc) != _ER_DUP_KEYNAME:  # another session added it meanwhile
+            if _errno(exc.orig) != _ER_DUP_KEYNAME:  # another session added it meanwhile
                 raise
+
+    def not_null_statement(self, conn: sa.Connection, table: str, column: sa.Column[Any]) -> str:
+        default = column.server_default
+        text = default.arg if isinstance(default, sa.DefaultClause) else None
+        return (
+            f"ALTER TABLE {self._quote(conn, table)} MODIFY {self._quote(conn, column.name)} "
+            f"{column.type.compile(dialect=conn.dialect)} NOT NULL"
+            + (f" DEFAULT '{text}'" if isinstance(text, str) else "")
+        )
 
     def indexes_used(self, conn: sa.Connection, query: sa.Select[Any]) -> list[str]:
         compiled = query.compile(dialect=conn.dialect)
@@ -301,11 +379,9 @@ class MySQLDialect(Dialect):
                 )
         return problems
 
-    def is_missing_table(self, exc: DBAPIError) -> bool:
-        return _errno(exc) == _ER_NO_SUCH_TABLE
-
-    def is_duplicate_key(self, exc: DBAPIError) -> bool:
-        return _errno(exc) == _ER_DUP_ENTRY
+    def classify_driver_error(self, error: BaseException | None) -> DatabaseErrorKind | None:
+        errno = _errno(error)
+        return None if errno is None else _KINDS.get(errno)
 
     def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:
         # Rows go to PyMySQL as tuples: its executemany sends one multi-row INSERT per

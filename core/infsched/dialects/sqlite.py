@@ -25,11 +25,11 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from infsched.column_types import ColumnKind, RowId
 from infsched.dburl import UrlScheme
-from infsched.dialects.base import Dialect, RowInserter
+from infsched.dialects.base import DatabaseErrorKind, Dialect, RowInserter
 
 _USING_INDEX = re.compile(r"USING (?:COVERING )?INDEX (\S+)")
 
@@ -69,9 +69,10 @@ def _on_begin(conn: sa.Connection) -> None:
 class SQLiteDialect(Dialect):
     name = "sqlite"
     names: ClassVar[tuple[str, ...]] = ("sqlite",)
+    title = "SQLite"
     url_scheme = UrlScheme(
         dialect="sqlite",
-        title="SQLite",
+        title=title,
         drivers=frozenset({"sqlite", "sqlite+pysqlite"}),
         driver="sqlite",
         server=False,
@@ -82,15 +83,22 @@ class SQLiteDialect(Dialect):
     default_repository_backend = "multi_table"
     transactional_ddl = True
     concurrent_writers = False
+    # SQLite has no limit; names are cut where they always were, so the index names of
+    # tables made by earlier releases stay what they are.
+    max_identifier_length = 64
+
+    def column_type(self, kind: ColumnKind[Any]) -> sa.types.TypeEngine[Any] | None:
+        if isinstance(kind, RowId):
+            # Only an INTEGER PRIMARY KEY is the rowid, which SQLite numbers itself.
+            return sa.Integer()
+        return None
 
     def configure_engine(self, engine: sa.Engine) -> None:
         # SQLAlchemy's documented recipe for pysqlite transactions, with IMMEDIATE.
         event.listen(engine, "connect", _on_connect)
         event.listen(engine, "begin", _on_begin)
 
-    def create_table(self, conn: sa.Connection, table: sa.Table, suffix: str = "") -> None:
-        if suffix:
-            raise ValueError(f"SQLite takes no table options, got {suffix!r}")
+    def create_table(self, conn: sa.Connection, table: sa.Table) -> None:
         conn.execute(CreateTable(table, if_not_exists=True))
         for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
             conn.execute(CreateIndex(index, if_not_exists=True))
@@ -132,8 +140,16 @@ class SQLiteDialect(Dialect):
     ) -> list[str]:
         return self._counter_problems(conn, name, maximum)
 
-    def is_missing_table(self, exc: DBAPIError) -> bool:
-        return "no such table" in str(exc.orig)
+    def classify_driver_error(self, error: BaseException | None) -> DatabaseErrorKind | None:
+        # The messages of SQLite's result codes (sqlite3_errstr); a constraint's names its kind.
+        message = str(error)
+        if "database is locked" in message:  # SQLITE_BUSY: busy_timeout ran out
+            return DatabaseErrorKind.LOCK_TIMEOUT
+        if "no such table" in message:
+            return DatabaseErrorKind.MISSING_TABLE
+        if "UNIQUE constraint failed" in message or "PRIMARY KEY must be unique" in message:
+            return DatabaseErrorKind.DUPLICATE_KEY
+        return None
 
     def insert_ignore(self, table: sa.Table, keys: Sequence[str]) -> sa.Insert:
         return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(keys))
@@ -205,7 +221,3 @@ class SQLiteDialect(Dialect):
             conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
 
         return insert
-
-    def is_duplicate_key(self, exc: DBAPIError) -> bool:
-        message = str(exc.orig)
-        return "UNIQUE constraint failed" in message or "PRIMARY KEY must be unique" in message

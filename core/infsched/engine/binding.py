@@ -1,4 +1,9 @@
-"""RepositoryBinding: a repository, the executor its entities go to, and their priority."""
+"""What the engine binds together: a repository to its executor, an executor to its retries.
+
+`RepositoryBinding`: a repository, the executor its entities go to, and their
+priority.  `BoundExecutor`: an executor instance with its spec and retry policy,
+one job per call or a batch.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ from typing import Any
 
 import attrs
 
+from infsched.engine.retry import RetryPolicy
 from infsched.entities import EntitySpec, entity_spec
+from infsched.executors import BatchExecutor, Executor, ExecutorSpec
 from infsched.jobstore.base import NewJob, job_key
 from infsched.names import check_name
 from infsched.repositories.base import ShardingRepository
@@ -57,3 +64,34 @@ class RepositoryBinding:
             priority=self.priority_of(entity),
             payload=json.dumps(spec.to_json(entity), separators=(",", ":")),
         )
+
+
+@attrs.frozen
+class BoundExecutor:
+    """An executor instance with its spec and retry policy: one job per call, or a batch.
+
+    Exactly one of `single` and `batch` is set, decided once by `bind`: isinstance
+    against a runtime-checkable Protocol inspects the Protocol's members each time,
+    which cost more than a no-op job's whole run.
+    """
+
+    spec: ExecutorSpec
+    retry: RetryPolicy
+    single: Executor[Any] | None = None
+    batch: BatchExecutor[Any] | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if (self.single is None) == (self.batch is None):
+            raise TypeError("a BoundExecutor takes exactly one of single and batch")
+
+    @classmethod
+    def bind(
+        cls, spec: ExecutorSpec, instance: Executor[Any] | BatchExecutor[Any], retry: RetryPolicy
+    ) -> BoundExecutor:
+        if isinstance(instance, BatchExecutor):
+            return cls(spec, retry, batch=instance)
+        return cls(spec, retry, single=instance)
+
+    @property
+    def is_batch(self) -> bool:
+        return self.batch is not None

@@ -31,8 +31,7 @@ from infsched.config import SchedulerConfig
 from infsched.database import Database, same_database
 from infsched.engine.binding import PRIORITY_FIELD, RepositoryBinding
 from infsched.engine.controls import Controls
-from infsched.jobstore.base import JobState, NewJob
-from infsched.jobstore.sql import SqlJobStore
+from infsched.jobstore.base import JobState, JobStore, NewJob
 from infsched.metrics.recorder import MetricsRecorder
 from infsched.repositories.base import EXAMPLE_IDS, LockedEntities
 
@@ -124,14 +123,16 @@ class Fetcher:
     def __init__(
         self,
         binding: RepositoryBinding,
-        store: SqlJobStore,
+        store: JobStore,
         config: SchedulerConfig,
         clock: Clock,
         metrics: MetricsRecorder,
         controls: Controls,
+        database: Database,
         repository_database: Database,
     ) -> None:
-        """`repository_database` holds the binding's repository (it may be the store's)."""
+        """`database` is the node's (the store's engine's); `repository_database` holds the
+        binding's repository, and may be the same."""
         self.binding = binding
         self.store = store
         self.config = config
@@ -141,7 +142,7 @@ class Fetcher:
         self._labels = {"repository": binding.name}
         self.repository_database = repository_database
         self._shared_db = same_database(binding.repository.engine, store.engine)
-        self._dialect = store.database.dialect
+        self._dialect = database.dialect
         concurrent = (
             self._dialect.concurrent_writers and repository_database.dialect.concurrent_writers
         )
@@ -241,7 +242,7 @@ class Fetcher:
     def _copy(
         self, table: sa.Table, where: sa.ColumnElement[bool], now: datetime
     ) -> sa.Select[Any]:
-        """The SELECT producing job rows (SqlJobStore.COPY_COLUMNS) from entity rows."""
+        """The SELECT producing job rows (jobstore.base.COPY_COLUMNS) from entity rows."""
         spec, dialect = self.binding.spec, self._dialect
         entity_id = table.c[spec.id_column.name]
         due = table.c[spec.sharding_column.name]

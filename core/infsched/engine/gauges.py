@@ -25,9 +25,7 @@ import sqlalchemy as sa
 
 from infsched.clock import utc_naive
 from infsched.cluster.rows import read_nodes
-from infsched.jobstore.base import JobState
-from infsched.jobstore.counts import job_counts
-from infsched.jobstore.sql import SqlJobStore
+from infsched.jobstore.base import JobState, JobStore
 from infsched.metrics.process_memory import resident_mb
 from infsched.metrics.recorder import MetricsRecorder
 
@@ -43,7 +41,7 @@ class GaugeSampler:
 
     def __init__(
         self,
-        store: SqlJobStore,
+        store: JobStore,
         metrics: MetricsRecorder,
         node_id: str,
         repositories: Sequence[str],
@@ -71,7 +69,7 @@ class GaugeSampler:
         }
         with self.store.engine.connect() as conn:
             at = self.store.db_now(conn)
-            found = job_counts(
+            found = self.store.count_jobs(
                 conn, utc_naive(at), owner=self.node_id, repositories=self.repositories
             )
             counts["node_heartbeat_age_seconds"] = {

@@ -21,7 +21,6 @@ from infsched.database import Database
 from infsched.entities import column, entity_spec, id_field, sharding_key
 from infsched.jobstore.base import Finished, Outcome
 from infsched.repositories.base import ShardingRepository
-from infsched.schema import jobs
 
 HISTORY_REPOSITORY = "infsched_history"
 
@@ -76,25 +75,32 @@ class History:
             for r in results
         ]
 
-    def write(self, conn: sa.Connection, results: Sequence[Finished]) -> None:
+    def write(
+        self, conn: sa.Connection, results: Sequence[Finished], job_rows: sa.FromClause | None
+    ) -> None:
         """Insert the outcomes on `conn`, inside the caller's transaction.
 
-        The job rows are still in ``infsched_jobs`` at this point, so each
-        outcome row is built in the database from its job row joined with one
-        JSON document of what only this node knows (times, state, error):
-        one bound value per batch instead of a dozen per outcome.  An outcome
-        whose job row is gone (another node finished it after this node's
-        lease ran out) is written from Python instead.
+        `job_rows` is the job store's rows in this database (`JobStore.job_rows`),
+        still there at this point, so each outcome row is built in the
+        database from its job row joined with one JSON document of what only
+        this node knows (times, state, error): one bound value per batch
+        instead of a dozen per outcome.  An outcome whose job row is gone
+        (another node finished it after this node's lease ran out), and every
+        outcome of a store with no rows here (`job_rows` None), is written from
+        Python instead.
         """
+        if job_rows is None:
+            self.repository.insert_many(self.outcomes(results), conn=conn)
+            return
         by_day: dict[date, list[Finished]] = defaultdict(list)
         for result in results:
             by_day[result.finished_at.astimezone(UTC).date()].append(result)
         for day, group in sorted(by_day.items()):
-            written = self.repository.insert_from_select(conn, day, self._rows(group))
+            written = self.repository.insert_from_select(conn, day, self._rows(group, job_rows))
             if written < len(group):
-                self._write_orphans(conn, group)
+                self._write_orphans(conn, group, job_rows)
 
-    def _rows(self, group: Sequence[Finished]) -> sa.Select[Any]:
+    def _rows(self, group: Sequence[Finished], job_rows: sa.FromClause) -> sa.Select[Any]:
         ids = self.repository.new_ids(len(group))
         document = json.dumps(
             [
@@ -116,24 +122,26 @@ class History:
         produced = {
             "id": v.c.hid,
             "finished_at": dialect.datetime_from_micros(v.c.finished),
-            "job_key": jobs.c.job_key,
-            "repository": jobs.c.repository,
-            "entity_id": jobs.c.entity_id,
-            "executor": jobs.c.executor,
+            "job_key": job_rows.c.job_key,
+            "repository": job_rows.c.repository,
+            "entity_id": job_rows.c.entity_id,
+            "executor": job_rows.c.executor,
             "state": v.c.state,
             "attempt": v.c.attempt,
-            "due_at": jobs.c.due_at,
+            "due_at": job_rows.c.due_at,
             "started_at": dialect.datetime_from_micros(v.c.started),
             "node": sa.literal(self.node),
             "error": v.c.error,
         }
         columns = [produced[c.name] for c in entity_spec(JobOutcome).columns]
-        return sa.select(*columns).select_from(jobs.join(v, v.c.jid == jobs.c.id))
+        return sa.select(*columns).select_from(job_rows.join(v, v.c.jid == job_rows.c.id))
 
-    def _write_orphans(self, conn: sa.Connection, group: Sequence[Finished]) -> None:
+    def _write_orphans(
+        self, conn: sa.Connection, group: Sequence[Finished], job_rows: sa.FromClause
+    ) -> None:
         present = set(
             conn.execute(
-                sa.select(jobs.c.id).where(jobs.c.id.in_([r.job.id for r in group]))
+                sa.select(job_rows.c.id).where(job_rows.c.id.in_([r.job.id for r in group]))
             ).scalars()
         )
         orphans = [r for r in group if r.job.id not in present]

@@ -35,19 +35,19 @@ from infsched.cluster.outage import DatabaseOutage
 from infsched.config import SchedulerConfig, from_plugin_section
 from infsched.configured_repositories import ConfiguredRepositories, ConfiguredRepository
 from infsched.database import Database, database_of, open_database, same_database
-from infsched.engine.binding import RepositoryBinding
+from infsched.engine.binding import BoundExecutor, RepositoryBinding
 from infsched.engine.controls import Controls
 from infsched.engine.fetcher import Fetcher
 from infsched.engine.gauges import GaugeSampler
 from infsched.engine.history import HISTORY_REPOSITORY, History, JobOutcome
 from infsched.engine.retry import RetryPolicy
-from infsched.engine.workers import BoundExecutor, Workers
+from infsched.engine.workers import Workers
 from infsched.errors import InvalidArgumentError, SchedulerStateError
 from infsched.executors import BatchExecutor, Executor, ExecutorSpec
-from infsched.jobstore.sql import SqlJobStore
+from infsched.jobstore.base import JobStore
 from infsched.metrics.recorder import MetricsRecorder
 from infsched.metrics.sink import MetricsSink
-from infsched.plugins import PluginRegistry
+from infsched.plugins import PluginRegistry, open_job_store
 from infsched.repositories.backend import RepositoryFactory, RepositoryOptions
 from infsched.repositories.base import ShardingRepository
 from infsched.repositories.multi_table import MultiTableRepository
@@ -149,7 +149,10 @@ class SchedulerNode:
         self.database = database
         self.engine = database.engine
         self.clock: Clock = database.clock
-        self.store = SqlJobStore(database)
+        if plugins is None and isinstance(repositories, ConfiguredRepositories):
+            plugins = repositories.plugins  # the plugins the repositories were built with
+        #: The configured job store (`job_store`), as its plugin's factory builds it.
+        self.store: JobStore = open_job_store(plugins, self.config.job_store, database)
         self.controls = Controls(database)
         self.metrics = MetricsRecorder(metrics_sinks)
         #: One log line when database trouble starts and one when it ends, for all threads.
@@ -159,8 +162,6 @@ class SchedulerNode:
             self.config.node_id,
             database,
         )
-        if plugins is None and isinstance(repositories, ConfiguredRepositories):
-            plugins = repositories.plugins  # the plugins the repositories were built with
         self._executors = self._resolve(executors or {}, plugins)
         self.gauges = GaugeSampler(
             self.store,
@@ -177,6 +178,7 @@ class SchedulerNode:
                 self.clock,
                 self.metrics,
                 self.controls,
+                database,
                 self._database_of(b.repository),
             )
             for b in self.bindings.values()
@@ -196,6 +198,7 @@ class SchedulerNode:
         )
         self.member = ClusterMember(
             database=database,
+            jobs=self.store,
             node_id=self.config.node_id,
             heartbeat_interval=self.config.heartbeat_interval,
             job_lease=self.config.job_lease,

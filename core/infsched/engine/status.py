@@ -7,11 +7,9 @@ from datetime import datetime
 from typing import Any
 
 import attrs
-import sqlalchemy as sa
 
 from infsched.engine.history import History, JobOutcome
-from infsched.jobstore.base import entity_key_prefix
-from infsched.schema import jobs
+from infsched.jobstore.base import JobStore
 
 
 @attrs.frozen
@@ -36,7 +34,7 @@ class JobStatus:
 
 
 def job_status(
-    engine: sa.Engine,
+    store: JobStore,
     history: History,
     entity_id: object,
     repository: str | None = None,
@@ -45,16 +43,7 @@ def job_status(
 ) -> list[JobStatus]:
     """Statuses of an entity's jobs, one per repository it appears in (or just `repository`)."""
     key = str(entity_id)
-    query = sa.select(jobs).where(jobs.c.entity_id == key)
-    if repository is not None:
-        # A range of the unique job_key index; without a repository the (bounded)
-        # hot table is scanned.
-        prefix = entity_key_prefix(repository, key)
-        query = query.where(
-            jobs.c.repository == repository, jobs.c.job_key.startswith(prefix, autoescape=True)
-        )
-    with engine.connect() as conn:
-        live = {row["repository"]: dict(row) for row in conn.execute(query).mappings()}
+    live = {row["repository"]: dict(row) for row in store.entity_job_rows(key, repository)}
     outcomes: dict[str, list[JobOutcome]] = {}
     horizon = history.repository.retention_horizon()
     for outcome in history.repository.find_all_by_column(

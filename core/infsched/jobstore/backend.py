@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 
 from infsched.database import Database
+from infsched.jobstore.base import JobStore
 from infsched.names import check_name
 
-JobStoreFactory = Callable[[Database], Any]
+#: Builds a store from the configured database's handle: its engine, dialect and
+#: the node's clock (corrected to the database's, where the database has one).
+JobStoreFactory = Callable[[Database], JobStore]
 
 
 @attrs.frozen
@@ -18,7 +20,8 @@ class JobStoreBackend:
     """A named job store, registered through `register_job_stores`.
 
     The factory receives the configured database's handle (engine, dialect,
-    clock) and returns the job store (see `infsched.jobstore.base.JobStore`).
+    clock) and returns the job store (see `infsched.jobstore.base.JobStore`);
+    ``job_store = "NAME"`` in the configuration selects one.
     """
 
     name: str = attrs.field(validator=lambda _, __, v: check_name(v, "job store name"))

@@ -7,12 +7,14 @@ time and a JSON snapshot.  The engine turns them back into typed entities.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 import attrs
 import sqlalchemy as sa
+
+from infsched.errors import InfschedError
 
 
 def job_key(repository: str, entity_id: object, due_at: datetime) -> str:
@@ -111,17 +113,162 @@ class Finished(NamedTuple):
     retry_at: datetime | None = None
 
 
+class JobNotFoundError(InfschedError):
+    """No job has the key given."""
+
+
+class JobStateError(InfschedError):
+    """The job is not in a state the operation applies to."""
+
+
+#: The columns of a job's live row, as `JobStore.job_row` and its kin return it
+#: (times naive UTC, as the SQL store's table holds them; no lease is None).
+JOB_ROW_COLUMNS = (
+    "id",
+    "job_key",
+    "repository",
+    "executor",
+    "entity_id",
+    "due_at",
+    "run_at",
+    "priority",
+    "state",
+    "attempt",
+    "owner",
+    "lease_until",
+    "payload",
+    "last_error",
+    "created_at",
+)
+
+#: What `JobStore.add_jobs_from`'s SELECT produces, in this order: what a new job has.
+COPY_COLUMNS = tuple(
+    c for c in JOB_ROW_COLUMNS if c not in {"id", "owner", "lease_until", "last_error"}
+)
+
+#: A job's live row: JOB_ROW_COLUMNS to their values (keyed by name; a SQL row
+#: mapping, which also takes columns as keys, is one).
+LiveRow = Mapping[Any, Any]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+@attrs.frozen
+class JobRow:
+    """One job of the store (a waiting, running or dead job), without its payload."""
+
+    job_key: str
+    repository: str
+    executor: str
+    entity_id: str
+    state: str
+    attempt: int
+    priority: int
+    due_at: datetime
+    run_at: datetime
+    owner: str | None
+    lease_until: datetime | None
+    last_error: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: LiveRow) -> JobRow:
+        values = {f.name: row[f.name] for f in attrs.fields(cls)}
+        for name in ("due_at", "run_at", "lease_until", "created_at"):
+            values[name] = _aware(values[name])
+        return cls(**values)
+
+    def as_json(self) -> dict[str, Any]:
+        values = attrs.asdict(self)
+        for name in ("due_at", "run_at", "lease_until", "created_at"):
+            values[name] = _iso(values[name])
+        return values
+
+
+@attrs.frozen
+class StateCount:
+    """The jobs of one repository in one state."""
+
+    repository: str
+    state: str
+    total: int
+    #: Of those, jobs whose run time is at or before `now`: due.
+    due: int
+    #: Of those, jobs whose run time is at or before `horizon` (all of them without one).
+    before_horizon: int
+    #: Of those, jobs owned by `owner` (none without one).
+    owned: int
+
+
+HistoryWriter = Callable[[sa.Connection, Sequence[Finished]], None]
+#: Called with (done, total) as a bulk operation advances.
+Progress = Callable[[int, int], None]
+
+
 class JobStore(Protocol):
-    """Where jobs wait between the fetcher and the workers."""
+    """Where jobs wait between the fetcher and the workers.
+
+    A store is registered through the ``register_job_stores`` hook and
+    selected by ``job_store`` in the configuration.  Every store must pass
+    `infsched.testing.jobstore.JobStoreContract`.
+
+    Connections passed in (`conn`) are connections to the configured
+    database (`engine`), inside the caller's transaction: a store that keeps
+    its jobs elsewhere must make what it does on them take effect only if
+    that transaction commits.
+    """
 
     @property
-    def engine(self) -> sa.Engine: ...
+    def engine(self) -> sa.Engine:
+        """The configured database: history and the node's own tables live there."""
+        ...
 
-    def create_schema(self) -> list[str]: ...
+    @property
+    def job_rows(self) -> sa.FromClause | None:
+        """The job rows in `engine`'s database, for the history writer to join in `finish`.
+
+        Columns ``id``, ``job_key``, ``repository``, ``entity_id``,
+        ``executor``, ``due_at``; None for a store that keeps none there
+        (history is then written from the `Finished` values).
+        """
+        ...
+
+    def create_schema(self) -> list[str]:
+        """Create the node's tables and the store's own that are missing; the names created."""
+        ...
+
+    def missing_tables(self) -> list[str]:
+        """The store's own tables that do not exist yet (none for a store without tables)."""
+        ...
+
+    def db_now(self, conn: sa.Connection) -> datetime:
+        """The clock claims and leases are judged by (UTC)."""
+        ...
+
+    # -- the fetcher --
 
     def add_jobs(self, conn: sa.Connection, jobs: Sequence[NewJob]) -> int:
-        """Insert jobs, ignoring keys that exist; on `conn`, in the caller's transaction."""
+        """Insert jobs, ignoring keys that exist; on `conn`, in the caller's transaction.
+
+        Returns how many were inserted; a store may count keys it found too.
+        """
         ...
+
+    def add_jobs_from(self, conn: sa.Connection, rows: sa.Select[Any]) -> int:
+        """Add the jobs `rows` (COPY_COLUMNS, in order) produces on `conn`, as `add_jobs`."""
+        ...
+
+    def add_jobs_due_now(self, conn: sa.Connection, jobs: Sequence[NewJob]) -> None:
+        """Add jobs as `add_jobs`, and make those waiting due now (by `db_now`)."""
+        ...
+
+    # -- the workers --
 
     def claim_due(
         self, owner: str, limit: int, lease_seconds: float, repositories: Sequence[str]
@@ -129,15 +276,22 @@ class JobStore(Protocol):
         """Claim up to `limit` due jobs of `repositories`: highest priority, then oldest first."""
         ...
 
-    def finish(
-        self,
-        owner: str,
-        results: Sequence[Finished],
-        write_history: Callable[[sa.Connection, Sequence[Finished]], None],
-    ) -> int:
+    def finish(self, owner: str, results: Sequence[Finished], write_history: HistoryWriter) -> int:
         """Record outcomes: delete done jobs, reschedule retries, keep dead letters.
 
-        Returns how many outcomes came too late: their job was gone or claimed again.
+        `write_history` is called first, on a connection to `engine` inside
+        the transaction that records the outcomes.  Returns how many
+        outcomes came too late: their job was gone or claimed again.
+        """
+        ...
+
+    def still_held(
+        self, conn: sa.Connection, owner: str, claims: Sequence[tuple[int, int]]
+    ) -> set[int]:
+        """Of `claims` (job id, attempt), the jobs not claimed again since.
+
+        Called from `finish`'s `write_history`, on its connection: nobody
+        may claim those jobs until that transaction ends.
         """
         ...
 
@@ -152,4 +306,90 @@ class JobStore(Protocol):
         but whose answer was lost must not be kept alive by renewals, or its
         jobs would never run anywhere.
         """
+        ...
+
+    def recover_expired(self) -> int:
+        """Claimed jobs whose lease expired (by `db_now`) wait again; returns how many."""
+        ...
+
+    def reclaim_own(self, owner: str) -> int:
+        """Jobs claimed under `owner` by an earlier process wait again; returns how many."""
+        ...
+
+    # -- gauges, statistics, the dashboard --
+
+    def count_jobs(
+        self,
+        conn: sa.Connection,
+        now: datetime,
+        *,
+        horizon: datetime | None = None,
+        owner: str | None = None,
+        repositories: Sequence[str] | None = None,
+    ) -> list[StateCount]:
+        """Counts per (repository, state); times naive UTC."""
+        ...
+
+    # -- management --
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        repository: str | None = None,
+        due_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[JobRow]:
+        """Jobs soonest due first (then by id); `due_before` is aware."""
+        ...
+
+    def job_row(self, key: str) -> LiveRow | None:
+        """The live row of the job `key`, if it is waiting, claimed or dead."""
+        ...
+
+    def entity_job_rows(self, entity_id: str, repository: str | None = None) -> list[LiveRow]:
+        """The live rows of an entity's jobs, in every repository or in `repository`."""
+        ...
+
+    def keys_of(self, ref: str, repository: str) -> list[str]:
+        """The sorted keys of the jobs of `repository` that `ref` names: its own, or an entity's."""
+        ...
+
+    def job_rows_of(self, keys: Sequence[str]) -> list[LiveRow]:
+        """The live rows of the jobs `keys` (those that exist), held while they are read."""
+        ...
+
+    def cancel_jobs(
+        self,
+        keys: Sequence[str],
+        check: Callable[[Sequence[LiveRow]], None],
+        write_history: Callable[[sa.Connection, Sequence[LiveRow]], None],
+    ) -> int:
+        """Delete the jobs `keys` unless claimed, in one transaction; returns how many.
+
+        `check` sees the rows first (held: nobody claims them meanwhile) and
+        raises to change nothing; `write_history` then records them on a
+        connection to `engine`, in the same transaction.  A job claimed
+        meanwhile raises JobStateError, and nothing changes.
+        """
+        ...
+
+    def dead_job_ids(self, repository: str | None = None) -> list[int]:
+        """The ids of the dead letters (of `repository`), in id order."""
+        ...
+
+    def retry_dead(self, job_ids: Sequence[int], progress: Progress | None = None) -> int:
+        """Those of `job_ids` still dead wait again, due now, attempts reset; returns how many."""
+        ...
+
+    def run_now(self, job_ids: Sequence[int]) -> int:
+        """Those of `job_ids` still waiting become due now; returns how many."""
+        ...
+
+    def knows_repository(self, conn: sa.Connection, name: str) -> bool:
+        """Whether a job of repository `name` is in the store."""
+        ...
+
+    def repository_names(self, conn: sa.Connection) -> set[str]:
+        """The repositories the store holds jobs of."""
         ...

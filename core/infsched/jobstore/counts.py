@@ -10,25 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-import attrs
 import sqlalchemy as sa
 
-from infsched.schema import jobs
-
-
-@attrs.frozen
-class StateCount:
-    """The jobs of one repository in one state."""
-
-    repository: str
-    state: str
-    total: int
-    #: Of those, jobs whose run time is at or before `now`: due.
-    due: int
-    #: Of those, jobs whose run time is at or before `horizon` (all of them without one).
-    before_horizon: int
-    #: Of those, jobs owned by `owner` (none without one).
-    owned: int
+from infsched.jobstore.base import StateCount
+from infsched.jobstore.tables import jobs
 
 
 def job_counts(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any
@@ -29,10 +29,21 @@ import sqlalchemy as sa
 from infsched.clock import as_utc, utc_naive
 from infsched.database import Database
 from infsched.id_lists import id_in
-from infsched.jobstore.base import ClaimedJob, Finished, JobState, NewJob, Outcome
-from infsched.schema import create_schema, jobs, unowned
-
-HistoryWriter = Callable[[sa.Connection, Sequence[Finished]], None]
+from infsched.jobstore import sql_recovery
+from infsched.jobstore.base import (
+    COPY_COLUMNS,
+    ClaimedJob,
+    Finished,
+    HistoryWriter,
+    JobState,
+    NewJob,
+    Outcome,
+    StateCount,
+)
+from infsched.jobstore.counts import job_counts
+from infsched.jobstore.sql_inspect import SqlJobInspection
+from infsched.jobstore.tables import create_job_tables, jobs, missing_job_tables, unowned
+from infsched.schema import create_schema
 
 _DONE = {Outcome.SUCCEEDED, Outcome.MISFIRED, Outcome.CANCELLED}
 _WAITING = JobState.WAITING.value
@@ -64,8 +75,8 @@ def _utc_text(text: str) -> datetime:
     return datetime.fromisoformat(text + "+00:00")
 
 
-class SqlJobStore:
-    """The built-in job store (``sql``)."""
+class SqlJobStore(SqlJobInspection):
+    """The built-in job store (``sql``); its management queries are SqlJobInspection's."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -81,8 +92,15 @@ class SqlJobStore:
     def engine(self) -> sa.Engine:
         return self._engine
 
+    @property
+    def job_rows(self) -> sa.FromClause:
+        return jobs
+
     def create_schema(self) -> list[str]:
-        return create_schema(self._engine)
+        return [*create_job_tables(self._engine), *create_schema(self._engine)]
+
+    def missing_tables(self) -> list[str]:
+        return missing_job_tables(self._engine)
 
     # -- time --
 
@@ -120,19 +138,7 @@ class SqlJobStore:
         return max(result.rowcount, 0)
 
     #: The columns `add_jobs_from` expects its SELECT to produce, in order.
-    COPY_COLUMNS = (
-        "job_key",
-        "repository",
-        "executor",
-        "entity_id",
-        "due_at",
-        "run_at",
-        "priority",
-        "state",
-        "attempt",
-        "payload",
-        "created_at",
-    )
+    COPY_COLUMNS = COPY_COLUMNS
 
     def add_jobs_from(self, conn: sa.Connection, rows: sa.Select[Any]) -> int:
         """INSERT … SELECT jobs from rows of the same database, ignoring existing keys.
@@ -143,6 +149,15 @@ class SqlJobStore:
         statement = self._insert_ignore.from_select(list(self.COPY_COLUMNS), rows)
         result = conn.execute(statement)
         return max(result.rowcount, 0)
+
+    def add_jobs_due_now(self, conn: sa.Connection, new_jobs: Sequence[NewJob]) -> None:
+        self.add_jobs(conn, new_jobs)
+        for job in new_jobs:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.job_key == job.job_key, jobs.c.state == _WAITING)
+                .values(run_at=utc_naive(self.db_now(conn)))
+            )
 
     # -- worker side --
 
@@ -231,8 +246,9 @@ class SqlJobStore:
         fifth of a node's CPU in the execute benchmark, where one json.loads of
         the batch, snapshots included, is C.  Times are text in the document
         ("YYYY-MM-DD HH:MM:SS.ffffff", naive UTC), which _utc_text reads.  A
-        document the database cut short (MariaDB's group_concat_max_len) is
-        read again row by row: the rows are this transaction's by now.
+        document the database cut short (at its aggregate length limit,
+        `Dialect.aggregate_length_setting`) is read again row by row: the rows
+        are this transaction's by now.
         """
         locked = query.subquery()
         dialect = self._dialect
@@ -374,6 +390,30 @@ class SqlJobStore:
                 .values(lease_until=until)
             )
         return result.rowcount
+
+    def still_held(
+        self, conn: sa.Connection, owner: str, claims: Sequence[tuple[int, int]]
+    ) -> set[int]:
+        return sql_recovery.still_held(conn, owner, claims)
+
+    def recover_expired(self) -> int:
+        return sql_recovery.recover_expired(self.database)
+
+    def reclaim_own(self, owner: str) -> int:
+        return sql_recovery.reclaim_own(self._engine, owner)
+
+    # -- gauges, statistics, the dashboard --
+
+    def count_jobs(
+        self,
+        conn: sa.Connection,
+        now: datetime,
+        *,
+        horizon: datetime | None = None,
+        owner: str | None = None,
+        repositories: Sequence[str] | None = None,
+    ) -> list[StateCount]:
+        return job_counts(conn, now, horizon=horizon, owner=owner, repositories=repositories)
 
 
 def _trim(error: str | None) -> str | None:

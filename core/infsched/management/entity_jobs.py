@@ -19,15 +19,13 @@ from typing import Any, TypeVar
 import attrs
 import sqlalchemy as sa
 
-from infsched.clock import Clock, utc_naive
+from infsched.clock import Clock
 from infsched.cluster.outage import is_conflict
 from infsched.database import same_database
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.fetcher import CONFLICT_RETRIES
 from infsched.engine.history import History, JobOutcome
-from infsched.jobstore.base import JobState, NewJob, Outcome
-from infsched.jobstore.sql import SqlJobStore
-from infsched.schema import jobs
+from infsched.jobstore.base import JobStore, Outcome
 
 V = TypeVar("V")
 
@@ -95,7 +93,7 @@ class EntityJobs:
     """Looks entities up in the configured repositories; runs or cancels those without a job."""
 
     def __init__(
-        self, store: SqlJobStore, history: History, bindings: Bindings, clock: Clock, actor: str
+        self, store: JobStore, history: History, bindings: Bindings, clock: Clock, actor: str
     ) -> None:
         self._store = store
         self._history = history
@@ -139,21 +137,13 @@ class EntityJobs:
                 if not repository.mark_if_unscheduled(conn, self._id(found), self._clock.now()):
                     return None
                 if same_database(repository.engine, self._store.engine):
-                    self._add_due_now(conn, job)
+                    self._store.add_jobs_due_now(conn, [job])
                 else:
                     with self._store.engine.begin() as store_conn:
-                        self._add_due_now(store_conn, job)
+                        self._store.add_jobs_due_now(store_conn, [job])
             return job.job_key
 
         return _retrying_conflicts(attempt)
-
-    def _add_due_now(self, conn: sa.Connection, job: NewJob) -> None:
-        self._store.add_jobs(conn, [job])
-        conn.execute(
-            jobs.update()
-            .where(jobs.c.job_key == job.job_key, jobs.c.state == JobState.WAITING.value)
-            .values(run_at=utc_naive(self._store.db_now(conn)))
-        )
 
     def cancel(self, found: FoundEntity) -> bool:
         """Make sure a pending entity never gets a job; False if it has one already.

@@ -18,8 +18,8 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
+from infsched.column_types import UtcDateTime
 from infsched.engine.history import HISTORY_REPOSITORY
-from infsched.schema import UtcDateTime
 
 #: Rows of one statistics query, at most; beyond it the most recent are used.
 MAX_ROWS = 200_000

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from infsched.clock import require_utc, utc_naive
 from infsched.database import Database
+from infsched.dialects import DatabaseErrorKind
 from infsched.engine.history import HISTORY_REPOSITORY, JobOutcome
 from infsched.entities import entity_spec
 from infsched.errors import InfschedError
@@ -150,7 +151,7 @@ class HistorySearch:
                 try:
                     found.extend(conn.execute(query).mappings())
                 except sa.exc.DBAPIError as exc:
-                    if not self._dialect.is_missing_table(exc):
+                    if self._dialect.classify(exc) is not DatabaseErrorKind.MISSING_TABLE:
                         raise  # (a day table dropped by maintenance meanwhile holds nothing)
                 if len(found) > limit:
                     break
@@ -225,5 +226,7 @@ class HistorySearch:
     def _table(self, name: str) -> sa.Table:
         table = self._tables.get(name)
         if table is None:
-            table = self._tables[name] = _SPEC.table(self._metadata, name)
+            table = self._tables[name] = _SPEC.table(
+                self._metadata, name, max_name_length=self._dialect.max_identifier_length
+            )
         return table

@@ -12,86 +12,53 @@ under it: the operation fails with `JobStateError` instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
 import sqlalchemy as sa
 
-from infsched.clock import require_utc, utc_naive
+from infsched.clock import utc_naive
 from infsched.cluster.rows import NodeRow, read_nodes
+from infsched.config import DEFAULT_JOB_STORE
 from infsched.database import Database
 from infsched.engine.controls import Controls
 from infsched.engine.history import History, JobOutcome
 from infsched.engine.status import JobStatus, job_status
 from infsched.errors import InfschedError, InvalidArgumentError
-from infsched.jobstore.base import JobState, Outcome, entity_key_prefix, entity_of_key
-from infsched.jobstore.counts import job_counts
-from infsched.jobstore.sql import SqlJobStore
+from infsched.jobstore.base import (
+    JobNotFoundError,
+    JobRow,
+    JobState,
+    JobStateError,
+    JobStore,
+    LiveRow,
+    Outcome,
+    Progress,
+    entity_of_key,
+)
 from infsched.management.entity_jobs import Bindings, EntityJobs, FoundEntity
 from infsched.management.history import HistoryReader, quantile
 from infsched.management.repository_names import RepositoryNames
-from infsched.schema import jobs
+from infsched.plugins import open_job_store
 
-#: Rows changed per transaction by bulk operations.
-BATCH = 1000
-#: The states a row of the job table can be in.
+#: The states a job can be in.
 STATES = tuple(s.value for s in JobState)
 
-#: Called with (done, total) as a bulk operation advances.
-Progress = Callable[[int, int], None]
+__all__ = [
+    "STATES",
+    "JobAdmin",
+    "JobNotFoundError",
+    "JobRow",
+    "JobStateError",
+    "Progress",
+    "RepositoryStats",
+    "Stats",
+]
 
 _WAITING, _CLAIMED, _DEAD = JobState.WAITING.value, JobState.CLAIMED.value, JobState.DEAD.value
 _FAILED_OUTCOMES = (Outcome.FAILED.value, Outcome.DEAD.value)
-
-
-class JobNotFoundError(InfschedError):
-    """No job has the key given."""
-
-
-class JobStateError(InfschedError):
-    """The job is not in a state the operation applies to."""
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=UTC)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-@attrs.frozen
-class JobRow:
-    """One row of the job table (a waiting, running or dead job), without its payload."""
-
-    job_key: str
-    repository: str
-    executor: str
-    entity_id: str
-    state: str
-    attempt: int
-    priority: int
-    due_at: datetime
-    run_at: datetime
-    owner: str | None
-    lease_until: datetime | None
-    last_error: str | None
-    created_at: datetime
-
-    @classmethod
-    def from_row(cls, row: Any) -> JobRow:
-        values = {f.name: row[f.name] for f in attrs.fields(cls)}
-        for name in ("due_at", "run_at", "lease_until", "created_at"):
-            values[name] = _aware(values[name])
-        return cls(**values)
-
-    def as_json(self) -> dict[str, Any]:
-        values = attrs.asdict(self)
-        for name in ("due_at", "run_at", "lease_until", "created_at"):
-            values[name] = _iso(values[name])
-        return values
 
 
 @attrs.frozen
@@ -133,13 +100,11 @@ class Stats:
         }
 
 
-def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(values), size):
-        yield values[i : i + size]
-
-
 class JobAdmin:
-    """Operations on one database's jobs, for the CLI and the Python API."""
+    """Operations on one database's jobs, for the CLI and the Python API.
+
+    `store` is the cluster's job store; without one, the built-in ``sql`` on `database`.
+    """
 
     def __init__(
         self,
@@ -149,6 +114,7 @@ class JobAdmin:
         actor: str = "admin",
         repositories: Collection[str] = (),
         bindings: Bindings | None = None,
+        store: JobStore | None = None,
     ) -> None:
         self.database = database
         self.engine = engine = database.engine
@@ -156,11 +122,11 @@ class JobAdmin:
         self.clock = database.clock
         #: Who acts: recorded as the node of cancelled outcomes and as who paused.
         self.actor = actor
-        self.store = SqlJobStore(database)
+        self.store = store or open_job_store(None, DEFAULT_JOB_STORE, database)
         self.controls = Controls(database, ttl=0.0)
         self.reader = HistoryReader(history.repository.name)
         #: The names `repositories` (the configured ones) and the database know.
-        self.names = RepositoryNames(engine, repositories)
+        self.names = RepositoryNames(engine, self.store, repositories)
         #: Entities of the `bindings` repositories that have no job yet.
         self.entities = EntityJobs(self.store, history, bindings or tuple, self.clock, actor)
 
@@ -179,25 +145,19 @@ class JobAdmin:
         due_before: datetime | None = None,
         limit: int = 100,
     ) -> list[JobRow]:
-        """Jobs of the job table, soonest due first; `due_before` must be timezone-aware."""
-        query = sa.select(*(jobs.c[f.name] for f in attrs.fields(JobRow)))
-        if state is not None:
-            if state not in STATES:
-                raise JobStateError(f"state {state!r} is invalid; expected {', '.join(STATES)}")
-            query = query.where(jobs.c.state == state)
+        """Jobs of the job store, soonest due first; `due_before` must be timezone-aware."""
+        if state is not None and state not in STATES:
+            raise JobStateError(f"state {state!r} is invalid; expected {', '.join(STATES)}")
         if repository is not None:
-            query = query.where(jobs.c.repository == self.names.require(repository))
-        if due_before is not None:
-            query = query.where(jobs.c.due_at < utc_naive(require_utc(due_before, "due_before")))
-        query = query.order_by(jobs.c.due_at, jobs.c.id).limit(limit)
-        with self.engine.connect() as conn:
-            return [JobRow.from_row(r) for r in conn.execute(query).mappings()]
+            self.names.require(repository)
+        return self.store.list_jobs(
+            state=state, repository=repository, due_before=due_before, limit=limit
+        )
 
     def show(self, ref: str, repository: str | None = None) -> list[JobStatus]:
         """A job by key, or an entity's jobs by entity id: live row and recorded outcomes."""
         now = self.clock.now()
-        with self.engine.connect() as conn:
-            live = conn.execute(sa.select(jobs).where(jobs.c.job_key == ref)).mappings().first()
+        live = self.store.job_row(ref)
         horizon = self.history.repository.retention_horizon()
         # History has no job_key index (one less per outcome written); a key names
         # its entity, whose index finds the outcomes, and the key picks among them.
@@ -223,7 +183,7 @@ class JobAdmin:
                 found = dict(live) if live is not None else None
                 return [JobStatus(name, entity_id, found, tuple(outcomes))]
         statuses = {
-            s.repository: s for s in job_status(self.engine, self.history, ref, repository, now=now)
+            s.repository: s for s in job_status(self.store, self.history, ref, repository, now=now)
         }
         # An entity a fetch cycle has not reached yet is only in its repository.
         for entity in self.entities.find(ref, repository):
@@ -266,19 +226,7 @@ class JobAdmin:
 
     def _live_keys(self, ref: str, repository: str) -> list[str]:
         """The keys of the jobs `ref` names in `repository`: its own key, or an entity's."""
-        prefix = entity_key_prefix(repository, ref)
-        with self.engine.connect() as conn:
-            return sorted(
-                conn.execute(
-                    sa.select(jobs.c.job_key).where(
-                        jobs.c.repository == repository,
-                        sa.or_(
-                            jobs.c.job_key == ref,
-                            jobs.c.job_key.startswith(prefix, autoescape=True),
-                        ),
-                    )
-                ).scalars()
-            )
+        return self.store.keys_of(ref, repository)
 
     def _no_job(self, ref: str, repository: str, entity_exists: bool) -> InfschedError:
         if entity_exists:
@@ -298,26 +246,18 @@ class JobAdmin:
 
     # -- changing jobs --
 
-    def _rows(self, conn: sa.Connection, keys: Sequence[str]) -> list[Any]:
-        unique = list(dict.fromkeys(keys))
-        rows: list[Any] = []
-        for chunk in _chunks(unique, BATCH):
-            rows.extend(
-                conn.execute(
-                    sa.select(jobs).where(jobs.c.job_key.in_(list(chunk))).with_for_update()
-                ).mappings()
-            )
-        missing = set(unique) - {r["job_key"] for r in rows}
+    @staticmethod
+    def _require_all(keys: Sequence[str], rows: Sequence[LiveRow]) -> None:
+        missing = set(keys) - {r["job_key"] for r in rows}
         if missing:
             raise JobNotFoundError(
                 f"no job with key {sorted(missing)[0]!r}"
                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                 + "; `infsched jobs list` shows the jobs there are"
             )
-        return rows
 
     @staticmethod
-    def _refuse(rows: Sequence[Any], allowed: Sequence[str], operation: str, hint: str) -> None:
+    def _refuse(rows: Sequence[LiveRow], allowed: Sequence[str], operation: str, hint: str) -> None:
         for row in rows:
             if row["state"] not in allowed:
                 where = f" on node {row['owner']}" if row["state"] == _CLAIMED else ""
@@ -349,8 +289,9 @@ class JobAdmin:
 
     def _cancel_jobs(self, keys: Sequence[str]) -> int:
         finished = self.clock.now()
-        with self.engine.begin() as conn:
-            rows = self._rows(conn, keys)
+
+        def check(rows: Sequence[LiveRow]) -> None:
+            self._require_all(keys, rows)
             self._refuse(
                 rows,
                 (_WAITING, _DEAD),
@@ -358,19 +299,15 @@ class JobAdmin:
                 "; a running job finishes or fails on its own (pause its repository to stop "
                 "new runs)",
             )
+
+        def write_history(conn: sa.Connection, rows: Sequence[LiveRow]) -> None:
             self.history.repository.insert_many(
                 [self._cancelled(row, finished) for row in rows], conn=conn
             )
-            deleted = 0
-            for chunk in _chunks([r["id"] for r in rows], BATCH):
-                deleted += conn.execute(
-                    jobs.delete().where(jobs.c.id.in_(list(chunk)), jobs.c.state != _CLAIMED)
-                ).rowcount
-            if deleted != len(rows):  # a node claimed one meanwhile (SQLite takes no row locks)
-                raise JobStateError("a job was claimed while being cancelled; nothing changed")
-        return deleted
 
-    def _cancelled(self, row: Any, finished: datetime) -> JobOutcome:
+        return self.store.cancel_jobs(keys, check, write_history)
+
+    def _cancelled(self, row: LiveRow, finished: datetime) -> JobOutcome:
         return JobOutcome(
             finished_at=finished,
             job_key=row["job_key"],
@@ -413,22 +350,14 @@ class JobAdmin:
                     f"{first.due_at.isoformat()}); retry applies only to dead jobs"
                 )
         if keys:
-            with self.engine.connect() as conn:
-                rows = self._rows(conn, keys)
+            rows = self._rows(keys)
             self._refuse(rows, (_DEAD,), "retry", "")
             ids = [r["id"] for r in rows]
         else:
-            query = sa.select(jobs.c.id).where(jobs.c.state == _DEAD).order_by(jobs.c.id)
             if repository is not None:
-                query = query.where(jobs.c.repository == self.names.require(repository))
-            with self.engine.connect() as conn:
-                ids = list(conn.execute(query).scalars())
-        return self._update(
-            ids,
-            _DEAD,
-            {"state": _WAITING, "attempt": 0, "owner": None, "lease_until": None},
-            progress,
-        )
+                self.names.require(repository)
+            ids = self.store.dead_job_ids(repository)
+        return self.store.retry_dead(ids, progress)
 
     def run_now(self, keys: Sequence[str], repository: str | None = None) -> int:
         """Make waiting jobs due now (the next claim takes them, ahead of their due time).
@@ -451,29 +380,15 @@ class JobAdmin:
         return done
 
     def _run_jobs_now(self, keys: Sequence[str]) -> int:
-        with self.engine.connect() as conn:
-            rows = self._rows(conn, keys)
+        rows = self._rows(keys)
         self._refuse(rows, (_WAITING,), "run-now", "")
-        return self._update([r["id"] for r in rows], _WAITING, {}, None)
+        return self.store.run_now([r["id"] for r in rows])
 
-    def _update(
-        self, ids: Sequence[int], state: str, values: dict[str, Any], progress: Progress | None
-    ) -> int:
-        """Set run_at to now (and `values`) on the rows `ids` still in `state`, in batches."""
-        done = 0
-        if progress is not None:
-            progress(0, len(ids))
-        for chunk in _chunks(ids, BATCH):
-            with self.engine.begin() as conn:
-                now = utc_naive(self.store.db_now(conn))
-                done += conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id.in_(list(chunk)), jobs.c.state == state)
-                    .values(run_at=now, **values)
-                ).rowcount
-            if progress is not None:
-                progress(min(done, len(ids)), len(ids))
-        return done
+    def _rows(self, keys: Sequence[str]) -> list[LiveRow]:
+        """The live rows of the jobs `keys`; JobNotFoundError if one has none."""
+        rows = self.store.job_rows_of(keys)
+        self._require_all(keys, rows)
+        return rows
 
     # -- pauses --
 
@@ -510,7 +425,7 @@ class JobAdmin:
         with self.engine.connect() as conn:
             at = self.store.db_now(conn)
             now = utc_naive(at)
-            counts = job_counts(conn, now)
+            counts = self.store.count_jobs(conn, now)
             outcomes = self.reader.outcome_counts(
                 conn, now - timedelta(hours=1), now - timedelta(minutes=1), now
             )

@@ -2,7 +2,7 @@
 
 A repository exists when this node's config names it, or when the shared
 database knows it: a fetch lease (every node that ever served it took one),
-a job in the hot table, or a pause switch.  So an operator may name, from
+a job in the job store, or a pause switch.  So an operator may name, from
 any machine, a repository that another node of the cluster serves, while a
 typo (``pause smss``) is an error naming the repositories there are.
 """
@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from infsched.cluster.rows import FETCH_LEASE
 from infsched.engine.controls import ALL
 from infsched.errors import InfschedError
-from infsched.schema import jobs, leases, pauses
+from infsched.jobstore.base import JobStore
+from infsched.schema import leases, pauses
 
 _LEASE_PREFIX = FETCH_LEASE.format("")
 
@@ -28,8 +29,11 @@ class UnknownRepositoryError(InfschedError):
 class RepositoryNames:
     """The repository names configured here, and those the database knows."""
 
-    def __init__(self, engine: sa.Engine, configured: Collection[str] = ()) -> None:
+    def __init__(
+        self, engine: sa.Engine, store: JobStore, configured: Collection[str] = ()
+    ) -> None:
         self._engine = engine
+        self._store = store
         self._configured = frozenset(configured)
 
     def exists(self, name: str) -> bool:
@@ -41,16 +45,11 @@ class RepositoryNames:
                 sa.select(leases.c.name).where(leases.c.name == FETCH_LEASE.format(name))
             ).first()
             paused = conn.execute(sa.select(pauses.c.scope).where(pauses.c.scope == name)).first()
-            # Every job key starts with "REPOSITORY:": a range of the unique job_key index.
-            job = conn.execute(
-                sa.select(jobs.c.id)
-                .where(jobs.c.job_key.startswith(f"{name}:", autoescape=True))
-                .limit(1)
-            ).first()
-        return lease is not None or paused is not None or job is not None
+            job = self._store.knows_repository(conn, name)
+        return lease is not None or paused is not None or job
 
     def known(self) -> list[str]:
-        """Every repository name there is, sorted (reads the hot table's repositories)."""
+        """Every repository name there is, sorted (asks the job store for its repositories)."""
         with self._engine.connect() as conn:
             served = conn.execute(
                 sa.select(leases.c.name).where(
@@ -61,7 +60,7 @@ class RepositoryNames:
             found.update(
                 conn.execute(sa.select(pauses.c.scope).where(pauses.c.scope != ALL)).scalars()
             )
-            found.update(conn.execute(sa.select(jobs.c.repository).distinct()).scalars())
+            found.update(self._store.repository_names(conn))
         return sorted(found | self._configured)
 
     def require(self, name: str) -> str:

@@ -33,6 +33,7 @@ class InfiniteScheduler(SchedulerNode):
             actor=self.config.node_id,
             repositories=list(self.bindings),
             bindings=lambda: list(self.bindings.values()),
+            store=self.store,
         )
 
     def pause(self, repository: str | None = None) -> None:

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from infsched.clock import from_utc_naive, require_utc
+from infsched.dialects import DatabaseErrorKind
 from infsched.dialects.base import RowInserter
 from infsched.entities import entity_spec
 from infsched.errors import (
@@ -102,6 +103,11 @@ def missing_indexes(
             if index.name not in present:
                 missing.append((table, index))
     return missing
+
+
+def _job_at_column() -> sa.Column[datetime | None]:
+    """The bookkeeping column: when the entity's job was made, EPOCH for not yet."""
+    return sa.Column(JOB_AT, SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT)
 
 
 class _KeyClash(Exception):
@@ -232,20 +238,24 @@ class DayShardedRepository(ABC, Generic[T, K]):
     # -- tables --
 
     def _build_table(self, name: str, *, partitioned: bool) -> sa.Table:
-        table = self._spec.table(self._metadata, name, primary_key_with_sharding=partitioned)
+        longest = self._dialect.max_identifier_length
+        table = self._spec.table(
+            self._metadata, name, primary_key_with_sharding=partitioned, max_name_length=longest
+        )
         if self.options.scheduled:
-            table.append_column(
-                sa.Column(JOB_AT, SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT)
-            )
+            table.append_column(_job_at_column())
             # find_unscheduled reads "no job yet" rows in key order straight off this index.
             sa.Index(
-                f"ix_{name}_job_at"[:64], table.c[JOB_AT], table.c[self._key], table.c[self._id]
+                f"ix_{name}_job_at"[:longest],
+                table.c[JOB_AT],
+                table.c[self._key],
+                table.c[self._id],
             )
         names = [str(ix.name) for ix in table.indexes]
         if len(set(names)) != len(names):
             raise InvalidNameError(
                 f"table name {name!r} is too long to give its indexes distinct names "
-                "(at most 64 characters each); choose a shorter repository or table name"
+                f"(at most {longest} characters each); choose a shorter repository or table name"
             )
         return table
 
@@ -271,12 +281,13 @@ class DayShardedRepository(ABC, Generic[T, K]):
                 continue  # dropped meanwhile by another process's maintenance
             found = [c for c in columns if c["name"] == JOB_AT]
             if found and found[0]["nullable"]:
+                alter = self._dialect.not_null_statement(conn, name, _job_at_column())
                 raise ConfigError(
                     f"table {name!r} was made by an older infsched: its {JOB_AT} column "
                     "allows NULL, which this version no longer reads as 'no job yet'. "
                     f"Run: UPDATE {name} SET {JOB_AT} = '{EPOCH_TEXT}' WHERE {JOB_AT} IS NULL; "
-                    f"then make the column NOT NULL DEFAULT '{EPOCH_TEXT}' (MySQL: ALTER TABLE "
-                    f"{name} MODIFY {JOB_AT} DATETIME(6) NOT NULL DEFAULT '{EPOCH_TEXT}')"
+                    f"then make the column NOT NULL DEFAULT '{EPOCH_TEXT}'"
+                    + (f" ({alter})" if alter else "")
                 )
 
     def _add_missing_indexes(self, conn: sa.Connection, tables: Iterable[sa.Table]) -> list[str]:
@@ -371,7 +382,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
     # -- running selects over segments --
 
     def _missing(self, exc: DBAPIError) -> bool:
-        return self._dialect.is_missing_table(exc)
+        return self._dialect.classify(exc) is DatabaseErrorKind.MISSING_TABLE
 
     def _select(self, segment: Segment, condition: Condition | None) -> AnySelect:
         table = segment.table
@@ -571,7 +582,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
                 try:
                     self._insert_rows(conn, days, inserter, chunk)
                 except IntegrityError as exc:
-                    if not self._dialect.is_duplicate_key(exc):
+                    if self._dialect.classify(exc) is not DatabaseErrorKind.DUPLICATE_KEY:
                         raise
                     raise _KeyClash(exc, [row[self._id_at] for row in chunk]) from None
 
@@ -851,8 +862,8 @@ class DayShardedRepository(ABC, Generic[T, K]):
     def _locked_ids(self, count: int, ids: str | None) -> tuple[Any, ...]:
         """The ids of a JSON array that must hold `count` of them.
 
-        MariaDB cuts an aggregate at group_concat_max_len (1 MB by default;
-        create_engine raises it to 64 MB): a batch whose ids do not fit must
+        A database may cut an aggregate short at a length limit
+        (`Dialect.aggregate_length_setting`): a batch whose ids do not fit must
         fail loudly, never schedule a part of what it locked.
         """
         try:
@@ -860,10 +871,13 @@ class DayShardedRepository(ABC, Generic[T, K]):
         except ValueError:
             found = ()
         if len(found) != count:
+            setting = self._dialect.aggregate_length_setting
             raise TruncatedResultError(
                 f"repository {self.name!r}: {count} entities were locked but the database "
-                f"returned {len(found)} of their ids (group_concat_max_len too small for "
-                "the batch?); lower batch_size or raise group_concat_max_len"
+                f"returned {len(found)} of their ids"
+                + (f" ({setting} too small for the batch?)" if setting else "")
+                + "; lower batch_size"
+                + (f" or raise {setting}" if setting else "")
             )
         return found
 

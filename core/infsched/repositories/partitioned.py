@@ -1,18 +1,18 @@
-"""PartitionedRepository: one table, one RANGE COLUMNS partition per UTC day.
+"""PartitionedRepository: one table, one range partition per UTC day.
 
-MySQL/MariaDB only.  The table is partitioned on the sharding key::
+For a database whose dialect has `range_partitioning`.  The table is
+partitioned on the sharding key: partition ``pYYYYMMDD`` holds the day's
+rows (below the next midnight), and the catch-all ``pmax`` on top holds
+anything later, so an insert for any future day succeeds.
 
-    PARTITION BY RANGE COLUMNS(key) (
-        PARTITION p20240101 VALUES LESS THAN ('2024-01-02 00:00:00'),
-        ...
-        PARTITION pmax VALUES LESS THAN (MAXVALUE))
-
-Its primary key is (id, key), as MySQL requires the partitioning column in
-every unique key.  The catch-all ``pmax`` stays on top, so an insert for any
-future day succeeds; maintenance splits new days off it with REORGANIZE
-PARTITION (cheap while it is empty; rows already in it for the new days are
-moved) and drops partitions past retention with DROP PARTITION.  A range
-predicate on the key is pruned by the server to the partitions of its days.
+Its primary key is (id, key): a partitioned table needs the partitioning
+column in every unique key.  Maintenance makes the window's new days above
+the highest (`RangePartitioning.ensure`: cheap while the catch-all is empty,
+rows already in it for the new days move) and drops the days past retention
+(`drop_below`), never deleting rows one by one.  A range predicate on the
+key is pruned by the server to the partitions of its days.  How a database
+does each is its dialect's (dialects/mysql.py: RANGE COLUMNS, REORGANIZE
+PARTITION, DROP PARTITION).
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ class PartitionedRepository(DayShardedRepository[T, K]):
         partitioning = self._dialect.range_partitioning
         if partitioning is None:
             raise ConfigError(
-                f"repository {options.name!r}: the partitioned backend needs MySQL or MariaDB "
-                f"(RANGE partitions); {self._dialect.url_scheme.title} has none. "
+                f"repository {options.name!r}: the partitioned backend needs a database with "
+                f"RANGE partitions; {self._dialect.title} has none. "
                 "Use the multi_table backend (one table per day) there"
             )
         self._partitioning: RangePartitioning = partitioning
@@ -65,7 +65,7 @@ class PartitionedRepository(DayShardedRepository[T, K]):
     def _table_for_day(self, day: date) -> sa.Table:
         return self.table
 
-    # MariaDB puts every row into the partition of its key, so no row can be in the
+    # The database puts every row into the partition of its key, so no row can be in the
     # wrong day; what plain SQL can still do is write a row due before the retention
     # horizon, which lands in the lowest partition.
     _outside_kind = "before_horizon"
@@ -113,7 +113,7 @@ class PartitionedRepository(DayShardedRepository[T, K]):
         if partitions is None:
             return None
         method = self._partitioning.partitioned_on(conn, self.table.name)
-        expected = f"RANGE COLUMNS `{self._key}`"
+        expected = self._partitioning.scheme(self._key)
         if not partitions or method != expected:
             raise ConfigError(
                 f"table {self.table.name!r} exists but is not partitioned by {expected} "
@@ -139,40 +139,33 @@ class PartitionedRepository(DayShardedRepository[T, K]):
                         RangePartition(partition_name(d), day_start(d + _ONE_DAY)) for d in window
                     ]
                     created.append(RangePartition(CATCH_ALL, None))
-                    clause = parts.partition_clause(self._key, created)
-                    self._dialect.create_table(conn, self.table, clause)
+                    parts.create_table(conn, self.table, self._key, created)
                     existing = []
+                    before = []
                 else:
                     self._refuse_nullable_marks(conn, [table])
-                if existing and existing[-1].upper is not None:
-                    # A table without a catch-all (made elsewhere): give it one on top.
-                    catch_all = RangePartition(CATCH_ALL, None)
-                    parts.add(conn, table, catch_all)
-                    created.append(catch_all)
-                    existing.append(catch_all)
-                before = [self._day_partition(p) for p in existing if p.upper is not None]
-                if existing:  # a table of ours (its partitions checked above) made before
+                    before = [self._day_partition(p) for p in existing if p.upper is not None]
                     indexed = self._add_missing_indexes(conn, [self.table])
-                split = self._new_partitions(before, window) if existing else []
-                if split:
-                    top = existing[-1].name
-                    parts.split(conn, table, top, [*split, RangePartition(top, None)])
-                    created[:0] = split
-                days = before + [self._day_partition(p) for p in created if p.upper is not None]
-                expired = sorted(d for d in days if d < horizon) if drop_expired else []
-                parts.drop(conn, table, [partition_name(d) for d in expired])
+                    new = self._new_partitions(before, window)
+                    created = parts.ensure(conn, table, existing, new, CATCH_ALL)
+                expired: list[RangePartition] = []
+                if drop_expired:
+                    expired = parts.drop_below(
+                        conn, table, [*existing, *created], day_start(horizon)
+                    )
                 self._ensure_ids(conn, [table])
             conn.commit()
+        dropped = {self._day_partition(p) for p in expired}
         return MaintenanceReport(
             tuple(p.name for p in created),
-            tuple(partition_name(d) for d in expired),
-            len([d for d in before if d not in expired]),
+            tuple(p.name for p in expired),
+            len([d for d in before if d not in dropped]),
             tuple(indexed),
         )
 
     @staticmethod
     def _new_partitions(days: list[date], window: list[date]) -> list[RangePartition]:
-        """Day partitions to split off the catch-all, always above the highest one.
+        """Day partitions to make, always above the highest one.
 
         After a pause longer than the retention, the days between the highest
         partition and the window get one partition (named for the day before

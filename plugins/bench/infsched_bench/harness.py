@@ -42,11 +42,11 @@ from infsched.engine.controls import Controls
 from infsched.entities import entity_spec
 from infsched.jobstore.base import JobState, NewJob, job_key
 from infsched.jobstore.sql import SqlJobStore
+from infsched.jobstore.tables import jobs
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.day_sharded import DayShardedRepository
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
-from infsched.schema import jobs
 from infsched_bench.probe import ENTITY, EXECUTOR, ProbeEntity, calls, create_calls_table
 
 REPOSITORY = "probe"

@@ -29,12 +29,12 @@ from infsched.dialects import dialect_named
 from infsched.engine.binding import RepositoryBinding
 from infsched.errors import InfschedError
 from infsched.executors import JobContext
+from infsched.jobstore.tables import jobs
 from infsched.management.scheduler import InfiniteScheduler
 from infsched.metrics.process_memory import resident_mb
 from infsched.plugins import PluginRegistry
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
-from infsched.schema import jobs
 from infsched_bench.cluster import cluster_stage
 from infsched_bench.fixtures import BenchMessage, messages
 from infsched_bench.raw_insert import raw_insert_rate

@@ -1,4 +1,4 @@
-"""Recovering a node's unfinished work, and noticing outcomes that came too late.
+"""Recovering a node's unfinished work in the SQL job store, and noticing late outcomes.
 
 Delivery is at least once.  A job claimed by a node that died waits again
 once its lease expires (`recover_expired`, run by every node's lease
@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from infsched.clock import utc_naive
 from infsched.database import Database
 from infsched.jobstore.base import JobState
-from infsched.schema import jobs, unowned
+from infsched.jobstore.tables import jobs, unowned
 
 #: Jobs returned to waiting per transaction.
 RECOVER_BATCH = 1000
