@@ -73,7 +73,8 @@ def register_job_stores() -> Iterable[JobStoreBackend]:
 
     Called once at plugin load.  ``job_store = "NAME"`` in the configuration
     selects one; the node and the management commands call its factory with
-    the configured database's engine and the clock.  The built-in is ``sql``
+    the configured database's handle (`infsched.database.Database`: engine,
+    dialect, clock).  The built-in is ``sql``
     (the plugin ``sql_store``), for MySQL/MariaDB and SQLite.  A store must
     pass `infsched.testing.jobstore.JobStoreContract`.
     """
