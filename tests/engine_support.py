@@ -106,7 +106,7 @@ def repository_for(
         precreate_days=1,
         clock=clock or SystemClock(),
     )
-    if url.is_mysql:
+    if url.scheme.dialect == "mysql":
         return PartitionedRepository(options)
     return MultiTableRepository(options)
 

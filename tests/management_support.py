@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from infsched.cli.main import main
 from infsched.clock import SystemClock, utc_naive
+from infsched.database import database_of
 from infsched.engine.history import History, JobOutcome
 from infsched.engine.scheduler import history_repository
 from infsched.jobstore.base import Outcome, job_key
@@ -30,8 +31,9 @@ class Seed:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        SqlJobStore(engine).create_schema()
-        self.history = History(history_repository(engine, SystemClock(), 7), "seed-node")
+        self.database = database_of(engine, SystemClock())
+        SqlJobStore(self.database).create_schema()
+        self.history = History(history_repository(self.database, 7), "seed-node", self.database)
 
     def job(
         self,

@@ -14,11 +14,11 @@ import pytest
 import sqlalchemy as sa
 
 from infsched.clock import FixedClock, OffsetClock, SystemClock
-from infsched.cluster.dbtime import DatabaseClock, database_now
 from infsched.cluster.leases import LeaseStore
 from infsched.cluster.nodes import NodeIdInUseError, NodeRegistry, NodeState, judge
 from infsched.cluster.outage import RETRY_CONFLICT, RETRY_OUTAGE, DatabaseOutage, is_conflict
-from infsched.database import create_engine
+from infsched.database import create_engine, database_of
+from infsched.dbtime import DatabaseClock, database_now
 from infsched.dburl import DatabaseUrl
 from infsched.jobstore.base import ClaimedJob, Finished, NewJob, Outcome
 from infsched.jobstore.sql import SqlJobStore
@@ -30,7 +30,7 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
 def store_for(engine: sa.Engine) -> SqlJobStore:
-    store = SqlJobStore(engine)
+    store = SqlJobStore(database_of(engine))
     store.create_schema()
     return store
 
@@ -44,13 +44,13 @@ def test_a_lease_has_one_holder_until_it_expires_or_is_released(
     engine = engine_for(any_url)
     store_for(engine)
     clock = FixedClock(NOW)  # SQLite's only clock; MySQL/MariaDB judges by its own
-    leases = LeaseStore(engine, clock)
+    leases = LeaseStore(database_of(engine, clock))
     first = leases.acquire("fetch:sms", "a", 1.0, state={"due_through": "x"})
     assert first.held
     assert not leases.acquire("fetch:sms", "b", 1.0).held
     assert leases.acquire("fetch:sms", "a", 1.0).held  # renewed
 
-    if any_url.is_mysql:
+    if any_url.scheme.dialect == "mysql":
         time.sleep(1.1)
     else:
         clock.advance(timedelta(seconds=1.1))
@@ -72,8 +72,8 @@ def test_a_node_clock_days_off_cannot_take_a_held_lease(
 ) -> None:
     engine = engine_for(mysql_url)
     store_for(engine)
-    assert LeaseStore(engine, SystemClock()).acquire("maintain:sms", "a", 30.0).held
-    ahead = LeaseStore(engine, OffsetClock(timedelta(days=2)))
+    assert LeaseStore(database_of(engine, SystemClock())).acquire("maintain:sms", "a", 30.0).held
+    ahead = LeaseStore(database_of(engine, OffsetClock(timedelta(days=2))))
     assert not ahead.acquire("maintain:sms", "b", 30.0).held
 
 
@@ -82,7 +82,7 @@ def test_a_lease_row_a_frozen_holder_has_locked_is_skipped_not_waited_for(
 ) -> None:
     engine = engine_for(mysql_url)
     store_for(engine)
-    leases = LeaseStore(engine, SystemClock())
+    leases = LeaseStore(database_of(engine, SystemClock()))
     assert leases.acquire("fetch:sms", "a", 0.1).held
     time.sleep(0.2)
     with engine.connect() as frozen:
@@ -106,7 +106,7 @@ def test_racing_nodes_get_a_free_lease_once(
     won: list[str] = []
 
     def race(owner: str) -> None:
-        leases = LeaseStore(engine, SystemClock())
+        leases = LeaseStore(database_of(engine, SystemClock()))
         barrier.wait()
         if leases.acquire("fetch:orders", owner, 30.0).held:
             won.append(owner)
@@ -139,7 +139,7 @@ def test_node_states_from_heartbeat_age(phase: str, silent: float, state: NodeSt
 
 
 def registry(engine: sa.Engine, node_id: str = "n1") -> NodeRegistry:
-    return NodeRegistry(engine, node_id, heartbeat_interval=0.5, job_lease=2.0, clock=SystemClock())
+    return NodeRegistry(database_of(engine), node_id, heartbeat_interval=0.5, job_lease=2.0)
 
 
 def node_row(engine: sa.Engine, node_id: str) -> dict[str, object]:
@@ -218,10 +218,11 @@ def test_the_database_clock_corrects_a_node_clock_that_is_off(
     mysql_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
 ) -> None:
     engine = engine_for(mysql_url)
-    clock = DatabaseClock(OffsetClock(timedelta(seconds=-300)))
+    dialect = database_of(engine).dialect
+    clock = DatabaseClock(OffsetClock(timedelta(seconds=-300)), dialect)
     with engine.connect() as conn:
         offset = clock.measure(conn)
-        db = database_now(conn, SystemClock())
+        db = database_now(conn, dialect, SystemClock())
     assert offset == pytest.approx(300, abs=1)
     assert abs((clock.now() - db).total_seconds()) < 1
 
@@ -230,10 +231,11 @@ def test_without_a_database_clock_the_node_clock_serves(
     sqlite_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
 ) -> None:
     engine = engine_for(sqlite_url)
-    clock = DatabaseClock(FixedClock(NOW))
+    dialect = database_of(engine).dialect
+    clock = DatabaseClock(FixedClock(NOW), dialect)
     with engine.connect() as conn:
         assert clock.measure(conn) == 0.0
-        assert database_now(conn, FixedClock(NOW)) == NOW
+        assert database_now(conn, dialect, FixedClock(NOW)) == NOW
     assert clock.now() == NOW
 
 

@@ -17,7 +17,6 @@ from attrs import evolve as replace
 from rich.console import Console
 
 from infsched.cli.dashboard import Snapshot, live, read_snapshot, render, sparkline
-from infsched.clock import SystemClock
 from infsched.dburl import DatabaseUrl
 from infsched.engine.controls import Controls
 from infsched.jobstore.base import Outcome
@@ -100,7 +99,7 @@ def seed_cluster(url: DatabaseUrl, seed: Seed) -> dict[str, str]:
     ahead = (t + timedelta(seconds=60)).isoformat()
     seed.lease("fetch:reminders", "node-a", {"due_through": ahead, "moved": 9})
     seed.lease("fetch:orders", "node-b", {"moved": 0})
-    Controls(seed.engine, SystemClock()).pause("orders", by="test")
+    Controls(seed.database).pause("orders", by="test")
     return keys
 
 
@@ -112,7 +111,7 @@ def seed(any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]) -
 def test_a_frame_shows_what_the_database_holds(any_url: DatabaseUrl, seed: Seed) -> None:
     keys = seed_cluster(any_url, seed)
     snapshot = read_snapshot(
-        JobAdmin(seed.engine, seed.history),
+        JobAdmin(seed.database, seed.history),
         tables=[("reminders", "reminders")],
         lookahead=30,
         window=300,
@@ -135,7 +134,7 @@ def test_a_frame_shows_what_the_database_holds(any_url: DatabaseUrl, seed: Seed)
     assert 55 < float(ahead) <= 60.0
     assert holder == "node-a"
     days = [d.strftime("%m-%d") for d in (now() - timedelta(days=3), now() + timedelta(days=1))]
-    if any_url.is_mysql:
+    if any_url.scheme.dialect == "mysql":
         assert reminders[11] == f"5 parts {days[0]}…{days[1]} +max"
     else:
         assert reminders[11] == f"5 tables {days[0]}…{days[1]}"

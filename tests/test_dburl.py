@@ -21,8 +21,8 @@ SECRET = "s3cr3t-pw"
 def test_mysql_urls_are_normalised_to_pymysql(raw: str) -> None:
     url = DatabaseUrl(raw)
     assert url.sqlalchemy_url.drivername == "mysql+pymysql"
-    assert url.is_mysql
-    assert not url.is_sqlite
+    assert url.scheme.dialect == "mysql"
+    assert url.scheme.dialect != "sqlite"
     assert url.database == "sched"
     assert url.where == "db.example:3307"
 
@@ -81,8 +81,8 @@ def test_bad_urls_name_the_field_and_what_is_allowed_but_not_the_password(
 
 def test_sqlite_url_where_is_its_file_and_memory_is_named() -> None:
     url = DatabaseUrl("sqlite:////var/lib/infsched/sched.db")
-    assert url.is_sqlite
-    assert not url.is_mysql
+    assert url.scheme.dialect == "sqlite"
+    assert url.scheme.dialect != "mysql"
     assert url.where == "/var/lib/infsched/sched.db"
     assert DatabaseUrl("sqlite://").where == ":memory:"
 
@@ -103,3 +103,14 @@ def test_with_database_keeps_credentials_and_host() -> None:
 def test_database_urls_compare_by_value() -> None:
     assert DatabaseUrl("mysql://root@h/db") == DatabaseUrl("mysql+pymysql://root@h/db")
     assert DatabaseUrl("sqlite:///a.db") != DatabaseUrl("sqlite:///b.db")
+
+
+def test_an_unknown_scheme_is_one_line_naming_each_known_database_and_its_drivers() -> None:
+    with pytest.raises(ConfigError) as err:
+        DatabaseUrl(f"postgresql://root:{SECRET}@host/db")
+    message = str(err.value)
+    assert "\n" not in message
+    assert SECRET not in message
+    for known in ("mysql: mariadb, mariadb+pymysql, mysql, mysql+pymysql", "sqlite: sqlite,"):
+        assert known in message
+    assert "sqlite:///PATH" in message

@@ -283,7 +283,16 @@ def test_repeated_and_racing_fetches_schedule_each_entity_once(any_url: Database
     with s.engine.begin() as conn:
         s.store.add_jobs(conn, fetcher.new_jobs(entities[:100]))
     # Two fetchers racing, each cycling over overlapping windows.
-    other = Fetcher(fetcher.binding, s.store, s.config, s.clock, s.metrics, s.controls)
+    other = Fetcher(
+        fetcher.binding,
+        s.store,
+        s.config,
+        s.clock,
+        s.metrics,
+        s.controls,
+        s.database,
+        fetcher.repository_database,
+    )
     threads = [threading.Thread(target=f.run_cycle) for f in (fetcher, other, fetcher, other)]
     for t in threads:
         t.start()
@@ -540,7 +549,9 @@ def test_the_snapshot_copied_in_the_database_reads_back_as_the_same_entity(
         name="everything", entity_type=Everything, engine=create_engine(any_url), retention_days=2
     )
     repo: ShardingRepository[Everything, int] = (
-        PartitionedRepository(options) if any_url.is_mysql else MultiTableRepository(options)
+        PartitionedRepository(options)
+        if any_url.scheme.dialect == "mysql"
+        else MultiTableRepository(options)
     )
     repo.maintain()
     original = repo.insert(
@@ -657,7 +668,7 @@ def test_history_times_travel_as_microseconds_and_come_back_exact(
     # database must make the same DATETIME of them, whatever the session's time zone.
     engine = create_engine(any_url)
     with engine.connect() as conn:
-        if any_url.is_mysql:
+        if any_url.scheme.dialect == "mysql":
             conn.exec_driver_sql("SET time_zone = '+05:00'")
         value = sa.literal(micros, sa.BigInteger())
         text = sa.cast(dialect_for(engine).datetime_from_micros(value), sa.String())

@@ -388,7 +388,7 @@ def test_a_batch_the_database_fails_says_where_to_resume(
 ) -> None:
     sms.maintain()
     with sms.engine.begin() as conn:  # the database itself refuses id 7
-        if any_url.is_mysql:
+        if any_url.scheme.dialect == "mysql":
             conn.exec_driver_sql(
                 "CREATE TRIGGER refuse_7 BEFORE INSERT ON sms FOR EACH ROW "
                 "IF NEW.id = 7 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused'; END IF"

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from infsched.clock import SystemClock
 from infsched.dburl import DatabaseUrl
 from infsched.dialects import dialect_for
 from infsched.engine.history import HISTORY_REPOSITORY, JobOutcome
@@ -147,7 +146,7 @@ def test_a_filtered_page_follows_its_cursor_across_days(seed: Seed) -> None:
         for i in range(1, 13)
     ]
     store(seed, seeded)
-    search = HistorySearch(seed.engine)
+    search = HistorySearch(seed.database)
     where = HistoryFilter(state="dead")
     pages = [search.page(where, limit=3)]
     while pages[-1].next is not None:
@@ -180,7 +179,7 @@ def _is_mysql(seed: Seed) -> bool:
 
 def test_each_filter_is_served_by_an_index(seed: Seed) -> None:
     _seed_for_plans(seed)
-    search = HistorySearch(seed.engine)
+    search = HistorySearch(seed.database)
     after = Cursor(NOON + timedelta(seconds=300), 0)
 
     def used(where: HistoryFilter, cursor: Cursor | None = None) -> list[str]:
@@ -203,7 +202,7 @@ def test_each_filter_is_served_by_an_index(seed: Seed) -> None:
 
 def test_a_time_range_reads_only_its_days(seed: Seed) -> None:
     store(seed, [outcome(i, NOON - timedelta(days=i)) for i in range(3)])
-    search = HistorySearch(seed.engine)
+    search = HistorySearch(seed.database)
     one_day = HistoryFilter(since=NOON - timedelta(hours=1), until=NOON + timedelta(hours=1))
     assert [o.entity_id for o in search.page(one_day).outcomes] == ["0"]
     if _is_mysql(seed):
@@ -254,7 +253,7 @@ def test_maintenance_adds_the_index_to_tables_of_an_older_release(cli: Cli, seed
     assert sorted(as_json["missing_indexes"]) == missing
     assert [o["entity_id"] for o in as_json["outcomes"]] == ["1"]
     # First use by a new process adds it ...
-    fresh = history_repository(seed.engine, SystemClock(), 7)
+    fresh = history_repository(seed.database, 7)
     fresh.insert(outcome(2, NOON + timedelta(seconds=1)))
     assert all(state_indexes().values())
     # ... and so does maintenance, which says so.
@@ -266,11 +265,11 @@ def test_maintenance_adds_the_index_to_tables_of_an_older_release(cli: Cli, seed
             if str(i["name"]).endswith("_state_by_key")
         )
         conn.exec_driver_sql(f"DROP INDEX {ix}" + (f" ON {name}" if _is_mysql(seed) else ""))
-    report = history_repository(seed.engine, SystemClock(), 7).maintain()
+    report = history_repository(seed.database, 7).maintain()
     assert f"{name}.{ix}" in report.indexed
     assert all(state_indexes().values())
     assert cli("jobs", "history", "--db", db(seed), "--json").json()["missing_indexes"] == []
-    assert [o.entity_id for o in HistorySearch(seed.engine).page(HistoryFilter()).outcomes] == [
+    assert [o.entity_id for o in HistorySearch(seed.database).page(HistoryFilter()).outcomes] == [
         "2",
         "1",
     ]

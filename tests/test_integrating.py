@@ -80,7 +80,7 @@ def now() -> datetime:
 
 def write(url: DatabaseUrl, backend: str, groups: list[dict[str, Any]]) -> dict[str, list[int]]:
     """Run the plain-SQL writer in a process of its own; the ids it wrote, by label."""
-    if url.is_mysql:
+    if url.scheme.dialect == "mysql":
         u = url.sqlalchemy_url
         database: dict[str, Any] = {
             "mysql": {
@@ -229,7 +229,9 @@ def test_the_database_ids_and_generated_ids_cannot_meet(any_url: DatabaseUrl) ->
     engine = create_engine(any_url)
     options = RepositoryOptions(name="reminders", entity_type=Reminder, engine=engine)
     repo: DayShardedRepository[Reminder, int] = (
-        PartitionedRepository(options) if any_url.is_mysql else MultiTableRepository(options)
+        PartitionedRepository(options)
+        if any_url.scheme.dialect == "mysql"
+        else MultiTableRepository(options)
     )
     repo.maintain()
     stored = repo.insert_many([Reminder(due=now(), text="by insert_many")])[0]
@@ -239,7 +241,7 @@ def test_the_database_ids_and_generated_ids_cannot_meet(any_url: DatabaseUrl) ->
     assert source == "reminders_id_seq"
     # The database's source stops at 2^40 - 1: it refuses to go on rather than meet them.
     with engine.begin() as conn:
-        if any_url.is_mysql:
+        if any_url.scheme.dialect == "mysql":
             assert conn.exec_driver_sql(
                 f"SELECT maximum_value, cycle_option FROM {source}"
             ).one() == (
@@ -251,7 +253,7 @@ def test_the_database_ids_and_generated_ids_cannot_meet(any_url: DatabaseUrl) ->
             conn.exec_driver_sql(f"UPDATE {source} SET next_id = {DATABASE_IDS_MAX + 1}")
     beyond = (
         f"SELECT NEXT VALUE FOR {source}"
-        if any_url.is_mysql
+        if any_url.scheme.dialect == "mysql"
         else f"UPDATE {source} SET next_id = next_id + 1"
     )
     with engine.begin() as conn, pytest.raises(sa.exc.DBAPIError):
@@ -288,7 +290,11 @@ def test_find_unscheduled_and_mark_scheduled_take_a_row_from_the_wrong_day_table
     any_url: DatabaseUrl,
 ) -> None:
     engine = create_engine(any_url)
-    repo = build(Case("multi_table", "mysql" if any_url.is_mysql else "sqlite"), any_url, engine)
+    repo = build(
+        Case("multi_table", "mysql" if any_url.scheme.dialect == "mysql" else "sqlite"),
+        any_url,
+        engine,
+    )
     repo.maintain()
     due = now()
     (wrong,) = write(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from infsched.clock import SystemClock
+from infsched.database import database_of
 from infsched.dburl import DatabaseUrl
 from infsched.jobstore.base import JobStore
 from infsched.plugins import open_job_store
@@ -20,4 +20,4 @@ class TestSqlJobStore(JobStoreContract):
         self, any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
     ) -> JobStore:
         # Built as a node builds it: the built-in `sql`, through the hook.
-        return open_job_store(None, "sql", engine_for(any_url), SystemClock())
+        return open_job_store(None, "sql", database_of(engine_for(any_url)))

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from infsched.clock import SystemClock
 from infsched.config import SchedulerConfig
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
@@ -44,7 +43,7 @@ def db(seed: Seed) -> str:
 
 
 def admin(seed: Seed) -> JobAdmin:
-    return JobAdmin(seed.engine, seed.history)
+    return JobAdmin(seed.database, seed.history)
 
 
 # -- jobs list --
@@ -252,7 +251,7 @@ def test_jobs_run_now_makes_waiting_jobs_due_now(cli: Cli, seed: Seed) -> None:
 
 
 def test_pause_and_resume_one_repository_or_all(cli: Cli, seed: Seed) -> None:
-    controls = Controls(seed.engine, SystemClock())
+    controls = Controls(seed.database)
     seed.lease("fetch:sms", "node-a", {})  # a node serves sms: the name exists
 
     assert cli("pause", "sms", "--db", db(seed)).out.strip() == "paused: sms"
@@ -318,7 +317,7 @@ def test_stats_counts_states_recent_outcomes_and_lag_quantiles(cli: Cli, seed: S
     assert found["orders"]["executed_last_minute"] == 1
     assert found["orders"]["lag_p50"] == pytest.approx(1.5, abs=1e-3)
 
-    wide = JobAdmin(seed.engine, seed.history).stats(lag_minutes=60)
+    wide = JobAdmin(seed.database, seed.history).stats(lag_minutes=60)
     assert next(r for r in wide.repositories if r.repository == "sms").lag_p99 == pytest.approx(
         50.0, abs=1e-3
     )

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from infsched.clock import SystemClock
 from infsched.config import SchedulerConfig
+from infsched.database import database_of
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
 from infsched.errors import PluginError
@@ -70,7 +70,7 @@ def test_the_memory_store_is_registered_through_its_entry_point(plugins: PluginR
     assert (info.distribution, info.status) == ("infsched-memory-store", "ok")
     assert info.registers == ["job store: memory"]
     with pytest.raises(PluginError, match=r"known: memory, sql\)"):
-        plugins.open_job_store("memroy", sa.create_engine("sqlite://"), SystemClock())
+        plugins.open_job_store("memroy", database_of(sa.create_engine("sqlite://")))
 
 
 class TestMemoryJobStore(JobStoreContract):
@@ -81,7 +81,7 @@ class TestMemoryJobStore(JobStoreContract):
         sqlite_url: DatabaseUrl,
         engine_for: Callable[[DatabaseUrl], sa.Engine],
     ) -> JobStore:
-        return plugins.open_job_store("memory", engine_for(sqlite_url), SystemClock())
+        return plugins.open_job_store("memory", database_of(engine_for(sqlite_url)))
 
 
 def test_a_node_runs_jobs_through_the_memory_store(

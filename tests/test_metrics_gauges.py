@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from infsched.clock import SystemClock
+from infsched.database import database_of
 from infsched.dburl import DatabaseUrl
 from infsched.engine.gauges import GaugeSampler
 from infsched.jobstore.sql import SqlJobStore
@@ -56,7 +56,7 @@ def test_gauges_read_the_job_table_and_the_nodes(
     seed.node("node-c", heartbeat_age=900.0, state="stopped")
     sink = GaugeSink()
     sampler = GaugeSampler(
-        SqlJobStore(seed.engine, SystemClock()),
+        SqlJobStore(seed.database),
         MetricsRecorder([sink]),
         "node-a",
         ["sms", "idle"],
@@ -102,7 +102,7 @@ class SlowSampler(GaugeSampler):
 def test_slow_samples_space_themselves_out(
     sqlite_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
 ) -> None:
-    store = SqlJobStore(engine_for(sqlite_url), SystemClock())
+    store = SqlJobStore(database_of(engine_for(sqlite_url)))
     fast, slow = SlowSampler(store, 0.0), SlowSampler(store, 0.01)
     for sampler in (fast, slow):
         stop = threading.Event()

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from infsched.clock import SystemClock
 from infsched.config import SchedulerConfig
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
@@ -105,9 +104,9 @@ def test_without_any_repository_the_error_says_there_is_none(
 ) -> None:
     seed = Seed(engine_for(sqlite_url))
     with pytest.raises(UnknownRepositoryError) as err:
-        JobAdmin(seed.engine, seed.history).pause("sms")
+        JobAdmin(seed.database, seed.history).pause("sms")
     assert str(err.value).startswith("no repository named 'sms'; none is configured")
-    assert Controls(seed.engine, SystemClock()).paused(fresh=True) == set()
+    assert Controls(seed.database).paused(fresh=True) == set()
 
 
 def test_partitions_refuse_a_repository_that_is_not_configured(

@@ -23,14 +23,19 @@ import pluggy
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
 from infsched import hookspecs
 from infsched.cli.context import AppContext
 from infsched.cli.main import build_cli
 from infsched.clock import FixedClock
-from infsched.dburl import DatabaseUrl
+from infsched.config import SchedulerConfig
+from infsched.database import database_of
+from infsched.dburl import DatabaseUrl, UrlScheme
+from infsched.dialects.sqlite import SQLiteDialect
+from infsched.engine.scheduler import SchedulerNode
 from infsched.entities import column, id_field, sharding_key
-from infsched.errors import PluginError
+from infsched.errors import ConfigError, PluginError
 from infsched.executors import ExecutorSpec, JobContext
 from infsched.hookspecs import hookimpl
 from infsched.jobstore.backend import JobStoreBackend
@@ -169,6 +174,79 @@ def test_hook_register_repository_backends(
     assert entry["registers"] == ["repository backend: daily_widgets"]
 
 
+class SqliteAliasDriver(SQLiteDialect_pysqlite):
+    """SQLAlchemy's side of a database a plugin adds: here SQLite under its own driver name."""
+
+    supports_statement_cache = True
+
+
+sa.dialects.registry.register("testlite", __name__, "SqliteAliasDriver")
+
+
+class AliasDialect(SQLiteDialect):
+    """A plugin's dialect for ``testlite:///PATH`` URLs; it notes each engine it sets up."""
+
+    name = "testlite"
+    names = ()
+    url_scheme = UrlScheme(
+        dialect="testlite",
+        title="Testlite",
+        drivers=frozenset({"testlite"}),
+        driver="testlite",
+        server=False,
+        default_port=None,
+        example="testlite:///PATH",
+    )
+
+    def __init__(self) -> None:
+        self.configured: list[sa.Engine] = []
+
+    def configure_engine(self, engine: sa.Engine) -> None:
+        self.configured.append(engine)
+        super().configure_engine(engine)
+
+
+def test_hook_register_dialects(tmp_path: Path) -> None:
+    dialect = AliasDialect()
+
+    class Dialects:
+        @hookimpl
+        def register_dialects(self) -> Iterable[AliasDialect]:
+            return [dialect]
+
+    registry = registry_with(Dialects())
+    assert registry.dialects()["testlite"].plugin == "testplugin"
+    assert registry.dialects()["sqlite"].plugin == "builtin_dialects"
+    entry = cli_listing(registry)
+    assert entry["hooks"] == ["register_dialects"]
+    assert entry["registers"] == ["dialect: testlite"]
+
+    # Its URLs are accepted, and what connects to them is set up by it.
+    path = tmp_path / "site.db"
+    root = build_cli(registry)
+    result = CliRunner().invoke(
+        root, ["db", "init", "--db", f"testlite:///{path}"], obj=AppContext(registry)
+    )
+    assert result.exit_code == 0, result.output
+    assert len(dialect.configured) == 1
+    assert "infsched_jobs" in sa.inspect(dialect.configured[0]).get_table_names()
+    node = SchedulerNode([], SchedulerConfig(database_url=f"testlite:///{path}"), plugins=registry)
+    assert node.database.dialect is dialect
+    assert node.store.claim_due("n1", 10, 30.0, ["r"]) == []
+    node.database.dispose()
+
+    # A scheme no dialect serves: one line, naming the known ones.
+    result = CliRunner().invoke(
+        root, ["db", "init", "--db", "nosuchdb://host/x"], obj=AppContext(registry)
+    )
+    assert isinstance(result.exception, ConfigError)
+    message = str(result.exception)
+    assert "\n" not in message
+    assert "unsupported database 'nosuchdb'" in message
+    for known in ("mysql+pymysql://", "sqlite:///PATH", "testlite:///PATH"):
+        assert known in message
+
+
 def test_hook_register_job_stores(
     sqlite_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
 ) -> None:
@@ -179,14 +257,15 @@ def test_hook_register_job_stores(
 
     registry = registry_with(Stores())
     engine = engine_for(sqlite_url)
-    store = registry.open_job_store("audited_sql", engine, FixedClock(NOW))
+    database = database_of(engine, FixedClock(NOW))
+    store = registry.open_job_store("audited_sql", database)
     assert isinstance(store, SqlJobStore)
     assert store.engine is engine
     assert registry.job_stores()["audited_sql"].plugin == "testplugin"
     # The built-in is registered through the same hook, by a built-in plugin.
     assert registry.job_stores()["sql"].plugin == "sql_store"
     with pytest.raises(PluginError, match=r"job store named .redis. .*known: audited_sql, sql\)$"):
-        registry.open_job_store("redis", engine, FixedClock(NOW))
+        registry.open_job_store("redis", database)
     entry = cli_listing(registry)
     assert entry["hooks"] == ["register_job_stores"]
     assert entry["registers"] == ["job store: audited_sql"]
@@ -268,6 +347,7 @@ def test_hook_register_commands() -> None:
 def test_the_hooks_are_the_register_hooks() -> None:
     assert hook_names() == [
         "register_commands",
+        "register_dialects",
         "register_entity_types",
         "register_executors",
         "register_job_stores",

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import attrs
 
+# Registers the built-in dialects, so that their URLs are accepted (infsched.dburl).
+import infsched.dialects  # noqa: F401
 from infsched.dburl import DEFAULT_SQLITE_URL, DatabaseUrl
 from infsched.errors import ConfigError
 from infsched.names import check_name

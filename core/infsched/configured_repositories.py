@@ -13,11 +13,10 @@ from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import attrs
-import sqlalchemy as sa
 
 from infsched.clock import Clock, SystemClock
 from infsched.config import RepositoryConfig, SchedulerConfig, read_config
-from infsched.database import check_reachable, create_engine
+from infsched.database import Database, check_reachable, open_database
 from infsched.dburl import DatabaseUrl
 from infsched.errors import ConfigError
 from infsched.plugins import PluginRegistry, load_plugins
@@ -35,11 +34,6 @@ class ConfiguredRepository:
     backend: str
     database_url: DatabaseUrl
     repository: ShardingRepository[Any, Any]
-
-
-def default_backend(url: DatabaseUrl) -> str:
-    """``partitioned`` where the database has RANGE partitions, else ``multi_table``."""
-    return "partitioned" if url.is_mysql else "multi_table"
 
 
 def _not_configured(name: str, known: Collection[str]) -> ConfigError:
@@ -64,27 +58,31 @@ def build_repositories(
     *,
     names: Collection[str] | None = None,
     clock: Clock | None = None,
-    engine_for: Callable[[DatabaseUrl], sa.Engine] = create_engine,
+    database_for: Callable[[DatabaseUrl], Database] = open_database,
 ) -> list[ConfiguredRepository]:
     """Build the configured repositories (those in `names`, or all), one engine per database.
 
-    Nothing touches the database until a repository is used.  The caller
-    disposes the engines (``repository.engine``) when done.
+    A repository without a ``backend`` gets its database's default
+    (`Dialect.default_repository_backend`).  Nothing touches the database
+    until a repository is used.  The caller disposes the engines
+    (``repository.engine``) when done.
     """
     clock = clock or SystemClock()
-    engines: dict[str, sa.Engine] = {}
+    databases: dict[str, Database] = {}
     built = []
     for repo in selected(config.repositories, names):
         url = repo.database_url or config.database_url
         key = url.sqlalchemy_url.render_as_string(hide_password=False)
-        if key not in engines:
-            engines[key] = engine_for(url)
-        backend_name = repo.backend or default_backend(url)
+        if key not in databases:
+            databases[key] = database_for(url)
+        database = databases[key]
+        backend_name = repo.backend or database.dialect.default_repository_backend
         backend = plugins.repository_backend(backend_name)
         options: RepositoryOptions[Any] = RepositoryOptions(
             name=repo.name,
             entity_type=plugins.entity_type(repo.entity),
-            engine=engines[key],
+            engine=database.engine,
+            database=database,
             table=repo.table,
             retention_days=repo.retention_days,
             precreate_days=repo.precreate_days,

@@ -1,48 +1,88 @@
-"""Connecting to the database: engines, and a clear error when it is not there."""
+"""Connecting to the database: the `Database` handle, engines, a clear error when it is away.
+
+The handle is made once, where a node or a command connects (`open_database`),
+and handed to every component: none of them derives the dialect or the
+clock from an engine again.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
+import attrs
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from infsched.clock import Clock, SystemClock
+from infsched.dbtime import DatabaseClock, database_now
 from infsched.dburl import DatabaseUrl
-from infsched.dialects import dialect_for
+from infsched.dialects import Dialect, dialect_for, dialect_named
 from infsched.errors import DatabaseUnreachableError
-from infsched.mysql_decoders import conversions
+
+
+@attrs.frozen
+class Database:
+    """One database as the components use it: its engine, its dialect and its clock.
+
+    `clock` is the node's clock, corrected by its measured offset from the
+    database's (a `DatabaseClock`) where the database has a clock of its own.
+    """
+
+    engine: sa.Engine
+    dialect: Dialect
+    clock: Clock
+
+    def now(self, conn: sa.Connection) -> datetime:
+        """The database's current UTC time on `conn`; `clock`'s where it has no clock."""
+        return database_now(conn, self.dialect, self.clock)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _clock(dialect: Dialect, clock: Clock | None) -> Clock:
+    base = clock or SystemClock()
+    if dialect.current_timestamp() is None:
+        return base  # SQLite serves one node, whose clock is the only one
+    return base if isinstance(base, DatabaseClock) else DatabaseClock(base, dialect)
+
+
+def open_database(
+    url: DatabaseUrl, *, clock: Clock | None = None, pool_size: int = 10, **kwargs: Any
+) -> Database:
+    """Connect to `url` (lazily, as SQLAlchemy does): the handle every component is given.
+
+    `clock` is the node's clock (the system's by default).
+    """
+    dialect = dialect_named(url.scheme.dialect)
+    engine = _engine(url, dialect, pool_size, kwargs)
+    return Database(engine, dialect, _clock(dialect, clock))
+
+
+def database_of(engine: sa.Engine, clock: Clock | None = None) -> Database:
+    """The handle of an engine a caller made itself (an embedding application, a test)."""
+    dialect = dialect_for(engine)
+    return Database(engine, dialect, _clock(dialect, clock))
 
 
 def create_engine(url: DatabaseUrl, *, pool_size: int = 10, **kwargs: Any) -> sa.Engine:
-    """An Engine for `url`, set up the way the scheduler needs it.
+    """An Engine for `url`, set up the way the scheduler needs it (`Dialect.engine_options`)."""
+    return _engine(url, dialect_named(url.scheme.dialect), pool_size, kwargs)
 
-    MySQL sessions run in UTC with READ COMMITTED: claims with SKIP LOCKED
-    then take no gap locks, and DATETIME values are read as the UTC they hold.
-    """
-    if url.is_sqlite:
-        engine = sa.create_engine(url.sqlalchemy_url, **kwargs)
-        # Transactions that hold the write lock from their start: dialects/sqlite.py.
-        dialect_for(engine).configure_engine(engine)
-        return engine
-    connect_args: dict[str, Any] = {
-        # UTC sessions; and room for a fetch batch's ids in one JSON_ARRAYAGG, which
-        # MariaDB cuts at group_concat_max_len (1 MB by default).
-        "init_command": "SET time_zone = '+00:00', group_concat_max_len = 67108864",
-        "connect_timeout": 10,
-        "conv": conversions(),
-    }
-    connect_args.update(kwargs.pop("connect_args", {}))
-    return sa.create_engine(
-        url.sqlalchemy_url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
-        pool_recycle=3600,
-        isolation_level="READ COMMITTED",
-        connect_args=connect_args,
-        **kwargs,
-    )
+
+def _engine(
+    url: DatabaseUrl, dialect: Dialect, pool_size: int, kwargs: dict[str, Any]
+) -> sa.Engine:
+    defaults = dialect.engine_options(pool_size)
+    options = {**defaults, **kwargs}
+    connect_args = {**defaults.get("connect_args", {}), **kwargs.get("connect_args", {})}
+    if connect_args:
+        options["connect_args"] = connect_args
+    engine = sa.create_engine(url.sqlalchemy_url, **options)
+    dialect.configure_engine(engine)
+    return engine
 
 
 def same_database(a: sa.Engine, b: sa.Engine) -> bool:
@@ -57,7 +97,7 @@ def check_reachable(engine: sa.Engine, url: DatabaseUrl, *, existing: bool = Fal
     it so that connecting creates nothing (SQLite would create a missing file).
     """
     if existing:
-        missing = dialect_for(engine).missing_database(engine.url)
+        missing = dialect_named(url.scheme.dialect).missing_database(engine.url)
         if missing is not None:
             raise DatabaseUnreachableError(_cannot_connect(url, missing))
     try:

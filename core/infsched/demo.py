@@ -30,7 +30,7 @@ from rich.table import Table
 
 from infsched.clock import SystemClock, utc_naive
 from infsched.config import SchedulerConfig
-from infsched.database import check_reachable, create_engine
+from infsched.database import check_reachable, open_database
 from infsched.engine.binding import RepositoryBinding
 from infsched.errors import DatabaseUnreachableError, InfschedError
 from infsched.jobstore.base import Outcome
@@ -253,15 +253,14 @@ def run_demo(
             "notifications": {"email_transport": "log", **config.plugin_section("notifications")},
         },
     )
-    engine = create_engine(demo_config.database_url)
+    database = open_database(demo_config.database_url, clock=clock)
+    engine = database.engine
     try:
         check_reachable(engine, demo_config.database_url)
     except DatabaseUnreachableError:
         engine.dispose()
         raise
-    backend = plugins.repository_backend(
-        "partitioned" if demo_config.database_url.is_mysql else "multi_table"
-    )
+    backend = plugins.repository_backend(database.dialect.default_repository_backend)
     types = _plugin_types()
     entity_of = {
         "demo_sms": types["SmsEntity"],
@@ -270,7 +269,13 @@ def run_demo(
     }
     repos = {
         name: backend.factory(
-            RepositoryOptions(name=name, entity_type=entity_of[name], engine=engine, clock=clock)
+            RepositoryOptions(
+                name=name,
+                entity_type=entity_of[name],
+                engine=engine,
+                database=database,
+                clock=clock,
+            )
         )
         for name, _, _ in DEMO_REPOSITORIES
     }
@@ -297,7 +302,7 @@ def run_demo(
         demo_config,
         plugins=plugins,
         clock=clock,
-        engine=engine,
+        database=database,
     )
     began = time.monotonic()
     deadline = began + spread + 60

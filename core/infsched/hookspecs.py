@@ -1,8 +1,8 @@
 """The plugin contract: every hook a plugin may implement.
 
 Plugins are found through the ``infsched`` entry-point group and implement
-these hooks with ``@infsched.hookimpl``.  The built-in features (repository
-backends, job stores, the log metrics sink) are plugins too, registered after
+these hooks with ``@infsched.hookimpl``.  The built-in features (dialects,
+repository backends, job stores, the log metrics sink) are plugins too, registered after
 the entry points through these same hooks.
 
 Each ``register_*`` hook is called once, when the plugins are loaded, through
@@ -26,6 +26,7 @@ from infsched.markers import hookspec
 if TYPE_CHECKING:
     import click
 
+    from infsched.dialects.base import Dialect
     from infsched.executors import ExecutorSpec
     from infsched.jobstore.backend import JobStoreBackend
     from infsched.metrics.sink import MetricsSinkSpec
@@ -72,9 +73,23 @@ def register_job_stores() -> Iterable[JobStoreBackend]:
 
     Called once at plugin load.  ``job_store = "NAME"`` in the configuration
     selects one; the node and the management commands call its factory with
-    the configured database's engine and the clock.  The built-in is ``sql``
+    the configured database's handle (`infsched.database.Database`: engine,
+    dialect, clock).  The built-in is ``sql``
     (the plugin ``sql_store``), for MySQL/MariaDB and SQLite.  A store must
     pass `infsched.testing.jobstore.JobStoreContract`.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def register_dialects() -> Iterable[Dialect]:
+    """Databases this plugin supports, as `infsched.dialects.base.Dialect` instances.
+
+    Called once at plugin load.  A dialect is known by its ``name``; its
+    ``url_scheme`` says which ``database_url`` schemes select it (how they
+    are written, the driver they are connected with), and the rest of the
+    interface is everything the scheduler does differently on that database.
+    The built-ins are ``mysql`` (MySQL/MariaDB) and ``sqlite``.
     """
     raise NotImplementedError
 

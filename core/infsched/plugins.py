@@ -26,11 +26,11 @@ from typing import Any, Generic, Literal, TypeVar, cast
 import attrs
 import click
 import pluggy
-import sqlalchemy as sa
 
 from infsched import hookspecs
-from infsched.clock import Clock
 from infsched.config import DISABLE_PLUGINS_ENV, LOAD_PLUGINS_ENV, TRACE_HOOKS_ENV, env_flag
+from infsched.database import Database
+from infsched.dialects import Dialect, register_dialect
 from infsched.entities import entity_spec
 from infsched.errors import PluginConflictError, PluginError
 from infsched.executors import ExecutorSpec
@@ -49,6 +49,7 @@ NO_PLUGINS = "none"
 
 #: Built-in features, registered after the entry points through the same hooks.
 BUILTIN_PLUGINS: tuple[str, ...] = (
+    "infsched.dialects.builtin_dialects",
     "infsched.metrics.log_sink",
     "infsched.metrics.prometheus_sink",
     "infsched.repositories.builtin",
@@ -88,6 +89,7 @@ class Registered(Generic[V]):
 
 #: (hook name, label in listings, how to name a registered value)
 _KINDS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("register_dialects", "dialect", lambda v: v.name),
     ("register_entity_types", "entity", lambda v: v.__name__),
     ("register_executors", "executor", lambda v: v.name),
     ("register_repository_backends", "repository backend", lambda v: v.name),
@@ -95,6 +97,7 @@ _KINDS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("register_metrics_sinks", "metrics sink", lambda v: v.name),
 )
 _EXPECTED: Mapping[str, type | None] = {
+    "register_dialects": Dialect,
     "register_entity_types": None,
     "register_executors": ExecutorSpec,
     "register_repository_backends": RepositoryBackend,
@@ -351,6 +354,8 @@ class PluginRegistry:
                 continue
             self._registered[hook][key] = Registered(value, info.name)
             info.registers.append(f"{labels[hook]}: {key}")
+            if hook == "register_dialects":
+                register_dialect(value)  # its URLs are accepted from now on
 
     def _conflict(self, message: str, *infos: PluginInfo) -> None:
         self.conflicts.append(message)
@@ -436,6 +441,9 @@ class PluginRegistry:
             raise PluginError(f"no {what} named {name!r} is registered (known: {known})")
         return found
 
+    def dialects(self) -> dict[str, Registered[Dialect]]:
+        return dict(self._registered["register_dialects"])
+
     def entity_types(self) -> dict[str, Registered[type]]:
         return dict(self._registered["register_entity_types"])
 
@@ -469,8 +477,8 @@ class PluginRegistry:
         value: JobStoreBackend = self._get("register_job_stores", "job store", name).value
         return value
 
-    def open_job_store(self, name: str, engine: sa.Engine, clock: Clock) -> JobStore:
-        """The job store `name` (the configuration's ``job_store``) on `engine`.
+    def open_job_store(self, name: str, database: Database) -> JobStore:
+        """The job store `name` (the configuration's ``job_store``) on `database`.
 
         A name no plugin registered is refused with one line naming those that are.
         """
@@ -481,7 +489,7 @@ class PluginRegistry:
                 f"job_store: no job store named {name!r} is registered (known: {known})"
             )
         backend: JobStoreBackend = found.value
-        return backend.factory(engine, clock)
+        return backend.factory(database)
 
     def metrics_sink(self, name: str) -> MetricsSinkSpec:
         value: MetricsSinkSpec = self._get("register_metrics_sinks", "metrics sink", name).value
@@ -509,10 +517,6 @@ def builtin_plugins() -> PluginRegistry:
     return load_plugins({LOAD_ONLY_ENV: NO_PLUGINS})
 
 
-def open_job_store(
-    plugins: PluginRegistry | None, name: str, engine: sa.Engine, clock: Clock
-) -> JobStore:
-    """The job store `name` on `engine`, from `plugins` (the built-ins when None)."""
-    return (plugins if plugins is not None else builtin_plugins()).open_job_store(
-        name, engine, clock
-    )
+def open_job_store(plugins: PluginRegistry | None, name: str, database: Database) -> JobStore:
+    """The job store `name` on `database`, from `plugins` (the built-ins when None)."""
+    return (plugins if plugins is not None else builtin_plugins()).open_job_store(name, database)

@@ -15,11 +15,10 @@ from rich.console import Console
 
 from infsched.cli.context import app_context
 from infsched.cli.output import stdout
-from infsched.clock import SystemClock
 from infsched.cluster.nodes import NodeState
 from infsched.config import SchedulerConfig
 from infsched.configured_repositories import build_repositories
-from infsched.database import check_reachable, create_engine
+from infsched.database import Database, check_reachable, open_database
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.history import History
@@ -57,19 +56,20 @@ def open_admin() -> Iterator[tuple[JobAdmin, SchedulerConfig]]:
     """
     app = app_context()
     config = app.loaded().config
-    engine = create_engine(config.database_url, pool_size=2)
-    others: list[sa.Engine] = []
+    database = open_database(config.database_url, pool_size=2)
+    engine = database.engine
+    others: list[Database] = []
 
-    def engine_for(url: DatabaseUrl) -> sa.Engine:
+    def database_for(url: DatabaseUrl) -> Database:
         if url == config.database_url:
-            return engine
-        others.append(create_engine(url, pool_size=2))
-        check_reachable(others[-1], url)
+            return database
+        others.append(open_database(url, pool_size=2))
+        check_reachable(others[-1].engine, url)
         return others[-1]
 
     def bindings() -> list[RepositoryBinding]:
         app.plugins.require_healthy()
-        built = build_repositories(config, app.plugins, engine_for=engine_for)
+        built = build_repositories(config, app.plugins, database_for=database_for)
         return [
             RepositoryBinding(r.repository, r.config.executor, r.config.priority) for r in built
         ]
@@ -77,8 +77,7 @@ def open_admin() -> Iterator[tuple[JobAdmin, SchedulerConfig]]:
     try:
         # Every command here needs the tables a node or `db init` made: never create a database.
         check_reachable(engine, config.database_url, existing=True)
-        clock = SystemClock()
-        store = open_job_store(app.plugins, config.job_store, engine, clock)
+        store = open_job_store(app.plugins, config.job_store, database)
         missing = [
             t.name for t in metadata.sorted_tables if not sa.inspect(engine).has_table(t.name)
         ]
@@ -89,12 +88,11 @@ def open_admin() -> Iterator[tuple[JobAdmin, SchedulerConfig]]:
                 "database yet; point --db at a running cluster's, or run `infsched db init`"
             )
         history = History(
-            history_repository(engine, clock, config.history_retention_days), config.node_id
+            history_repository(database, config.history_retention_days), config.node_id, database
         )
         admin = JobAdmin(
-            engine,
+            database,
             history,
-            clock=clock,
             actor=actor(),
             repositories=[r.name for r in config.repositories],
             bindings=bindings,

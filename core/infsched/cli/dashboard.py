@@ -155,7 +155,12 @@ def read_snapshot(
         names = sorted(set(table_of) | set(counts) | {r for r, _, _ in finishes} | (paused - {ALL}))
         for name in names:
             table_of.setdefault(name, name)
-        shards = read_shards(conn, list(table_of.values()), sa.inspect(conn).get_table_names())
+        shards = read_shards(
+            conn,
+            admin.database.dialect,
+            list(table_of.values()),
+            sa.inspect(conn).get_table_names(),
+        )
     dead = admin.list_jobs(state=JobState.DEAD.value, limit=LISTED)
     series: dict[str, tuple[list[int], list[int]]] = {
         n: ([0] * buckets, [0] * buckets) for n in names

@@ -7,8 +7,7 @@ from rich.markup import escape
 
 from infsched.cli.context import app_context, config_options, requires_plugins
 from infsched.cli.output import json_option, print_json, stdout
-from infsched.clock import SystemClock
-from infsched.database import check_reachable, create_engine
+from infsched.database import check_reachable, open_database
 from infsched.plugins import open_job_store
 from infsched.schema import create_schema
 
@@ -27,11 +26,12 @@ def init(as_json: bool) -> None:
     app = app_context()
     config = app.loaded().config
     url = config.database_url
-    engine = create_engine(url)
+    database = open_database(url)
+    engine = database.engine
     try:
         check_reachable(engine, url)
         # The node's own tables, and the configured job store's (if it keeps any here).
-        store = open_job_store(app.plugins, config.job_store, engine, SystemClock())
+        store = open_job_store(app.plugins, config.job_store, database)
         created = list(dict.fromkeys([*store.create_schema(), *create_schema(engine)]))
     finally:
         engine.dispose()

@@ -82,7 +82,7 @@ def history(
     )
     cursor = Cursor.parse(after) if after is not None else None
     with open_admin() as (admin, _config):
-        search = HistorySearch(admin.engine, admin.history.repository.name)
+        search = HistorySearch(admin.database, admin.history.repository.name)
         page = search.page(where, after=cursor, limit=limit)
         missing = search.missing_indexes(where, after=cursor)
     if as_json:

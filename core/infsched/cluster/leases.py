@@ -26,9 +26,8 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from infsched.clock import Clock, from_utc_naive, utc_naive
-from infsched.cluster.dbtime import database_now
-from infsched.dialects import dialect_for
+from infsched.clock import from_utc_naive, utc_naive
+from infsched.database import Database
 from infsched.schema import leases
 
 State = Mapping[str, Any]
@@ -87,11 +86,11 @@ def _row(row: Any) -> LeaseRow:
 class LeaseStore:
     """Acquires, renews and releases named leases; every time comes from the database."""
 
-    def __init__(self, engine: sa.Engine, clock: Clock) -> None:
-        self.engine = engine
-        #: Only SQLite (one node) reads this clock; MySQL/MariaDB reads its own.
-        self.clock = clock
-        self._dialect = dialect_for(engine)
+    def __init__(self, database: Database) -> None:
+        #: Its clock is read only on SQLite (one node); MySQL/MariaDB reads its own.
+        self.database = database
+        self.engine = database.engine
+        self._dialect = database.dialect
         self._create = self._dialect.insert_ignore(leases, ["name"])
         #: Leases whose row is known to exist.
         self._known: set[str] = set()
@@ -110,7 +109,7 @@ class LeaseStore:
         holder froze in the middle of a renewal) is not taken this time.
         """
         with self.engine.begin() as conn:
-            now = database_now(conn, self.clock)
+            now = self.database.now(conn)
             naive = utc_naive(now)
             row = self._lock_row(conn, name, naive)
             if row is None:
@@ -149,7 +148,7 @@ class LeaseStore:
     def release(self, name: str, owner: str) -> bool:
         """Give lease `name` up now if `owner` holds it; its state stays for the next holder."""
         with self.engine.begin() as conn:
-            naive = utc_naive(database_now(conn, self.clock))
+            naive = utc_naive(self.database.now(conn))
             result = conn.execute(
                 leases.update()
                 .where(leases.c.name == name, leases.c.owner == owner)
@@ -160,6 +159,6 @@ class LeaseStore:
     def leases(self) -> tuple[datetime, list[LeaseRow]]:
         """The database's time and every lease, by name."""
         with self.engine.connect() as conn:
-            now = database_now(conn, self.clock)
+            now = self.database.now(conn)
             rows = conn.execute(sa.select(leases).order_by(leases.c.name)).all()
         return now, [_row(r) for r in rows]

@@ -28,11 +28,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from infsched.clock import Clock
-from infsched.cluster.dbtime import DatabaseClock
 from infsched.cluster.leases import LeaseStore, State
 from infsched.cluster.nodes import NodeRegistry
 from infsched.cluster.outage import DatabaseOutage
+from infsched.database import Database
+from infsched.dbtime import DatabaseClock
 from infsched.jobstore.base import JobStore
 from infsched.metrics.recorder import MetricsRecorder
 
@@ -102,33 +102,28 @@ class ClusterMember:
     def __init__(
         self,
         *,
-        engine: sa.Engine,
+        database: Database,
         jobs: JobStore,
         node_id: str,
         heartbeat_interval: float,
         job_lease: float,
-        clock: Clock,
         in_flight: Callable[[], int],
         metrics: MetricsRecorder,
         outage: DatabaseOutage,
     ) -> None:
-        self.engine = engine
+        self.engine = database.engine
         #: Where this node id's earlier process left jobs claimed (`join` takes them back).
         self.jobs = jobs
         self.node_id = node_id
         self.heartbeat_interval = heartbeat_interval
-        self.clock = clock
+        self.clock = database.clock
         self._in_flight = in_flight
         self.metrics = metrics
         self._watch = outage.watch("heartbeat")
         self.registry = NodeRegistry(
-            engine,
-            node_id,
-            heartbeat_interval=heartbeat_interval,
-            job_lease=job_lease,
-            clock=clock,
+            database, node_id, heartbeat_interval=heartbeat_interval, job_lease=job_lease
         )
-        self.store = LeaseStore(engine, clock)
+        self.store = LeaseStore(database)
         self.lease_seconds = LEASE_INTERVALS * heartbeat_interval
         self._leases: dict[str, Lease] = {}
         self._leasing = True

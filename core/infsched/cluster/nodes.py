@@ -25,9 +25,8 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from infsched.clock import Clock, from_utc_naive, utc_naive
-from infsched.cluster.dbtime import database_now
-from infsched.dialects import dialect_for
+from infsched.clock import from_utc_naive, utc_naive
+from infsched.database import Database
 from infsched.errors import InfschedError
 from infsched.schema import nodes
 from infsched.version import __version__
@@ -73,28 +72,27 @@ class NodeRegistry:
 
     def __init__(
         self,
-        engine: sa.Engine,
+        database: Database,
         node_id: str,
         *,
         heartbeat_interval: float,
         job_lease: float,
-        clock: Clock,
     ) -> None:
-        self.engine = engine
+        #: Its clock is read only on SQLite (one node); MySQL/MariaDB reads its own.
+        self.database = database
+        self.engine = database.engine
         self.node_id = node_id
         self.heartbeat_interval = heartbeat_interval
         self.job_lease = job_lease
-        #: Only SQLite (one node) reads this clock; MySQL/MariaDB reads its own.
-        self.clock = clock
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self._dialect = dialect_for(engine)
+        self._dialect = database.dialect
         self._create = self._dialect.insert_ignore(nodes, ["node_id"])
 
     def register(self, in_flight: int = 0) -> None:
         """Write this node's row as running; NodeIdInUseError if another process beats under it."""
         with self.engine.begin() as conn:
-            now = database_now(conn, self.clock)
+            now = self.database.now(conn)
             naive = utc_naive(now)
             # Rows another node holds locked are skipped: a node frozen in the middle of
             # its heartbeat's transaction kept this DELETE waiting until the lock wait
@@ -143,7 +141,7 @@ class NodeRegistry:
     def heartbeat(self, in_flight: int) -> None:
         """Beat: the database's time and the jobs in flight; re-register if the row vanished."""
         with self.engine.begin() as conn:
-            naive = utc_naive(database_now(conn, self.clock))
+            naive = utc_naive(self.database.now(conn))
             result = conn.execute(
                 nodes.update().where(*self._mine()).values(heartbeat_at=naive, in_flight=in_flight)
             )
@@ -160,7 +158,7 @@ class NodeRegistry:
     def mark(self, phase: str, in_flight: int = 0) -> None:
         """Record a phase: ``stopping`` while draining, ``stopped`` at a clean exit."""
         with self.engine.begin() as conn:
-            naive = utc_naive(database_now(conn, self.clock))
+            naive = utc_naive(self.database.now(conn))
             conn.execute(
                 nodes.update()
                 .where(*self._mine())

@@ -1,10 +1,17 @@
-"""Per-database statements: `dialect_for(engine)` returns the one for an engine's database."""
+"""Per-database statements, one `Dialect` per database, and the dialects that are registered.
+
+The built-in ones (MySQL/MariaDB, SQLite) are known from the start; a plugin
+adds one through the ``register_dialects`` hook.  Registering a dialect also
+makes `infsched.dburl` accept its URLs.  Components never look a dialect up:
+they are handed `infsched.database.Database`, which carries it.
+"""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
 from infsched.column_types import supply_column_types
+from infsched.dburl import accept_scheme
 from infsched.dialects.base import (
     DatabaseErrorKind,
     Dialect,
@@ -16,19 +23,44 @@ from infsched.dialects.mysql import MySQLDialect
 from infsched.dialects.sqlite import SQLiteDialect
 from infsched.errors import UnsupportedDatabaseError
 
-_DIALECTS: tuple[Dialect, ...] = (MySQLDialect(), SQLiteDialect())
-_BY_NAME: dict[str, Dialect] = {name: dialect for dialect in _DIALECTS for name in dialect.names}
-for _dialect in _DIALECTS:
-    supply_column_types(_dialect.names, _dialect.column_type)
+#: The dialects the core ships; the built-in plugin (builtin_dialects.py) registers them.
+BUILTIN_DIALECTS: tuple[Dialect, ...] = (MySQLDialect(), SQLiteDialect())
+
+#: {Dialect.name: dialect}, and {SQLAlchemy dialect name: dialect} for engines made elsewhere.
+_BY_NAME: dict[str, Dialect] = {}
+_BY_BACKEND: dict[str, Dialect] = {}
+
+
+def register_dialect(dialect: Dialect) -> None:
+    """Know `dialect` from now on, and accept its URLs; the first of a name stays."""
+    if dialect.name in _BY_NAME:
+        return
+    _BY_NAME[dialect.name] = dialect
+    # A SQLAlchemy dialect name another dialect serves already stays with that one.
+    claimed = [n for n in dialect.names if _BY_BACKEND.setdefault(n, dialect) is dialect]
+    supply_column_types(claimed, dialect.column_type)
+    accept_scheme(dialect.url_scheme)
+
+
+for _builtin in BUILTIN_DIALECTS:
+    register_dialect(_builtin)
+
+
+def dialect_named(name: str) -> Dialect:
+    """The dialect registered as `name`, e.g. the one a URL's scheme names (``url.scheme.dialect``).
+
+    A `DatabaseUrl` is made only for a registered dialect's scheme, so its name is known.
+    """
+    return _BY_NAME[name]
 
 
 def dialect_for(bind: sa.Engine | sa.Connection) -> Dialect:
     """The Dialect of an engine's (or connection's) database; UnsupportedDatabaseError if none."""
     name = bind.dialect.name
     try:
-        return _BY_NAME[name]
+        return _BY_BACKEND[name]
     except KeyError:
-        known = ", ".join(sorted(_BY_NAME))
+        known = ", ".join(sorted(_BY_BACKEND))
         raise UnsupportedDatabaseError(
             f"database {name!r} is not supported (supported: {known})"
         ) from None
@@ -40,7 +72,7 @@ def classify(exc: BaseException) -> DatabaseErrorKind | None:
     For code that meets several databases (a node's store and its repositories
     may differ): each dialect recognises only its own database's errors.
     """
-    for dialect in _DIALECTS:
+    for dialect in _BY_NAME.values():
         kind = dialect.classify(exc)
         if kind is not None:
             return kind
@@ -48,6 +80,7 @@ def classify(exc: BaseException) -> DatabaseErrorKind | None:
 
 
 __all__ = [
+    "BUILTIN_DIALECTS",
     "DatabaseErrorKind",
     "Dialect",
     "LockTimeoutError",
@@ -55,4 +88,6 @@ __all__ = [
     "RangePartitioning",
     "classify",
     "dialect_for",
+    "dialect_named",
+    "register_dialect",
 ]

@@ -1,11 +1,12 @@
 """The statements that differ between databases, behind one small interface.
 
-Code elsewhere asks `dialect_for(engine)` for a `Dialect` and never tests the
-database's name itself.  Each database has one module here (mysql.py,
-sqlite.py) implementing the interface: its statements, the types of the
-column kinds (infsched.column_types), what its errors mean (`classify`), its
-identifier length; a database without RANGE partitions has no
-`range_partitioning`.
+Code elsewhere is handed a `Dialect` in its `infsched.database.Database` and
+never tests the database's name itself.  Each database has one module here
+(mysql.py, sqlite.py) implementing the interface: its statements, the types of
+the column kinds (infsched.column_types), what its errors mean (`classify`),
+its identifier length, its URLs (`url_scheme`); a database without RANGE
+partitions has no `range_partitioning`.  A dialect is registered through the
+``register_dialects`` hook (builtin_dialects.py for these two).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from infsched.column_types import ColumnKind
+from infsched.dburl import UrlScheme
 from infsched.errors import InfschedError
 
 
@@ -128,8 +130,14 @@ RowInserter = Callable[[sa.Connection, Sequence[Sequence[Any]]], None]
 class Dialect(ABC):
     """What one database does differently; stateless, one instance per database kind."""
 
-    #: SQLAlchemy dialect names this class serves.
+    #: The name it is registered under; URLs of its `url_scheme` select it.
+    name: ClassVar[str]
+    #: SQLAlchemy dialect names this class serves (for an engine made elsewhere).
     names: ClassVar[tuple[str, ...]]
+    #: How its URLs are written: the row of `infsched.dburl`'s driver table it gives.
+    url_scheme: ClassVar[UrlScheme]
+    #: The repository backend of a repository that names none, and of the job history.
+    default_repository_backend: ClassVar[str]
     #: The database's name for people, in messages (``MySQL/MariaDB``).
     title: ClassVar[str]
     #: True when DDL joins the open transaction (SQLite); False when it commits it (MySQL).
@@ -150,6 +158,13 @@ class Dialect(ABC):
         infsched.column_types asks this when a table is compiled for the database.
         """
         return None
+
+    def engine_options(self, pool_size: int) -> dict[str, Any]:
+        """`sqlalchemy.create_engine`'s keyword arguments: the pool and the session set-up.
+
+        ``connect_args`` given by a caller are added to (and win over) the ones here.
+        """
+        return {}
 
     @abstractmethod
     def configure_engine(self, engine: sa.Engine) -> None:

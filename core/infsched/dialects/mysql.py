@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable
 
 from infsched.column_types import ColumnKind, FixedText, LongText, UtcDateTime
+from infsched.dburl import UrlScheme
 from infsched.dialects.base import (
     DatabaseErrorKind,
     Dialect,
@@ -25,6 +26,7 @@ from infsched.dialects.base import (
     RangePartition,
     RowInserter,
 )
+from infsched.mysql_decoders import conversions
 
 _ER_DUP_KEYNAME = 1061
 #: The server's and the client's error numbers, by what they mean.
@@ -171,8 +173,19 @@ class MySQLRangePartitioning:
 
 
 class MySQLDialect(Dialect):
+    name = "mysql"
     names = ("mysql", "mariadb")
     title = "MySQL/MariaDB"
+    url_scheme = UrlScheme(
+        dialect="mysql",
+        title=title,
+        drivers=frozenset({"mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"}),
+        driver="mysql+pymysql",
+        server=True,
+        default_port=3306,
+        example="mysql+pymysql://user:pass@host:3306/db",
+    )
+    default_repository_backend = "partitioned"
     transactional_ddl = False
     concurrent_writers = True
     max_identifier_length = 64
@@ -192,9 +205,27 @@ class MySQLDialect(Dialect):
             return mysql.CHAR(kind.length)
         return None
 
+    def engine_options(self, pool_size: int) -> dict[str, Any]:
+        # Sessions run in UTC with READ COMMITTED: claims with SKIP LOCKED then take
+        # no gap locks, and DATETIME values are read as the UTC they hold.
+        return {
+            "pool_size": pool_size,
+            "max_overflow": pool_size,
+            "pool_pre_ping": True,
+            "pool_recycle": 3600,
+            "isolation_level": "READ COMMITTED",
+            "connect_args": {
+                # Room for a fetch batch's ids in one JSON_ARRAYAGG, which MariaDB
+                # cuts at group_concat_max_len (1 MB by default).
+                "init_command": "SET time_zone = '+00:00', group_concat_max_len = 67108864",
+                "connect_timeout": 10,
+                "conv": conversions(),
+            },
+        }
+
     def configure_engine(self, engine: sa.Engine) -> None:
         # Row locks (FOR UPDATE [SKIP LOCKED]) make read-then-write transactions safe;
-        # the session settings (UTC, READ COMMITTED) are connect arguments.
+        # the session settings (UTC, READ COMMITTED) are `engine_options`.
         return None
 
     def create_table(self, conn: sa.Connection, table: sa.Table) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -28,6 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from infsched.column_types import ColumnKind, RowId
+from infsched.dburl import UrlScheme
 from infsched.dialects.base import DatabaseErrorKind, Dialect, RowInserter
 
 _USING_INDEX = re.compile(r"USING (?:COVERING )?INDEX (\S+)")
@@ -66,8 +67,20 @@ def _on_begin(conn: sa.Connection) -> None:
 
 
 class SQLiteDialect(Dialect):
-    names = ("sqlite",)
+    name = "sqlite"
+    names: ClassVar[tuple[str, ...]] = ("sqlite",)
     title = "SQLite"
+    url_scheme = UrlScheme(
+        dialect="sqlite",
+        title=title,
+        drivers=frozenset({"sqlite", "sqlite+pysqlite"}),
+        driver="sqlite",
+        server=False,
+        default_port=None,
+        example="sqlite:///PATH",
+    )
+    # No partitions: one table per day.
+    default_repository_backend = "multi_table"
     transactional_ddl = True
     concurrent_writers = False
     # SQLite has no limit; names are cut where they always were, so the index names of

@@ -7,8 +7,8 @@ import time
 
 import sqlalchemy as sa
 
-from infsched.clock import Clock, utc_naive
-from infsched.dialects import dialect_for
+from infsched.clock import utc_naive
+from infsched.database import Database
 from infsched.schema import pauses
 
 #: The scope that pauses every repository.
@@ -22,14 +22,14 @@ class Controls:
     a pause therefore takes effect on every node within `ttl` seconds.
     """
 
-    def __init__(self, engine: sa.Engine, clock: Clock, ttl: float = 1.0) -> None:
-        self._engine = engine
-        self._clock = clock
+    def __init__(self, database: Database, ttl: float = 1.0) -> None:
+        self._engine = database.engine
+        self._clock = database.clock
         self._ttl = ttl
         self._lock = threading.Lock()
         self._cached: frozenset[str] = frozenset()
         self._read_at = float("-inf")
-        self._insert_ignore = dialect_for(engine).insert_ignore(pauses, ["scope"])
+        self._insert_ignore = database.dialect.insert_ignore(pauses, ["scope"])
 
     def pause(self, repository: str | None = None, by: str = "api") -> None:
         with self._engine.begin() as conn:

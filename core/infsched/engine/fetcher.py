@@ -28,8 +28,7 @@ from infsched.clock import Clock, from_utc_naive, utc_naive
 from infsched.cluster.member import Lease
 from infsched.cluster.outage import DatabaseOutage, is_conflict
 from infsched.config import SchedulerConfig
-from infsched.database import same_database
-from infsched.dialects import dialect_for
+from infsched.database import Database, same_database
 from infsched.engine.binding import PRIORITY_FIELD, RepositoryBinding
 from infsched.engine.controls import Controls
 from infsched.jobstore.base import JobState, JobStore, NewJob
@@ -129,7 +128,11 @@ class Fetcher:
         clock: Clock,
         metrics: MetricsRecorder,
         controls: Controls,
+        database: Database,
+        repository_database: Database,
     ) -> None:
+        """`database` is the node's (the store's engine's); `repository_database` holds the
+        binding's repository, and may be the same."""
         self.binding = binding
         self.store = store
         self.config = config
@@ -137,10 +140,12 @@ class Fetcher:
         self.metrics = metrics
         self.controls = controls
         self._labels = {"repository": binding.name}
+        self.repository_database = repository_database
         self._shared_db = same_database(binding.repository.engine, store.engine)
-        self._dialect = dialect_for(store.engine)
-        repository_dialect = dialect_for(binding.repository.engine)
-        concurrent = self._dialect.concurrent_writers and repository_dialect.concurrent_writers
+        self._dialect = database.dialect
+        concurrent = (
+            self._dialect.concurrent_writers and repository_database.dialect.concurrent_writers
+        )
         self._movers = config.fetch_connections if concurrent else 1
 
     def new_jobs(self, entities: Sequence[Any]) -> list[NewJob]:

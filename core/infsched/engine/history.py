@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from infsched.dialects import dialect_for
+from infsched.database import Database
 from infsched.entities import column, entity_spec, id_field, sharding_key
 from infsched.jobstore.base import Finished, Outcome
 from infsched.repositories.base import ShardingRepository
@@ -49,9 +49,13 @@ class JobOutcome:
 class History:
     """Writes outcomes in the job store's transaction and answers `jobs show`."""
 
-    def __init__(self, repository: ShardingRepository[JobOutcome, int], node: str) -> None:
+    def __init__(
+        self, repository: ShardingRepository[JobOutcome, int], node: str, database: Database
+    ) -> None:
+        """`database` holds the job rows (and `repository`'s tables)."""
         self.repository = repository
         self.node = node
+        self._dialect = database.dialect
 
     def outcomes(self, results: Sequence[Finished]) -> list[JobOutcome]:
         return [
@@ -113,7 +117,7 @@ class History:
             ],
             separators=(",", ":"),
         )
-        dialect = dialect_for(self.repository.engine)
+        dialect = self._dialect
         v = dialect.json_rows(document, _DOCUMENT_COLUMNS)
         produced = {
             "id": v.c.hid,

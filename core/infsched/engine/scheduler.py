@@ -30,13 +30,11 @@ from typing import Any, Self
 import sqlalchemy as sa
 
 from infsched.clock import Clock, SystemClock
-from infsched.cluster.dbtime import DatabaseClock, has_clock
 from infsched.cluster.member import ClusterMember, Lease
 from infsched.cluster.outage import DatabaseOutage
 from infsched.config import SchedulerConfig, from_plugin_section
 from infsched.configured_repositories import ConfiguredRepositories, ConfiguredRepository
-from infsched.database import create_engine
-from infsched.dialects import dialect_for
+from infsched.database import Database, database_of, open_database, same_database
 from infsched.engine.binding import BoundExecutor, RepositoryBinding
 from infsched.engine.controls import Controls
 from infsched.engine.fetcher import Fetcher
@@ -50,7 +48,7 @@ from infsched.jobstore.base import JobStore
 from infsched.metrics.recorder import MetricsRecorder
 from infsched.metrics.sink import MetricsSink
 from infsched.plugins import PluginRegistry, open_job_store
-from infsched.repositories.backend import RepositoryOptions
+from infsched.repositories.backend import RepositoryFactory, RepositoryOptions
 from infsched.repositories.base import SchedulingSource, ShardingRepository, ShardMaintenance
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
@@ -63,23 +61,33 @@ ExecutorLike = Executor[Any] | BatchExecutor[Any] | ExecutorSpec
 MAINTENANCE_INTERVAL = 3600.0
 
 
+#: The backends the history can be kept in, by name.
+_HISTORY_BACKENDS: dict[str, RepositoryFactory] = {
+    PartitionedRepository.backend: PartitionedRepository,
+    MultiTableRepository.backend: MultiTableRepository,
+}
+
+
 def history_repository(
-    engine: sa.Engine, clock: Clock, retention_days: int
+    database: Database, retention_days: int
 ) -> ShardingRepository[JobOutcome, int]:
-    """The history repository: partitioned where the database has RANGE partitions, else
-    one table per day."""
+    """The history repository, in the dialect's default backend (partitioned on MySQL/MariaDB).
+
+    One table per day, which every database can hold, where that default is
+    a plugin's backend.
+    """
     options = RepositoryOptions(
         name=HISTORY_REPOSITORY,
         entity_type=JobOutcome,
-        engine=engine,
+        engine=database.engine,
+        database=database,
         retention_days=retention_days,
         precreate_days=1,
-        clock=clock,
+        clock=database.clock,
         scheduled=False,
     )
-    if dialect_for(engine).range_partitioning is not None:
-        return PartitionedRepository(options)
-    return MultiTableRepository(options)
+    backend = database.dialect.default_repository_backend
+    return _HISTORY_BACKENDS.get(backend, MultiTableRepository)(options)
 
 
 def _fixed(executor: Executor[Any] | BatchExecutor[Any]) -> Any:
@@ -115,34 +123,44 @@ class SchedulerNode:
         clock: Clock | None = None,
         metrics_sinks: Sequence[MetricsSink] = (),
         engine: sa.Engine | None = None,
+        database: Database | None = None,
     ) -> None:
+        """`database` (or `engine`, made into one) is the node's; by default one is opened
+        from the config's ``database_url``, and disposed of when the node stops."""
         self.config = config or SchedulerConfig()
-        #: The node's own clock; `clock` is it corrected to the database's (see cluster.dbtime).
+        #: The node's own clock; `clock` is it corrected to the database's (see infsched.dbtime).
         self.node_clock = clock or SystemClock()
         bound = [_bind(item) for item in repositories]
         self.bindings = {b.name: b for b in bound}
         if len(self.bindings) != len(bound):
             raise InvalidArgumentError("two repositories have the same name")
-        self._owns_engine = engine is None
-        self.engine = engine or create_engine(
-            self.config.database_url, pool_size=self.config.thread_pool_size + 5
-        )
-        self.clock: Clock = (
-            DatabaseClock(self.node_clock) if has_clock(self.engine) else self.node_clock
-        )
+        self._owns_engine = engine is None and database is None
+        if database is None:
+            database = (
+                open_database(
+                    self.config.database_url,
+                    clock=self.node_clock,
+                    pool_size=self.config.thread_pool_size + 5,
+                )
+                if engine is None
+                else database_of(engine, self.node_clock)
+            )
+        #: The node's database: its engine, its dialect, and `clock`.
+        self.database = database
+        self.engine = database.engine
+        self.clock: Clock = database.clock
         if plugins is None and isinstance(repositories, ConfiguredRepositories):
             plugins = repositories.plugins  # the plugins the repositories were built with
         #: The configured job store (`job_store`), as its plugin's factory builds it.
-        self.store: JobStore = open_job_store(
-            plugins, self.config.job_store, self.engine, self.clock
-        )
-        self.controls = Controls(self.engine, self.clock)
+        self.store: JobStore = open_job_store(plugins, self.config.job_store, database)
+        self.controls = Controls(database)
         self.metrics = MetricsRecorder(metrics_sinks)
         #: One log line when database trouble starts and one when it ends, for all threads.
         self.outage = DatabaseOutage(metrics=self.metrics)
         self.history = History(
-            history_repository(self.engine, self.clock, self.config.history_retention_days),
+            history_repository(database, self.config.history_retention_days),
             self.config.node_id,
+            database,
         )
         self._executors = self._resolve(executors or {}, plugins)
         self.gauges = GaugeSampler(
@@ -153,7 +171,16 @@ class SchedulerNode:
             interval=self.config.heartbeat_interval,
         )
         self.fetchers = [
-            Fetcher(b, self.store, self.config, self.clock, self.metrics, self.controls)
+            Fetcher(
+                b,
+                self.store,
+                self.config,
+                self.clock,
+                self.metrics,
+                self.controls,
+                database,
+                self._database_of(b.repository),
+            )
             for b in self.bindings.values()
         ]
         self.workers = Workers(
@@ -170,12 +197,11 @@ class SchedulerNode:
             outage=self.outage,
         )
         self.member = ClusterMember(
-            engine=self.engine,
+            database=database,
             jobs=self.store,
             node_id=self.config.node_id,
             heartbeat_interval=self.config.heartbeat_interval,
             job_lease=self.config.job_lease,
-            clock=self.clock,
             in_flight=lambda: self.workers.outstanding,
             metrics=self.metrics,
             outage=self.outage,
@@ -190,6 +216,12 @@ class SchedulerNode:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = False
+
+    def _database_of(self, repository: SchedulingSource[Any, Any]) -> Database:
+        """The database holding `repository`: the node's, or its own one's."""
+        if same_database(repository.engine, self.engine):
+            return self.database
+        return database_of(repository.engine, self.node_clock)
 
     def _resolve(
         self, given: Mapping[str, ExecutorLike], plugins: PluginRegistry | None

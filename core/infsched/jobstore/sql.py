@@ -26,8 +26,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from infsched.clock import Clock, SystemClock, as_utc, utc_naive
-from infsched.dialects import dialect_for
+from infsched.clock import as_utc, utc_naive
+from infsched.database import Database
 from infsched.id_lists import id_in
 from infsched.jobstore import sql_recovery
 from infsched.jobstore.base import (
@@ -78,11 +78,12 @@ def _utc_text(text: str) -> datetime:
 class SqlJobStore(SqlJobInspection):
     """The built-in job store (``sql``); its management queries are SqlJobInspection's."""
 
-    def __init__(self, engine: sa.Engine, clock: Clock | None = None) -> None:
-        self._engine = engine
-        self._dialect = dialect_for(engine)
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._engine = database.engine
+        self._dialect = database.dialect
         # Only SQLite (one node) reads the node's clock; MySQL reads UTC_TIMESTAMP(6).
-        self._clock = clock or SystemClock()
+        self._clock = database.clock
         self._insert_ignore = self._dialect.insert_ignore(jobs, ["job_key"])
         self._priority_values: tuple[int, ...] = ()
         self._priorities_read_at = float("-inf")
@@ -396,7 +397,7 @@ class SqlJobStore(SqlJobInspection):
         return sql_recovery.still_held(conn, owner, claims)
 
     def recover_expired(self) -> int:
-        return sql_recovery.recover_expired(self._engine, self._dialect, self.db_now)
+        return sql_recovery.recover_expired(self.database)
 
     def reclaim_own(self, owner: str) -> int:
         return sql_recovery.reclaim_own(self._engine, owner)

@@ -21,13 +21,12 @@ Also this module's:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 
 from infsched.clock import utc_naive
-from infsched.dialects import Dialect
+from infsched.database import Database
 from infsched.jobstore.base import JobState
 from infsched.jobstore.tables import jobs, unowned
 
@@ -35,17 +34,16 @@ from infsched.jobstore.tables import jobs, unowned
 RECOVER_BATCH = 1000
 
 
-def recover_expired(
-    engine: sa.Engine, dialect: Dialect, now_of: Callable[[sa.Connection], datetime]
-) -> int:
+def recover_expired(database: Database) -> int:
     """Jobs whose lease expired (by the database's clock) wait again; returns how many.
 
     Rows locked by another transaction are left for the next round.
     """
+    engine, dialect = database.engine, database.dialect
     total = 0
     while True:
         with engine.begin() as conn:
-            now = utc_naive(now_of(conn))
+            now = utc_naive(database.now(conn))
             expired = (
                 sa.select(jobs.c.id)
                 .where(jobs.c.state == JobState.CLAIMED.value, jobs.c.lease_until < now)

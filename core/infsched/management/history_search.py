@@ -26,7 +26,8 @@ import attrs
 import sqlalchemy as sa
 
 from infsched.clock import require_utc, utc_naive
-from infsched.dialects import DatabaseErrorKind, dialect_for
+from infsched.database import Database
+from infsched.dialects import DatabaseErrorKind
 from infsched.engine.history import HISTORY_REPOSITORY, JobOutcome
 from infsched.entities import entity_spec
 from infsched.errors import InfschedError
@@ -130,10 +131,10 @@ def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
 class HistorySearch:
     """Pages of one database's history, read through the tables of the range only."""
 
-    def __init__(self, engine: sa.Engine, name: str = HISTORY_REPOSITORY) -> None:
-        self.engine = engine
+    def __init__(self, database: Database, name: str = HISTORY_REPOSITORY) -> None:
+        self.engine = database.engine
         self.reader = HistoryReader(name)
-        self._dialect = dialect_for(engine)
+        self._dialect = database.dialect
         self._tables: dict[str, sa.Table] = {}
         self._metadata = sa.MetaData()
 

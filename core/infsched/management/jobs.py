@@ -19,9 +19,10 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from infsched.clock import Clock, SystemClock, utc_naive
+from infsched.clock import utc_naive
 from infsched.cluster.rows import NodeRow, read_nodes
 from infsched.config import DEFAULT_JOB_STORE
+from infsched.database import Database
 from infsched.engine.controls import Controls
 from infsched.engine.history import History, JobOutcome
 from infsched.engine.status import JobStatus, job_status
@@ -102,27 +103,27 @@ class Stats:
 class JobAdmin:
     """Operations on one database's jobs, for the CLI and the Python API.
 
-    `store` is the cluster's job store; without one, the built-in ``sql`` on `engine`.
+    `store` is the cluster's job store; without one, the built-in ``sql`` on `database`.
     """
 
     def __init__(
         self,
-        engine: sa.Engine,
+        database: Database,
         history: History,
         *,
-        clock: Clock | None = None,
         actor: str = "admin",
         repositories: Collection[str] = (),
         bindings: Bindings | None = None,
         store: JobStore | None = None,
     ) -> None:
-        self.engine = engine
+        self.database = database
+        self.engine = engine = database.engine
         self.history = history
-        self.clock = clock or SystemClock()
+        self.clock = database.clock
         #: Who acts: recorded as the node of cancelled outcomes and as who paused.
         self.actor = actor
-        self.store = store or open_job_store(None, DEFAULT_JOB_STORE, engine, self.clock)
-        self.controls = Controls(engine, self.clock, ttl=0.0)
+        self.store = store or open_job_store(None, DEFAULT_JOB_STORE, database)
+        self.controls = Controls(database, ttl=0.0)
         self.reader = HistoryReader(history.repository.name)
         #: The names `repositories` (the configured ones) and the database know.
         self.names = RepositoryNames(engine, self.store, repositories)

@@ -28,9 +28,8 @@ class InfiniteScheduler(SchedulerNode):
         Built on first use from the node's own engine, history and repositories.
         """
         return JobAdmin(
-            self.engine,
+            self.database,
             self.history,
-            clock=self.clock,
             actor=self.config.node_id,
             repositories=list(self.bindings),
             bindings=lambda: list(self.bindings.values()),

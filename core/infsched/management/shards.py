@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 import sqlalchemy as sa
 
-from infsched.dialects import dialect_for
+from infsched.dialects import Dialect
 
 
 @attrs.frozen
@@ -37,14 +37,14 @@ class Shards:
 
 
 def read_shards(
-    conn: sa.Connection, tables: Sequence[str], table_names: Iterable[str]
+    conn: sa.Connection, dialect: Dialect, tables: Sequence[str], table_names: Iterable[str]
 ) -> dict[str, Shards]:
-    """The day tables or partitions of each table prefix in `tables`.
+    """The day tables or partitions of each table prefix in `tables`, on `dialect`'s database.
 
     `table_names` are the database's tables (listed once by the caller).
     """
     names = sorted(table_names)
-    partitioning = dialect_for(conn.engine).range_partitioning
+    partitioning = dialect.range_partitioning
     found = {}
     for table in tables:
         if table in names and partitioning is not None:

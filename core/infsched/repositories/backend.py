@@ -9,6 +9,7 @@ import attrs
 import sqlalchemy as sa
 
 from infsched.clock import Clock, SystemClock
+from infsched.database import Database, database_of
 from infsched.errors import InvalidArgumentError
 from infsched.names import check_name
 from infsched.repositories.base import ShardingRepository
@@ -40,6 +41,10 @@ class RepositoryOptions(Generic[E]):
     clock: Clock = attrs.field(factory=SystemClock)
     #: Where ids for entities inserted without one come from; one per process by default.
     id_generator: IdGenerator = attrs.field(factory=default_id_generator)
+    #: The handle of `engine` (its dialect); made from `engine` and `clock` when not given.
+    database: Database = attrs.field(
+        default=attrs.Factory(lambda o: database_of(o.engine, o.clock), takes_self=True)
+    )
     #: Whether the engine schedules jobs from these entities.  False leaves out the
     #: ``infsched_job_at`` column and its index, which a repository that only
     #: stores rows (the job history) would otherwise maintain on every insert.

@@ -23,7 +23,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from infsched.clock import require_utc
-from infsched.dialects import dialect_for
 from infsched.entities import entity_spec
 from infsched.errors import ConfigError, InvalidNameError
 from infsched.repositories.backend import RepositoryOptions
@@ -86,7 +85,7 @@ class DayShardedRepository(ABC, Generic[T, K]):
         self.options = options
         self._spec = entity_spec(options.entity_type)  # type: ignore[arg-type]  # a class is hashable
         self._rows = EntityRows(self._spec)
-        self._dialect = dialect_for(options.engine)
+        self._dialect = options.database.dialect
         self._metadata = sa.MetaData()
         self._id = self._spec.id_column.name
         self._key = self._spec.sharding_column.name

@@ -1,20 +1,20 @@
 """JobStoreContract: the tests every job store must pass, for plugin authors.
 
 A job store plugin's test module subclasses `JobStoreContract` and gives it
-a ``store`` fixture that builds its store on a database (the engine the
-store gets is where history and the node's own tables live)::
+a ``store`` fixture that builds its store on a database (the handle the
+store gets holds the engine where history and the node's own tables live)::
 
     import pytest
-    import sqlalchemy as sa
-    from infsched.clock import SystemClock
+    from infsched.database import open_database
+    from infsched.dburl import DatabaseUrl
     from infsched.testing.jobstore import JobStoreContract
 
     class TestMyStore(JobStoreContract):
         @pytest.fixture
         def store(self, tmp_path):
-            engine = sa.create_engine(f"sqlite:///{tmp_path / 'store.db'}")
-            yield MyStore(engine, SystemClock())
-            engine.dispose()
+            database = open_database(DatabaseUrl(f"sqlite:///{tmp_path / 'store.db'}"))
+            yield MyStore(database)
+            database.dispose()
 
 Each test creates the schema first (`JobStore.create_schema`), adds jobs
 due a minute ago on the store's own clock (`db_now`), and checks what the

@@ -117,7 +117,7 @@ def bench(
         else:
             found = getattr(runner, stage)()
         for result in found:
-            result["server"] = server.where if server.is_mysql else "sqlite"
+            result["server"] = server.where if server.scheme.server else server.scheme.dialect
             results.append(result)
             if as_json:
                 click.echo(json.dumps(result))

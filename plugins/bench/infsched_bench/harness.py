@@ -34,10 +34,10 @@ import attrs
 import sqlalchemy as sa
 
 from infsched.clock import SystemClock, from_utc_naive
-from infsched.cluster.dbtime import database_now
 from infsched.cluster.leases import LeaseRow, LeaseStore
-from infsched.database import create_engine
+from infsched.database import create_engine, open_database
 from infsched.dburl import DatabaseUrl
+from infsched.dialects import dialect_named
 from infsched.engine.controls import Controls
 from infsched.entities import entity_spec
 from infsched.jobstore.base import JobState, NewJob, job_key
@@ -168,7 +168,7 @@ class Cluster:
         record_url: DatabaseUrl | None = None,
     ) -> None:
         self.record_url = record_url or url
-        if not self.record_url.is_mysql:
+        if not dialect_named(self.record_url.scheme.dialect).concurrent_writers:
             raise ValueError("the probe records its calls in a MySQL/MariaDB database")
         self.url = url
         self.workdir = workdir
@@ -176,22 +176,26 @@ class Cluster:
         self.sleep = sleep
         self.record = record
         self.site = install_probe_plugin(workdir / "site")
-        self.engine = create_engine(url)
+        self.database = open_database(url)
+        self.engine = self.database.engine
         self.record_engine = self.engine if record_url is None else create_engine(record_url)
         options = RepositoryOptions(
             name=REPOSITORY,
             entity_type=ProbeEntity,
             engine=self.engine,
+            database=self.database,
             retention_days=1,
             precreate_days=1,
             clock=SystemClock(),
         )
         # The backend the nodes' configuration picks by default for the database.
         self.repository: DayShardedRepository[ProbeEntity, int] = (
-            PartitionedRepository(options) if url.is_mysql else MultiTableRepository(options)
+            PartitionedRepository(options)
+            if self.database.dialect.default_repository_backend == PartitionedRepository.backend
+            else MultiTableRepository(options)
         )
         self.repository.maintain()
-        self.store = SqlJobStore(self.engine)
+        self.store = SqlJobStore(self.database)
         self.store.create_schema()
         create_calls_table(self.record_engine)
         self.nodes: dict[str, Node] = {}
@@ -359,7 +363,7 @@ class Cluster:
 
     def db_now(self) -> datetime:
         with self.engine.connect() as conn:
-            return database_now(conn, SystemClock())
+            return self.database.now(conn)
 
     def calls(self) -> list[Call]:
         """Every probe call, in the order they were made."""
@@ -400,7 +404,7 @@ class Cluster:
         return len(self.repository.find_unscheduled(horizon, horizon + timedelta(days=3), 10**6))
 
     def lease(self, name: str) -> LeaseRow | None:
-        _, rows = LeaseStore(self.engine, SystemClock()).leases()
+        _, rows = LeaseStore(self.database).leases()
         return next((r for r in rows if r.name == name), None)
 
     def fetch_lease(self) -> LeaseRow | None:
@@ -445,7 +449,7 @@ class Cluster:
         return int(count), (last - first).total_seconds()
 
     def pause_all(self, paused: bool) -> None:
-        controls = Controls(self.engine, SystemClock())
+        controls = Controls(self.database)
         if paused:
             controls.pause(None, by="harness")
         else:

@@ -47,7 +47,9 @@ def raw_insert_rate(url: DatabaseUrl, entities: Sequence[BenchMessage], batch: i
     table.metadata.create_all(engine)
     rows = raw_rows(entities)
     columns = ", ".join(c.name for c in spec.columns)
-    marks = ", ".join(["%s" if url.is_mysql else "?"] * len(spec.columns))
+    # The driver's own placeholders: this measures the driver, not SQLAlchemy.
+    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+    marks = ", ".join([mark] * len(spec.columns))
     statement = f"INSERT INTO bench_raw ({columns}) VALUES ({marks})"
     raw = engine.raw_connection()
     try:

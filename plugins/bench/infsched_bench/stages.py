@@ -25,6 +25,7 @@ from infsched.clock import SystemClock
 from infsched.config import SchedulerConfig
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
+from infsched.dialects import dialect_named
 from infsched.engine.binding import RepositoryBinding
 from infsched.errors import InfschedError
 from infsched.executors import JobContext
@@ -57,11 +58,13 @@ def _noop(job: JobContext[BenchMessage]) -> None:
 
 
 def _backends(url: DatabaseUrl) -> list[str]:
-    return ["multi_table", "partitioned"] if url.is_mysql else ["multi_table"]
+    """The built-in backends the database can hold: partitions need RANGE partitioning."""
+    partitions = dialect_named(url.scheme.dialect).range_partitioning is not None
+    return ["multi_table", "partitioned"] if partitions else ["multi_table"]
 
 
 def _default_backend(url: DatabaseUrl) -> str:
-    return "partitioned" if url.is_mysql else "multi_table"
+    return dialect_named(url.scheme.dialect).default_repository_backend
 
 
 def _repository(

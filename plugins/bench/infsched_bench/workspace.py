@@ -16,8 +16,8 @@ from infsched.dburl import DatabaseUrl
 
 @contextlib.contextmanager
 def throwaway_database(server: DatabaseUrl) -> Iterator[DatabaseUrl]:
-    """A new empty database on the server `server` names (a temp file for SQLite)."""
-    if server.is_sqlite:
+    """A new empty database on the server `server` names (a temp file for a file database)."""
+    if not server.scheme.server:
         with tempfile.TemporaryDirectory(prefix="infsched-bench-") as tmp:
             yield DatabaseUrl(f"sqlite:///{Path(tmp) / 'bench.db'}")
         return

@@ -31,9 +31,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from infsched.database import create_engine
+from infsched.database import Database, open_database
 from infsched.dburl import DatabaseUrl
-from infsched.dialects import dialect_for
 from infsched.errors import ConfigError
 from infsched.executors import JobContext, PermanentError
 from infsched.names import check_name
@@ -107,17 +106,17 @@ class OrderExecutor:
 
     def __init__(
         self,
-        engine: sa.Engine,
+        database: Database,
         table: sa.Table,
         *,
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
         webhook_timeout: float = 10.0,
     ) -> None:
-        self.engine = engine
+        self.engine = engine = database.engine
         self.table = table
         self._id, self._status = table.c[0], table.c[1]
-        self._record = dialect_for(engine).insert_ignore(order_events, ["job_key"])
+        self._record = database.dialect.insert_ignore(order_events, ["job_key"])
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
         self.webhook_timeout = webhook_timeout
@@ -245,7 +244,8 @@ def make_executor(section: Mapping[str, Any]) -> OrderExecutor:
     webhook_url = _text(section, "webhook_url", None)
     if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
         raise _error("webhook_url", f"is {webhook_url!r}; expected an http(s) URL")
-    engine = create_engine(url)
+    database = open_database(url)
+    engine = database.engine
     try:
         with engine.connect() as conn:
             columns = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
@@ -261,7 +261,7 @@ def make_executor(section: Mapping[str, Any]) -> OrderExecutor:
             engine.dispose()
             raise _error(key, f"{names[key]!r} is not a column of table {table.name!r}")
     return OrderExecutor(
-        engine,
+        database,
         table,
         webhook_url=webhook_url,
         webhook_secret=_text(section, "webhook_secret", None),

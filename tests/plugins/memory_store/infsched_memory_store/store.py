@@ -33,6 +33,7 @@ import attrs
 import sqlalchemy as sa
 
 from infsched.clock import Clock, utc_naive
+from infsched.database import Database
 from infsched.jobstore.base import (
     COPY_COLUMNS,
     JOB_ROW_COLUMNS,
@@ -103,9 +104,9 @@ def _aware(value: datetime) -> datetime:
 class MemoryJobStore:
     """The job store ``memory``: one process's jobs, in memory."""
 
-    def __init__(self, engine: sa.Engine, clock: Clock) -> None:
-        self._engine = engine
-        self._clock = clock
+    def __init__(self, database: Database) -> None:
+        self._engine = database.engine
+        self._clock: Clock = database.clock
         self._lock = threading.RLock()
         self._jobs: dict[int, _Job] = {}
         self._ids: dict[str, int] = {}

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from infsched.clock import Clock, as_utc
-from infsched.dialects import dialect_for
+from infsched.dialects import Dialect
 
 log = logging.getLogger("infsched.cluster")
 
@@ -30,14 +30,9 @@ ADOPT_CHANGE = 0.005
 WARN_OFFSET = 1.0
 
 
-def has_clock(bind: sa.Engine | sa.Connection) -> bool:
-    """Whether the database has a clock of its own (MySQL/MariaDB), not the node's (SQLite)."""
-    return dialect_for(bind).current_timestamp() is not None
-
-
-def database_now(conn: sa.Connection, fallback: Clock) -> datetime:
+def database_now(conn: sa.Connection, dialect: Dialect, fallback: Clock) -> datetime:
     """The database's current UTC time; `fallback`'s on a database without its own clock."""
-    expr = dialect_for(conn).current_timestamp()
+    expr = dialect.current_timestamp()
     if expr is None:
         return fallback.now()
     return as_utc(conn.execute(sa.select(expr)).scalar_one())
@@ -46,8 +41,9 @@ def database_now(conn: sa.Connection, fallback: Clock) -> datetime:
 class DatabaseClock:
     """The node's clock plus its last measured offset from the database's clock."""
 
-    def __init__(self, base: Clock) -> None:
+    def __init__(self, base: Clock, dialect: Dialect) -> None:
         self.base = base
+        self._dialect = dialect
         self._offset = timedelta(0)
         self._logged = 0.0
         self._lock = threading.Lock()
@@ -67,7 +63,7 @@ class DatabaseClock:
 
         The database's reading is compared with the middle of the round trip.
         """
-        expr = dialect_for(conn).current_timestamp()
+        expr = self._dialect.current_timestamp()
         if expr is None:
             return 0.0
         sent_mono, sent = time.monotonic(), self.base.now()
