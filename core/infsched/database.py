@@ -126,7 +126,7 @@ def check_each_reachable(
             check_reachable(engine, url, existing=existing)
 
 
-def probe(url: DatabaseUrl) -> None:
+def connect_once(url: DatabaseUrl) -> None:
     """Connect to `url` once and let go: DatabaseUnreachableError when that fails."""
     engine = create_engine(url, pool_size=1)
     try:

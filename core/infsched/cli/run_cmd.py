@@ -15,7 +15,7 @@ from infsched.cli.output import counted, json_option, print_json, stderr, stdout
 from infsched.clock import Clock, OffsetClock, SystemClock
 from infsched.config import from_plugin_section
 from infsched.configured_repositories import open_repositories
-from infsched.database import probe
+from infsched.database import connect_once
 from infsched.demo import run_demo
 from infsched.errors import ConfigError
 from infsched.logs import setup_logging
@@ -109,7 +109,7 @@ def run(
         )
     clock: Clock = OffsetClock(timedelta(seconds=clock_offset)) if clock_offset else SystemClock()
     # The job store's database is checked before anything starts: one line, not a traceback.
-    probe(config.database_url)
+    connect_once(config.database_url)
     sections = {k: dict(v) for k, v in config.plugins.items()}
     sink_names = config.metrics_sinks
     if metrics_port is not None:
