@@ -37,7 +37,7 @@ from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
-from infsched.schema_versions import OLDEST_CODE_TABLE, head, schema_state, upgrade
+from infsched.schema_versions import OLDEST_CODE_TABLE, head, release_of, schema_state, upgrade
 from tests.engine_support import Reminder, wait_until
 from tests.test_cli import Run, raw
 from tests.test_cli import run as run  # the fixture: `infsched ARGS` in a clean environment
@@ -355,3 +355,23 @@ def test_code_older_than_the_database_refuses_unless_the_database_says_it_may_ru
         node.stop()
     finally:
         engine.dispose()
+
+
+def test_infsched_run_refuses_a_0_1_0_database_in_one_line(
+    sqlite_url: DatabaseUrl,
+    baseline_database: Callable[[DatabaseUrl], None],
+    run: Callable[..., Run],
+    tmp_path: Path,
+) -> None:
+    baseline_database(sqlite_url)
+    config = tmp_path / "node.toml"
+    config.write_text(
+        '[[repositories]]\nname = "sms"\nentity = "SmsEntity"\nexecutor = "sms"\n'
+        '[plugins.sms]\ntransport = "console"\n'
+    )
+    refused = run("run", "--config", str(config), "--db", raw(sqlite_url))
+    assert refused.code == 1
+    assert refused.err.strip().splitlines() == [
+        f"error: the database schema is at r0001 (0.1.0) and this code needs {head()} "
+        f"({release_of(head())}): run `infsched db upgrade`"
+    ]
