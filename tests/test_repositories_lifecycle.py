@@ -201,7 +201,7 @@ def test_maintenance_waits_for_another_holder_of_its_lock(on_mysql: Backend) -> 
     holder = create_engine(backend.url)
     done: list[Any] = []
     try:
-        with holder.connect() as conn, dialect_for(conn).named_lock(conn, lock, 5):
+        with holder.connect() as conn, dialect_for(conn).ddl_lock(conn, lock, 5):
             worker = threading.Thread(target=lambda: done.append(repo.maintain()))
             worker.start()
             time.sleep(0.4)

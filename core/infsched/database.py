@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from infsched.clock import Clock, SystemClock
 from infsched.dbtime import DatabaseClock, database_now
 from infsched.dburl import DatabaseUrl
-from infsched.dialects import Dialect, dialect_for, dialect_named
+from infsched.dialects import Dialect, dialect_for, registered_dialect
 from infsched.errors import DatabaseUnreachableError
 
 
@@ -56,7 +56,7 @@ def open_database(
 
     `clock` is the node's clock (the system's by default).
     """
-    dialect = dialect_named(url.scheme.dialect)
+    dialect = registered_dialect(url.scheme.dialect)
     engine = _engine(url, dialect, pool_size, kwargs)
     return Database(engine, dialect, _clock(dialect, clock))
 
@@ -69,7 +69,7 @@ def database_of(engine: sa.Engine, clock: Clock | None = None) -> Database:
 
 def create_engine(url: DatabaseUrl, *, pool_size: int = 10, **kwargs: Any) -> sa.Engine:
     """An Engine for `url`, set up the way the scheduler needs it (`Dialect.engine_options`)."""
-    return _engine(url, dialect_named(url.scheme.dialect), pool_size, kwargs)
+    return _engine(url, registered_dialect(url.scheme.dialect), pool_size, kwargs)
 
 
 def _engine(
@@ -97,7 +97,7 @@ def check_reachable(engine: sa.Engine, url: DatabaseUrl, *, existing: bool = Fal
     it so that connecting creates nothing (SQLite would create a missing file).
     """
     if existing:
-        missing = dialect_named(url.scheme.dialect).missing_database(engine.url)
+        missing = registered_dialect(url.scheme.dialect).missing_database(engine.url)
         if missing is not None:
             raise DatabaseUnreachableError(_cannot_connect(url, missing))
     try:

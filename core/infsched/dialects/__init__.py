@@ -46,7 +46,7 @@ for _builtin in BUILTIN_DIALECTS:
     register_dialect(_builtin)
 
 
-def dialect_named(name: str) -> Dialect:
+def registered_dialect(name: str) -> Dialect:
     """The dialect registered as `name`, e.g. the one a URL's scheme names (``url.scheme.dialect``).
 
     A `DatabaseUrl` is made only for a registered dialect's scheme, so its name is known.
@@ -88,6 +88,6 @@ __all__ = [
     "RangePartitioning",
     "classify",
     "dialect_for",
-    "dialect_named",
     "register_dialect",
+    "registered_dialect",
 ]

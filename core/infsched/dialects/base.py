@@ -179,7 +179,7 @@ class Dialect(ABC):
         """CREATE TABLE IF NOT EXISTS with its indexes; safe when two sessions race."""
 
     @abstractmethod
-    def named_lock(
+    def ddl_lock(
         self, conn: sa.Connection, name: str, timeout: float
     ) -> AbstractContextManager[None]:
         """Hold a lock called `name` on `conn` (the same connection that then runs DDL).

@@ -280,7 +280,7 @@ class MySQLDialect(Dialect):
         return [str(row["key"]) for row in result.mappings() if row["key"]]
 
     @contextmanager
-    def named_lock(self, conn: sa.Connection, name: str, timeout: float) -> Iterator[None]:
+    def ddl_lock(self, conn: sa.Connection, name: str, timeout: float) -> Iterator[None]:
         # User locks are server-wide: the database name keeps two databases apart.
         database = conn.execute(sa.text("SELECT DATABASE()")).scalar_one()
         full = f"{database}.{name}"

@@ -113,7 +113,7 @@ class SQLiteDialect(Dialect):
         # Each step's detail reads e.g. "SEARCH t USING INDEX ix_t_state (state=? AND …)".
         return [m.group(1) for row in plan if (m := _USING_INDEX.search(str(row[-1])))]
 
-    def named_lock(
+    def ddl_lock(
         self, conn: sa.Connection, name: str, timeout: float
     ) -> AbstractContextManager[None]:
         # SQLite runs one writer at a time (busy_timeout makes the next one wait), and

@@ -132,7 +132,7 @@ class MultiTableRepository(DayShardedRepository[T, K]):
         created: list[str] = []
         dropped: list[str] = []
         with self.engine.connect() as conn:
-            with self._dialect.named_lock(
+            with self._dialect.ddl_lock(
                 conn, f"infsched_maint_{self.prefix}", MAINTENANCE_LOCK_TIMEOUT
             ):
                 existing = self.existing_days(conn)

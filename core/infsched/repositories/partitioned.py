@@ -124,9 +124,7 @@ class PartitionedRepository(DayShardedRepository[T, K]):
         table = self.table.name
         parts = self._partitioning
         with self.engine.connect() as conn:
-            with self._dialect.named_lock(
-                conn, f"infsched_maint_{table}", MAINTENANCE_LOCK_TIMEOUT
-            ):
+            with self._dialect.ddl_lock(conn, f"infsched_maint_{table}", MAINTENANCE_LOCK_TIMEOUT):
                 existing = self._existing(conn)
                 if existing is None:
                     created = [

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from infsched.dburl import DatabaseUrl
-from infsched.dialects import dialect_named
+from infsched.dialects import registered_dialect
 from infsched.errors import UnsupportedDatabaseError
 from infsched_bench.harness import Cluster, KillPlan, kill_and_restart, wait_until
 from infsched_bench.workspace import throwaway_database
@@ -114,7 +114,7 @@ def cluster_stage(
     progress: Callable[[str], None],
     rounds: int = 3,
 ) -> list[Result]:
-    if not dialect_named(server.scheme.dialect).concurrent_writers:
+    if not registered_dialect(server.scheme.dialect).concurrent_writers:
         raise UnsupportedDatabaseError(
             "the cluster stage needs a MySQL/MariaDB server (--db mysql+pymysql://…)"
         )

@@ -37,7 +37,7 @@ from infsched.clock import SystemClock, from_utc_naive
 from infsched.cluster.leases import LeaseRow, LeaseStore
 from infsched.database import create_engine, open_database
 from infsched.dburl import DatabaseUrl
-from infsched.dialects import dialect_named
+from infsched.dialects import registered_dialect
 from infsched.engine.controls import Controls
 from infsched.entities import entity_spec
 from infsched.jobstore.base import JobState, NewJob, job_key
@@ -168,7 +168,7 @@ class Cluster:
         record_url: DatabaseUrl | None = None,
     ) -> None:
         self.record_url = record_url or url
-        if not dialect_named(self.record_url.scheme.dialect).concurrent_writers:
+        if not registered_dialect(self.record_url.scheme.dialect).concurrent_writers:
             raise ValueError("the probe records its calls in a MySQL/MariaDB database")
         self.url = url
         self.workdir = workdir

@@ -32,7 +32,7 @@ from sqlalchemy.dialects import mysql
 
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
-from infsched.dialects import dialect_named
+from infsched.dialects import registered_dialect
 from infsched.entities import column, id_field, sharding_key
 from infsched.errors import UnsupportedDatabaseError
 from infsched.executors import ExecutorSpec, JobContext
@@ -93,7 +93,7 @@ class RecordingProbe:
         self.engine = None
         if record_url:
             url = DatabaseUrl(record_url)
-            if not dialect_named(url.scheme.dialect).concurrent_writers:
+            if not registered_dialect(url.scheme.dialect).concurrent_writers:
                 raise UnsupportedDatabaseError(
                     "[plugins.probe] record_url must name a MySQL/MariaDB database"
                 )

@@ -25,7 +25,7 @@ from infsched.clock import SystemClock
 from infsched.config import SchedulerConfig
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
-from infsched.dialects import dialect_named
+from infsched.dialects import registered_dialect
 from infsched.engine.binding import RepositoryBinding
 from infsched.errors import InfschedError
 from infsched.executors import JobContext
@@ -59,12 +59,12 @@ def _noop(job: JobContext[BenchMessage]) -> None:
 
 def _backends(url: DatabaseUrl) -> list[str]:
     """The built-in backends the database can hold: partitions need RANGE partitioning."""
-    partitions = dialect_named(url.scheme.dialect).range_partitioning is not None
+    partitions = registered_dialect(url.scheme.dialect).range_partitioning is not None
     return ["multi_table", "partitioned"] if partitions else ["multi_table"]
 
 
 def _default_backend(url: DatabaseUrl) -> str:
-    return dialect_named(url.scheme.dialect).default_repository_backend
+    return registered_dialect(url.scheme.dialect).default_repository_backend
 
 
 def _repository(
