@@ -13,18 +13,19 @@ from __future__ import annotations
 import functools
 import io
 from types import ModuleType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.script import Script, ScriptDirectory
 from sqlalchemy.schema import CreateTable
 
 from infsched.dialects import Dialect, dialect_for
 from infsched.errors import SchemaVersionError
 from infsched.migrations import SCRIPT_LOCATION, VERSION_TABLE
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import Script, ScriptDirectory
 
 OLDEST_CODE_TABLE = "infsched_schema_oldest_code"
 #: A table every 0.1.0 database has (`db init`, any node): no version table beside it means 0.1.0.
@@ -51,6 +52,9 @@ Status = Literal["current", "behind", "ahead", "empty"]
 
 @functools.cache
 def _scripts() -> ScriptDirectory:
+    # Alembic is imported on first use: importing it costs every command a seventh of a second.
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(SCRIPT_LOCATION))
 
 
@@ -199,6 +203,8 @@ def stamp_new(conn: sa.Connection, dialect: Dialect) -> None:
 
 
 def _config(conn: sa.Connection, dialect: Dialect, output: io.StringIO | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config(output_buffer=output)
     config.set_main_option("script_location", str(SCRIPT_LOCATION))
     config.attributes.update(reader=conn, dialect=dialect, output=output)
@@ -222,6 +228,8 @@ def _upgradable(conn: sa.Connection) -> SchemaState:
 
 def upgrade(engine: sa.Engine) -> tuple[SchemaState, SchemaState]:
     """Bring the database to the head revision; its state before and after."""
+    from alembic import command
+
     dialect = dialect_for(engine)
     with engine.connect() as conn:
         before = _upgradable(conn)
@@ -239,6 +247,8 @@ def upgrade(engine: sa.Engine) -> tuple[SchemaState, SchemaState]:
 
 def upgrade_sql(engine: sa.Engine) -> str:
     """The statements `upgrade` would run now, read from the database but not run on it."""
+    from alembic import command
+
     dialect = dialect_for(engine)
     output = io.StringIO()
     with engine.connect() as conn:
