@@ -53,11 +53,16 @@ WAITING, CLAIMED, NOT_FETCHED, DEAD = 4, 2, 3, 2
 def baseline_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The directory holding 0.1.0's `infsched` package."""
     target = tmp_path_factory.mktemp("infsched-0.1.0")
-    archive = subprocess.run(
+    made = subprocess.run(
         ["git", "-C", str(ROOT), "archive", "--format=tar", BASELINE_COMMIT, "core/infsched"],
-        check=True,
         capture_output=True,
-    ).stdout
+    )
+    if made.returncode != 0:
+        pytest.fail(
+            f"commit {BASELINE_COMMIT} (0.1.0) is not in this clone's history "
+            f"(a shallow clone? `git fetch --unshallow`): {made.stderr.decode().strip()}"
+        )
+    archive = made.stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(target, filter="data")
     return target / "core"
