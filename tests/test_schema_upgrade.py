@@ -153,7 +153,10 @@ def all_rows(engine: sa.Engine) -> dict[str, list[tuple[str, ...]]]:
 
 
 def indexes_and_defaults(engine: sa.Engine) -> dict[str, tuple[Any, ...]]:
-    """Each table's indexes (columns) and id column default: what the upgrade changes."""
+    """Each table's indexes, id column default and columns: the upgraded and a new one must match.
+
+    A later change to a table that comes without its revision makes them differ.
+    """
     with engine.connect() as conn:
         inspector = sa.inspect(conn)
         defaults: dict[str, Any] = {}
@@ -174,6 +177,10 @@ def indexes_and_defaults(engine: sa.Engine) -> dict[str, tuple[Any, ...]]:
             name: (
                 sorted(tuple(ix["column_names"]) for ix in inspector.get_indexes(name)),
                 defaults.get(name),
+                [
+                    (c["name"], str(c["type"]), c["nullable"], c.get("default"))
+                    for c in inspector.get_columns(name)
+                ],
             )
             for name in inspector.get_table_names()
         }
