@@ -196,10 +196,12 @@ def _oldest_code_statements(revision: str) -> list[CreateTable | sa.Delete | sa.
 
 def stamp_new(conn: sa.Connection, dialect: Dialect) -> None:
     """Record the head revision in a database that had no scheduler tables (before making them)."""
-    versions.create(conn, checkfirst=True)
+    # Nodes starting at once on a new database race here: IF NOT EXISTS and IGNORE let all pass.
+    for table in (versions, oldest_code):
+        conn.execute(CreateTable(table, if_not_exists=True))
     conn.execute(dialect.insert_ignore(versions, ["version_num"]).values(version_num=head()))
-    for statement in _oldest_code_statements(head()):
-        conn.execute(statement)
+    oldest = _oldest_code_for(head())
+    conn.execute(dialect.insert_ignore(oldest_code, ["slot"]).values(slot=1, revision=oldest))
 
 
 def _config(conn: sa.Connection, dialect: Dialect, output: io.StringIO | None = None) -> Config:
