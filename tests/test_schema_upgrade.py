@@ -243,6 +243,10 @@ def test_a_0_1_0_database_upgrades_with_every_row_kept_and_a_new_node_runs_its_j
     assert "state_by_key" in printed.out
     assert VERSION_TABLE in printed.out
     assert all_rows(engine) == before
+    init = run("db", "init", "--db", raw(any_url))
+    assert "r0001 (0.1.0)" in init.out
+    assert "run `infsched db upgrade`" in init.out
+    assert all_rows(engine) == before
     current = run("db", "current", "--db", raw(any_url))
     assert "r0001 (0.1.0)" in current.out
     assert "infsched db upgrade" in current.out

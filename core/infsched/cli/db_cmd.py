@@ -35,16 +35,23 @@ def init(as_json: bool) -> None:
         # The node's own tables, and the configured job store's (if it keeps any here).
         store = open_job_store(app.plugins, config.job_store, database)
         created = list(dict.fromkeys([*store.create_schema(), *create_schema(engine)]))
+        with engine.connect() as conn:
+            state = schema_state(conn)
     finally:
         engine.dispose()
     if as_json:
-        print_json({"database": str(url), "created": created})
+        print_json({"database": str(url), "created": created, "schema": state.status})
         return
     console = stdout()
     if created:
         console.print(f"created {', '.join(created)} in {escape(str(url))}")
     else:
         console.print(f"all tables already exist in {escape(str(url))}")
+    if state.status == "behind":  # tables an earlier release made: init does not alter them
+        console.print(
+            f"their schema is at {_at(state.revision, state.release)}; this code needs "
+            f"{_at(state.head, state.head_release)}: run `infsched db upgrade`"
+        )
 
 
 def _at(revision: str | None, release: str | None) -> str:
