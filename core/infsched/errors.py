@@ -66,3 +66,7 @@ class IdClockRangeError(InfschedError, OverflowError):
 
 class MetricMismatchError(InfschedError, ValueError):
     """A metric is used with another kind, or other label names, than it was first used with."""
+
+
+class SchemaVersionError(InfschedError):
+    """The database's schema is at another version than this code runs on, or cannot be upgraded."""

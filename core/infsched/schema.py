@@ -15,6 +15,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from infsched.column_types import FixedText, UtcDateTime
+from infsched.dialects import dialect_for
+from infsched.migrations import VERSION_TABLE
+from infsched.schema_versions import OLDEST_CODE_TABLE, stamp_new
 from infsched.sentinel_time import EPOCH_TEXT, SentinelDateTime
 
 metadata = sa.MetaData()
@@ -83,9 +86,15 @@ def create_schema(engine: sa.Engine) -> list[str]:
     """Create the tables that do not exist yet; return the names created.
 
     Idempotent: CREATE TABLE IF NOT EXISTS semantics, so two nodes starting at
-    once do not fail.
+    once do not fail. A database without the node's tables is stamped with the
+    schema revision of this code first (a 0.1.0 database, which has them, is
+    left for `infsched db upgrade`).
     """
     inspector = sa.inspect(engine)
     missing = [t.name for t in metadata.sorted_tables if not inspector.has_table(t.name)]
+    if leases.name in missing:
+        with engine.begin() as conn:
+            stamp_new(conn, dialect_for(engine))
+        missing = [VERSION_TABLE, OLDEST_CODE_TABLE, *missing]
     metadata.create_all(engine, checkfirst=True)
     return missing

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Protocol
 import attrs
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from infsched.column_types import ColumnKind
 from infsched.dburl import UrlScheme
@@ -210,6 +211,10 @@ class Dialect(ABC):
         Tables made by an older release lack indexes declared since: maintenance adds them.
         """
 
+    def add_index_statement(self, conn: sa.Connection, index: sa.Index) -> str:
+        """The statement adding `index` to its existing table (what `infsched db upgrade` runs)."""
+        return str(CreateIndex(index, if_not_exists=True).compile(dialect=conn.dialect))
+
     @abstractmethod
     def indexes_used(self, conn: sa.Connection, query: sa.Select[Any]) -> list[str]:
         """The indexes the database's plan for `query` reads (EXPLAIN), in plan order."""
@@ -313,6 +318,24 @@ class Dialect(ABC):
         A MariaDB SEQUENCE where there is one, else a one-row counter table
         (`counter_table`) that a writer advances in its own transaction.
         """
+
+    def id_source_statements(self, conn: sa.Connection, name: str, maximum: int) -> list[str]:
+        """The statements creating the id source `name` if absent (`infsched db upgrade`).
+
+        Here the counter table, seeded; a database with sequences creates one.
+        """
+        table = self.counter_table(name, maximum)
+        seed = self.insert_ignore(table, ["slot"]).values(slot=1, next_id=1)
+        return [
+            str(CreateTable(table, if_not_exists=True).compile(dialect=conn.dialect)),
+            str(seed.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})),
+        ]
+
+    def default_ids_statements(
+        self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
+    ) -> list[str]:
+        """The statements `default_ids` would run now (it reads which tables lack the default)."""
+        return []
 
     @abstractmethod
     def default_ids(

@@ -247,21 +247,23 @@ class MySQLDialect(Dialect):
         _ddl(conn, f"{body} ENGINE=InnoDB DEFAULT CHARSET=utf8mb4{suffix}")
 
     def add_index(self, conn: sa.Connection, index: sa.Index) -> None:
+        try:
+            _ddl(conn, self.add_index_statement(conn, index))
+        except DBAPIError as exc:
+            if _errno(exc.orig) != _ER_DUP_KEYNAME:  # another session added it meanwhile
+                raise
+
+    def add_index_statement(self, conn: sa.Connection, index: sa.Index) -> str:
         table = index.table
         if table is None:
             raise ValueError(f"index {index.name!r} belongs to no table")
         columns = ", ".join(self._quote(conn, c.name) for c in index.columns)
         # Online (INPLACE, LOCK=NONE): inserts go on while a big history table is indexed.
-        statement = (
+        return (
             f"ALTER TABLE {self._quote(conn, table.name)} ADD "
             f"{'UNIQUE ' if index.unique else ''}INDEX {self._quote(conn, str(index.name))} "
             f"({columns}), ALGORITHM=INPLACE, LOCK=NONE"
         )
-        try:
-            _ddl(conn, statement)
-        except DBAPIError as exc:
-            if _errno(exc.orig) != _ER_DUP_KEYNAME:  # another session added it meanwhile
-                raise
 
     def not_null_statement(self, conn: sa.Connection, table: str, column: sa.Column[Any]) -> str:
         default = column.server_default
@@ -310,11 +312,16 @@ class MySQLDialect(Dialect):
         if not self._has_sequences(conn):
             self._create_counter(conn, name, maximum)
             return
-        _ddl(
-            conn,
+        for statement in self.id_source_statements(conn, name, maximum):
+            _ddl(conn, statement)
+
+    def id_source_statements(self, conn: sa.Connection, name: str, maximum: int) -> list[str]:
+        if not self._has_sequences(conn):
+            return super().id_source_statements(conn, name, maximum)
+        return [
             f"CREATE SEQUENCE IF NOT EXISTS {self._quote(conn, name)} START WITH 1 MINVALUE 1 "
-            f"MAXVALUE {maximum} INCREMENT BY 1 CACHE 1000 NOCYCLE",
-        )
+            f"MAXVALUE {maximum} INCREMENT BY 1 CACHE 1000 NOCYCLE"
+        ]
 
     def _defaults(
         self, conn: sa.Connection, tables: Sequence[str], column: str
@@ -339,20 +346,33 @@ class MySQLDialect(Dialect):
     def default_ids(
         self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
     ) -> list[str]:
+        changed = []
+        for table, statement in self._missing_defaults(conn, name, tables, column):
+            _ddl(conn, statement)
+            changed.append(table)
+        return changed
+
+    def default_ids_statements(
+        self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
+    ) -> list[str]:
+        return [statement for _, statement in self._missing_defaults(conn, name, tables, column)]
+
+    def _missing_defaults(
+        self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
+    ) -> list[tuple[str, str]]:
         if not self._has_sequences(conn):
             return []
-        changed = []
-        for table, default in self._defaults(conn, tables, column).items():
-            if not self._draws_from(default, name):
-                # A metadata change (instant), also on a table made by an older release.
-                _ddl(
-                    conn,
-                    f"ALTER TABLE {self._quote(conn, table)} ALTER COLUMN "
-                    f"{self._quote(conn, column)} SET DEFAULT NEXT VALUE FOR "
-                    f"{self._quote(conn, name)}",
-                )
-                changed.append(table)
-        return changed
+        # A metadata change (instant), also on a table made by an older release.
+        return [
+            (
+                table,
+                f"ALTER TABLE {self._quote(conn, table)} ALTER COLUMN "
+                f"{self._quote(conn, column)} SET DEFAULT NEXT VALUE FOR "
+                f"{self._quote(conn, name)}",
+            )
+            for table, default in self._defaults(conn, tables, column).items()
+            if not self._draws_from(default, name)
+        ]
 
     def id_source_problems(
         self, conn: sa.Connection, name: str, maximum: int, tables: Sequence[str], column: str

@@ -52,6 +52,7 @@ from infsched.repositories.backend import RepositoryFactory, RepositoryOptions
 from infsched.repositories.base import SchedulingSource, ShardingRepository, ShardMaintenance
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
+from infsched.schema_versions import check_runnable
 
 log = logging.getLogger("infsched.scheduler")
 
@@ -264,6 +265,7 @@ class SchedulerNode:
         """
         if self._started:
             raise SchedulerStateError("this scheduler is already started")
+        check_runnable(self.engine)  # a schema of another version: refuse before touching it
         self.store.create_schema()
         self.member.join()
         self._maintain_due(force=True)

@@ -1,0 +1,1 @@
+"""The revisions, one module each (Alembic reads them from here; nothing imports this)."""
