@@ -42,6 +42,8 @@ from tests.engine_support import Reminder, wait_until
 from tests.test_cli import Run, raw
 from tests.test_cli import run as run  # the fixture: `infsched ARGS` in a clean environment
 
+INFSCHED = str(Path(sys.executable).with_name("infsched"))
+
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_COMMIT = "d40b5bd"
 WRITER = Path(__file__).resolve().parent / "baseline" / "write_0_1_0.py"
@@ -376,7 +378,6 @@ def test_code_older_than_the_database_refuses_unless_the_database_says_it_may_ru
 def test_infsched_run_refuses_a_0_1_0_database_in_one_line(
     sqlite_url: DatabaseUrl,
     baseline_database: Callable[[DatabaseUrl], None],
-    run: Callable[..., Run],
     tmp_path: Path,
 ) -> None:
     baseline_database(sqlite_url)
@@ -385,9 +386,20 @@ def test_infsched_run_refuses_a_0_1_0_database_in_one_line(
         '[[repositories]]\nname = "sms"\nentity = "SmsEntity"\nexecutor = "sms"\n'
         '[plugins.sms]\ntransport = "console"\n'
     )
-    refused = run("run", "--config", str(config), "--db", raw(sqlite_url))
-    assert refused.code == 1
-    assert refused.err.strip().splitlines() == [
+    # A real process with a deadline: a node that stopped refusing would run on, and
+    # in-process that would hang the suite instead of failing this test.
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INFSCHED_")}
+    refused = subprocess.run(
+        [INFSCHED, "run", "--config", str(config), "--db", raw(sqlite_url)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
         f"error: the database schema is at r0001 (0.1.0) and this code needs {head()} "
         f"({release_of(head())}): run `infsched db upgrade`"
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 from types import ModuleType
 from typing import TYPE_CHECKING, Literal
 
@@ -53,6 +54,11 @@ Status = Literal["current", "behind", "ahead", "empty"]
 @functools.cache
 def _scripts() -> ScriptDirectory:
     # Alembic is imported on first use: importing it costs every command a seventh of a second.
+    # Alembic logs its plugin set-up (on import) and each step at INFO: under `infsched
+    # run`'s INFO logging that would bury a one-line refusal. A level the user set is kept.
+    quiet = logging.getLogger("alembic")
+    if quiet.level == logging.NOTSET:
+        quiet.setLevel(logging.WARNING)
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory(str(SCRIPT_LOCATION))
