@@ -26,7 +26,7 @@ from infsched.dialects.base import (
     RangePartition,
     RowInserter,
 )
-from infsched.mysql_decoders import conversions
+from infsched.dialects.mysql_decoders import conversions
 
 _ER_DUP_KEYNAME = 1061
 #: The server's and the client's error numbers, by what they mean.

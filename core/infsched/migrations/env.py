@@ -20,7 +20,7 @@ def run_migrations() -> None:
     if context.is_offline_mode():
         # --sql: the statements are written to the output buffer, none is run.
         context.configure(
-            dialect_name=reader.dialect.name,
+            url=reader.engine.url,
             literal_binds=True,
             version_table=VERSION_TABLE,
             transactional_ddl=dialect.transactional_ddl,
