@@ -1,8 +1,9 @@
-"""Shared fixtures: throwaway MariaDB databases and SQLite files.
+"""Shared fixtures: throwaway MariaDB and PostgreSQL databases and SQLite files.
 
-Every test session creates its own uniquely named MariaDB databases and
-drops them at the end, so two runs (or two sessions at once) never see each
-other's data.  Set INFSCHED_TEST_MYSQL_URL to use another server.
+Every test session creates its own uniquely named MariaDB and PostgreSQL
+databases and drops them at the end, so two runs (or two sessions at once)
+never see each other's data.  Set INFSCHED_TEST_MYSQL_URL or
+INFSCHED_TEST_POSTGRESQL_URL to use another server.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from infsched.dburl import DatabaseUrl
 
 MYSQL_SERVER_URL = os.environ.get(
     "INFSCHED_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql"
+)
+POSTGRESQL_SERVER_URL = os.environ.get(
+    "INFSCHED_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 
 _RUN = uuid.uuid4().hex[:8]
@@ -66,6 +70,40 @@ def mysql_url(mysql_database_factory: Callable[[], DatabaseUrl]) -> DatabaseUrl:
     return mysql_database_factory()
 
 
+@pytest.fixture(scope="session")
+def postgresql_database_factory() -> Iterator[Callable[[], DatabaseUrl]]:
+    """Creates uniquely named PostgreSQL databases on demand; drops them all at the end."""
+    server = DatabaseUrl(POSTGRESQL_SERVER_URL)
+    # CREATE DATABASE cannot run inside a transaction.
+    admin = create_engine(server).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # pragma: no cover - the environment is broken
+        pytest.fail(f"PostgreSQL at {server.where} is not reachable ({exc}); `make test` starts it")
+    created: list[str] = []
+
+    def make() -> DatabaseUrl:
+        name = f"infsched_t_{_RUN}_{os.getpid()}_{len(created)}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return server.with_database(name)
+
+    yield make
+    with admin.connect() as conn:
+        for name in created:
+            # FORCE: a test's engine that was not disposed must not keep its database.
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.engine.dispose()
+
+
+@pytest.fixture
+def postgresql_url(postgresql_database_factory: Callable[[], DatabaseUrl]) -> DatabaseUrl:
+    """A fresh, empty PostgreSQL database for one test."""
+    return postgresql_database_factory()
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> DatabaseUrl:
     """A fresh SQLite file for one test."""
@@ -79,6 +117,20 @@ def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseUrl:
         factory: Callable[[], DatabaseUrl] = request.getfixturevalue("mysql_database_factory")
         return factory()
     return DatabaseUrl(f"sqlite:///{tmp_path / 'infsched.db'}")
+
+
+@pytest.fixture(params=["mysql", "postgresql", "sqlite"])
+def every_url(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseUrl:
+    """Each test using this runs on MariaDB, PostgreSQL and SQLite.
+
+    The suites that work on PostgreSQL use it; those that do not yet keep `any_url`.
+    """
+    if request.param == "sqlite":
+        return DatabaseUrl(f"sqlite:///{tmp_path / 'infsched.db'}")
+    factory: Callable[[], DatabaseUrl] = request.getfixturevalue(
+        f"{request.param}_database_factory"
+    )
+    return factory()
 
 
 @pytest.fixture

@@ -35,6 +35,35 @@ def test_mariadb_gets_microseconds_fixed_width_owners_and_long_payloads(
     }
 
 
+def test_postgresql_gets_naive_utc_microseconds_unpadded_owners_and_numbered_ids(
+    postgresql_url: DatabaseUrl, engine_for: EngineFor
+) -> None:
+    engine = engine_for(postgresql_url)
+    create_job_tables(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT column_name, data_type, datetime_precision, column_default "
+                "FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = 'infsched_jobs'"
+            )
+        )
+        found = {
+            str(name): (str(type_), precision, default) for name, type_, precision, default in rows
+        }
+    assert {
+        name: found[name][:2] for name in ("id", "due_at", "lease_until", "owner", "payload")
+    } == {
+        "id": ("bigint", None),
+        "due_at": ("timestamp without time zone", 6),
+        "lease_until": ("timestamp without time zone", 6),
+        # Not char(128): PostgreSQL would read the padding back.
+        "owner": ("character varying", None),
+        "payload": ("text", None),
+    }
+    assert str(found["id"][2]).startswith("nextval(")
+
+
 def test_sqlite_numbers_the_job_ids_itself(sqlite_url: DatabaseUrl, engine_for: EngineFor) -> None:
     engine = engine_for(sqlite_url)
     create_job_tables(engine)

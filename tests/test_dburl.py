@@ -27,31 +27,65 @@ def test_mysql_urls_are_normalised_to_pymysql(raw: str) -> None:
     assert url.where == "db.example:3307"
 
 
-def test_password_is_hidden_from_str_repr_and_redacted_but_kept_for_connecting() -> None:
-    url = DatabaseUrl(f"mysql+pymysql://app:{SECRET}@127.0.0.1/sched")
+#: Each server database's scheme and default port: the same password rules hold for all.
+SERVER_SCHEMES = pytest.mark.parametrize(
+    ("scheme", "port"), [("mysql+pymysql", 3306), ("postgresql+psycopg", 5432)]
+)
+
+
+@SERVER_SCHEMES
+def test_password_is_hidden_from_str_repr_and_redacted_but_kept_for_connecting(
+    scheme: str, port: int
+) -> None:
+    url = DatabaseUrl(f"{scheme}://app:{SECRET}@127.0.0.1/sched")
     for shown in (str(url), repr(url), url.redacted(), f"{url}", str([url])):
         assert SECRET not in shown
         assert "app:***@127.0.0.1" in shown
     assert url.sqlalchemy_url.password == SECRET
 
 
-def test_url_encoded_password_is_decoded_for_connecting_and_still_hidden() -> None:
-    url = DatabaseUrl("mysql+pymysql://app:pa%40ss%2Fword@127.0.0.1:3306/sched")
+@SERVER_SCHEMES
+def test_url_encoded_password_is_decoded_for_connecting_and_still_hidden(
+    scheme: str, port: int
+) -> None:
+    url = DatabaseUrl(f"{scheme}://app:pa%40ss%2Fword@127.0.0.1:{port}/sched")
     assert url.sqlalchemy_url.password == "pa@ss/word"
     assert url.sqlalchemy_url.host == "127.0.0.1"
-    assert str(url) == "mysql+pymysql://app:***@127.0.0.1:3306/sched"
+    assert str(url) == f"{scheme}://app:***@127.0.0.1:{port}/sched"
 
 
-def test_password_with_a_raw_at_sign_is_refused_without_echoing_any_of_it() -> None:
+@SERVER_SCHEMES
+def test_password_with_a_raw_at_sign_is_refused_without_echoing_any_of_it(
+    scheme: str, port: int
+) -> None:
     # Parsed naively, "se@cr3t" splits into password "se" and host "cr3t@host":
     # half the password would be printed as the host.
     with pytest.raises(ConfigError) as err:
-        DatabaseUrl("mysql+pymysql://app:se@cr3t@host:3306/sched")
+        DatabaseUrl(f"{scheme}://app:se@cr3t@host:{port}/sched")
     message = str(err.value)
     assert message.startswith("database_url:")
     assert "%40" in message
     assert "cr3t" not in message
     assert "se@" not in message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        f"postgresql://app:{SECRET}@db.example:5433/sched",
+        f"postgresql+psycopg://app:{SECRET}@db.example:5433/sched",
+    ],
+)
+def test_postgresql_urls_are_normalised_to_psycopg(raw: str) -> None:
+    url = DatabaseUrl(raw)
+    assert url.sqlalchemy_url.drivername == "postgresql+psycopg"
+    assert url.scheme.dialect == "postgresql"
+    assert url.database == "sched"
+    assert url.where == "db.example:5433"
+
+
+def test_default_postgresql_port_is_shown_as_5432() -> None:
+    assert DatabaseUrl("postgresql+psycopg://app@db.internal/sched").where == "db.internal:5432"
 
 
 @pytest.mark.parametrize(
@@ -62,7 +96,9 @@ def test_password_with_a_raw_at_sign_is_refused_without_echoing_any_of_it() -> N
         (f"mysql+pymysql://root:{SECRET}@host:99999/db", "port 99999"),
         (f"mysql+pymysql://root:{SECRET}@/db", "names no host"),
         (f"mysql+pymysql://root:{SECRET}@host", "names no database"),
-        (f"postgresql://root:{SECRET}@host/db", "unsupported database 'postgresql'"),
+        (f"oracle://root:{SECRET}@host/db", "unsupported database 'oracle'"),
+        (f"postgresql+psycopg://root:{SECRET}@/db", "names no host"),
+        (f"postgresql+psycopg://root:{SECRET}@host", "names no database"),
         ("sqlite://somehost/x.db", "SQLite URLs are sqlite:///PATH"),
         ("", "an empty value"),
         ("   ", "an empty value"),
@@ -107,10 +143,14 @@ def test_database_urls_compare_by_value() -> None:
 
 def test_an_unknown_scheme_is_one_line_naming_each_known_database_and_its_drivers() -> None:
     with pytest.raises(ConfigError) as err:
-        DatabaseUrl(f"postgresql://root:{SECRET}@host/db")
+        DatabaseUrl(f"oracle://root:{SECRET}@host/db")
     message = str(err.value)
     assert "\n" not in message
     assert SECRET not in message
-    for known in ("mysql: mariadb, mariadb+pymysql, mysql, mysql+pymysql", "sqlite: sqlite,"):
+    for known in (
+        "mysql: mariadb, mariadb+pymysql, mysql, mysql+pymysql",
+        "postgresql: postgresql, postgresql+psycopg",
+        "sqlite: sqlite,",
+    ):
         assert known in message
     assert "sqlite:///PATH" in message

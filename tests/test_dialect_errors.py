@@ -1,5 +1,6 @@
 """Each dialect reads its own database's real errors: deadlock, lock timeout, duplicate key,
-missing table, lost connection; and leaves other databases' errors alone."""
+missing table, lost connection (and PostgreSQL's serialization failure); and leaves other
+databases' errors alone."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
+import attrs
 import pytest
 import sqlalchemy as sa
 
@@ -42,9 +44,52 @@ def with_rows(engine: sa.Engine) -> sa.Engine:
     return engine
 
 
+@attrs.frozen
+class ServerSql:
+    """The statements a server database's tests need, in its own SQL."""
+
+    fixture: str  # the fixture giving a fresh database's URL
+    short_lock_wait: str  # wait 1 s for a row lock
+    long_lock_wait: str  # wait 10 s for a row lock
+    session_id: str
+    kill: str  # ends the session {id} from another one
+
+
+SERVERS = {
+    "mysql": ServerSql(
+        "mysql_url",
+        "SET SESSION innodb_lock_wait_timeout = 1",
+        "SET SESSION innodb_lock_wait_timeout = 10",
+        "SELECT CONNECTION_ID()",
+        "KILL CONNECTION {id}",
+    ),
+    "postgresql": ServerSql(
+        "postgresql_url",
+        "SET lock_timeout = '1s'",
+        "SET lock_timeout = '10s'",
+        "SELECT pg_backend_pid()",
+        "SELECT pg_terminate_backend({id})",
+    ),
+}
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def server(request: pytest.FixtureRequest) -> ServerSql:
+    return SERVERS[request.param]
+
+
 @pytest.fixture
-def engine(any_url: DatabaseUrl, engine_for: EngineFor) -> sa.Engine:
-    return with_rows(engine_for(any_url))
+def server_engine(
+    server: ServerSql, request: pytest.FixtureRequest, engine_for: EngineFor
+) -> sa.Engine:
+    """A fresh database on each server database, with table t."""
+    url: DatabaseUrl = request.getfixturevalue(server.fixture)
+    return with_rows(engine_for(url))
+
+
+@pytest.fixture
+def engine(every_url: DatabaseUrl, engine_for: EngineFor) -> sa.Engine:
+    return with_rows(engine_for(every_url))
 
 
 def test_a_duplicate_key(engine: sa.Engine) -> None:
@@ -64,41 +109,44 @@ def test_an_error_of_no_kind_we_tell_apart(engine: sa.Engine) -> None:
     assert dialect_for(engine).classify(ValueError("not a database error")) is None
 
 
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("mysql_url", "sqlite_url"),
+        ("mysql_url", "postgresql_url"),
+        ("postgresql_url", "sqlite_url"),
+    ],
+)
 def test_each_dialect_reads_only_its_own_drivers_errors(
-    mysql_url: DatabaseUrl, sqlite_url: DatabaseUrl, engine_for: EngineFor
+    one: str, other: str, request: pytest.FixtureRequest, engine_for: EngineFor
 ) -> None:
-    on_mysql, on_sqlite = engine_for(mysql_url), engine_for(sqlite_url)
-    mysql_error = raised(on_mysql, "SELECT * FROM no_such_table")
-    sqlite_error = raised(on_sqlite, "SELECT * FROM no_such_table")
-    assert dialect_for(on_sqlite).classify(mysql_error) is None
-    assert dialect_for(on_mysql).classify(sqlite_error) is None
+    on_one = engine_for(request.getfixturevalue(one))
+    on_other = engine_for(request.getfixturevalue(other))
+    one_error = raised(on_one, "SELECT * FROM no_such_table")
+    other_error = raised(on_other, "SELECT * FROM no_such_table")
+    assert dialect_for(on_other).classify(one_error) is None
+    assert dialect_for(on_one).classify(other_error) is None
 
 
-def test_a_mysql_lock_wait_timeout_is_a_conflict(
-    mysql_url: DatabaseUrl, engine_for: EngineFor
-) -> None:
-    engine = with_rows(engine_for(mysql_url))
+def test_a_lock_wait_timeout_is_a_conflict(server: ServerSql, server_engine: sa.Engine) -> None:
+    engine = server_engine
     with engine.connect() as holder:
         holder.exec_driver_sql("SELECT v FROM t WHERE id = 1 FOR UPDATE")
-        exc = raised(
-            engine,
-            "SET SESSION innodb_lock_wait_timeout = 1",
-            "UPDATE t SET v = 1 WHERE id = 1",
-        )
+        exc = raised(engine, server.short_lock_wait, "UPDATE t SET v = 1 WHERE id = 1")
         holder.rollback()
     assert kinds(engine, exc) == (Kind.LOCK_TIMEOUT, Kind.LOCK_TIMEOUT)
     assert is_conflict(exc)
 
 
-def test_a_mysql_deadlock_is_a_conflict(mysql_url: DatabaseUrl, engine_for: EngineFor) -> None:
-    engine = with_rows(engine_for(mysql_url))
+def test_a_deadlock_is_a_conflict(server: ServerSql, server_engine: sa.Engine) -> None:
+    engine = server_engine
     errors: list[BaseException] = []
     both_hold_one = threading.Barrier(2, timeout=10)
 
     def lock(first: int, second: int) -> None:
-        # Each takes one row, then wants the other's: InnoDB rolls one of them back.
+        # Each takes one row, then wants the other's: the server rolls one of them back.
         with engine.connect() as conn:
-            conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 10")
+            conn.exec_driver_sql(server.long_lock_wait)
             conn.exec_driver_sql(f"UPDATE t SET v = 1 WHERE id = {first}")
             both_hold_one.wait()
             try:
@@ -118,18 +166,34 @@ def test_a_mysql_deadlock_is_a_conflict(mysql_url: DatabaseUrl, engine_for: Engi
     assert is_conflict(exc)
 
 
-def test_a_killed_mysql_session_is_a_lost_connection(
-    mysql_url: DatabaseUrl, engine_for: EngineFor
-) -> None:
-    engine = engine_for(mysql_url)
+def test_a_killed_session_is_a_lost_connection(server: ServerSql, server_engine: sa.Engine) -> None:
+    engine = server_engine
     with engine.connect() as victim:
-        session = victim.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one()
+        session = victim.exec_driver_sql(server.session_id).scalar_one()
         with engine.connect() as killer:
-            killer.exec_driver_sql(f"KILL CONNECTION {int(session)}")
+            killer.exec_driver_sql(server.kill.format(id=int(session)))
         with pytest.raises(sa.exc.DBAPIError) as caught:
             victim.exec_driver_sql("SELECT 1")
     assert kinds(engine, caught.value) == (Kind.LOST_CONNECTION, Kind.LOST_CONNECTION)
     assert not is_conflict(caught.value)
+
+
+def test_a_postgresql_serialization_failure_is_a_conflict(
+    postgresql_url: DatabaseUrl, engine_for: EngineFor
+) -> None:
+    engine = with_rows(engine_for(postgresql_url))
+    serializable = engine.execution_options(isolation_level="SERIALIZABLE")
+    with serializable.connect() as first, serializable.connect() as second:
+        # Both read row 1 in their snapshots; the second writer after the first commits fails.
+        first.exec_driver_sql("SELECT v FROM t WHERE id = 1")
+        second.exec_driver_sql("SELECT v FROM t WHERE id = 1")
+        first.exec_driver_sql("UPDATE t SET v = 1 WHERE id = 1")
+        first.commit()
+        with pytest.raises(sa.exc.DBAPIError) as caught:
+            second.exec_driver_sql("UPDATE t SET v = 2 WHERE id = 1")
+        second.rollback()
+    assert kinds(engine, caught.value) == (Kind.DEADLOCK, Kind.DEADLOCK)
+    assert is_conflict(caught.value)
 
 
 def test_a_sqlite_write_lock_held_too_long_is_a_conflict(

@@ -1,4 +1,4 @@
-"""The built-in SQL job store passes the job store contract, on MariaDB and SQLite."""
+"""The built-in SQL job store passes the job store contract, on MariaDB, PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from infsched.testing.jobstore import JobStoreContract
 class TestSqlJobStore(JobStoreContract):
     @pytest.fixture
     def store(
-        self, any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+        self, every_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
     ) -> JobStore:
         # Built as a node builds it: the built-in `sql`, through the hook.
-        return open_job_store(None, "sql", database_of(engine_for(any_url)))
+        return open_job_store(None, "sql", database_of(engine_for(every_url)))

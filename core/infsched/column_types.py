@@ -39,7 +39,12 @@ class ColumnKind(sa.types.TypeDecorator[_T]):
     def load_dialect_impl(self, target: sa.Dialect) -> sa.types.TypeEngine[Any]:
         supplier = _SUPPLIERS.get(target.name)
         supplied = supplier(self) if supplier is not None else None
-        return target.type_descriptor(self.impl_instance if supplied is None else supplied)
+        if supplied is not None:
+            # As supplied, not adapted by type_descriptor: CREATE TABLE compiles what this
+            # returns, and psycopg's adaptation turns a TEXT into a VARCHAR.  Statements
+            # still get the driver's adapted type (TypeDecorator adapts it for them).
+            return supplied
+        return target.type_descriptor(self.impl_instance)
 
 
 class UtcDateTime(ColumnKind[datetime]):

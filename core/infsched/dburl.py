@@ -116,7 +116,7 @@ class DatabaseUrl:
                 # be shown as part of the host, so nothing of the URL is echoed.
                 raise ConfigError(
                     "database_url: the host contains '@'; write an '@' inside the password "
-                    "as %40 (e.g. mysql+pymysql://user:pa%40ss@host:3306/db)"
+                    f"as %40 (e.g. {scheme.driver}://user:pa%40ss@host:{scheme.default_port}/db)"
                 )
             if url.port is not None and not 0 < url.port < 65536:
                 raise ConfigError(f"database_url: port {url.port} in {self} is not 1-65535")

@@ -1,6 +1,6 @@
 """Per-database statements, one `Dialect` per database, and the dialects that are registered.
 
-The built-in ones (MySQL/MariaDB, SQLite) are known from the start; a plugin
+The built-in ones (MySQL/MariaDB, PostgreSQL, SQLite) are known from the start; a plugin
 adds one through the ``register_dialects`` hook.  Registering a dialect also
 makes `infsched.dburl` accept its URLs.  Components never look a dialect up:
 they are handed `infsched.database.Database`, which carries it.
@@ -20,11 +20,12 @@ from infsched.dialects.base import (
     RangePartitioning,
 )
 from infsched.dialects.mysql import MySQLDialect
+from infsched.dialects.postgresql import PostgreSQLDialect
 from infsched.dialects.sqlite import SQLiteDialect
 from infsched.errors import UnsupportedDatabaseError
 
 #: The dialects the core ships; the built-in plugin (builtin_dialects.py) registers them.
-BUILTIN_DIALECTS: tuple[Dialect, ...] = (MySQLDialect(), SQLiteDialect())
+BUILTIN_DIALECTS: tuple[Dialect, ...] = (MySQLDialect(), PostgreSQLDialect(), SQLiteDialect())
 
 #: {Dialect.name: dialect}, and {SQLAlchemy dialect name: dialect} for engines made elsewhere.
 _BY_NAME: dict[str, Dialect] = {}

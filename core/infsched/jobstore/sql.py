@@ -84,7 +84,10 @@ class SqlJobStore(SqlJobInspection):
         self._dialect = database.dialect
         # Only SQLite (one node) reads the node's clock; MySQL reads UTC_TIMESTAMP(6).
         self._clock = database.clock
-        self._insert_ignore = self._dialect.insert_ignore(jobs, ["job_key"])
+        # preserve_rowcount: an INSERT's count survives its closed cursor (psycopg resets it).
+        self._insert_ignore = self._dialect.insert_ignore(jobs, ["job_key"]).execution_options(
+            preserve_rowcount=True
+        )
         self._priority_values: tuple[int, ...] = ()
         self._priorities_read_at = float("-inf")
 

@@ -318,7 +318,9 @@ class EntityCrud(Generic[T, K]):
         self._layout.ready_beside(conn)
         self._layout.prepare_days([day], conn)
         table = self._layout.table_for_day(day)
-        return int(conn.execute(table.insert().from_select(list(self._selected), rows)).rowcount)
+        # preserve_rowcount: an INSERT's count survives its closed cursor (psycopg resets it).
+        statement = table.insert().from_select(list(self._selected), rows)
+        return int(conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount)
 
     def new_ids(self, count: int) -> list[int]:
         """`count` fresh 64-bit ids from the repository's generator."""

@@ -1,0 +1,353 @@
+"""PostgreSQL (psycopg 3): transactional DDL, sequences, advisory locks, SQLSTATE error codes.
+
+Sessions run in UTC, and every time column is a ``timestamp without time
+zone`` holding naive UTC, as on the other databases.  Claims lock with
+``FOR UPDATE SKIP LOCKED``; idempotent inserts are ``ON CONFLICT DO NOTHING``.
+Range partitions are not built yet: repositories are one table per day.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from infsched.column_types import ColumnKind, FixedText, LongText, UtcDateTime
+from infsched.dburl import UrlScheme
+from infsched.dialects.base import DatabaseErrorKind, Dialect, LockTimeoutError, RowInserter
+
+#: SQLSTATE codes, by what they mean (PostgreSQL's appendix A).
+_KINDS = {
+    "40001": DatabaseErrorKind.DEADLOCK,  # serialization_failure: rolled back, try again
+    "40P01": DatabaseErrorKind.DEADLOCK,  # deadlock_detected
+    "55P03": DatabaseErrorKind.LOCK_TIMEOUT,  # lock_not_available (lock_timeout, NOWAIT)
+    "23505": DatabaseErrorKind.DUPLICATE_KEY,  # unique_violation
+    "42P01": DatabaseErrorKind.MISSING_TABLE,  # undefined_table
+    "57P01": DatabaseErrorKind.LOST_CONNECTION,  # admin_shutdown (pg_terminate_backend)
+    "57P02": DatabaseErrorKind.LOST_CONNECTION,  # crash_shutdown
+    "57P03": DatabaseErrorKind.LOST_CONNECTION,  # cannot_connect_now
+}
+#: How often ddl_lock asks again for an advisory lock another session holds.
+_LOCK_POLL_SECONDS = 0.05
+
+
+def _lock_key(name: str) -> int:
+    """A 64-bit advisory lock key for `name` (advisory locks are per database already)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+class PostgreSQLDialect(Dialect):
+    name = "postgresql"
+    names: ClassVar[tuple[str, ...]] = ("postgresql",)
+    title = "PostgreSQL"
+    url_scheme = UrlScheme(
+        dialect="postgresql",
+        title=title,
+        drivers=frozenset({"postgresql", "postgresql+psycopg"}),
+        driver="postgresql+psycopg",
+        server=True,
+        default_port=5432,
+        example="postgresql+psycopg://user:pass@host:5432/db",
+    )
+    # Declarative day partitions are not built yet: one table per day.
+    default_repository_backend = "multi_table"
+    transactional_ddl = True
+    concurrent_writers = True
+    max_identifier_length = 63
+
+    def column_type(self, kind: ColumnKind[Any]) -> sa.types.TypeEngine[Any] | None:
+        if isinstance(kind, UtcDateTime):
+            # Naive UTC like the other databases; microseconds are the default precision.
+            return postgresql.TIMESTAMP(timezone=False, precision=6)
+        if isinstance(kind, LongText):
+            # Said outright: psycopg's string type would otherwise render it as VARCHAR.
+            return postgresql.TEXT()
+        if isinstance(kind, FixedText):
+            # Not CHAR: PostgreSQL pads it with spaces and reads them back.  Every
+            # UPDATE writes a new row version anyway, so a fixed width buys nothing.
+            return sa.String(kind.length)
+        return None
+
+    def engine_options(self, pool_size: int) -> dict[str, Any]:
+        # READ COMMITTED is PostgreSQL's default; the session's time zone is UTC so that
+        # the clock (statement_timestamp() AT TIME ZONE 'UTC') and casts agree.
+        return {
+            "pool_size": pool_size,
+            "max_overflow": pool_size,
+            "pool_pre_ping": True,
+            "pool_recycle": 3600,
+            "connect_args": {"options": "-c timezone=UTC", "connect_timeout": 10},
+        }
+
+    def configure_engine(self, engine: sa.Engine) -> None:
+        # Row locks (FOR UPDATE [SKIP LOCKED]) make read-then-write transactions safe;
+        # the session set-up is `engine_options`.
+        return None
+
+    def create_table(self, conn: sa.Connection, table: sa.Table) -> None:
+        # DDL is transactional here: the table and its indexes appear together at commit.
+        conn.execute(CreateTable(table, if_not_exists=True))
+        for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+            conn.execute(CreateIndex(index, if_not_exists=True))
+
+    def add_index(self, conn: sa.Connection, index: sa.Index) -> None:
+        # Not CONCURRENTLY: that cannot run inside the transaction maintenance holds.
+        conn.execute(CreateIndex(index, if_not_exists=True))
+
+    def not_null_statement(self, conn: sa.Connection, table: str, column: sa.Column[Any]) -> str:
+        default = column.server_default
+        text = default.arg if isinstance(default, sa.DefaultClause) else None
+        quoted = f"ALTER TABLE {self._quote(conn, table)} ALTER COLUMN "
+        quoted += self._quote(conn, column.name)
+        if isinstance(text, str):
+            return f"{quoted} SET DEFAULT '{text}', ALTER COLUMN " + (
+                f"{self._quote(conn, column.name)} SET NOT NULL"
+            )
+        return f"{quoted} SET NOT NULL"
+
+    def indexes_used(self, conn: sa.Connection, query: sa.Select[Any]) -> list[str]:
+        compiled = query.compile(dialect=conn.dialect)
+        plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params)
+        document = plan.scalar_one()
+        found: list[str] = []
+
+        def walk(node: dict[str, Any]) -> None:
+            if "Index Name" in node:
+                found.append(str(node["Index Name"]))
+            for child in node.get("Plans", ()):
+                walk(child)
+
+        for entry in document if isinstance(document, list) else json.loads(document):
+            walk(entry["Plan"])
+        return found
+
+    @contextmanager
+    def ddl_lock(self, conn: sa.Connection, name: str, timeout: float) -> Iterator[None]:
+        # A session-level advisory lock, asked for again until `timeout`: it outlives the
+        # transactions the DDL commits, and goes with the session if that dies.
+        key = _lock_key(name)
+        deadline = time.monotonic() + timeout
+        take = sa.text("SELECT pg_try_advisory_lock(:key)")
+        while not conn.execute(take, {"key": key}).scalar_one():
+            if time.monotonic() >= deadline:
+                raise LockTimeoutError(
+                    f"lock {name!r} is held by another session for more than {timeout:g} s"
+                )
+            time.sleep(_LOCK_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            try:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            except DBAPIError:
+                # A session that is gone took its lock with it; an aborted transaction
+                # must be rolled back before the unlock can run.
+                if not conn.closed and not conn.invalidated:
+                    conn.rollback()
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+
+    def classify_driver_error(self, error: BaseException | None) -> DatabaseErrorKind | None:
+        try:
+            import psycopg  # the optional extra: only its own errors can be classified
+        except ImportError:  # pragma: no cover - without psycopg no PostgreSQL error exists
+            return None
+        if not isinstance(error, psycopg.Error):
+            return None
+        kind = _KINDS.get(error.sqlstate or "")
+        if kind is not None:
+            return kind
+        sqlstate = error.sqlstate or ""
+        if sqlstate.startswith("08") or (
+            isinstance(error, psycopg.OperationalError) and not sqlstate
+        ):
+            # Class 08 (connection exception), or the client's own "the connection is
+            # closed" / "server closed the connection unexpectedly", which carry none.
+            return DatabaseErrorKind.LOST_CONNECTION
+        return None
+
+    def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:
+        # A Core executemany: SQLAlchemy sends it to psycopg as multi-row VALUES.
+        statement = table.insert()
+
+        def insert(conn: sa.Connection, rows: Sequence[Sequence[Any]]) -> None:
+            conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
+
+        return insert
+
+    def insert_ignore(self, table: sa.Table, keys: Sequence[str]) -> sa.Insert:
+        # Only a conflict on these keys is skipped; any other error still raises.
+        return pg_insert(table).on_conflict_do_nothing(index_elements=list(keys))
+
+    def current_timestamp(self) -> sa.ColumnElement[datetime]:
+        # The statement's start, like MySQL's UTC_TIMESTAMP(6) (now() would be the
+        # transaction's), as naive UTC.
+        return sa.func.timezone(
+            sa.literal("UTC"), sa.func.statement_timestamp(), type_=sa.DateTime()
+        )
+
+    def lock_skipping_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        return query.with_for_update(skip_locked=True)
+
+    def job_key(
+        self, repository: str, entity_id: sa.ColumnElement[Any], due: sa.ColumnElement[Any]
+    ) -> sa.ColumnElement[str]:
+        return sa.func.concat(
+            sa.literal(f"{repository}:"),
+            sa.cast(entity_id, sa.Text()),
+            sa.literal(":"),
+            sa.func.to_char(due, sa.literal('YYYYMMDD"T"HH24MISS.US"Z"')),
+            type_=sa.String(),
+        )
+
+    def json_field(self, column: sa.ColumnElement[Any], python_type: type) -> sa.ColumnElement[Any]:
+        if python_type is datetime:
+            return sa.func.to_char(column, sa.literal('YYYY-MM-DD"T"HH24:MI:SS.US'))
+        if python_type is date:
+            return sa.func.to_char(column, sa.literal("YYYY-MM-DD"))
+        if python_type is Decimal:
+            # As text: a JSON number would come back as a float and lose digits.
+            return sa.cast(column, sa.Text())
+        if python_type in (dict, list):
+            return sa.cast(column, postgresql.JSONB())
+        return column
+
+    # JSON is built as json (json_build_*) and cast to text only where the result
+    # leaves the database: psycopg would parse a json value itself, and the store
+    # reads the text with one json.loads.
+
+    def json_array_agg(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.cast(sa.func.json_agg(column), sa.Text())
+
+    def json_array(self, *values: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.func.json_build_array(*values, type_=postgresql.JSON())
+
+    def json_document(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.cast(column, postgresql.JSON())
+
+    def json_object(
+        self, fields: Sequence[tuple[str, sa.ColumnElement[Any]]]
+    ) -> sa.ColumnElement[str]:
+        args = [part for name, value in fields for part in (sa.literal(name), value)]
+        return sa.cast(sa.func.json_build_object(*args), sa.Text())
+
+    def datetime_from_micros(self, micros: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # Whole seconds and the microseconds apart: an interval times a number is float
+        # arithmetic, exact for each part but not for microseconds since 1970 at once.
+        epoch: sa.ColumnElement[Any] = sa.literal_column("TIMESTAMP '1970-01-01 00:00:00'")
+        second: sa.ColumnElement[Any] = sa.literal_column("INTERVAL '1 second'")
+        microsecond: sa.ColumnElement[Any] = sa.literal_column("INTERVAL '1 microsecond'")
+        whole = sa.cast(micros, sa.BigInteger()).op("/")(1_000_000)
+        rest = sa.cast(micros, sa.BigInteger()).op("%")(1_000_000)
+        return sa.type_coerce(epoch + whole * second + rest * microsecond, sa.DateTime())
+
+    def json_rows(
+        self, document: str, columns: Sequence[tuple[str, sa.types.TypeEngine[Any]]]
+    ) -> sa.Subquery:
+        elements = (
+            sa.func.json_array_elements(sa.cast(sa.literal(document, sa.Text()), postgresql.JSON()))
+            .table_valued(sa.column("value", postgresql.JSON()))
+            .alias("rows_")
+        )
+        value = elements.c.value
+        fields = [
+            sa.cast(value.op("->>")(sa.literal_column(str(i))), type_).label(name)
+            for i, (name, type_) in enumerate(columns)
+        ]
+        return sa.select(*fields).select_from(elements).subquery("v")
+
+    # -- ids: a SEQUENCE shared by the repository's tables is the id column's DEFAULT --
+
+    def create_id_source(self, conn: sa.Connection, name: str, maximum: int) -> None:
+        for statement in self.id_source_statements(conn, name, maximum):
+            conn.exec_driver_sql(statement)
+
+    def id_source_statements(self, conn: sa.Connection, name: str, maximum: int) -> list[str]:
+        return [
+            f"CREATE SEQUENCE IF NOT EXISTS {self._quote(conn, name)} AS bigint "
+            f"START WITH 1 MINVALUE 1 MAXVALUE {maximum} NO CYCLE"
+        ]
+
+    def _defaults(
+        self, conn: sa.Connection, tables: Sequence[str], column: str
+    ) -> dict[str, str | None]:
+        if not tables:
+            return {}
+        rows = conn.execute(
+            sa.text(
+                "SELECT table_name, column_default FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND column_name = :column "
+                "AND table_name IN :tables"
+            ).bindparams(sa.bindparam("tables", expanding=True)),
+            {"column": column, "tables": list(tables)},
+        )
+        return {str(table): default for table, default in rows}
+
+    @staticmethod
+    def _draws_from(default: str | None, name: str) -> bool:
+        # information_schema shows it as nextval('name'::regclass), quoted if need be.
+        return default is not None and default.startswith("nextval(") and name in default
+
+    def _missing_defaults(
+        self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
+    ) -> list[tuple[str, str]]:
+        literal = "'" + self._quote(conn, name).replace("'", "''") + "'"
+        return [
+            (
+                table,
+                f"ALTER TABLE {self._quote(conn, table)} ALTER COLUMN "
+                f"{self._quote(conn, column)} SET DEFAULT nextval({literal})",
+            )
+            for table, default in self._defaults(conn, tables, column).items()
+            if not self._draws_from(default, name)
+        ]
+
+    def default_ids(
+        self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
+    ) -> list[str]:
+        changed = []
+        for table, statement in self._missing_defaults(conn, name, tables, column):
+            conn.exec_driver_sql(statement)
+            changed.append(table)
+        return changed
+
+    def default_ids_statements(
+        self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
+    ) -> list[str]:
+        return [statement for _, statement in self._missing_defaults(conn, name, tables, column)]
+
+    def id_source_problems(
+        self, conn: sa.Connection, name: str, maximum: int, tables: Sequence[str], column: str
+    ) -> list[str]:
+        top = conn.execute(
+            sa.text(
+                "SELECT max_value FROM pg_sequences "
+                "WHERE schemaname = current_schema() AND sequencename = :name"
+            ),
+            {"name": name},
+        ).scalar()
+        if top is None:
+            return [f"id sequence {name!r} is missing: `infsched partitions maintain` makes it"]
+        problems = []
+        if int(top) > maximum:
+            problems.append(
+                f"id sequence {name!r} goes up to {top}, beyond {maximum}: its ids may meet "
+                "those infsched generates"
+            )
+        for table, default in sorted(self._defaults(conn, tables, column).items()):
+            if not self._draws_from(default, name):
+                problems.append(
+                    f"table {table!r}: column {column!r} does not default to nextval('{name}') "
+                    f"(default {default}); `infsched partitions maintain` sets it"
+                )
+        return problems
