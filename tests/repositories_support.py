@@ -27,7 +27,12 @@ TODAY = datetime(2024, 3, 10, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 #: (backend, database) pairs every API test runs on.
-BACKENDS = ["multi_table-mysql", "multi_table-sqlite", "partitioned-mysql"]
+BACKENDS = [
+    "multi_table-mysql",
+    "multi_table-postgresql",
+    "multi_table-sqlite",
+    "partitioned-mysql",
+]
 
 
 @attrs.define(kw_only=True)
@@ -117,8 +122,10 @@ def backend_fixture(*specs: str) -> Any:
         engine_for: Callable[[DatabaseUrl], sa.Engine],
     ) -> Backend:
         kind, database = request.param.split("-")
-        if database == "mysql":
-            factory: Callable[[], DatabaseUrl] = request.getfixturevalue("mysql_database_factory")
+        if database != "sqlite":
+            factory: Callable[[], DatabaseUrl] = request.getfixturevalue(
+                f"{database}_database_factory"
+            )
             url = factory()
         else:
             url = DatabaseUrl(f"sqlite:///{tmp_path / 'repositories.db'}")

@@ -2,11 +2,11 @@
 
 Code elsewhere is handed a `Dialect` in its `infsched.database.Database` and
 never tests the database's name itself.  Each database has one module here
-(mysql.py, sqlite.py) implementing the interface: its statements, the types of
+(mysql.py, postgresql.py, sqlite.py) implementing the interface: its statements, the types of
 the column kinds (infsched.column_types), what its errors mean (`classify`),
 its identifier length, its URLs (`url_scheme`); a database without RANGE
 partitions has no `range_partitioning`.  A dialect is registered through the
-``register_dialects`` hook (builtin_dialects.py for these two).
+``register_dialects`` hook (builtin_dialects.py for these three).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
@@ -186,6 +186,15 @@ class Dialect(ABC):
 
         Raises LockTimeoutError when another session holds it beyond `timeout` seconds.
         """
+
+    def statement_scope(self, conn: sa.Connection) -> AbstractContextManager[Any]:
+        """Where one statement runs whose error the caller handles and then goes on.
+
+        MySQL and SQLite undo only the failed statement, so nothing is needed; a
+        database whose transaction a failed statement aborts (PostgreSQL) puts a
+        savepoint here, and the error rolls back to it.
+        """
+        return nullcontext()
 
     def missing_database(self, url: sa.URL) -> str | None:
         """Why the database `url` names does not exist, found without connecting, or None.

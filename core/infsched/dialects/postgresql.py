@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -100,6 +100,10 @@ class PostgreSQLDialect(Dialect):
         conn.execute(CreateTable(table, if_not_exists=True))
         for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
             conn.execute(CreateIndex(index, if_not_exists=True))
+
+    def statement_scope(self, conn: sa.Connection) -> AbstractContextManager[Any]:
+        # A failed statement aborts the transaction: a savepoint keeps the rest of it.
+        return conn.begin_nested()
 
     def add_index(self, conn: sa.Connection, index: sa.Index) -> None:
         # Not CONCURRENTLY: that cannot run inside the transaction maintenance holds.

@@ -149,7 +149,8 @@ class HistorySearch:
             for name in self._newest_first(conn, where, after):
                 query = self.query(name, where, after=after, limit=limit + 1 - len(found))
                 try:
-                    found.extend(conn.execute(query).mappings())
+                    with self._dialect.statement_scope(conn):
+                        found.extend(conn.execute(query).mappings())
                 except sa.exc.DBAPIError as exc:
                     if self._dialect.classify(exc) is not DatabaseErrorKind.MISSING_TABLE:
                         raise  # (a day table dropped by maintenance meanwhile holds nothing)

@@ -355,15 +355,16 @@ class DayShardedRepository(ABC, Generic[T, K]):
         if self.options.scheduled:
             unscheduled = sa.func.sum(sa.case((table.c[JOB_AT] == EPOCH, 1), else_=0))
         try:
-            rows, waiting = conn.execute(
-                sa.select(sa.func.count(), unscheduled).select_from(table).where(outside)
-            ).one()
-            if not rows:
-                return []
-            examples = conn.execute(
-                sa.select(ident).where(outside).order_by(key, ident).limit(EXAMPLE_IDS)
-            ).scalars()
-            example_ids = tuple(examples)
+            with self._dialect.statement_scope(conn):
+                rows, waiting = conn.execute(
+                    sa.select(sa.func.count(), unscheduled).select_from(table).where(outside)
+                ).one()
+                if not rows:
+                    return []
+                examples = conn.execute(
+                    sa.select(ident).where(outside).order_by(key, ident).limit(EXAMPLE_IDS)
+                ).scalars()
+                example_ids = tuple(examples)
         except DBAPIError as exc:
             if not self._queries.missing(exc):
                 raise

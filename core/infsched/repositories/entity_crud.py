@@ -278,7 +278,9 @@ class EntityCrud(Generic[T, K]):
     ) -> None:
         """One multi-row INSERT; a day table dropped meanwhile is made again (or refused)."""
         try:
-            inserter(conn, rows)
+            # A clash is then named, or the table made again, in the caller's transaction.
+            with self._dialect.statement_scope(conn):
+                inserter(conn, rows)
         except DBAPIError as exc:
             if not self._queries.missing(exc):
                 raise
@@ -473,7 +475,8 @@ class EntityCrud(Generic[T, K]):
             for segment in self._layout.segments(conn, *bounds):
                 statement = segment.table.delete().where(*segment.bounds(self._key))
                 try:
-                    deleted += conn.execute(statement).rowcount
+                    with self._dialect.statement_scope(conn):
+                        deleted += conn.execute(statement).rowcount
                 except DBAPIError as exc:
                     if not self._queries.missing(exc):
                         raise

@@ -139,7 +139,8 @@ class JobMarks(Generic[T, K]):
                 self._dialect.json_array_agg(rows.c[self._id]),
             )
             try:
-                count, first, last, ids = conn.execute(summary).one()
+                with self._dialect.statement_scope(conn):
+                    count, first, last, ids = conn.execute(summary).one()
             except DBAPIError as exc:
                 if not self._queries.missing(exc):
                     raise
@@ -309,9 +310,10 @@ class JobMarks(Generic[T, K]):
         matched = 0
         for table, where in self.sources(locked):
             try:
-                matched += conn.execute(
-                    table.update().where(where).values({JOB_AT: stamp})
-                ).rowcount
+                with self._dialect.statement_scope(conn):
+                    matched += conn.execute(
+                        table.update().where(where).values({JOB_AT: stamp})
+                    ).rowcount
             except DBAPIError as exc:
                 if not self._queries.missing(exc):
                     raise

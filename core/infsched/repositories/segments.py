@@ -111,7 +111,8 @@ class SegmentQueries:
         for chunk in chunks(selects, UNION_SIZE):
             statement: sa.Executable = chunk[0] if len(chunk) == 1 else sa.union_all(*chunk)
             try:
-                rows.extend(conn.execute(statement).mappings())
+                with self.dialect.statement_scope(conn):
+                    rows.extend(conn.execute(statement).mappings())
             except DBAPIError as exc:
                 if not self.missing(exc):
                     raise
@@ -123,7 +124,8 @@ class SegmentQueries:
         rows: list[Any] = []
         for select in selects:
             try:
-                rows.extend(conn.execute(select).mappings())
+                with self.dialect.statement_scope(conn):
+                    rows.extend(conn.execute(select).mappings())
             except DBAPIError as exc:
                 if not self.missing(exc):
                     raise
