@@ -7,7 +7,7 @@ PLUGINS := plugins/sms plugins/orders plugins/notifications plugins/bench
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 
-.PHONY: run test lint types layers pytest soak mariadb system-packages clean
+.PHONY: run test lint types layers pytest soak mariadb postgresql system-packages clean
 
 # Set-up: a virtual environment with the core, the plugins (editable: the three of the demo
 # and the bench, which adds `infsched bench` and holds the cluster harness) and the dev tools.
@@ -25,6 +25,9 @@ run: $(STAMP)
 
 mariadb:
 	@bash .ci/ensure-mariadb
+
+postgresql:
+	@bash .ci/ensure-postgresql
 
 # Kannel (bearerbox, smsbox, fakesmsc) for the SMS plugin's tests; installed when missing.
 system-packages:
@@ -45,14 +48,14 @@ layers: $(STAMP)
 	$(BIN)/lint-imports
 
 # The default run leaves out the soak tests (pyproject's addopts: -m 'not soak').
-pytest: $(STAMP) mariadb system-packages
+pytest: $(STAMP) mariadb postgresql system-packages
 	$(BIN)/python -m pytest -q
 
 # The long versions: 50,000 entities on three nodes, a 30 s outage, 10 minutes of downtime.
-soak: $(STAMP) mariadb system-packages
+soak: $(STAMP) mariadb postgresql system-packages
 	$(BIN)/python -m pytest -q -m soak
 
-test: $(STAMP) mariadb lint types layers pytest
+test: $(STAMP) mariadb postgresql lint types layers pytest
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

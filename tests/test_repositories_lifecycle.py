@@ -32,8 +32,12 @@ Repo = DayShardedRepository[Reminder, int]
 D = TODAY.date()
 
 backend = backend_fixture(*BACKENDS)
-multi_table = backend_fixture("multi_table-mysql", "multi_table-sqlite")
+multi_table = backend_fixture("multi_table-mysql", "multi_table-postgresql", "multi_table-sqlite")
 on_mysql = backend_fixture("multi_table-mysql", "partitioned-mysql")
+#: The databases with named locks (SQLite has none: it serialises writers itself).
+with_named_locks = backend_fixture(
+    "multi_table-mysql", "multi_table-postgresql", "partitioned-mysql"
+)
 
 
 def shard(backend: Backend, day: date) -> str:
@@ -193,9 +197,8 @@ def test_maintenance_needs_only_the_one_connection_that_holds_its_lock(backend: 
         engine.dispose()
 
 
-def test_maintenance_waits_for_another_holder_of_its_lock(on_mysql: Backend) -> None:
-    # (SQLite has no named lock: it serialises writers itself.)
-    backend = on_mysql
+def test_maintenance_waits_for_another_holder_of_its_lock(with_named_locks: Backend) -> None:
+    backend = with_named_locks
     repo = backend.make()
     lock = "infsched_maint_reminders"
     holder = create_engine(backend.url)
@@ -227,8 +230,11 @@ def test_lookalike_tables_are_neither_read_nor_dropped(multi_table: Backend) -> 
         "other_20240301",
     ]
     with backend.engine.begin() as conn:
+        datetime_type = sa.DateTime().compile(dialect=conn.dialect)
         for name in [*lookalikes, "reminders_20240301"]:
-            conn.execute(sa.text(f"CREATE TABLE {name} (id BIGINT PRIMARY KEY, due DATETIME)"))
+            conn.execute(
+                sa.text(f"CREATE TABLE {name} (id BIGINT PRIMARY KEY, due {datetime_type})")
+            )
             conn.execute(sa.text(f"INSERT INTO {name} VALUES (1, '2024-03-10 12:00:00')"))
     repo = backend.make()
     assert shards(backend, repo) == ["reminders_20240301"]
