@@ -1,9 +1,10 @@
 """Another application writing entity rows with plain SQL, by docs/integrating.md.
 
 Run as a separate process; it imports nothing from infsched (only the
-standard library and PyMySQL).  Reads a plan as JSON on stdin::
+standard library, PyMySQL and psycopg).  Reads a plan as JSON on stdin::
 
-    {"database": {"sqlite": PATH} | {"mysql": {"host", "port", "user", "database"}},
+    {"database": {"sqlite": PATH} | {"mysql": {"host", "port", "user", "database"}}
+                  | {"postgresql": CONNINFO},
      "backend": "multi_table" | "partitioned", "table": "reminders",
      "groups": [{"label": "timely", "due": ISO-8601 UTC, "count": 5,
                  "table_day": "YYYY-MM-DD" | null}]}
@@ -21,6 +22,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pymysql
 
 
@@ -35,8 +37,11 @@ class Writer:
         self.table: str = plan["table"]
         database = plan["database"]
         self.mysql = "mysql" in database
+        self.postgresql = "postgresql" in database
         if self.mysql:
             self.db: Any = pymysql.connect(**database["mysql"], autocommit=False)
+        elif self.postgresql:
+            self.db = psycopg.connect(database["postgresql"], autocommit=False)
         else:
             self.db = sqlite3.connect(database["sqlite"], isolation_level=None, timeout=30)
 
@@ -50,6 +55,11 @@ class Writer:
             with self.db.cursor() as cur:
                 cur.execute("SHOW TABLES")
                 names = [row[0] for row in cur.fetchall()]
+        elif self.postgresql:
+            rows = self.db.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            ).fetchall()
+            names = [row[0] for row in rows]
         else:
             names = [
                 row[0]
@@ -67,6 +77,26 @@ class Writer:
             with self.db.cursor() as cur:
                 cur.execute(f"CREATE TABLE IF NOT EXISTS `{name}` LIKE `{template}`")
             return
+        if self.postgresql:
+            # The lock infsched takes on the name too; then columns, defaults and
+            # constraints, and the template's indexes under the new table's names.
+            self.db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
+            self.db.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} (LIKE {template} INCLUDING ALL "
+                "EXCLUDING INDEXES, PRIMARY KEY (id))"
+            )
+            indexes = self.db.execute(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                "AND tablename = %s AND indexname <> %s",
+                (template, f"{template}_pkey"),
+            ).fetchall()
+            for (sql,) in indexes:
+                sql = sql.replace(template, name)
+                sql = sql.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
+                sql = sql.replace("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX IF NOT EXISTS ", 1)
+                self.db.execute(sql)
+            self.db.commit()
+            return
         statements = self.db.execute(
             "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL "
             "ORDER BY type DESC",
@@ -82,6 +112,20 @@ class Writer:
         table = self.target(table_day or due.astimezone(UTC).strftime("%Y-%m-%d"))
         self.ensure_table(table)
         rows = [(sql_time(due + timedelta(milliseconds=i)), f"raw {i}", 0) for i in range(count)]
+        if self.postgresql:
+            # The id column defaults to nextval() of the repository's sequence.
+            ids = [
+                int(
+                    self.db.execute(
+                        f"INSERT INTO {table} (due, text, priority) VALUES (%s, %s, %s) "
+                        "RETURNING id",
+                        row,
+                    ).fetchone()[0]
+                )
+                for row in rows
+            ]
+            self.db.commit()
+            return ids
         if self.mysql:
             # The id column defaults to NEXT VALUE FOR the repository's sequence.
             ids = []

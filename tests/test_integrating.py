@@ -48,6 +48,7 @@ class Case:
 CASES = [
     Case("multi_table", "sqlite"),
     Case("multi_table", "mysql"),
+    Case("multi_table", "postgresql"),
     Case("partitioned", "mysql"),
 ]
 
@@ -59,8 +60,8 @@ def case(request: pytest.FixtureRequest) -> Case:
 
 @pytest.fixture
 def url(case: Case, request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseUrl:
-    if case.database == "mysql":
-        return request.getfixturevalue("mysql_url")  # type: ignore[no-any-return]
+    if case.database != "sqlite":
+        return request.getfixturevalue(f"{case.database}_url")  # type: ignore[no-any-return]
     return DatabaseUrl(f"sqlite:///{tmp_path / 'site.db'}")
 
 
@@ -90,6 +91,12 @@ def write(url: DatabaseUrl, backend: str, groups: list[dict[str, Any]]) -> dict[
                 "password": u.password or "",
                 "database": u.database,
             }
+        }
+    elif url.scheme.dialect == "postgresql":
+        u = url.sqlalchemy_url
+        database = {
+            "postgresql": f"host={u.host} port={u.port or 5432} user={u.username} "
+            f"dbname={u.database}"
         }
     else:
         database = {"sqlite": url.sqlalchemy_url.database}
@@ -221,16 +228,16 @@ def test_rows_written_with_plain_sql_each_run_once_or_are_reported(
     engine.dispose()
 
 
-def test_the_database_ids_and_generated_ids_cannot_meet(any_url: DatabaseUrl) -> None:
+def test_the_database_ids_and_generated_ids_cannot_meet(every_url: DatabaseUrl) -> None:
     # The generator's smallest id, whatever the clock says (from the epoch on), is 2^40.
     epoch_ms = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000)
     assert IdGenerator(node=0, now_ms=lambda: epoch_ms).next_id() == FIRST_GENERATED_ID
     assert IdGenerator(node=1023, now_ms=lambda: epoch_ms + 1).next_id() > FIRST_GENERATED_ID
-    engine = create_engine(any_url)
+    engine = create_engine(every_url)
     options = RepositoryOptions(name="reminders", entity_type=Reminder, engine=engine)
     repo: DayShardedRepository[Reminder, int] = (
         PartitionedRepository(options)
-        if any_url.scheme.dialect == "mysql"
+        if every_url.scheme.dialect == "mysql"
         else MultiTableRepository(options)
     )
     repo.maintain()
@@ -241,7 +248,12 @@ def test_the_database_ids_and_generated_ids_cannot_meet(any_url: DatabaseUrl) ->
     assert source == "reminders_id_seq"
     # The database's source stops at 2^40 - 1: it refuses to go on rather than meet them.
     with engine.begin() as conn:
-        if any_url.scheme.dialect == "mysql":
+        if every_url.scheme.dialect == "postgresql":
+            assert conn.exec_driver_sql(
+                f"SELECT max_value, cycle FROM pg_sequences WHERE sequencename = '{source}'"
+            ).one() == (DATABASE_IDS_MAX, False)
+            conn.exec_driver_sql(f"SELECT setval('{source}', {DATABASE_IDS_MAX})")
+        elif every_url.scheme.dialect == "mysql":
             assert conn.exec_driver_sql(
                 f"SELECT maximum_value, cycle_option FROM {source}"
             ).one() == (
@@ -251,19 +263,21 @@ def test_the_database_ids_and_generated_ids_cannot_meet(any_url: DatabaseUrl) ->
             conn.exec_driver_sql(f"SELECT SETVAL({source}, {DATABASE_IDS_MAX})")
         else:
             conn.exec_driver_sql(f"UPDATE {source} SET next_id = {DATABASE_IDS_MAX + 1}")
-    beyond = (
-        f"SELECT NEXT VALUE FOR {source}"
-        if any_url.scheme.dialect == "mysql"
-        else f"UPDATE {source} SET next_id = next_id + 1"
-    )
+    beyond = {
+        "mysql": f"SELECT NEXT VALUE FOR {source}",
+        "postgresql": f"SELECT nextval('{source}')",
+    }.get(every_url.scheme.dialect, f"UPDATE {source} SET next_id = next_id + 1")
     with engine.begin() as conn, pytest.raises(sa.exc.DBAPIError):
         conn.exec_driver_sql(beyond)
     assert repo.find_by_id(stored.id) == stored
     engine.dispose()
 
 
-def test_maintenance_gives_an_older_table_its_id_default(mysql_url: DatabaseUrl) -> None:
-    engine = create_engine(mysql_url)
+@pytest.mark.parametrize("server", ["mysql_url", "postgresql_url"])
+def test_maintenance_gives_an_older_table_its_id_default(
+    server: str, request: pytest.FixtureRequest
+) -> None:
+    engine = create_engine(request.getfixturevalue(server))
     options = RepositoryOptions(name="reminders", entity_type=Reminder, engine=engine)
     repo: MultiTableRepository[Reminder, int] = MultiTableRepository(options)
     repo.maintain()
@@ -278,8 +292,9 @@ def test_maintenance_gives_an_older_table_its_id_default(mysql_url: DatabaseUrl)
     upgraded.maintain()
     assert upgraded.check() == []
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            f"INSERT INTO {table} (due, text, priority) VALUES (UTC_TIMESTAMP(6), 'x', 0)"
+        conn.execute(
+            sa.text(f"INSERT INTO {table} (due, text, priority) VALUES (:due, 'x', 0)"),
+            {"due": now().replace(tzinfo=None)},
         )
         new_id = conn.exec_driver_sql(f"SELECT MAX(id) FROM {table}").scalar_one()
     assert 1 <= new_id <= DATABASE_IDS_MAX

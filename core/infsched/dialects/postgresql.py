@@ -97,6 +97,14 @@ class PostgreSQLDialect(Dialect):
 
     def create_table(self, conn: sa.Connection, table: sa.Table) -> None:
         # DDL is transactional here: the table and its indexes appear together at commit.
+        # Two sessions creating the same table at once would both pass IF NOT EXISTS and
+        # the second fail on the catalog's unique index; a lock on the name, held to the
+        # commit, makes the second wait and then find the table (another application
+        # creating a day table takes the same lock: docs/integrating.md).
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"),
+            {"name": table.name},
+        )
         conn.execute(CreateTable(table, if_not_exists=True))
         for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
             conn.execute(CreateIndex(index, if_not_exists=True))
