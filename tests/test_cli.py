@@ -162,18 +162,18 @@ def engine_tables(engine: sa.Engine) -> set[str]:
 
 
 def test_db_init_creates_the_engine_tables_and_is_idempotent(
-    run: Callable[..., Run], any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+    run: Callable[..., Run], every_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
 ) -> None:
     expected = set(schema.metadata.tables)
-    first = run("db", "init", "--db", raw(any_url))
+    first = run("db", "init", "--db", raw(every_url))
     assert first.code == 0, first.err
     assert first.out.startswith("created ")
     assert all(name in first.out for name in expected)
-    assert expected <= engine_tables(engine_for(any_url))
+    assert expected <= engine_tables(engine_for(every_url))
 
-    again = run("db", "init", "--db", raw(any_url))
+    again = run("db", "init", "--db", raw(every_url))
     assert again.code == 0, again.err
-    assert again.out.strip() == f"all tables already exist in {any_url}"
+    assert again.out.strip() == f"all tables already exist in {every_url}"
 
 
 def test_db_init_reads_the_url_from_the_environment(

@@ -104,12 +104,12 @@ def seed_cluster(url: DatabaseUrl, seed: Seed) -> dict[str, str]:
 
 
 @pytest.fixture
-def seed(any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]) -> Seed:
-    return Seed(engine_for(any_url))
+def seed(every_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]) -> Seed:
+    return Seed(engine_for(every_url))
 
 
-def test_a_frame_shows_what_the_database_holds(any_url: DatabaseUrl, seed: Seed) -> None:
-    keys = seed_cluster(any_url, seed)
+def test_a_frame_shows_what_the_database_holds(every_url: DatabaseUrl, seed: Seed) -> None:
+    keys = seed_cluster(every_url, seed)
     snapshot = read_snapshot(
         JobAdmin(seed.database, seed.history),
         tables=[("reminders", "reminders")],
@@ -134,7 +134,7 @@ def test_a_frame_shows_what_the_database_holds(any_url: DatabaseUrl, seed: Seed)
     assert 55 < float(ahead) <= 60.0
     assert holder == "node-a"
     days = [d.strftime("%m-%d") for d in (now() - timedelta(days=3), now() + timedelta(days=1))]
-    if any_url.scheme.dialect == "mysql":
+    if every_url.scheme.dialect == "mysql":
         assert reminders[11] == f"5 parts {days[0]}…{days[1]} +max"
     else:
         assert reminders[11] == f"5 tables {days[0]}…{days[1]}"
@@ -159,13 +159,13 @@ def test_a_frame_shows_what_the_database_holds(any_url: DatabaseUrl, seed: Seed)
 
 
 def test_dashboard_once_prints_one_frame(
-    any_url: DatabaseUrl,
+    every_url: DatabaseUrl,
     seed: Seed,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    keys = seed_cluster(any_url, seed)
+    keys = seed_cluster(every_url, seed)
     cli: Cli = clean_cli(capsys, monkeypatch, tmp_path)
     url = seed.engine.url.render_as_string(hide_password=False)
     result = cli("dashboard", "--once", "--db", url)

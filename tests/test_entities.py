@@ -155,9 +155,9 @@ def test_declaration_is_analysed_once() -> None:
 
 
 def test_row_round_trip_through_the_database(
-    any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+    every_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
 ) -> None:
-    engine = engine_for(any_url)
+    engine = engine_for(every_url)
     metadata = sa.MetaData()
     table = SPEC.table(metadata, "parcels")
     metadata.create_all(engine)

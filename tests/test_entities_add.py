@@ -53,16 +53,16 @@ def site(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sms(site: Path, any_url: DatabaseUrl) -> Iterator[ShardingRepository[Any, Any]]:
+def sms(site: Path, every_url: DatabaseUrl) -> Iterator[ShardingRepository[Any, Any]]:
     """The configured repository, as the command builds it."""
-    config = load_config(site, env={}, flags={"database_url": str(any_url)}).config
+    config = load_config(site, env={}, flags={"database_url": str(every_url)}).config
     [item] = build_repositories(config, load_plugins())
     yield item.repository
     item.repository.engine.dispose()
 
 
-def url(any_url: DatabaseUrl) -> str:
-    return any_url.sqlalchemy_url.render_as_string(hide_password=False)
+def url(every_url: DatabaseUrl) -> str:
+    return every_url.sqlalchemy_url.render_as_string(hide_password=False)
 
 
 def message(entity_id: int | None = None, **changes: Any) -> str:
@@ -91,12 +91,12 @@ def write(tmp_path: Path, lines: list[str]) -> Path:
 
 
 def test_a_file_is_added_in_batches_and_counted(
-    cli: Cli, site: Path, any_url: DatabaseUrl, sms: ShardingRepository[Any, Any], tmp_path: Path
+    cli: Cli, site: Path, every_url: DatabaseUrl, sms: ShardingRepository[Any, Any], tmp_path: Path
 ) -> None:
     lines = [message(i) for i in range(1, 26)]
     lines.insert(10, "")  # blank lines carry nothing and are no error
     path = write(tmp_path, lines)
-    args = ("entities", "add", "--repo", "sms", "--config", str(site), "--db", url(any_url))
+    args = ("entities", "add", "--repo", "sms", "--config", str(site), "--db", url(every_url))
     result = cli(*args, str(path), "--batch-size", "10", "--json")
     assert result.code == 0, result.err
     assert result.json() == {
@@ -126,11 +126,11 @@ def test_a_file_is_added_in_batches_and_counted(
 def test_stdin_is_read_given_dash_or_no_file(
     cli: Cli,
     site: Path,
-    any_url: DatabaseUrl,
+    every_url: DatabaseUrl,
     sms: ShardingRepository[Any, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    args = ("entities", "add", "--repo", "sms", "--config", str(site), "--db", url(any_url))
+    args = ("entities", "add", "--repo", "sms", "--config", str(site), "--db", url(every_url))
     for source, ids in (["-"], [1, 2]), ([], [3]):
         data = "".join(message(i) + "\n" for i in ids).encode()
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
@@ -186,10 +186,10 @@ def _check_bad_lines(reported: list[str]) -> None:
 
 
 def test_bad_lines_are_reported_by_number_and_their_batches_write_nothing(
-    cli: Cli, site: Path, any_url: DatabaseUrl, sms: ShardingRepository[Any, Any], tmp_path: Path
+    cli: Cli, site: Path, every_url: DatabaseUrl, sms: ShardingRepository[Any, Any], tmp_path: Path
 ) -> None:
     path = write(tmp_path, BAD_INPUT)
-    args = ("entities", "add", "--repo", "sms", "--config", str(site), "--db", url(any_url))
+    args = ("entities", "add", "--repo", "sms", "--config", str(site), "--db", url(every_url))
     result = cli(*args, str(path), "--batch-size", "4")
     assert result.code == 1
     _check_bad_lines(result.err.strip().splitlines())
@@ -212,10 +212,10 @@ def test_bad_lines_are_reported_by_number_and_their_batches_write_nothing(
 
 
 def test_skip_bad_writes_every_good_line(
-    cli: Cli, site: Path, any_url: DatabaseUrl, sms: ShardingRepository[Any, Any], tmp_path: Path
+    cli: Cli, site: Path, every_url: DatabaseUrl, sms: ShardingRepository[Any, Any], tmp_path: Path
 ) -> None:
     path = write(tmp_path, BAD_INPUT)
-    args = ("entities", "add", "--repo", "sms", "--config", str(site), "--db", url(any_url))
+    args = ("entities", "add", "--repo", "sms", "--config", str(site), "--db", url(every_url))
     result = cli(*args, str(path), "--batch-size", "4", "--skip-bad")
     assert result.code == 0, result.err
     _check_bad_lines(result.err.strip().splitlines())
@@ -224,11 +224,11 @@ def test_skip_bad_writes_every_good_line(
 
 
 def test_an_id_already_stored_is_named_by_its_line(
-    cli: Cli, site: Path, any_url: DatabaseUrl, sms: ShardingRepository[Any, Any], tmp_path: Path
+    cli: Cli, site: Path, every_url: DatabaseUrl, sms: ShardingRepository[Any, Any], tmp_path: Path
 ) -> None:
     [taken] = sms.insert_many([SmsEntity(**_fields(json.loads(message(42))))])
     path = write(tmp_path, [message(40), message(41), message(42), message(43)])
-    args = ("entities", "add", "--repo", "sms", "--config", str(site), "--db", url(any_url))
+    args = ("entities", "add", "--repo", "sms", "--config", str(site), "--db", url(every_url))
     result = cli(*args, str(path), "--json")
     assert result.code == 1
     report = result.json()
@@ -252,9 +252,9 @@ def _fields(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_unknown_repository_and_missing_file_give_one_line(
-    cli: Cli, site: Path, any_url: DatabaseUrl, tmp_path: Path
+    cli: Cli, site: Path, every_url: DatabaseUrl, tmp_path: Path
 ) -> None:
-    base = ("entities", "add", "--config", str(site), "--db", url(any_url))
+    base = ("entities", "add", "--config", str(site), "--db", url(every_url))
     path = write(tmp_path, [message(1)])
     unknown = cli(*base, "--repo", "nope", str(path))
     assert unknown.code == 1
@@ -384,14 +384,24 @@ def test_json_values_become_each_field_type_or_say_what_is_wrong() -> None:
 
 
 def test_a_batch_the_database_fails_says_where_to_resume(
-    cli: Cli, site: Path, any_url: DatabaseUrl, sms: ShardingRepository[Any, Any], tmp_path: Path
+    cli: Cli, site: Path, every_url: DatabaseUrl, sms: ShardingRepository[Any, Any], tmp_path: Path
 ) -> None:
     sms.maintain()
     with sms.engine.begin() as conn:  # the database itself refuses id 7
-        if any_url.scheme.dialect == "mysql":
+        if every_url.scheme.dialect == "mysql":
             conn.exec_driver_sql(
                 "CREATE TRIGGER refuse_7 BEFORE INSERT ON sms FOR EACH ROW "
                 "IF NEW.id = 7 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused'; END IF"
+            )
+        elif every_url.scheme.dialect == "postgresql":
+            day = SOON + timedelta(seconds=7)
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse_7() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.id = 7 THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$"
+            )
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER refuse_7 BEFORE INSERT ON sms_{day:%Y%m%d} "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_7()"
             )
         else:
             day = SOON + timedelta(seconds=7)
@@ -400,7 +410,7 @@ def test_a_batch_the_database_fails_says_where_to_resume(
                 "WHEN NEW.id = 7 BEGIN SELECT RAISE(ABORT, 'refused'); END"
             )
     path = write(tmp_path, [message(i) for i in range(1, 11)])
-    args = ("entities", "add", "--repo", "sms", "--config", str(site), "--db", url(any_url))
+    args = ("entities", "add", "--repo", "sms", "--config", str(site), "--db", url(every_url))
     result = cli(*args, str(path), "--batch-size", "4")
     assert result.code == 1
     [line] = result.err.strip().splitlines()

@@ -193,12 +193,12 @@ def test_notification_template_data_must_be_json() -> None:
 def test_plugin_entities_round_trip_through_the_database(
     make: Callable[[], object],
     cls: type,
-    any_url: DatabaseUrl,
+    every_url: DatabaseUrl,
     engine_for: Callable[[DatabaseUrl], sa.Engine],
 ) -> None:
     entity = make()
     spec = entity_spec(cls)
-    engine = engine_for(any_url)
+    engine = engine_for(every_url)
     metadata = sa.MetaData()
     table = spec.table(metadata, "t_20240601")
     metadata.create_all(engine)

@@ -55,12 +55,12 @@ class Setup:
 
 @pytest.fixture
 def setup(
-    any_url: DatabaseUrl,
+    every_url: DatabaseUrl,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> Iterator[Setup]:
-    url = any_url.sqlalchemy_url.render_as_string(hide_password=False)
+    url = every_url.sqlalchemy_url.render_as_string(hide_password=False)
     path = tmp_path / "infsched.toml"
     path.write_text(
         f'database_url = "{url}"\n\n'
@@ -190,9 +190,9 @@ def test_an_id_naming_nothing_in_the_repository_is_refused_and_nothing_changes(
 
 
 def test_run_now_and_cancel_racing_fetch_cycles_never_schedule_an_entity_twice(
-    any_url: DatabaseUrl,
+    every_url: DatabaseUrl,
 ) -> None:
-    repo = repository_for(any_url)
+    repo = repository_for(every_url)
     repo.maintain()
     due = now() + timedelta(seconds=10)  # inside the lookahead window: fetchers take them
     entities = repo.insert_many(
@@ -200,7 +200,7 @@ def test_run_now_and_cancel_racing_fetch_cycles_never_schedule_an_entity_twice(
     )
     # One entity a batch, so the cycle and the commands below meet on the same entities.
     config = SchedulerConfig(
-        database_url=any_url, fetch_interval=5, lookahead_window=30, batch_size=1
+        database_url=every_url, fetch_interval=5, lookahead_window=30, batch_size=1
     )
     scheduler = InfiniteScheduler(
         [RepositoryBinding(repo, executor="remind")],

@@ -41,9 +41,9 @@ class GaugeSink:
 
 
 def test_gauges_read_the_job_table_and_the_nodes(
-    any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+    every_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
 ) -> None:
-    seed = Seed(engine_for(any_url))
+    seed = Seed(engine_for(every_url))
     for i in range(3):
         seed.job(i, due=now() - timedelta(seconds=5))  # due: backlog
     seed.job(10, due=now() + timedelta(minutes=5))  # waiting, not due yet

@@ -241,14 +241,14 @@ class ExplodingSink:
 
 
 def test_a_raising_sink_is_logged_once_counted_and_never_stops_the_scheduler(
-    any_url: DatabaseUrl, sink: PrometheusMetricsSink, caplog: pytest.LogCaptureFixture
+    every_url: DatabaseUrl, sink: PrometheusMetricsSink, caplog: pytest.LogCaptureFixture
 ) -> None:
-    repo = repository_for(any_url)
+    repo = repository_for(every_url)
     repo.maintain()
     repo.insert_many([Reminder(due=now(), text="ok") for _ in range(5)])
     runs: list[str] = []
     config = SchedulerConfig(
-        database_url=any_url, fetch_interval=0.2, lookahead_window=1.0, heartbeat_interval=0.3
+        database_url=every_url, fetch_interval=0.2, lookahead_window=1.0, heartbeat_interval=0.3
     )
     caplog.set_level(logging.ERROR, logger="infsched.metrics")
     with InfiniteScheduler(

@@ -32,9 +32,9 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp
 
 
 @pytest.fixture
-def seed(any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]) -> Seed:
+def seed(every_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]) -> Seed:
     """sms configured here; orders served by another node (its fetch lease); a notifications job."""
-    seed = Seed(engine_for(any_url))
+    seed = Seed(engine_for(every_url))
     seed.lease("fetch:orders", "node-b", {})
     seed.job(7, repository="notifications", executor="notifications")
     return seed
@@ -119,11 +119,13 @@ def test_partitions_refuse_a_repository_that_is_not_configured(
     )
 
 
-def test_the_python_api_refuses_unknown_repositories_too(any_url: DatabaseUrl) -> None:
-    repo = repository_for(any_url)
+def test_the_python_api_refuses_unknown_repositories_too(every_url: DatabaseUrl) -> None:
+    repo = repository_for(every_url)
     binding = RepositoryBinding(repo, executor="remind")
     scheduler = InfiniteScheduler(
-        [binding], SchedulerConfig(database_url=any_url), executors={"remind": RecordingExecutor()}
+        [binding],
+        SchedulerConfig(database_url=every_url),
+        executors={"remind": RecordingExecutor()},
     )
     try:
         scheduler.store.create_schema()

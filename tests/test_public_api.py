@@ -100,9 +100,9 @@ def message(text: str) -> SmsEntity:
 
 
 def test_an_entity_goes_into_a_repository_named_in_the_config(
-    any_url: DatabaseUrl, tmp_path: Path
+    every_url: DatabaseUrl, tmp_path: Path
 ) -> None:
-    config = infsched.read_config(sms_config(tmp_path, any_url))
+    config = infsched.read_config(sms_config(tmp_path, every_url))
     with infsched.open_repositories(config) as repositories:
         assert repositories.names == ("texts",)
         assert "texts" in repositories

@@ -48,9 +48,9 @@ transport = "console"
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_run_serves_then_exits_zero_on_signal(
-    tmp_path: Path, any_url: DatabaseUrl, signum: signal.Signals
+    tmp_path: Path, every_url: DatabaseUrl, signum: signal.Signals
 ) -> None:
-    config_path = write_config(tmp_path, any_url)
+    config_path = write_config(tmp_path, every_url)
     [configured] = build_repositories(load_config(config_path).config, load_plugins())
     repo = configured.repository
     repo.maintain()

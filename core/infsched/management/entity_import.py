@@ -196,9 +196,11 @@ class EntityImport:
             try:
                 result = self._batch(batch)
             except DBAPIError as exc:
+                # On one line: PostgreSQL's messages go on with CONTEXT lines.
+                reason = " ".join(str(exc.orig).split())
                 raise ImportWriteError(
                     f"the database failed the batch of lines {batch[0][0]}-{batch[-1][0]} "
-                    f"({exc.orig}); nothing of it was written, and the {added} entities of "
+                    f"({reason}); nothing of it was written, and the {added} entities of "
                     f"the lines before it were added: resume from line {batch[0][0]}"
                 ) from exc
             if self.keep_bad:
