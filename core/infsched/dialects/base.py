@@ -196,6 +196,16 @@ class Dialect(ABC):
         """
         return nullcontext()
 
+    def create_database(self, engine: sa.Engine, name: str) -> None:
+        """CREATE DATABASE `name` on the server `engine` connects to (a benchmark's, a test's)."""
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {self._quote(conn, name)}")
+
+    def drop_database(self, engine: sa.Engine, name: str) -> None:
+        """DROP DATABASE `name` if it exists, on the server `engine` connects to."""
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._quote(conn, name)}")
+
     def missing_database(self, url: sa.URL) -> str | None:
         """Why the database `url` names does not exist, found without connecting, or None.
 

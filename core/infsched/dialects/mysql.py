@@ -228,6 +228,10 @@ class MySQLDialect(Dialect):
         # the session settings (UTC, READ COMMITTED) are `engine_options`.
         return None
 
+    def create_database(self, engine: sa.Engine, name: str) -> None:
+        with engine.begin() as conn:
+            _ddl(conn, f"CREATE DATABASE {self._quote(conn, name)} CHARACTER SET utf8mb4")
+
     def create_table(self, conn: sa.Connection, table: sa.Table) -> None:
         self.create_table_with(conn, table, "")
 

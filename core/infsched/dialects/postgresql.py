@@ -95,6 +95,17 @@ class PostgreSQLDialect(Dialect):
         # the session set-up is `engine_options`.
         return None
 
+    # CREATE and DROP DATABASE refuse to run inside a transaction.
+
+    def create_database(self, engine: sa.Engine, name: str) -> None:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {self._quote(conn, name)}")
+
+    def drop_database(self, engine: sa.Engine, name: str) -> None:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            # FORCE: a session left connected must not keep the database.
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._quote(conn, name)} WITH (FORCE)")
+
     def create_table(self, conn: sa.Connection, table: sa.Table) -> None:
         # DDL is transactional here: the table and its indexes appear together at commit.
         # Two sessions creating the same table at once would both pass IF NOT EXISTS and

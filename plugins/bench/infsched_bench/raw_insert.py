@@ -1,4 +1,4 @@
-"""The yardstick: multi-row INSERTs straight through PyMySQL (or sqlite3).
+"""The yardstick: multi-row INSERTs straight through the driver (PyMySQL, psycopg, sqlite3).
 
 Every other stage is printed beside this rate, measured in the same run on
 the same server, so the ratio says what our layers cost over the driver.

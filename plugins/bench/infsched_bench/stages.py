@@ -119,7 +119,7 @@ class Bench:
         before = self.raw_rate(url)
         rate = stage()
         after = self.raw_rate(url)
-        self.progress(f"raw PyMySQL inserts: {before:.0f} rows/s before, {after:.0f} after")
+        self.progress(f"raw driver inserts: {before:.0f} rows/s before, {after:.0f} after")
         return rate, (before, after)
 
     def insert(self) -> list[Result]:

@@ -8,10 +8,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from infsched.database import check_reachable, create_engine
 from infsched.dburl import DatabaseUrl
+from infsched.dialects import registered_dialect
 
 
 @contextlib.contextmanager
@@ -23,12 +22,11 @@ def throwaway_database(server: DatabaseUrl) -> Iterator[DatabaseUrl]:
         return
     admin = create_engine(server)
     check_reachable(admin, server)
+    dialect = registered_dialect(server.scheme.dialect)
     name = f"infsched_bench_{secrets.token_hex(4)}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    dialect.create_database(admin, name)
     try:
         yield server.with_database(name)
     finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        dialect.drop_database(admin, name)
         admin.dispose()
