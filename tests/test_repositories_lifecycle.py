@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from infsched.clock import FixedClock
 from infsched.database import create_engine
+from infsched.dburl import DatabaseUrl
 from infsched.dialects import dialect_for
 from infsched.errors import ConfigError
 from infsched.repositories.day_sharded import DayShardedRepository
@@ -258,6 +259,35 @@ def test_two_processes_creating_the_same_day_table_at_once(multi_table: Backend)
     other.engine.dispose()
     assert errors == []
     assert first.count_by_date_range(far - DAY, far + DAY) == 10
+
+
+def test_two_sessions_creating_one_table_at_once_both_succeed(every_url: DatabaseUrl) -> None:
+    # The second starts while the first's CREATE TABLE is not committed yet (PostgreSQL
+    # would fail it on its catalog's unique index without the dialect's lock on the name).
+    engine = create_engine(every_url)
+    table = sa.Table("raced", sa.MetaData(), sa.Column("id", sa.Integer(), primary_key=True))
+    dialect = dialect_for(engine)
+    errors: list[BaseException] = []
+    try:
+        with engine.connect() as first:
+            dialect.create_table(first, table)
+
+            def second() -> None:
+                try:
+                    with engine.begin() as conn:
+                        dialect.create_table(conn, table)
+                except Exception as exc:
+                    errors.append(exc)
+
+            thread = threading.Thread(target=second)
+            thread.start()
+            time.sleep(0.3)
+            first.commit()
+            thread.join(30)
+        assert errors == []
+        assert "raced" in table_names(engine)
+    finally:
+        engine.dispose()
 
 
 def test_a_table_whose_mark_allows_null_is_refused_and_kept(on_mysql: Backend) -> None:
