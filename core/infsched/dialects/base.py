@@ -128,6 +128,36 @@ class RangePartitioning(Protocol):
 RowInserter = Callable[[sa.Connection, Sequence[Sequence[Any]]], None]
 
 
+def executemany_inserter(sql: str, types: Sequence[sa.types.TypeEngine[Any]]) -> RowInserter:
+    """A RowInserter sending `sql` (the driver's %s placeholders) through the driver's executemany.
+
+    Rows go as tuples, skipping the per-row dict handling of a Core insert
+    (~15% of the time on MySQL); only the types that need it are processed.
+    """
+    processors: list[Callable[[Any], Any] | None] | None = None
+
+    def insert(conn: sa.Connection, rows: Sequence[Sequence[Any]]) -> None:
+        nonlocal processors
+        if processors is None:
+            # JSON needs its serialiser, a sentinel time its sentinel; drivers send a bool.
+            processors = [
+                None
+                if isinstance(t, sa.Boolean)
+                else t.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+                for t in types
+            ]
+        if any(processors):
+            values = [
+                tuple(v if p is None else p(v) for p, v in zip(processors, row, strict=True))
+                for row in rows
+            ]
+        else:
+            values = [tuple(row) for row in rows]
+        conn.exec_driver_sql(sql, values)
+
+    return insert
+
+
 class Dialect(ABC):
     """What one database does differently; stateless, one instance per database kind."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
@@ -25,6 +25,7 @@ from infsched.dialects.base import (
     LockTimeoutError,
     RangePartition,
     RowInserter,
+    executemany_inserter,
 )
 from infsched.dialects.mysql_decoders import conversions
 
@@ -412,29 +413,7 @@ class MySQLDialect(Dialect):
         # ~1 MB, and skips the per-row dict handling of a Core insert (~15% of the time).
         listed = ", ".join(f"`{c}`" for c in columns)
         sql = f"INSERT INTO `{table.name}` ({listed}) VALUES ({', '.join(['%s'] * len(columns))})"
-        types = [table.c[c].type for c in columns]
-        processors: list[Callable[[Any], Any] | None] | None = None
-
-        def insert(conn: sa.Connection, rows: Sequence[Sequence[Any]]) -> None:
-            nonlocal processors
-            if processors is None:
-                # JSON needs its serialiser; PyMySQL already sends a bool as 1/0.
-                processors = [
-                    None
-                    if isinstance(t, sa.Boolean)
-                    else t.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-                    for t in types
-                ]
-            if any(processors):
-                values = [
-                    tuple(v if p is None else p(v) for p, v in zip(processors, row, strict=True))
-                    for row in rows
-                ]
-            else:
-                values = [tuple(row) for row in rows]
-            conn.exec_driver_sql(sql, values)
-
-        return insert
+        return executemany_inserter(sql, [table.c[c].type for c in columns])
 
     def insert_ignore(self, table: sa.Table, keys: Sequence[str]) -> sa.Insert:
         # INSERT IGNORE would also hide truncation and type errors; a no-op

@@ -25,7 +25,13 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from infsched.column_types import ColumnKind, FixedText, LongText, UtcDateTime
 from infsched.dburl import UrlScheme
-from infsched.dialects.base import DatabaseErrorKind, Dialect, LockTimeoutError, RowInserter
+from infsched.dialects.base import (
+    DatabaseErrorKind,
+    Dialect,
+    LockTimeoutError,
+    RowInserter,
+    executemany_inserter,
+)
 
 #: SQLSTATE codes, by what they mean (PostgreSQL's appendix A).
 _KINDS = {
@@ -200,13 +206,10 @@ class PostgreSQLDialect(Dialect):
         return None
 
     def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:
-        # A Core executemany: SQLAlchemy sends it to psycopg as multi-row VALUES.
-        statement = table.insert()
-
-        def insert(conn: sa.Connection, rows: Sequence[Sequence[Any]]) -> None:
-            conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
-
-        return insert
+        # psycopg's own executemany (pipelined), as the bench's yardstick measures it.
+        listed = ", ".join(f'"{c}"' for c in columns)
+        sql = f'INSERT INTO "{table.name}" ({listed}) VALUES ({", ".join(["%s"] * len(columns))})'
+        return executemany_inserter(sql, [table.c[c].type for c in columns])
 
     def insert_ignore(self, table: sa.Table, keys: Sequence[str]) -> sa.Insert:
         # Only a conflict on these keys is skipped; any other error still raises.
