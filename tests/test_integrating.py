@@ -302,18 +302,18 @@ def test_maintenance_gives_an_older_table_its_id_default(
 
 
 def test_find_unscheduled_and_mark_scheduled_take_a_row_from_the_wrong_day_table(
-    any_url: DatabaseUrl,
+    every_url: DatabaseUrl,
 ) -> None:
-    engine = create_engine(any_url)
+    engine = create_engine(every_url)
     repo = build(
-        Case("multi_table", "mysql" if any_url.scheme.dialect == "mysql" else "sqlite"),
-        any_url,
+        Case("multi_table", "mysql" if every_url.scheme.dialect == "mysql" else "sqlite"),
+        every_url,
         engine,
     )
     repo.maintain()
     due = now()
     (wrong,) = write(
-        any_url, "multi_table", [group("misrouted", due, 1, table_day=due + timedelta(days=1))]
+        every_url, "multi_table", [group("misrouted", due, 1, table_day=due + timedelta(days=1))]
     ).values()
     horizon, end = repo.retention_horizon(), due + timedelta(seconds=1)
     found = repo.find_unscheduled(horizon, end, 10)
@@ -348,7 +348,7 @@ def test_a_row_beyond_precreate_days_runs_once_the_writer_made_its_table(
 
 
 def test_a_repository_in_another_database_marks_misrouted_rows_where_they_are(
-    any_url: DatabaseUrl, tmp_path: Path
+    every_url: DatabaseUrl, tmp_path: Path
 ) -> None:
     # Entities in their own SQLite file, the job store elsewhere: rows cross through
     # Python, and a row in the wrong day table must be marked in that table, or the
@@ -364,7 +364,7 @@ def test_a_repository_in_another_database_marks_misrouted_rows_where_they_are(
         [group("misrouted", due, 3, table_day=due + timedelta(days=1)), group("timely", due, 2)],
     )
     sink = RecordingSink()
-    scheduler = node(any_url, repo, RecordingExecutor(), sink)
+    scheduler = node(every_url, repo, RecordingExecutor(), sink)
     scheduler.store.create_schema()
     fetcher = scheduler.fetchers[0]
     assert not fetcher._shared_db

@@ -34,8 +34,8 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp
 
 
 @pytest.fixture
-def seed(mysql_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]) -> Seed:
-    return Seed(engine_for(mysql_url))
+def seed(every_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]) -> Seed:
+    return Seed(engine_for(every_url))
 
 
 def db(seed: Seed) -> str:
@@ -329,14 +329,14 @@ def test_stats_counts_states_recent_outcomes_and_lag_quantiles(cli: Cli, seed: S
 # -- the Python API on the scheduler --
 
 
-def test_a_retried_dead_letter_runs_even_under_do_nothing(mysql_url: DatabaseUrl) -> None:
-    repo = repository_for(mysql_url)
+def test_a_retried_dead_letter_runs_even_under_do_nothing(every_url: DatabaseUrl) -> None:
+    repo = repository_for(every_url)
     repo.maintain()
     entity = repo.insert(Reminder(due=now() - timedelta(seconds=1), text="broken"))
     executor = RecordingExecutor()
     executor.permanent = {"broken"}
     config = SchedulerConfig(
-        database_url=mysql_url,
+        database_url=every_url,
         fetch_interval=0.2,
         lookahead_window=1.0,
         heartbeat_interval=0.5,

@@ -85,9 +85,9 @@ class TestMemoryJobStore(JobStoreContract):
 
 
 def test_a_node_runs_jobs_through_the_memory_store(
-    plugins: PluginRegistry, any_url: DatabaseUrl
+    plugins: PluginRegistry, every_url: DatabaseUrl
 ) -> None:
-    repo = repository_for(any_url)
+    repo = repository_for(every_url)
     repo.maintain()
     due = datetime.now(UTC) - timedelta(seconds=30)
     texts = ["hello"] * 20 + ["flaky", "rejected"]
@@ -98,7 +98,7 @@ def test_a_node_runs_jobs_through_the_memory_store(
     executor.fail_times["flaky"] = 1
     executor.permanent.add("rejected")
     config = SchedulerConfig(
-        database_url=any_url,
+        database_url=every_url,
         node_id="memory-node",
         job_store="memory",
         fetch_interval=0.2,
