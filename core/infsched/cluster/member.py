@@ -212,8 +212,12 @@ class ClusterMember:
             except sa.exc.DBAPIError as exc:
                 failed = exc
                 break
-        if failed is None and time.monotonic() >= self._next_beat:
-            self._next_beat = time.monotonic() + self.heartbeat_interval
+        now = time.monotonic()
+        if failed is None and now >= self._next_beat:
+            # A steady cadence: a late tick does not push every later beat back
+            # by up to a tick, which would leave little slack before "suspected".
+            on_cadence = self._next_beat + self.heartbeat_interval
+            self._next_beat = on_cadence if on_cadence > now else now + self.heartbeat_interval
             try:
                 self._beat()
             except sa.exc.DBAPIError as exc:

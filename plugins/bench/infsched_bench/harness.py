@@ -539,12 +539,21 @@ def kill_and_restart(cluster: Cluster, plan: KillPlan) -> FailoverReport:
 
     sleep_until(began + lead + plan.kills[0])
     in_flight = [cluster.kill("n1")]
-    wait_until(
-        lambda: cluster.nodes_json("n2")["n1"]["liveness"] == "dead",
-        job_lease + 10,
-        "n1 to be judged dead",
-    )
-    listed_after_kill = cluster.nodes_json("n2")
+    listings: list[dict[str, dict[str, Any]]] = []
+
+    def n1_dead_others_alive() -> bool:
+        # A survivor busy taking n1's jobs back on a loaded machine can miss two
+        # half-second beats for a moment ("suspected"); what matters is that one
+        # listing shows n1 dead and the others beating, and that one comes soon.
+        listings.append(cluster.nodes_json("n2"))
+        return [listings[-1][n]["liveness"] for n in ("n1", "n2", "n3")] == [
+            "dead",
+            "alive",
+            "alive",
+        ]
+
+    wait_until(n1_dead_others_alive, job_lease + 10, "n1 to be judged dead, n2 and n3 alive")
+    listed_after_kill = listings[-1]
     owner_after = cluster.fetch_owner()
     wait_until(lambda: not cluster.claimed_by("n1"), job_lease + 10, "n1's jobs to be recovered")
     cluster.start("n1")
