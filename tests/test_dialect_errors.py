@@ -1,12 +1,13 @@
 """Each dialect reads its own database's real errors: deadlock, lock timeout, duplicate key,
-missing table, lost connection (and PostgreSQL's serialization failure); and leaves other
-databases' errors alone."""
+missing table, lost connection (a killed session, a server shut down, a refused connection)
+and PostgreSQL's serialization failure; and leaves other databases' errors alone."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 import pytest
@@ -15,6 +16,11 @@ import sqlalchemy as sa
 from infsched.cluster.outage import is_conflict
 from infsched.dburl import DatabaseUrl
 from infsched.dialects import DatabaseErrorKind, classify, dialect_for
+
+if TYPE_CHECKING:
+    from tests.cluster_harness import PrivateServer
+
+pytest_plugins = ["tests.cluster_harness"]
 
 Kind = DatabaseErrorKind
 EngineFor = Callable[[DatabaseUrl], sa.Engine]
@@ -192,8 +198,26 @@ def test_a_postgresql_serialization_failure_is_a_conflict(
         with pytest.raises(sa.exc.DBAPIError) as caught:
             second.exec_driver_sql("UPDATE t SET v = 2 WHERE id = 1")
         second.rollback()
-    assert kinds(engine, caught.value) == (Kind.DEADLOCK, Kind.DEADLOCK)
+    assert kinds(engine, caught.value) == (Kind.SERIALIZATION_FAILURE, Kind.SERIALIZATION_FAILURE)
     assert is_conflict(caught.value)
+
+
+@pytest.mark.parametrize("cluster_database", ["mariadb", "postgresql"], indirect=True)
+def test_a_server_shut_down_is_a_lost_connection(
+    private_server: PrivateServer, engine_for: EngineFor
+) -> None:
+    # The server of the test's own: the session it had fails, and so does a new connection.
+    engine = engine_for(private_server.create_database("gone"))
+    with engine.connect() as session:
+        session.exec_driver_sql("SELECT 1")
+        private_server.stop()
+        with pytest.raises(sa.exc.DBAPIError) as broken:
+            session.exec_driver_sql("SELECT 1")
+    with pytest.raises(sa.exc.DBAPIError) as refused:
+        engine.connect()
+    for exc in (broken.value, refused.value):
+        assert kinds(engine, exc) == (Kind.LOST_CONNECTION, Kind.LOST_CONNECTION), exc
+        assert not is_conflict(exc)
 
 
 def test_a_sqlite_write_lock_held_too_long_is_a_conflict(

@@ -37,6 +37,9 @@ class DatabaseErrorKind(enum.Enum):
 
     #: The database rolled the transaction back to break a deadlock.
     DEADLOCK = "deadlock"
+    #: The transaction could not be serialized with a concurrent one and was rolled back
+    #: (PostgreSQL's SERIALIZABLE or REPEATABLE READ; a Galera certification conflict).
+    SERIALIZATION_FAILURE = "serialization failure"
     #: A lock stayed held by another transaction longer than the database waits.
     LOCK_TIMEOUT = "lock timeout"
     #: A primary or unique key violation.
@@ -49,7 +52,11 @@ class DatabaseErrorKind(enum.Enum):
     @property
     def is_conflict(self) -> bool:
         """A lock conflict: the database asks for the transaction to be tried again."""
-        return self in (DatabaseErrorKind.DEADLOCK, DatabaseErrorKind.LOCK_TIMEOUT)
+        return self in (
+            DatabaseErrorKind.DEADLOCK,
+            DatabaseErrorKind.SERIALIZATION_FAILURE,
+            DatabaseErrorKind.LOCK_TIMEOUT,
+        )
 
 
 @attrs.frozen

@@ -37,6 +37,7 @@ _KINDS = {
     1062: DatabaseErrorKind.DUPLICATE_KEY,  # ER_DUP_ENTRY
     1146: DatabaseErrorKind.MISSING_TABLE,  # ER_NO_SUCH_TABLE
     1927: DatabaseErrorKind.LOST_CONNECTION,  # ER_CONNECTION_KILLED (MariaDB)
+    2003: DatabaseErrorKind.LOST_CONNECTION,  # CR_CONN_HOST_ERROR (connection refused)
     2006: DatabaseErrorKind.LOST_CONNECTION,  # CR_SERVER_GONE_ERROR
     2013: DatabaseErrorKind.LOST_CONNECTION,  # CR_SERVER_LOST
 }

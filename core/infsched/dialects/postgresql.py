@@ -35,14 +35,17 @@ from infsched.dialects.base import (
 
 #: SQLSTATE codes, by what they mean (PostgreSQL's appendix A).
 _KINDS = {
-    "40001": DatabaseErrorKind.DEADLOCK,  # serialization_failure: rolled back, try again
+    "40001": DatabaseErrorKind.SERIALIZATION_FAILURE,  # serialization_failure
     "40P01": DatabaseErrorKind.DEADLOCK,  # deadlock_detected
     "55P03": DatabaseErrorKind.LOCK_TIMEOUT,  # lock_not_available (lock_timeout, NOWAIT)
     "23505": DatabaseErrorKind.DUPLICATE_KEY,  # unique_violation
     "42P01": DatabaseErrorKind.MISSING_TABLE,  # undefined_table
     "57P01": DatabaseErrorKind.LOST_CONNECTION,  # admin_shutdown (pg_terminate_backend)
     "57P02": DatabaseErrorKind.LOST_CONNECTION,  # crash_shutdown
-    "57P03": DatabaseErrorKind.LOST_CONNECTION,  # cannot_connect_now
+    "57P03": DatabaseErrorKind.LOST_CONNECTION,  # cannot_connect_now (starting, stopping)
+    "57P04": DatabaseErrorKind.LOST_CONNECTION,  # database_dropped
+    "57P05": DatabaseErrorKind.LOST_CONNECTION,  # idle_session_timeout
+    "25P03": DatabaseErrorKind.LOST_CONNECTION,  # idle_in_transaction_session_timeout
 }
 #: How often ddl_lock asks again for an advisory lock another session holds.
 _LOCK_POLL_SECONDS = 0.05
