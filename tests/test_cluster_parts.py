@@ -23,6 +23,8 @@ from infsched.dburl import DatabaseUrl
 from infsched.jobstore.base import ClaimedJob, Finished, NewJob, Outcome
 from infsched.jobstore.sql import SqlJobStore
 from infsched.jobstore.tables import jobs
+from infsched.metrics.recorder import MetricsRecorder
+from infsched.metrics.sink import Labels
 from infsched.schema import leases as leases_table
 from infsched.schema import nodes
 
@@ -276,17 +278,44 @@ def test_an_outage_is_one_line_when_it_starts_and_one_when_it_ends(
     assert outage.count == 1
 
 
+class CountingSink:
+    """A metrics sink that keeps the counters it was given, in order."""
+
+    def __init__(self) -> None:
+        self.increments: list[tuple[str, dict[str, str]]] = []
+
+    def increment(self, name: str, value: float = 1.0, labels: Labels | None = None) -> None:
+        self.increments.append((name, dict(labels or {})))
+
+    def set_gauge(self, name: str, value: float, labels: Labels | None = None) -> None:
+        pass
+
+    def observe(self, name: str, value: float, labels: Labels | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def test_lock_conflicts_are_retried_at_once_and_bugs_logged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    outage = DatabaseOutage()
+    counted = CountingSink()
+    outage = DatabaseOutage(metrics=MetricsRecorder([counted]))
     watch = outage.watch("lease keeper")
     deadlock = db_error(1213, "Deadlock found when trying to get lock")
+    locked = sa.exc.OperationalError("", {}, Exception("database is locked"))
     assert is_conflict(deadlock)
-    assert is_conflict(sa.exc.OperationalError("", {}, Exception("database is locked")))
+    assert is_conflict(locked)
     assert not is_conflict(db_error(2013, "Lost connection to MySQL server"))
     assert watch.failed(deadlock) == RETRY_CONFLICT
-    assert (outage.down, outage.conflicts) == (False, 1)
+    assert watch.failed(locked) == RETRY_CONFLICT
+    assert (outage.down, outage.conflicts) == (False, 2)
+    # Counted by kind: a deadlock and a lock timeout tell an operator different things.
+    assert counted.increments == [
+        ("db_conflicts_total", {"component": "lease keeper", "kind": "deadlock"}),
+        ("db_conflicts_total", {"component": "lease keeper", "kind": "lock timeout"}),
+    ]
     for _ in range(3):
         assert watch.failed(KeyError("payload")) == RETRY_OUTAGE
     assert not outage.down

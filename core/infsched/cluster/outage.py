@@ -10,7 +10,8 @@ its lease) withdraws instead of holding the outage open.
 A lock conflict (a deadlock the database broke by rolling one transaction
 back, a lock wait timeout, SQLite's "database is locked") is no outage: the
 database asks for the transaction to be tried again, which the thread does
-at once.  Conflicts are counted (``db_conflicts_total``), not logged.
+at once.  Conflicts are counted (``db_conflicts_total``, by component and
+kind: a deadlock, a serialization failure, a lock timeout), not logged.
 
 An exception that is not a database error is a bug somewhere; it is logged
 with its traceback once per thread and kind, and the thread carries on.
@@ -77,10 +78,13 @@ class DatabaseOutage:
 
     def failed(self, component: str, exc: BaseException) -> float:
         """Report a failed attempt; returns the seconds to wait before the next one."""
-        if is_conflict(exc):
+        kind = classify(exc)
+        if kind is not None and kind.is_conflict:
             self.conflicts += 1
             if self._metrics is not None:
-                self._metrics.increment("db_conflicts_total", 1, {"component": component})
+                self._metrics.increment(
+                    "db_conflicts_total", 1, {"component": component, "kind": kind.value}
+                )
             return RETRY_CONFLICT
         if not isinstance(exc, sa.exc.DBAPIError):
             key = (component, type(exc))
