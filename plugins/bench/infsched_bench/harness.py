@@ -1,7 +1,8 @@
 """A cluster of real ``infsched run`` processes on one database.
 
-The database is MySQL/MariaDB, or a SQLite file that the nodes share (then the
-probe records its calls in a MySQL/MariaDB database of their own, `record_url`).
+The database is MySQL/MariaDB or PostgreSQL, or a SQLite file that the nodes
+share (then the probe records its calls in a database of their own that takes
+concurrent writers, `record_url`).
 
 Used by the cluster tests and by ``infsched bench --stage cluster``.  Each
 node is a separate ``infsched run`` process with its own config file (its
@@ -169,7 +170,10 @@ class Cluster:
     ) -> None:
         self.record_url = record_url or url
         if not registered_dialect(self.record_url.scheme.dialect).concurrent_writers:
-            raise ValueError("the probe records its calls in a MySQL/MariaDB database")
+            raise ValueError(
+                "the probe records its calls in a database several nodes write at once "
+                "(MySQL/MariaDB, PostgreSQL): give record_url"
+            )
         self.url = url
         self.workdir = workdir
         self.settings = {**FAST, **(settings or {})}

@@ -23,13 +23,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
+from infsched.column_types import UtcDateTime
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
 from infsched.dialects import registered_dialect
@@ -68,14 +68,8 @@ calls = sa.Table(
     sa.Column("node", sa.String(128), nullable=False),
     sa.Column("pid", sa.Integer(), nullable=False),
     sa.Column("attempt", sa.Integer(), nullable=False),
-    sa.Column("due", mysql.DATETIME(fsp=6), nullable=False),
-    sa.Column("at", mysql.DATETIME(fsp=6), nullable=False),
-)
-
-_INSERT = sa.text(
-    "INSERT IGNORE INTO probe_calls (call_id, job_key, entity_id, node, pid, attempt, due, at) "
-    "VALUES (:call_id, :job_key, :entity_id, :node, :pid, :attempt, :due, "
-    "TIMESTAMPADD(MICROSECOND, -:delay, UTC_TIMESTAMP(6)))"
+    sa.Column("due", UtcDateTime(), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
 )
 
 
@@ -95,9 +89,16 @@ class RecordingProbe:
             url = DatabaseUrl(record_url)
             if not registered_dialect(url.scheme.dialect).concurrent_writers:
                 raise UnsupportedDatabaseError(
-                    "[plugins.probe] record_url must name a MySQL/MariaDB database"
+                    "[plugins.probe] record_url must name a database several nodes "
+                    "write at once (MySQL/MariaDB, PostgreSQL)"
                 )
             self.engine = create_engine(url, pool_size=16)
+            dialect = registered_dialect(url.scheme.dialect)
+            now = dialect.current_timestamp()
+            assert now is not None  # a database of concurrent writers keeps the time
+            self._now = now
+            # A call already made is skipped (its earlier write committed, the answer lost).
+            self._insert = dialect.insert_ignore(calls, ["call_id"])
         self._lock = threading.Lock()
         #: (row, monotonic time of the call) not written yet.
         self._backlog: list[tuple[dict[str, Any], float]] = []
@@ -123,7 +124,7 @@ class RecordingProbe:
         if not waiting:
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(_INSERT, [{**row, "delay": 0}])
+                    conn.execute(self._insert.values(at=self._now), [row])
                 return
             except sa.exc.DBAPIError:
                 pass
@@ -140,11 +141,16 @@ class RecordingProbe:
         while True:
             with self._lock:
                 rows = list(self._backlog)
-            now = time.monotonic()
-            params = [{**row, "delay": int((now - called) * 1e6)} for row, called in rows]
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(_INSERT, params)
+                    # Each call's time is the database's now less how long ago it was made.
+                    db_now = conn.execute(sa.select(self._now)).scalar_one()
+                    now = time.monotonic()
+                    params = [
+                        {**row, "at": db_now - timedelta(seconds=now - called)}
+                        for row, called in rows
+                    ]
+                    conn.execute(self._insert, params)
             except sa.exc.DBAPIError:
                 time.sleep(BACKLOG_RETRY)
                 continue
