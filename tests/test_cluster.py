@@ -1,4 +1,4 @@
-"""Many nodes, one database, nothing lost: real ``infsched run`` processes on MariaDB.
+"""Many nodes, one database, nothing lost: real ``infsched run`` processes, MariaDB and PostgreSQL.
 
 Each test starts node processes (see tests/cluster_harness.py) whose probe
 executor records every call (job key, node, pid, attempt, database time) in
@@ -6,6 +6,11 @@ a table without a unique key, so a job run twice shows as two rows.  The
 default run uses a few thousand entities over seconds; ``-m soak`` runs the
 long versions (50,000 entities over minutes, a 30 s outage, 10 minutes of
 downtime).
+
+The tests take the database as a parameter of `cluster_database` (MariaDB,
+PostgreSQL).  The default run keeps the PostgreSQL variants that tell most
+(a node killed twice, the fetch lease moving on, the outage) and leaves the
+others to ``-m soak``, for the time it takes: see `ON_BOTH` and `POSTGRESQL_IN_SOAK`.
 """
 
 from __future__ import annotations
@@ -36,12 +41,21 @@ from infsched_bench.harness import (
     sleep_until,
     wait_until,
 )
-from infsched_bench.probe import ProbeEntity
+from infsched_bench.probe import ProbeEntity, calls
 
 if TYPE_CHECKING:
-    from tests.cluster_harness import ClusterFactory, PrivateMariaDB
+    from tests.cluster_harness import ClusterFactory, PrivateServer
 
 pytest_plugins = ["tests.cluster_harness"]
+
+#: Run on MariaDB and PostgreSQL.
+ON_BOTH = pytest.mark.parametrize("cluster_database", ["mariadb", "postgresql"], indirect=True)
+#: Run on MariaDB, and on PostgreSQL only with ``-m soak`` (the default run's time budget).
+POSTGRESQL_IN_SOAK = pytest.mark.parametrize(
+    "cluster_database",
+    ["mariadb", pytest.param("postgresql", marks=pytest.mark.soak)],
+    indirect=True,
+)
 
 #: A node's line counting jobs it ran whose outcome came too late (they run again).
 LOST = re.compile(r"^\d+ jobs ran here but .* (\d+) such jobs on this node in all$")
@@ -109,6 +123,7 @@ def check_failover(report: FailoverReport) -> None:
     assert report.unscheduled == 0
 
 
+@ON_BOTH
 def test_killed_node_restarted_twice_loses_nothing(cluster_factory: ClusterFactory) -> None:
     # Runs of 0.1 s keep work in flight on every node at each kill: with 0.02 s
     # the node that claimed a burst could finish it before the kill.
@@ -118,6 +133,7 @@ def test_killed_node_restarted_twice_loses_nothing(cluster_factory: ClusterFacto
 
 
 @pytest.mark.soak
+@ON_BOTH
 def test_soak_killed_node_restarted_twice_loses_nothing(cluster_factory: ClusterFactory) -> None:
     cluster = cluster_factory(sleep=0.01, settings={"thread_pool_size": 16})
     plan = KillPlan(entities=50_000, seconds=180, burst=1500, kills=(60, 120))
@@ -127,6 +143,7 @@ def test_soak_killed_node_restarted_twice_loses_nothing(cluster_factory: Cluster
 # -- the fetch lease moves on --
 
 
+@ON_BOTH
 def test_fetch_lease_moves_on_within_two_heartbeats(cluster_factory: ClusterFactory) -> None:
     hb = 1.0
     cluster = cluster_factory(
@@ -169,6 +186,7 @@ def test_fetch_lease_moves_on_within_two_heartbeats(cluster_factory: ClusterFact
 # -- clocks minutes off --
 
 
+@POSTGRESQL_IN_SOAK
 def test_nodes_minutes_off_neither_steal_nor_lose_jobs(cluster_factory: ClusterFactory) -> None:
     threshold = 3.0
     cluster = cluster_factory(
@@ -182,8 +200,6 @@ def test_nodes_minutes_off_neither_steal_nor_lose_jobs(cluster_factory: ClusterF
             "job_lease": 6.0,
         },
     )
-    first = cluster.due_at(3)
-    entities = cluster.insert(cluster.entities(1200, first, 12))
     # The node whose clock is five minutes behind holds the fetch lease: were its own
     # clock used to fetch, every job would be late and misfire (do_nothing: never run).
     cluster.start("behind", clock_offset=-300)
@@ -192,6 +208,10 @@ def test_nodes_minutes_off_neither_steal_nor_lose_jobs(cluster_factory: ClusterF
     wait_until(lambda: cluster.fetch_owner() == "behind", 30, "the behind node's fetch lease")
     cluster.start("ahead", clock_offset=300)
     cluster.start("exact")
+    # Due once every node runs: on a loaded machine starting three nodes takes
+    # seconds, and jobs due meanwhile could come late for a reason of no interest here.
+    first = cluster.due_at(3)
+    entities = cluster.insert(cluster.entities(1200, first, 12))
     owners: Counter[str | None] = Counter()
 
     def all_done() -> bool:
@@ -221,6 +241,29 @@ def test_nodes_minutes_off_neither_steal_nor_lose_jobs(cluster_factory: ClusterF
 # -- a node stalls past its leases --
 
 
+def calls_on(cluster: Cluster, node: str) -> int:
+    """The probe calls node `node` recorded so far."""
+    query = sa.select(sa.func.count()).select_from(calls).where(calls.c.node == node)
+    with cluster.record_engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def freeze_running(cluster: Cluster, name: str, by: float) -> None:
+    """Freeze node `name` once it runs jobs and holds more claimed than it has threads.
+
+    On a loaded machine a node can start so late that a fixed moment finds it
+    with nothing claimed yet, or claimed and not started; the test would then
+    freeze a node with nothing in flight.
+    """
+    threads = int(cluster.settings["thread_pool_size"])
+    wait_until(
+        lambda: calls_on(cluster, name) > 0 and len(cluster.claimed_by(name)) > threads,
+        by,
+        f"{name} to run the burst with more of it claimed",
+    )
+    cluster.freeze(name)
+
+
 def thaw_and_finish(
     cluster: Cluster, entities: Sequence[ProbeEntity], timeout: float
 ) -> list[Call]:
@@ -235,6 +278,7 @@ def thaw_and_finish(
     return calls
 
 
+@POSTGRESQL_IN_SOAK
 def test_stalled_node_counts_each_outcome_that_came_too_late(
     cluster_factory: ClusterFactory,
 ) -> None:
@@ -249,7 +293,7 @@ def test_stalled_node_counts_each_outcome_that_came_too_late(
     # n1 stands still with the burst in flight (a frozen VM, a long pause).  n2 takes
     # its lease and, once n1's job leases expire, runs its jobs again: all but those
     # n1 holds locks on in a transaction it was in when it froze.
-    cluster.freeze("n1")
+    freeze_running(cluster, "n1", by=10)
     # A COMMIT n1 sent just before it stopped still completes in the server: wait for
     # it, or its jobs would be held by n1 but missing from the set read below.
     time.sleep(0.3)
@@ -282,6 +326,7 @@ def claims_of(cluster: Cluster, node: str) -> dict[str, int]:
         return dict(conn.execute(query).all())
 
 
+@POSTGRESQL_IN_SOAK
 def test_a_node_frozen_past_its_leases_starts_none_of_its_claimed_jobs(
     cluster_factory: ClusterFactory,
 ) -> None:
@@ -296,7 +341,7 @@ def test_a_node_frozen_past_its_leases_starts_none_of_its_claimed_jobs(
     cluster.start("n1")
     cluster.start("n2")
     sleep_until(began + 3.5)
-    cluster.freeze("n1")
+    freeze_running(cluster, "n1", by=10)
     frozen_at = time.monotonic()
     time.sleep(0.3)  # a COMMIT n1 sent just before it stopped still completes
     held = claims_of(cluster, "n1")
@@ -362,7 +407,7 @@ def test_three_nodes_on_one_sqlite_file_run_each_job_once(
 # -- the database goes away under load --
 
 
-def database_outage(cluster: Cluster, server: PrivateMariaDB, outage: float, count: int) -> None:
+def database_outage(cluster: Cluster, server: PrivateServer, outage: float, count: int) -> None:
     first = cluster.due_at(2)
     entities = cluster.insert(cluster.entities(count, first, outage + 14))
     began = time.monotonic()
@@ -397,19 +442,21 @@ def database_outage(cluster: Cluster, server: PrivateMariaDB, outage: float, cou
     assert len(twice) <= lost <= len(twice) + 2 * int(cluster.settings["batch_size"])
 
 
+@ON_BOTH
 def test_database_outage_under_load(
-    cluster_factory: ClusterFactory, private_mariadb: PrivateMariaDB
+    cluster_factory: ClusterFactory, private_server: PrivateServer
 ) -> None:
-    cluster = cluster_factory(private_mariadb.create_database("outage"), sleep=0.005)
-    database_outage(cluster, private_mariadb, outage=10, count=3000)
+    cluster = cluster_factory(private_server.create_database("outage"), sleep=0.005)
+    database_outage(cluster, private_server, outage=10, count=3000)
 
 
 @pytest.mark.soak
+@ON_BOTH
 def test_soak_database_outage_under_load(
-    cluster_factory: ClusterFactory, private_mariadb: PrivateMariaDB
+    cluster_factory: ClusterFactory, private_server: PrivateServer
 ) -> None:
-    cluster = cluster_factory(private_mariadb.create_database("outage"), sleep=0.005)
-    database_outage(cluster, private_mariadb, outage=30, count=20_000)
+    cluster = cluster_factory(private_server.create_database("outage"), sleep=0.005)
+    database_outage(cluster, private_server, outage=30, count=20_000)
 
 
 # -- every node down while entities come due --
@@ -493,6 +540,7 @@ def full_downtime(cluster_factory: ClusterFactory, threshold: float, downtime: f
         run.check()
 
 
+@POSTGRESQL_IN_SOAK
 def test_full_downtime_runs_each_missed_entity_once_or_records_a_misfire(
     cluster_factory: ClusterFactory,
 ) -> None:
@@ -500,5 +548,6 @@ def test_full_downtime_runs_each_missed_entity_once_or_records_a_misfire(
 
 
 @pytest.mark.soak
+@ON_BOTH
 def test_soak_full_downtime_of_ten_minutes(cluster_factory: ClusterFactory) -> None:
     full_downtime(cluster_factory, threshold=60.0, downtime=600)
