@@ -225,7 +225,8 @@ def test_the_cluster_bench_on_sqlite_is_one_line(cli: Cli, tmp_path: Path) -> No
     result = cli("bench", "--stage", "cluster", "--db", f"sqlite:///{tmp_path / 'bench.db'}")
     assert result.code == 1
     assert result.err == (
-        "error: the cluster stage needs a MySQL/MariaDB server (--db mysql+pymysql://…)\n"
+        "error: the cluster stage needs a MySQL/MariaDB or PostgreSQL server "
+        "(--db mysql+pymysql://… or postgresql+psycopg://…)\n"
     )
 
 

@@ -15,7 +15,7 @@ nodes, 50,000 entities over three minutes, one node SIGKILLed and restarted
 twice; reports entities that never ran, ran twice, and were in flight on the
 killed node.
 
-Only MySQL/MariaDB: several nodes do not share a SQLite file.
+MySQL/MariaDB or PostgreSQL: several nodes do not share a SQLite file.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def cluster_stage(
 ) -> list[Result]:
     if not registered_dialect(server.scheme.dialect).concurrent_writers:
         raise UnsupportedDatabaseError(
-            "the cluster stage needs a MySQL/MariaDB server (--db mysql+pymysql://…)"
+            "the cluster stage needs a MySQL/MariaDB or PostgreSQL server "
+            "(--db mysql+pymysql://… or postgresql+psycopg://…)"
         )
     samples: dict[int, list[Result]] = {n: [] for n in nodes}
     for _ in range(rounds):
