@@ -1,26 +1,35 @@
-"""The partitioned backend on MariaDB: pruning, the catch-all, splits on top, adoption."""
+"""The partitioned backend on MariaDB and PostgreSQL: pruning, the catch-all, splits, adoption."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from infsched.clock import FixedClock
-from infsched.dburl import DatabaseUrl
 from infsched.errors import ConfigError
 from infsched.repositories.partitioned import PartitionedRepository
-from tests.repositories_support import DAY, NOW, TODAY, Backend, Reminder, id_of, reminder
+from tests.repositories_support import (
+    DAY,
+    NOW,
+    TODAY,
+    Backend,
+    Reminder,
+    backend_fixture,
+    id_of,
+    reminder,
+)
 
 Repo = PartitionedRepository[Reminder, int]
 
+backend = backend_fixture("partitioned-mysql", "partitioned-postgresql")
 
-@pytest.fixture
-def backend(mysql_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]) -> Backend:
-    return Backend("partitioned-mysql", mysql_url, engine_for(mysql_url), PartitionedRepository)
+
+def database(backend: Backend) -> str:
+    return backend.name.split("-")[1]
 
 
 @pytest.fixture
@@ -107,17 +116,35 @@ def test_a_pause_longer_than_retention_leaves_only_the_window(
     assert repo.find_by_id(id_of(stored)) is None
 
 
+#: Two day partitions and no catch-all, as an operator might have made the table.
+WITHOUT_CATCH_ALL = {
+    "mysql": [
+        "CREATE TABLE reminders (id BIGINT NOT NULL, due DATETIME(6) NOT NULL, "
+        "text VARCHAR(20) NOT NULL, kind VARCHAR(8) NOT NULL, count BIGINT NOT NULL, "
+        "done BOOL NOT NULL, note VARCHAR(50) NULL, "
+        "infsched_job_at DATETIME(6) NOT NULL DEFAULT 0, "
+        "PRIMARY KEY (id, due)) PARTITION BY RANGE COLUMNS(due) ("
+        "PARTITION p20240309 VALUES LESS THAN ('2024-03-10 00:00:00'), "
+        "PARTITION p20240310 VALUES LESS THAN ('2024-03-11 00:00:00'))"
+    ],
+    "postgresql": [
+        "CREATE TABLE reminders (id BIGINT NOT NULL, due TIMESTAMP(6) NOT NULL, "
+        "text VARCHAR(20) NOT NULL, kind VARCHAR(8) NOT NULL, count BIGINT NOT NULL, "
+        "done BOOLEAN NOT NULL, note VARCHAR(50) NULL, "
+        "infsched_job_at TIMESTAMP(6) NOT NULL DEFAULT '1970-01-01 00:00:00', "
+        "PRIMARY KEY (id, due)) PARTITION BY RANGE (due)",
+        "CREATE TABLE reminders_p20240309 PARTITION OF reminders "
+        "FOR VALUES FROM (MINVALUE) TO ('2024-03-10 00:00:00')",
+        "CREATE TABLE reminders_p20240310 PARTITION OF reminders "
+        "FOR VALUES FROM ('2024-03-10 00:00:00') TO ('2024-03-11 00:00:00')",
+    ],
+}
+
+
 def test_a_table_without_catch_all_gets_one(backend: Backend, clock: FixedClock) -> None:
     with backend.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE reminders (id BIGINT NOT NULL, due DATETIME(6) NOT NULL, "
-            "text VARCHAR(20) NOT NULL, kind VARCHAR(8) NOT NULL, count BIGINT NOT NULL, "
-            "done BOOL NOT NULL, note VARCHAR(50) NULL, "
-            "infsched_job_at DATETIME(6) NOT NULL DEFAULT 0, "
-            "PRIMARY KEY (id, due)) PARTITION BY RANGE COLUMNS(due) ("
-            "PARTITION p20240309 VALUES LESS THAN ('2024-03-10 00:00:00'), "
-            "PARTITION p20240310 VALUES LESS THAN ('2024-03-11 00:00:00'))"
-        )
+        for statement in WITHOUT_CATCH_ALL[database(backend)]:
+            conn.exec_driver_sql(statement)
     repo = backend.make(clock=clock, retention_days=1, precreate_days=1)
     assert isinstance(repo, PartitionedRepository)
     report = repo.maintain()
@@ -126,22 +153,41 @@ def test_a_table_without_catch_all_gets_one(backend: Backend, clock: FixedClock)
     repo.insert(reminder(NOW + 100 * DAY))
 
 
+#: How the refusal names the partitioning it expected.
+SCHEME = {"mysql": "RANGE COLUMNS `due`", "postgresql": "RANGE (due)"}
+
+
 def test_a_table_that_is_not_partitioned_is_refused(backend: Backend) -> None:
     with backend.engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE reminders (id BIGINT PRIMARY KEY)")
     repo = backend.make()
-    with pytest.raises(ConfigError, match="exists but is not partitioned by RANGE COLUMNS `due`"):
+    expected = re.escape(f"exists but is not partitioned by {SCHEME[database(backend)]} (found: ")
+    with pytest.raises(ConfigError, match=expected):
         repo.insert(reminder(NOW))
+
+
+#: A partition called ``early`` below the catch-all.
+FOREIGN_PARTITION = {
+    "mysql": [
+        "CREATE TABLE reminders (id BIGINT NOT NULL, due DATETIME(6) NOT NULL, "
+        "PRIMARY KEY (id, due)) PARTITION BY RANGE COLUMNS(due) ("
+        "PARTITION early VALUES LESS THAN ('2024-03-10 00:00:00'), "
+        "PARTITION pmax VALUES LESS THAN (MAXVALUE))"
+    ],
+    "postgresql": [
+        "CREATE TABLE reminders (id BIGINT NOT NULL, due TIMESTAMP(6) NOT NULL, "
+        "PRIMARY KEY (id, due)) PARTITION BY RANGE (due)",
+        "CREATE TABLE early PARTITION OF reminders "
+        "FOR VALUES FROM (MINVALUE) TO ('2024-03-10 00:00:00')",
+        "CREATE TABLE reminders_pmax PARTITION OF reminders DEFAULT",
+    ],
+}
 
 
 def test_a_partition_not_made_by_infsched_is_refused(backend: Backend) -> None:
     with backend.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE reminders (id BIGINT NOT NULL, due DATETIME(6) NOT NULL, "
-            "PRIMARY KEY (id, due)) PARTITION BY RANGE COLUMNS(due) ("
-            "PARTITION early VALUES LESS THAN ('2024-03-10 00:00:00'), "
-            "PARTITION pmax VALUES LESS THAN (MAXVALUE))"
-        )
+        for statement in FOREIGN_PARTITION[database(backend)]:
+            conn.exec_driver_sql(statement)
     repo = backend.make()
     with pytest.raises(ConfigError, match="has partition 'early'"):
         repo.maintain()

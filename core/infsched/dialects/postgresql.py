@@ -3,7 +3,7 @@
 Sessions run in UTC, and every time column is a ``timestamp without time
 zone`` holding naive UTC, as on the other databases.  Claims lock with
 ``FOR UPDATE SKIP LOCKED``; idempotent inserts are ``ON CONFLICT DO NOTHING``.
-Range partitions are not built yet: repositories are one table per day.
+Range partitions are declarative ones (postgresql_partitions.py).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from infsched.dialects.base import (
     RowInserter,
     executemany_inserter,
 )
+from infsched.dialects.postgresql_partitions import PostgreSQLRangePartitioning
 
 #: SQLSTATE codes, by what they mean (PostgreSQL's appendix A).
 _KINDS = {
@@ -71,6 +72,9 @@ class PostgreSQLDialect(Dialect):
     transactional_ddl = True
     concurrent_writers = True
     max_identifier_length = 63
+
+    def __init__(self) -> None:
+        self.range_partitioning = PostgreSQLRangePartitioning()
 
     def column_type(self, kind: ColumnKind[Any]) -> sa.types.TypeEngine[Any] | None:
         if isinstance(kind, UtcDateTime):
