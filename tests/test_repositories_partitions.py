@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -191,3 +194,133 @@ def test_a_partition_not_made_by_infsched_is_refused(backend: Backend) -> None:
     repo = backend.make()
     with pytest.raises(ConfigError, match="has partition 'early'"):
         repo.maintain()
+
+
+#: Each row's partition, as the database placed it: (partition, id, due) per row.
+PLACED_ROWS = {
+    "mysql": "SELECT '{partition}', id, due FROM reminders PARTITION (`{partition}`)",
+    "postgresql": "SELECT c.relname, r.id, r.due FROM reminders r JOIN pg_class c "
+    "ON c.oid = r.tableoid",
+}
+
+
+def placed_rows(backend: Backend, repo: Repo) -> list[tuple[str, int, datetime]]:
+    """(partition, id, due) of every row, the partition being where the row is stored."""
+    found: list[tuple[str, int, datetime]] = []
+    template = PLACED_ROWS[database(backend)]
+    with repo.engine.connect() as conn:
+        statements = [template.format(partition=name) for name in names(repo)]
+        for statement in dict.fromkeys(statements):  # PostgreSQL: one statement reads all
+            found.extend(
+                (str(p).removeprefix("reminders_"), i, d)
+                for p, i, d in conn.execute(sa.text(statement))
+            )
+    return found
+
+
+def wait_for_a_blocked_writer(
+    backend: Backend, repo: Repo, writer_started: threading.Event
+) -> None:
+    """Return once a writer's insert overlaps the split that is under way.
+
+    PostgreSQL (called after ATTACH, before the commit): an insert waits for
+    a lock on the table or one of its partitions.  MariaDB (called before REORGANIZE, which commits
+    by itself): a writer has started an insert since.  A guard stops a hang;
+    nothing here is measured.
+    """
+    if database(backend) == "mysql":
+        writer_started.clear()
+        assert writer_started.wait(60), "no writer started an insert during the split"
+        return
+    waiting = sa.text(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation IN ("
+        "SELECT 'reminders'::regclass UNION SELECT inhrelid FROM pg_inherits "
+        "WHERE inhparent = 'reminders'::regclass)"
+    )
+    with repo.engine.connect() as probe:
+        for _ in range(6000):
+            if probe.execute(waiting).scalar_one() > 0:
+                return
+            probe.rollback()
+            time.sleep(0.01)
+    raise AssertionError("no writer waited for the split")
+
+
+#: The statement of a split that writers must overlap, and whether the hook runs after it.
+SPLIT = {"mysql": ("REORGANIZE PARTITION", False), "postgresql": ("ATTACH PARTITION", True)}
+
+
+def test_rows_inserted_while_days_are_split_off_land_once_in_their_partition(
+    backend: Backend, clock: FixedClock
+) -> None:
+    """Writers keep inserting into the catch-all's days while maintenance splits them off.
+
+    Every split overlaps an insert (`wait_for_a_blocked_writer`); afterwards
+    each row is stored exactly once, in the partition its key belongs to.
+    """
+    repo = backend.make(clock=clock, retention_days=10, precreate_days=1)
+    assert isinstance(repo, PartitionedRepository)
+    repo.maintain()
+    stop = threading.Event()
+    writer_started = threading.Event()
+    stored: list[Reminder] = []
+    errors: list[BaseException] = []
+    overlapped: list[str] = []
+    split, after = SPLIT[database(backend)]
+
+    def write(seed: int) -> None:
+        step = 0
+        try:
+            while not stop.is_set():
+                step += 1
+                # Days 2..6 ahead: in the catch-all until maintenance splits them off.
+                dues = [
+                    NOW + (2 + (seed + step + i) % 5) * DAY + i * timedelta(minutes=7)
+                    for i in range(3)
+                ]
+                writer_started.set()
+                stored.extend(repo.insert_many([reminder(due, f"w{seed}") for due in dues]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    def hook(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if split in statement:
+            wait_for_a_blocked_writer(backend, repo, writer_started)
+            overlapped.append(statement)
+
+    event = "after_cursor_execute" if after else "before_cursor_execute"
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(3)]
+    for thread in writers:
+        thread.start()
+    try:
+        while len(stored) < 30:  # the catch-all holds rows of the days about to be split off
+            time.sleep(0.01)
+        sa.event.listen(repo.engine, event, hook)
+        for _ in range(5):
+            clock.advance(DAY)
+            assert len(repo.maintain().created) == 1
+    finally:
+        sa.event.remove(repo.engine, event, hook)
+        stop.set()
+        for thread in writers:
+            thread.join()
+    assert errors == []
+    assert len(overlapped) == 5
+    placed = placed_rows(backend, repo)
+    ids = [i for _, i, _ in placed]
+    assert len(ids) == len(set(ids))
+    assert sorted(ids) == sorted(id_of(r) for r in stored)
+    bounds = {}
+    lower = None
+    for partition in repo.partitions():
+        bounds[partition.name] = (lower, partition.upper)
+        lower = partition.upper
+    misplaced = [
+        (name, due)
+        for name, _, due in placed
+        if (bounds[name][0] is not None and due < bounds[name][0])
+        or (bounds[name][1] is not None and due >= bounds[name][1])
+    ]
+    assert misplaced == []
+    split_off = {f"p{(TODAY + k * DAY):%Y%m%d}" for k in range(2, 7)}
+    assert split_off <= {name for name, _, _ in placed}
