@@ -67,8 +67,8 @@ class PostgreSQLDialect(Dialect):
         default_port=5432,
         example="postgresql+psycopg://user:pass@host:5432/db",
     )
-    # Declarative day partitions are not built yet: one table per day.
-    default_repository_backend = "multi_table"
+    # One table with a declarative partition per day (postgresql_partitions.py).
+    default_repository_backend = "partitioned"
     transactional_ddl = True
     concurrent_writers = True
     max_identifier_length = 63
@@ -137,6 +137,15 @@ class PostgreSQLDialect(Dialect):
     def add_index(self, conn: sa.Connection, index: sa.Index) -> None:
         # Not CONCURRENTLY: that cannot run inside the transaction maintenance holds.
         conn.execute(CreateIndex(index, if_not_exists=True))
+
+    def partition_table_names(self, conn: sa.Connection) -> frozenset[str]:
+        rows = conn.execute(
+            sa.text(
+                "SELECT relname FROM pg_class WHERE relispartition "
+                "AND relnamespace = current_schema()::regnamespace"
+            )
+        )
+        return frozenset(str(name) for name in rows.scalars())
 
     def not_null_statement(self, conn: sa.Connection, table: str, column: sa.Column[Any]) -> str:
         default = column.server_default

@@ -12,7 +12,8 @@ rows already in it for the new days move) and drops the days past retention
 (`drop_below`), never deleting rows one by one.  A range predicate on the
 key is pruned by the server to the partitions of its days.  How a database
 does each is its dialect's (dialects/mysql.py: RANGE COLUMNS, REORGANIZE
-PARTITION, DROP PARTITION).
+PARTITION, DROP PARTITION; dialects/postgresql_partitions.py: declarative
+partitions, a DEFAULT catch-all, ATTACH PARTITION, DROP TABLE).
 """
 
 from __future__ import annotations
