@@ -172,7 +172,22 @@ class PostgreSQLDialect(Dialect):
 
         for entry in document if isinstance(document, list) else json.loads(document):
             walk(entry["Plan"])
-        return found
+        if not found:
+            return found
+        # A partition's index is PostgreSQL's copy of the partitioned table's, under a
+        # name of its own: the declared name says which index the plan reads, as on MySQL.
+        rows = conn.execute(
+            sa.text(
+                "SELECT c.relname, p.relname FROM pg_class c "
+                "JOIN pg_inherits i ON i.inhrelid = c.oid "
+                "JOIN pg_class p ON p.oid = i.inhparent "
+                "WHERE c.relkind = 'i' AND c.relname IN :names "
+                "AND c.relnamespace = current_schema()::regnamespace"
+            ).bindparams(sa.bindparam("names", expanding=True)),
+            {"names": sorted(set(found))},
+        )
+        declared = {str(child): str(parent) for child, parent in rows}
+        return [declared.get(name, name) for name in found]
 
     @contextmanager
     def ddl_lock(self, conn: sa.Connection, name: str, timeout: float) -> Iterator[None]:
