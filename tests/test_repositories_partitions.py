@@ -310,16 +310,14 @@ def test_rows_inserted_while_days_are_split_off_land_once_in_their_partition(
     ids = [i for _, i, _ in placed]
     assert len(ids) == len(set(ids))
     assert sorted(ids) == sorted(id_of(r) for r in stored)
-    bounds = {}
-    lower = None
+    bounds: dict[str, tuple[datetime, datetime]] = {}
+    lower = datetime.min
     for partition in repo.partitions():
-        bounds[partition.name] = (lower, partition.upper)
-        lower = partition.upper
+        upper = datetime.max if partition.upper is None else partition.upper
+        bounds[partition.name] = (lower, upper)
+        lower = upper
     misplaced = [
-        (name, due)
-        for name, _, due in placed
-        if (bounds[name][0] is not None and due < bounds[name][0])
-        or (bounds[name][1] is not None and due >= bounds[name][1])
+        (name, due) for name, _, due in placed if not bounds[name][0] <= due < bounds[name][1]
     ]
     assert misplaced == []
     split_off = {f"p{(TODAY + k * DAY):%Y%m%d}" for k in range(2, 7)}
