@@ -11,7 +11,8 @@ table that is then attached:
 1. ``LOCK TABLE parent IN SHARE ROW EXCLUSIVE MODE``.  It waits for every
    transaction that wrote to the table to end, and makes new writers wait
    (an INSERT takes ROW EXCLUSIVE on the parent before it routes its rows);
-   readers (ACCESS SHARE) and row locks for claims (ROW SHARE) go on.
+   readers (ACCESS SHARE) and row locks for claims (ROW SHARE) go on, but
+   from step 3 to the commit those that read the DEFAULT partition wait.
 2. ``CREATE TABLE new (LIKE parent ...)``, and the rows the DEFAULT
    partition holds for the new range move into it in one statement
    (``WITH moved AS (DELETE ... RETURNING *) INSERT ... SELECT``).
