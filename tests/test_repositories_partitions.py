@@ -13,8 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from infsched.clock import FixedClock
+from infsched.dialects import dialect_for
 from infsched.errors import ConfigError
 from infsched.repositories.partitioned import PartitionedRepository
+from infsched.sentinel_time import EPOCH
 from tests.repositories_support import (
     DAY,
     NOW,
@@ -58,6 +60,35 @@ def test_a_one_day_range_reads_one_partition(repo: Repo) -> None:
     assert repo.explain_partitions(NOW, NOW + timedelta(hours=1)) == ["p20240310"]
     assert repo.explain_partitions(TODAY, TODAY + 2 * DAY) == ["p20240310", "p20240311"]
     assert repo.explain_partitions(TODAY + 5 * DAY, TODAY + 6 * DAY) == ["pmax"]
+
+
+def test_the_engine_reads_unscheduled_rows_off_the_job_at_index(
+    backend: Backend, repo: Repo
+) -> None:
+    """The fetch's query (no job yet, a range of keys, in key order) reads `ix_<table>_job_at`.
+
+    On PostgreSQL each partition has its copy of the index, named by the
+    table's (`Dialect.indexes_used`), so both databases name the same one.
+    """
+    stored = repo.insert_many([reminder(TODAY + i * timedelta(seconds=40)) for i in range(2000)])
+    with repo.engine.begin() as conn:
+        repo.mark_scheduled(conn, stored[:1990], NOW)  # a real table: most rows have their job
+        analyze = "ANALYZE TABLE reminders" if database(backend) == "mysql" else "ANALYZE reminders"
+        conn.exec_driver_sql(analyze)
+    with repo.engine.connect() as conn:
+        [table] = repo.all_tables(conn)
+        query = (
+            sa.select(table.c.id, table.c.due)
+            .where(
+                table.c.infsched_job_at == EPOCH.replace(tzinfo=None),
+                table.c.due >= (TODAY - 2 * DAY).replace(tzinfo=None),
+                table.c.due < (NOW + timedelta(hours=1)).replace(tzinfo=None),
+            )
+            .order_by(table.c.due, table.c.id)
+            .limit(1000)
+        )
+        used = dialect_for(repo.engine).indexes_used(conn, query)
+    assert set(used) == {"ix_reminders_job_at"}, used
 
 
 def test_the_table_layout(repo: Repo) -> None:
