@@ -353,3 +353,57 @@ def test_rows_inserted_while_days_are_split_off_land_once_in_their_partition(
     assert misplaced == []
     split_off = {f"p{(TODAY + k * DAY):%Y%m%d}" for k in range(2, 7)}
     assert split_off <= {name for name, _, _ in placed}
+
+
+def test_a_split_that_deadlocks_with_a_fetch_is_tried_again(
+    backend: Backend, clock: FixedClock
+) -> None:
+    """A fetch holds row locks reaching the DEFAULT partition, then marks rows of a day.
+
+    The split waits for the DEFAULT partition, the fetch's UPDATE for the
+    split's lock on the table: PostgreSQL breaks the deadlock by rolling the
+    split back, and maintenance splits the day again once the fetch is done.
+    """
+    if database(backend) != "postgresql":
+        pytest.skip(
+            "MariaDB's REORGANIZE PARTITION does not take the catch-all apart from the table"
+        )
+    repo = backend.make(clock=clock, retention_days=2, precreate_days=1)
+    assert isinstance(repo, PartitionedRepository)
+    repo.maintain()
+    [today] = repo.insert_many([reminder(NOW)])
+    clock.advance(DAY)
+    errors: list[BaseException] = []
+    reports = []
+
+    def maintain() -> None:
+        try:
+            reports.append(repo.maintain())
+        except BaseException as exc:
+            errors.append(exc)
+
+    with repo.engine.connect() as fetch:
+        # Only the split's session runs the deadlock check, so the split is the one broken.
+        fetch.exec_driver_sql("SET deadlock_timeout = '60s'")
+        # A fetch's claim without a lower bound: no partition is pruned, the DEFAULT one too.
+        fetch.exec_driver_sql("SELECT id FROM reminders FOR UPDATE SKIP LOCKED").all()
+        split = threading.Thread(target=maintain)
+        split.start()
+        wait_for_a_blocked_writer(backend, repo, threading.Event())
+        fetch.execute(
+            sa.text(
+                "UPDATE reminders SET infsched_job_at = :now WHERE id = :id "
+                "AND due >= :day AND due < :next"
+            ),
+            {
+                "now": NOW.replace(tzinfo=None),
+                "id": id_of(today),
+                "day": TODAY.replace(tzinfo=None),
+                "next": (TODAY + DAY).replace(tzinfo=None),
+            },
+        )
+        fetch.commit()
+        split.join()
+    assert errors == []
+    assert [r.created for r in reports] == [("p20240312",)]
+    assert names(repo)[-2:] == ["p20240312", "pmax"]

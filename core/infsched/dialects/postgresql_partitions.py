@@ -28,6 +28,12 @@ already chosen the DEFAULT partition would wait only for the ACCESS EXCLUSIVE
 lock on it, then check the DEFAULT partition's new constraint and fail.
 CREATE TABLE ... PARTITION OF is not used because it holds ACCESS EXCLUSIVE
 on the parent until the commit, which would block readers of every day.
+
+Each day's split runs in a savepoint.  A fetch that holds row locks on the
+DEFAULT partition and then marks rows waits for the lock of step 1 while the
+ATTACH waits for the fetch: PostgreSQL breaks that deadlock by failing one of
+them.  When it is the split, the savepoint rolls back (releasing its locks,
+so the fetch finishes) and the split is tried again.
 """
 
 from __future__ import annotations
@@ -56,6 +62,15 @@ def _q(name: str) -> str:
     if _PLAIN_IDENTIFIER.match(name) and name not in RESERVED_WORDS:
         return name
     return '"' + name.replace('"', '""') + '"'
+
+
+#: Splits of one day tried, when PostgreSQL breaks a deadlock by rolling the split back.
+_SPLIT_ATTEMPTS = 5
+
+
+def _is_deadlock(exc: sa.exc.DBAPIError) -> bool:
+    """Whether PostgreSQL rolled the statement back to break a deadlock (SQLSTATE 40P01)."""
+    return getattr(exc.orig, "sqlstate", None) == "40P01"
 
 
 def _literal(moment: datetime) -> str:
@@ -201,11 +216,9 @@ class PostgreSQLRangePartitioning:
         default = next((c.relname for c in children if c.partition.upper is None), None)
         if default is not None and not new:
             return []
-        # Writers wait from here to the commit, then route to the new partitions
-        # (the module's docstring says why this lock comes first).
-        conn.exec_driver_sql(f"LOCK TABLE {parent} IN SHARE ROW EXCLUSIVE MODE")
         made: list[RangePartition] = []
         if default is None:
+            conn.exec_driver_sql(f"LOCK TABLE {parent} IN SHARE ROW EXCLUSIVE MODE")
             default = partition_table(table, catch_all)
             conn.exec_driver_sql(f"CREATE TABLE {_q(default)} PARTITION OF {parent} DEFAULT")
             made.append(RangePartition(catch_all, None))
@@ -215,23 +228,47 @@ class PostgreSQLRangePartitioning:
         for partition in new:
             if partition.upper is None:
                 raise ValueError(f"new partition {partition.name!r} has no upper bound")
-            name = _q(partition_table(table, partition.name))
-            conn.exec_driver_sql(
-                f"CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
-            )
-            below = f"{key} < {_literal(partition.upper)}"
-            within = below if lower is None else f"{key} >= {_literal(lower)} AND {below}"
-            conn.exec_driver_sql(
-                f"WITH moved AS (DELETE FROM {_q(default)} WHERE {within} RETURNING *) "
-                f"INSERT INTO {name} SELECT * FROM moved"
-            )
-            conn.exec_driver_sql(
-                f"ALTER TABLE {parent} ATTACH PARTITION {name} "
-                f"{self._bounds(lower, partition.upper)}"
-            )
+            for attempt in range(1, _SPLIT_ATTEMPTS + 1):
+                try:
+                    with conn.begin_nested():
+                        bounds = (lower, partition.upper)
+                        self._split(conn, table, default, key, bounds, partition.name)
+                    break
+                except sa.exc.DBAPIError as exc:
+                    if attempt == _SPLIT_ATTEMPTS or not _is_deadlock(exc):
+                        raise
             lower = partition.upper
         made[:0] = new
         return made
+
+    def _split(
+        self,
+        conn: sa.Connection,
+        table: str,
+        default: str,
+        key: str,
+        bounds: tuple[datetime | None, datetime],
+        partition: str,
+    ) -> None:
+        """Steps 1 to 3 of the module's docstring: day `partition`, `bounds`, off `default`."""
+        parent = _q(table)
+        lower, upper = bounds
+        # Writers wait from here to the commit, then route to the new partitions
+        # (the module's docstring says why this lock comes first).
+        conn.exec_driver_sql(f"LOCK TABLE {parent} IN SHARE ROW EXCLUSIVE MODE")
+        name = _q(partition_table(table, partition))
+        conn.exec_driver_sql(
+            f"CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        )
+        below = f"{key} < {_literal(upper)}"
+        within = below if lower is None else f"{key} >= {_literal(lower)} AND {below}"
+        conn.exec_driver_sql(
+            f"WITH moved AS (DELETE FROM {_q(default)} WHERE {within} RETURNING *) "
+            f"INSERT INTO {name} SELECT * FROM moved"
+        )
+        conn.exec_driver_sql(
+            f"ALTER TABLE {parent} ATTACH PARTITION {name} {self._bounds(lower, upper)}"
+        )
 
     def drop_below(
         self, conn: sa.Connection, table: str, partitions: Sequence[RangePartition], bound: datetime
