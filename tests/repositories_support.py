@@ -32,6 +32,7 @@ BACKENDS = [
     "multi_table-postgresql",
     "multi_table-sqlite",
     "partitioned-mysql",
+    "partitioned-postgresql",
 ]
 
 

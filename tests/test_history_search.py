@@ -205,11 +205,10 @@ def test_a_time_range_reads_only_its_days(seed: Seed) -> None:
     search = HistorySearch(seed.database)
     one_day = HistoryFilter(since=NOON - timedelta(hours=1), until=NOON + timedelta(hours=1))
     assert [o.entity_id for o in search.page(one_day).outcomes] == ["0"]
-    if _is_mysql(seed):
+    parts = dialect_for(seed.engine).range_partitioning
+    if parts is not None:  # MariaDB and PostgreSQL: one partitioned table, pruned to the day
         [table] = search.explain(one_day)
         query = search.query(table, one_day, limit=10)
-        parts = dialect_for(seed.engine).range_partitioning
-        assert parts is not None
         with seed.engine.connect() as conn:
             assert parts.explain_partitions(conn, query) == [f"p{NOON:%Y%m%d}"]
     else:
@@ -225,7 +224,13 @@ def test_maintenance_adds_the_index_to_tables_of_an_older_release(cli: Cli, seed
     store(seed, [outcome(1, NOON)])
     repository = seed.history.repository
     with seed.engine.begin() as conn:
-        tables = [n for n in sa.inspect(conn).get_table_names() if n.startswith(HISTORY_REPOSITORY)]
+        # A PostgreSQL partition's index is the partitioned table's: the table stands for both.
+        partitions = dialect_for(seed.engine).partition_table_names(conn)
+        tables = [
+            n
+            for n in sa.inspect(conn).get_table_names()
+            if n.startswith(HISTORY_REPOSITORY) and n not in partitions
+        ]
         for name in tables:  # as an older release made them
             for found in sa.inspect(conn).get_indexes(name):
                 if str(found["name"]).endswith("_state_by_key"):

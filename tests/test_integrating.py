@@ -50,6 +50,7 @@ CASES = [
     Case("multi_table", "mysql"),
     Case("multi_table", "postgresql"),
     Case("partitioned", "mysql"),
+    Case("partitioned", "postgresql"),
 ]
 
 

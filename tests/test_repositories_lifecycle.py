@@ -37,7 +37,7 @@ multi_table = backend_fixture("multi_table-mysql", "multi_table-postgresql", "mu
 on_mysql = backend_fixture("multi_table-mysql", "partitioned-mysql")
 #: The databases with named locks (SQLite has none: it serialises writers itself).
 with_named_locks = backend_fixture(
-    "multi_table-mysql", "multi_table-postgresql", "partitioned-mysql"
+    "multi_table-mysql", "multi_table-postgresql", "partitioned-mysql", "partitioned-postgresql"
 )
 
 

@@ -284,7 +284,7 @@ class RepositoryConfig:
     #: The executor the entities' jobs go to.
     executor: str
     #: ``multi_table`` or ``partitioned`` (or a plugin's); None picks ``partitioned`` on
-    #: MySQL/MariaDB and ``multi_table`` on SQLite.
+    #: MySQL/MariaDB and PostgreSQL, ``multi_table`` on SQLite.
     backend: str | None = None
     #: Table prefix or table name, when it should differ from `name`.
     table: str | None = None

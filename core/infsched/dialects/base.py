@@ -251,6 +251,14 @@ class Dialect(ABC):
         """
         return None
 
+    def partition_table_names(self, conn: sa.Connection) -> frozenset[str]:
+        """The tables that are partitions of another table, which listings must skip.
+
+        Empty here: MySQL keeps a table's partitions inside it.  PostgreSQL
+        lists each partition among the tables as a table of its own.
+        """
+        return frozenset()
+
     def not_null_statement(
         self, conn: sa.Connection, table: str, column: sa.Column[Any]
     ) -> str | None:

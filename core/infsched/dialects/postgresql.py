@@ -3,7 +3,7 @@
 Sessions run in UTC, and every time column is a ``timestamp without time
 zone`` holding naive UTC, as on the other databases.  Claims lock with
 ``FOR UPDATE SKIP LOCKED``; idempotent inserts are ``ON CONFLICT DO NOTHING``.
-Range partitions are not built yet: repositories are one table per day.
+Range partitions are declarative ones (postgresql_partitions.py).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from infsched.dialects.base import (
     RowInserter,
     executemany_inserter,
 )
+from infsched.dialects.postgresql_partitions import PostgreSQLRangePartitioning
 from infsched.dialects.sequence_ids import SequenceIds, quote
 
 #: SQLSTATE codes, by what they mean (PostgreSQL's appendix A).
@@ -98,11 +99,14 @@ class PostgreSQLDialect(Dialect):
         default_port=5432,
         example="postgresql+psycopg://user:pass@host:5432/db",
     )
-    # Declarative day partitions are not built yet: one table per day.
-    default_repository_backend = "multi_table"
+    # One table with a declarative partition per day (postgresql_partitions.py).
+    default_repository_backend = "partitioned"
     transactional_ddl = True
     concurrent_writers = True
     max_identifier_length = 63
+
+    def __init__(self) -> None:
+        self.range_partitioning = PostgreSQLRangePartitioning()
 
     def column_type(self, kind: ColumnKind[Any]) -> sa.types.TypeEngine[Any] | None:
         if isinstance(kind, UtcDateTime):
@@ -166,6 +170,15 @@ class PostgreSQLDialect(Dialect):
         # Not CONCURRENTLY: that cannot run inside the transaction maintenance holds.
         conn.execute(CreateIndex(index, if_not_exists=True))
 
+    def partition_table_names(self, conn: sa.Connection) -> frozenset[str]:
+        rows = conn.execute(
+            sa.text(
+                "SELECT relname FROM pg_class WHERE relispartition "
+                "AND relnamespace = current_schema()::regnamespace"
+            )
+        )
+        return frozenset(str(name) for name in rows.scalars())
+
     def not_null_statement(self, conn: sa.Connection, table: str, column: sa.Column[Any]) -> str:
         default = column.server_default
         text = default.arg if isinstance(default, sa.DefaultClause) else None
@@ -191,7 +204,22 @@ class PostgreSQLDialect(Dialect):
 
         for entry in document if isinstance(document, list) else json.loads(document):
             walk(entry["Plan"])
-        return found
+        if not found:
+            return found
+        # A partition's index is PostgreSQL's copy of the partitioned table's, under a
+        # name of its own: the declared name says which index the plan reads, as on MySQL.
+        rows = conn.execute(
+            sa.text(
+                "SELECT c.relname, p.relname FROM pg_class c "
+                "JOIN pg_inherits i ON i.inhrelid = c.oid "
+                "JOIN pg_class p ON p.oid = i.inhparent "
+                "WHERE c.relkind = 'i' AND c.relname IN :names "
+                "AND c.relnamespace = current_schema()::regnamespace"
+            ).bindparams(sa.bindparam("names", expanding=True)),
+            {"names": sorted(set(found))},
+        )
+        declared = {str(child): str(parent) for child, parent in rows}
+        return [declared.get(name, name) for name in found]
 
     @contextmanager
     def ddl_lock(self, conn: sa.Connection, name: str, timeout: float) -> Iterator[None]:

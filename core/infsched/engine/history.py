@@ -3,7 +3,7 @@
 The hot job table forgets a job once it is done; history keeps what became
 of it (state, attempts, due, started and finished times, node, last error)
 for the retention period, queryable by entity id.  It is itself a sharding
-repository: partitioned on MySQL/MariaDB, one table per day on SQLite.
+repository: partitioned on MySQL/MariaDB and PostgreSQL, one table per day on SQLite.
 """
 
 from __future__ import annotations

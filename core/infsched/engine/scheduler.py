@@ -72,7 +72,7 @@ _HISTORY_BACKENDS: dict[str, RepositoryFactory] = {
 def history_repository(
     database: Database, retention_days: int
 ) -> ShardingRepository[JobOutcome, int]:
-    """The history repository, in the dialect's default backend (partitioned on MySQL/MariaDB).
+    """The history repository, in the dialect's default backend (partitioned on MySQL, PostgreSQL).
 
     One table per day, which every database can hold, where that default is
     a plugin's backend.

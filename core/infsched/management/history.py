@@ -1,7 +1,7 @@
 """HistoryReader: aggregate queries over the outcome history, read-only.
 
 The history repository (engine/history.py) is a day-sharded repository named
-``infsched_history``: one partitioned table of that name on MySQL/MariaDB, or
+``infsched_history``: one partitioned table of that name on MySQL/MariaDB and PostgreSQL, or
 one ``infsched_history_YYYYMMDD`` table per day on SQLite.  Statistics and
 the dashboard read those tables directly, and only those that exist, so that
 watching a cluster never creates or alters anything in its database.

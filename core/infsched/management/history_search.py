@@ -5,7 +5,7 @@ and the next one starts just below it (a `Cursor`), so page 1,000 costs what
 page 1 costs and rows recorded meanwhile neither shift nor repeat a page.
 
 Only the tables that can hold the time range are read: on SQLite the day
-tables of its days, on MySQL/MariaDB the one partitioned table, which the
+tables of its days, on MySQL/MariaDB and PostgreSQL the one partitioned table, which the
 server prunes to the partitions of the range.  Within a day, a state or a
 repository filter reads its own index, (state, finished_at, id) or
 (repository, finished_at, id), in descending order and stops at the page's

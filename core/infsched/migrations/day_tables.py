@@ -38,9 +38,15 @@ def prefix_of(name: str) -> str:
     return match.group("prefix") if match else name
 
 
-def history_tables(conn: sa.Connection) -> list[str]:
-    """The history's day tables (SQLite) or its partitioned table (MySQL/MariaDB)."""
-    return sorted(name for name in sa.inspect(conn).get_table_names() if prefix_of(name) == HISTORY)
+def table_names(conn: sa.Connection, dialect: Dialect) -> list[str]:
+    """The database's tables, without the partitions PostgreSQL lists as tables."""
+    partitions = dialect.partition_table_names(conn)
+    return [name for name in sa.inspect(conn).get_table_names() if name not in partitions]
+
+
+def history_tables(conn: sa.Connection, dialect: Dialect) -> list[str]:
+    """The history's day tables (SQLite) or its partitioned table (MySQL/MariaDB, PostgreSQL)."""
+    return sorted(name for name in table_names(conn, dialect) if prefix_of(name) == HISTORY)
 
 
 @attrs.frozen
@@ -52,11 +58,11 @@ class IdSourced:
     tables: tuple[str, ...]
 
 
-def id_sourced(conn: sa.Connection) -> list[IdSourced]:
+def id_sourced(conn: sa.Connection, dialect: Dialect) -> list[IdSourced]:
     """The scheduled repositories with int ids, from their tables' mark and primary key."""
     inspector = sa.inspect(conn)
     found: dict[tuple[str, str], list[str]] = {}
-    for name in inspector.get_table_names():
+    for name in table_names(conn, dialect):
         columns = {c["name"]: c for c in inspector.get_columns(name)}
         if JOB_AT not in columns:
             continue

@@ -21,6 +21,6 @@ def register_repository_backends() -> Iterable[RepositoryBackend]:
         RepositoryBackend(
             PartitionedRepository.backend,
             PartitionedRepository,
-            "one table, one RANGE COLUMNS partition per UTC day and a catch-all; MySQL/MariaDB",
+            "one table, one RANGE partition per UTC day and a catch-all; MySQL/MariaDB, PostgreSQL",
         ),
     ]

@@ -1,6 +1,6 @@
 """MultiTableRepository: one table per UTC day, ``{prefix}_{YYYYMMDD}``.
 
-Works on MySQL/MariaDB and SQLite.  Day tables are found by listing the
+Works on MySQL/MariaDB, PostgreSQL and SQLite.  Day tables are found by listing the
 database's tables and matching ``^{prefix}_\\d{8}$`` exactly (a ``LIKE
 'prefix_%'`` would also match ``prefixX…`` and ``prefix_other_…``).
 An insert for a day without a table creates it (CREATE TABLE IF NOT

@@ -12,7 +12,8 @@ rows already in it for the new days move) and drops the days past retention
 (`drop_below`), never deleting rows one by one.  A range predicate on the
 key is pruned by the server to the partitions of its days.  How a database
 does each is its dialect's (dialects/mysql.py: RANGE COLUMNS, REORGANIZE
-PARTITION, DROP PARTITION).
+PARTITION, DROP PARTITION; dialects/postgresql_partitions.py: declarative
+partitions, a DEFAULT catch-all, ATTACH PARTITION, DROP TABLE).
 """
 
 from __future__ import annotations
@@ -83,6 +84,16 @@ class PartitionedRepository(DayShardedRepository[T, K]):
 
     def prepare_days(self, days: Collection[date], conn: sa.Connection | None) -> None:
         """Nothing to do: a day without its own partition goes to the catch-all."""
+
+    def ready_beside(self, conn: sa.Connection | None) -> None:
+        """`ready`, also beside the caller's transaction, as no table is made in it.
+
+        A database with RANGE partitions lets several transactions write at
+        once, so the layout's own connection does not wait for the caller's
+        (PostgreSQL's DDL is transactional too, which makes multi_table create
+        its days in the caller's transaction instead).
+        """
+        self.ready()
 
     def _day_partition(self, partition: RangePartition) -> date:
         """The day of a pYYYYMMDD partition; ConfigError for a partition we did not make."""

@@ -1,6 +1,6 @@
 """0.2.0: history indexes for `jobs history`, id sources for rows other applications write.
 
-- every history day table (partitioned table on MySQL/MariaDB) gets the
+- every history day table (partitioned table on MySQL/MariaDB, PostgreSQL) gets the
   indexes ``(state, finished_at, id)`` and ``(repository, finished_at, id)``;
 - every scheduled repository with int ids gets its id source
   ``PREFIX_id_seq`` (a sequence on MariaDB, a counter table elsewhere), and
@@ -38,7 +38,7 @@ HISTORY_INDEXES = {
 
 def upgrade() -> None:
     conn, dialect = reading()
-    for name in history_tables(conn):
+    for name in history_tables(conn, dialect):
         present = index_columns(conn, name)
         for suffix, columns in HISTORY_INDEXES.items():
             if columns in present:
@@ -47,7 +47,7 @@ def upgrade() -> None:
             index = sa.Index(f"ix_{name}_{suffix}", *(table.c[c] for c in columns))
             op.execute(dialect.add_index_statement(conn, index))
     existing = set(sa.inspect(conn).get_table_names())
-    for sourced in id_sourced(conn):
+    for sourced in id_sourced(conn, dialect):
         if sourced.source not in existing:
             for statement in dialect.id_source_statements(conn, sourced.source, DATABASE_IDS_MAX):
                 op.execute(statement)
