@@ -30,7 +30,7 @@ from infsched.dialects.base import (
     Dialect,
     LockTimeoutError,
     RowInserter,
-    executemany_inserter,
+    row_binder,
 )
 
 #: SQLSTATE codes, by what they mean (PostgreSQL's appendix A).
@@ -206,10 +206,28 @@ class PostgreSQLDialect(Dialect):
         return None
 
     def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:
-        # psycopg's own executemany (pipelined), as the bench's yardstick measures it.
+        # One statement per batch, its values as one array per column: psycopg's
+        # executemany sends a statement per row, and a multi-row VALUES list costs
+        # more still (a placeholder per value to parse, bind and plan) on psycopg 3.
+        types = [table.c[c].type for c in columns]
+        bind = row_binder(types)
         listed = ", ".join(f'"{c}"' for c in columns)
-        sql = f'INSERT INTO "{table.name}" ({listed}) VALUES ({", ".join(["%s"] * len(columns))})'
-        return executemany_inserter(sql, [table.c[c].type for c in columns])
+        statement: list[str] = []  # compiled at the first call, for the engine's dialect
+
+        def insert(conn: sa.Connection, rows: Sequence[Sequence[Any]]) -> None:
+            if not rows:
+                return
+            if not statement:
+                arrays = ", ".join(f"%s::{t.compile(dialect=conn.dialect)}[]" for t in types)
+                statement.append(
+                    f'INSERT INTO "{table.name}" ({listed}) SELECT * FROM unnest({arrays})'
+                )
+            values = bind(conn, rows)
+            conn.exec_driver_sql(
+                statement[0], tuple(list(column) for column in zip(*values, strict=True))
+            )
+
+        return insert
 
     def insert_ignore(self, table: sa.Table, keys: Sequence[str]) -> sa.Insert:
         # Only a conflict on these keys is skipped; any other error still raises.
