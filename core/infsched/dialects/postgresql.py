@@ -206,26 +206,47 @@ class PostgreSQLDialect(Dialect):
         return None
 
     def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:
-        # One statement per batch, its values as one array per column: psycopg's
-        # executemany sends a statement per row, and a multi-row VALUES list costs
-        # more still (a placeholder per value to parse, bind and plan) on psycopg 3.
-        types = [table.c[c].type for c in columns]
-        bind = row_binder(types)
+        # COPY … FROM STDIN: half the client's time of psycopg's executemany (which sends
+        # an INSERT per row) and of one INSERT of arrays (psycopg dumps arrays in Python),
+        # and about twice the rows per second; a multi-row VALUES list is slower still.
+        import psycopg  # the optional extra, which an engine on PostgreSQL has loaded
+
+        bind = row_binder([table.c[c].type for c in columns])
         listed = ", ".join(f'"{c}"' for c in columns)
-        statement: list[str] = []  # compiled at the first call, for the engine's dialect
+        statement = f'COPY "{table.name}" ({listed}) FROM STDIN'
 
         def insert(conn: sa.Connection, rows: Sequence[Sequence[Any]]) -> None:
             if not rows:
                 return
-            if not statement:
-                arrays = ", ".join(f"%s::{t.compile(dialect=conn.dialect)}[]" for t in types)
-                statement.append(
-                    f'INSERT INTO "{table.name}" ({listed}) SELECT * FROM unnest({arrays})'
-                )
             values = bind(conn, rows)
-            conn.exec_driver_sql(
-                statement[0], tuple(list(column) for column in zip(*values, strict=True))
-            )
+            fairy = conn.connection
+            driver = fairy.driver_connection
+            if not isinstance(driver, psycopg.Connection):
+                raise TypeError(f"COPY needs a psycopg connection, not {type(driver).__name__}")
+            cursor = driver.cursor()  # COPY has no DB-API call
+            # Listeners (statement counts, tracing) hear of it as of any statement; the
+            # connection's dispatch includes the engine's, and costs nothing without any.
+            conn.dispatch.before_cursor_execute(conn, cursor, statement, (), None, False)
+            try:
+                with cursor.copy(statement) as copy:
+                    for row in values:
+                        copy.write_row(row)
+            except conn.dialect.loaded_dbapi.Error as error:
+                # Raised as SQLAlchemy raises a failed execute: a DBAPIError (IntegrityError…).
+                lost = conn.dialect.is_disconnect(error, fairy.dbapi_connection, None)
+                if lost:
+                    conn.invalidate(error)
+                raise sa.exc.DBAPIError.instance(
+                    statement,
+                    None,
+                    error,
+                    conn.dialect.loaded_dbapi.Error,
+                    connection_invalidated=lost,
+                    dialect=conn.dialect,
+                ) from error
+            finally:
+                cursor.close()
+            conn.dispatch.after_cursor_execute(conn, cursor, statement, (), None, False)
 
         return insert
 
