@@ -326,6 +326,10 @@ class Dialect(ABC):
         already hold the write lock from its first statement (`configure_engine`).
         """
 
+    def among(self, column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+        """``column IN (values)`` for a batch of ids (a thousand on the fetch path)."""
+        return column.in_(list(values))
+
     # -- building jobs from entity rows inside the database (INSERT … SELECT) --
 
     @abstractmethod

@@ -250,6 +250,13 @@ class PostgreSQLDialect(Dialect):
 
         return insert
 
+    def among(self, column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+        # One array parameter: an IN list's thousand placeholders cost SQLAlchemy's
+        # expanding and psycopg's parsing of the long text on every statement.
+        return column == sa.any_(
+            sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        )
+
     def insert_ignore(self, table: sa.Table, keys: Sequence[str]) -> sa.Insert:
         # Only a conflict on these keys is skipped; any other error still raises.
         return pg_insert(table).on_conflict_do_nothing(index_elements=list(keys))
