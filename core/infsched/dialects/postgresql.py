@@ -30,7 +30,7 @@ from infsched.dialects.base import (
     Dialect,
     LockTimeoutError,
     RowInserter,
-    executemany_inserter,
+    row_binder,
 )
 from infsched.dialects.postgresql_partitions import PostgreSQLRangePartitioning
 from infsched.dialects.sequence_ids import SequenceIds, quote
@@ -266,10 +266,56 @@ class PostgreSQLDialect(Dialect):
         return None
 
     def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:
-        # psycopg's own executemany (pipelined), as the bench's yardstick measures it.
+        # COPY … FROM STDIN: half the client's time of psycopg's executemany (which sends
+        # an INSERT per row) and of one INSERT of arrays (psycopg dumps arrays in Python),
+        # and about twice the rows per second; a multi-row VALUES list is slower still.
+        import psycopg  # the optional extra, which an engine on PostgreSQL has loaded
+
+        bind = row_binder([table.c[c].type for c in columns])
         listed = ", ".join(f'"{c}"' for c in columns)
-        sql = f'INSERT INTO "{table.name}" ({listed}) VALUES ({", ".join(["%s"] * len(columns))})'
-        return executemany_inserter(sql, [table.c[c].type for c in columns])
+        statement = f'COPY "{table.name}" ({listed}) FROM STDIN'
+
+        def insert(conn: sa.Connection, rows: Sequence[Sequence[Any]]) -> None:
+            if not rows:
+                return
+            values = bind(conn, rows)
+            fairy = conn.connection
+            driver = fairy.driver_connection
+            if not isinstance(driver, psycopg.Connection):
+                raise TypeError(f"COPY needs a psycopg connection, not {type(driver).__name__}")
+            cursor = driver.cursor()  # COPY has no DB-API call
+            # Listeners (statement counts, tracing) hear of it as of any statement; the
+            # connection's dispatch includes the engine's, and costs nothing without any.
+            conn.dispatch.before_cursor_execute(conn, cursor, statement, (), None, False)
+            try:
+                with cursor.copy(statement) as copy:
+                    for row in values:
+                        copy.write_row(row)
+            except conn.dialect.loaded_dbapi.Error as error:
+                # Raised as SQLAlchemy raises a failed execute: a DBAPIError (IntegrityError…).
+                lost = conn.dialect.is_disconnect(error, fairy.dbapi_connection, None)
+                if lost:
+                    conn.invalidate(error)
+                raise sa.exc.DBAPIError.instance(
+                    statement,
+                    None,
+                    error,
+                    conn.dialect.loaded_dbapi.Error,
+                    connection_invalidated=lost,
+                    dialect=conn.dialect,
+                ) from error
+            finally:
+                cursor.close()
+            conn.dispatch.after_cursor_execute(conn, cursor, statement, (), None, False)
+
+        return insert
+
+    def among(self, column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+        # One array parameter: an IN list's thousand placeholders cost SQLAlchemy's
+        # expanding and psycopg's parsing of the long text on every statement.
+        return column == sa.any_(
+            sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        )
 
     def insert_ignore(self, table: sa.Table, keys: Sequence[str]) -> sa.Insert:
         # Only a conflict on these keys is skipped; any other error still raises.

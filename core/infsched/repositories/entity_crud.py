@@ -51,6 +51,15 @@ class _KeyClash(Exception):
         self.ids = ids
 
 
+class _TableGone(Exception):
+    """A table was dropped under our own transaction's statement: it is redone whole."""
+
+    def __init__(self, error: DBAPIError, days: Sequence[date]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.days = days
+
+
 class EntityCrud(Generic[T, K]):
     """Insert, find, stream, count, update and delete the entities of one repository."""
 
@@ -161,7 +170,7 @@ class EntityCrud(Generic[T, K]):
         self._layout.prepare_days(by_day.keys(), conn)
         if conn is not None:
             try:
-                self._write(conn, by_day, supplied)
+                self._write(conn, by_day, supplied, guarded=True)
             except _KeyClash as clash:
                 # Still inside the caller's transaction: look among the refused
                 # statement's ids, which differ from those written before it.
@@ -169,8 +178,17 @@ class EntityCrud(Generic[T, K]):
             return stored
         engine = self.options.engine
         try:
-            with engine.begin() as own:
-                self._write(own, by_day, supplied)
+            try:
+                with engine.begin() as own:
+                    self._write(own, by_day, supplied, guarded=False)
+            except _TableGone as gone:
+                # Rolled back: the days are made again and the whole call is written once more.
+                self._remake(gone.days, None)
+                try:
+                    with engine.begin() as own:
+                        self._write(own, by_day, supplied, guarded=False)
+                except _TableGone as again:
+                    raise again.error from None
         except _KeyClash as clash:
             # Rolled back: any id of this call found now was stored by someone else.
             every = [row[self._id_at] for rows in by_day.values() for row in rows]
@@ -237,9 +255,23 @@ class EntityCrud(Generic[T, K]):
         conn: sa.Connection,
         by_day: Mapping[date, list[Row]],
         supplied: Sequence[Any],
+        *,
+        guarded: bool,
     ) -> None:
+        """Write the rows on `conn`; `guarded` when a failed INSERT must leave `conn` usable.
+
+        The caller's transaction is guarded: there a clash is named, or a table made
+        again, before it goes on.  Our own is not (it is rolled back and done again
+        whole instead), so a database whose failed statement aborts the transaction
+        needs no savepoint round trips around each INSERT.
+        """
         if supplied:
-            taken = self._existing_ids(conn, supplied)
+            try:
+                taken = self._existing_ids(conn, supplied, guarded=guarded)
+            except DBAPIError as exc:
+                if guarded or not self._queries.missing(exc):
+                    raise
+                raise _TableGone(exc, []) from None
             if taken:
                 raise self._duplicate(min(taken))
         # Days that share a table (all of them, partitioned) share its statements.
@@ -253,7 +285,7 @@ class EntityCrud(Generic[T, K]):
             inserter = self._inserter(table)
             for chunk in chunks(all_rows, ROWS_PER_STATEMENT):
                 try:
-                    self._insert_rows(conn, days, inserter, chunk)
+                    self._insert_rows(conn, days, inserter, chunk, guarded=guarded)
                 except IntegrityError as exc:
                     if self._dialect.classify(exc) is not DatabaseErrorKind.DUPLICATE_KEY:
                         raise
@@ -275,22 +307,33 @@ class EntityCrud(Generic[T, K]):
         days: Sequence[date],
         inserter: RowInserter,
         rows: Sequence[Row],
+        *,
+        guarded: bool,
     ) -> None:
         """One multi-row INSERT; a day table dropped meanwhile is made again (or refused)."""
         try:
+            if not guarded:
+                inserter(conn, rows)
+                return
             # A clash is then named, or the table made again, in the caller's transaction.
             with self._dialect.statement_scope(conn):
                 inserter(conn, rows)
         except DBAPIError as exc:
             if not self._queries.missing(exc):
                 raise
-            # Dropped meanwhile: past retention now, or made in a rolled-back transaction.
-            horizon = self._layout.retention_horizon().replace(tzinfo=None)
-            for day in days:
-                self.refuse_expired(day_start(day), horizon)
-                self._layout.forget_day(day)
-            self._layout.prepare_days(days, conn)
+            if not guarded:
+                raise _TableGone(exc, days) from None
+            self._remake(days, conn)
             inserter(conn, rows)
+
+    def _remake(self, days: Sequence[date], conn: sa.Connection | None) -> None:
+        """Days whose table was dropped meanwhile: past retention now (refused), or made
+        in a rolled-back transaction (made again)."""
+        horizon = self._layout.retention_horizon().replace(tzinfo=None)
+        for day in days:
+            self.refuse_expired(day_start(day), horizon)
+            self._layout.forget_day(day)
+        self._layout.prepare_days(days, conn)
 
     def _duplicate(self, entity_id: Any) -> DuplicateEntityError:
         return DuplicateEntityError(
@@ -299,7 +342,9 @@ class EntityCrud(Generic[T, K]):
             entity_id,
         )
 
-    def _existing_ids(self, conn: sa.Connection, ids: Sequence[Any]) -> set[Any]:
+    def _existing_ids(
+        self, conn: sa.Connection, ids: Sequence[Any], *, guarded: bool = True
+    ) -> set[Any]:
         found: set[Any] = set()
         segments = self._layout.segments(conn, None, None)
         for chunk in chunks(list(ids), IN_LIST_SIZE):
@@ -307,7 +352,9 @@ class EntityCrud(Generic[T, K]):
                 sa.select(s.table.c[self._id]).where(s.table.c[self._id].in_(chunk))
                 for s in segments
             ]
-            found.update(row[self._id] for row in self._queries.union(conn, selects))
+            found.update(
+                row[self._id] for row in self._queries.union(conn, selects, guarded=guarded)
+            )
         return found
 
     def insert_from_select(self, conn: sa.Connection, day: date, rows: sa.Select[Any]) -> int:

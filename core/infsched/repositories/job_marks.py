@@ -247,7 +247,7 @@ class JobMarks(Generic[T, K]):
                     (
                         lot.table,
                         sa.and_(
-                            lot.table.c[self._id].in_(list(chunk)),
+                            self._dialect.among(lot.table.c[self._id], chunk),
                             key >= lot.first,
                             key <= lot.last,
                         ),
