@@ -28,6 +28,7 @@ from infsched.dialects.base import (
     executemany_inserter,
 )
 from infsched.dialects.mysql_decoders import conversions
+from infsched.dialects.sequence_ids import SequenceIds, quote
 
 _ER_DUP_KEYNAME = 1061
 #: The server's and the client's error numbers, by what they mean.
@@ -171,6 +172,31 @@ class MySQLRangePartitioning:
             if row["partitions"]:
                 used.extend(str(row["partitions"]).split(","))
         return used
+
+
+class MariaDBSequenceIds(SequenceIds):
+    def create_statement(self, conn: sa.Connection, name: str, maximum: int) -> str:
+        return (
+            f"CREATE SEQUENCE IF NOT EXISTS {quote(conn, name)} START WITH 1 MINVALUE 1 "
+            f"MAXVALUE {maximum} INCREMENT BY 1 CACHE 1000 NOCYCLE"
+        )
+
+    def next_value(self, conn: sa.Connection, name: str) -> str:
+        return f"NEXT VALUE FOR {quote(conn, name)}"
+
+    def draws_from(self, default: str | None, name: str) -> bool:
+        # information_schema shows the default as nextval(`db`.`name`).
+        return default is not None and default.startswith("nextval(") and f"`{name}`)" in default
+
+    def top(self, conn: sa.Connection, name: str) -> int | None:
+        try:
+            found = conn.execute(sa.text(f"SELECT maximum_value FROM {quote(conn, name)}"))
+            return int(found.scalar_one())
+        except DBAPIError:
+            return None
+
+
+_SEQUENCES = MariaDBSequenceIds()
 
 
 class MySQLDialect(Dialect):
@@ -317,92 +343,33 @@ class MySQLDialect(Dialect):
         if not self._has_sequences(conn):
             self._create_counter(conn, name, maximum)
             return
-        for statement in self.id_source_statements(conn, name, maximum):
-            _ddl(conn, statement)
+        _SEQUENCES.create(conn, name, maximum)
 
     def id_source_statements(self, conn: sa.Connection, name: str, maximum: int) -> list[str]:
         if not self._has_sequences(conn):
             return super().id_source_statements(conn, name, maximum)
-        return [
-            f"CREATE SEQUENCE IF NOT EXISTS {self._quote(conn, name)} START WITH 1 MINVALUE 1 "
-            f"MAXVALUE {maximum} INCREMENT BY 1 CACHE 1000 NOCYCLE"
-        ]
-
-    def _defaults(
-        self, conn: sa.Connection, tables: Sequence[str], column: str
-    ) -> dict[str, str | None]:
-        if not tables:
-            return {}
-        rows = conn.execute(
-            sa.text(
-                "SELECT TABLE_NAME, COLUMN_DEFAULT FROM information_schema.COLUMNS "
-                "WHERE TABLE_SCHEMA = DATABASE() AND COLUMN_NAME = :column "
-                "AND TABLE_NAME IN :tables"
-            ).bindparams(sa.bindparam("tables", expanding=True)),
-            {"column": column, "tables": list(tables)},
-        )
-        return {str(name): default for name, default in rows}
-
-    @staticmethod
-    def _draws_from(default: str | None, name: str) -> bool:
-        # information_schema shows the default as nextval(`db`.`name`).
-        return default is not None and default.startswith("nextval(") and f"`{name}`)" in default
+        return [_SEQUENCES.create_statement(conn, name, maximum)]
 
     def default_ids(
         self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
     ) -> list[str]:
-        changed = []
-        for table, statement in self._missing_defaults(conn, name, tables, column):
-            _ddl(conn, statement)
-            changed.append(table)
-        return changed
+        if not self._has_sequences(conn):
+            return []
+        return _SEQUENCES.set_defaults(conn, name, tables, column)
 
     def default_ids_statements(
         self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
     ) -> list[str]:
-        return [statement for _, statement in self._missing_defaults(conn, name, tables, column)]
-
-    def _missing_defaults(
-        self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
-    ) -> list[tuple[str, str]]:
         if not self._has_sequences(conn):
             return []
-        # A metadata change (instant), also on a table made by an older release.
-        return [
-            (
-                table,
-                f"ALTER TABLE {self._quote(conn, table)} ALTER COLUMN "
-                f"{self._quote(conn, column)} SET DEFAULT NEXT VALUE FOR "
-                f"{self._quote(conn, name)}",
-            )
-            for table, default in self._defaults(conn, tables, column).items()
-            if not self._draws_from(default, name)
-        ]
+        return [sql for _, sql in _SEQUENCES.missing_defaults(conn, name, tables, column)]
 
     def id_source_problems(
         self, conn: sa.Connection, name: str, maximum: int, tables: Sequence[str], column: str
     ) -> list[str]:
         if not self._has_sequences(conn):
             return self._counter_problems(conn, name, maximum)
-        try:
-            top = conn.execute(
-                sa.text(f"SELECT maximum_value FROM {self._quote(conn, name)}")
-            ).scalar_one()
-        except DBAPIError:
-            return [f"id sequence {name!r} is missing: `infsched partitions maintain` makes it"]
-        problems = []
-        if int(top) > maximum:
-            problems.append(
-                f"id sequence {name!r} goes up to {top}, beyond {maximum}: its ids may meet "
-                "those infsched generates"
-            )
-        for table, default in sorted(self._defaults(conn, tables, column).items()):
-            if not self._draws_from(default, name):
-                problems.append(
-                    f"table {table!r}: column {column!r} does not default to NEXT VALUE FOR "
-                    f"{name} (default {default}); `infsched partitions maintain` sets it"
-                )
-        return problems
+        return _SEQUENCES.problems(conn, name, maximum, tables, column)
 
     def classify_driver_error(self, error: BaseException | None) -> DatabaseErrorKind | None:
         errno = _errno(error)

@@ -32,6 +32,7 @@ from infsched.dialects.base import (
     RowInserter,
     executemany_inserter,
 )
+from infsched.dialects.sequence_ids import SequenceIds, quote
 
 #: SQLSTATE codes, by what they mean (PostgreSQL's appendix A).
 _KINDS = {
@@ -68,6 +69,34 @@ class _JsonbText(sa.types.UserDefinedType[str]):
     def column_expression(self, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
         # Selected as text: psycopg would parse jsonb into Python values.
         return sa.cast(column, sa.Text())
+
+
+class PostgreSQLSequenceIds(SequenceIds):
+    def create_statement(self, conn: sa.Connection, name: str, maximum: int) -> str:
+        return (
+            f"CREATE SEQUENCE IF NOT EXISTS {quote(conn, name)} AS bigint "
+            f"START WITH 1 MINVALUE 1 MAXVALUE {maximum} NO CYCLE"
+        )
+
+    def next_value(self, conn: sa.Connection, name: str) -> str:
+        return "nextval('" + quote(conn, name).replace("'", "''") + "')"
+
+    def draws_from(self, default: str | None, name: str) -> bool:
+        # information_schema shows it as nextval('name'::regclass), quoted if need be.
+        return default is not None and default.startswith("nextval(") and name in default
+
+    def top(self, conn: sa.Connection, name: str) -> int | None:
+        found = conn.execute(
+            sa.text(
+                "SELECT max_value FROM pg_sequences "
+                "WHERE schemaname = current_schema() AND sequencename = :name"
+            ),
+            {"name": name},
+        ).scalar()
+        return None if found is None else int(found)
+
+
+_SEQUENCES = PostgreSQLSequenceIds()
 
 
 class PostgreSQLDialect(Dialect):
@@ -328,85 +357,22 @@ class PostgreSQLDialect(Dialect):
     # -- ids: a SEQUENCE shared by the repository's tables is the id column's DEFAULT --
 
     def create_id_source(self, conn: sa.Connection, name: str, maximum: int) -> None:
-        for statement in self.id_source_statements(conn, name, maximum):
-            conn.exec_driver_sql(statement)
+        _SEQUENCES.create(conn, name, maximum)
 
     def id_source_statements(self, conn: sa.Connection, name: str, maximum: int) -> list[str]:
-        return [
-            f"CREATE SEQUENCE IF NOT EXISTS {self._quote(conn, name)} AS bigint "
-            f"START WITH 1 MINVALUE 1 MAXVALUE {maximum} NO CYCLE"
-        ]
-
-    def _defaults(
-        self, conn: sa.Connection, tables: Sequence[str], column: str
-    ) -> dict[str, str | None]:
-        if not tables:
-            return {}
-        rows = conn.execute(
-            sa.text(
-                "SELECT table_name, column_default FROM information_schema.columns "
-                "WHERE table_schema = current_schema() AND column_name = :column "
-                "AND table_name IN :tables"
-            ).bindparams(sa.bindparam("tables", expanding=True)),
-            {"column": column, "tables": list(tables)},
-        )
-        return {str(table): default for table, default in rows}
-
-    @staticmethod
-    def _draws_from(default: str | None, name: str) -> bool:
-        # information_schema shows it as nextval('name'::regclass), quoted if need be.
-        return default is not None and default.startswith("nextval(") and name in default
-
-    def _missing_defaults(
-        self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
-    ) -> list[tuple[str, str]]:
-        literal = "'" + self._quote(conn, name).replace("'", "''") + "'"
-        return [
-            (
-                table,
-                f"ALTER TABLE {self._quote(conn, table)} ALTER COLUMN "
-                f"{self._quote(conn, column)} SET DEFAULT nextval({literal})",
-            )
-            for table, default in self._defaults(conn, tables, column).items()
-            if not self._draws_from(default, name)
-        ]
+        return [_SEQUENCES.create_statement(conn, name, maximum)]
 
     def default_ids(
         self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
     ) -> list[str]:
-        changed = []
-        for table, statement in self._missing_defaults(conn, name, tables, column):
-            conn.exec_driver_sql(statement)
-            changed.append(table)
-        return changed
+        return _SEQUENCES.set_defaults(conn, name, tables, column)
 
     def default_ids_statements(
         self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
     ) -> list[str]:
-        return [statement for _, statement in self._missing_defaults(conn, name, tables, column)]
+        return [sql for _, sql in _SEQUENCES.missing_defaults(conn, name, tables, column)]
 
     def id_source_problems(
         self, conn: sa.Connection, name: str, maximum: int, tables: Sequence[str], column: str
     ) -> list[str]:
-        top = conn.execute(
-            sa.text(
-                "SELECT max_value FROM pg_sequences "
-                "WHERE schemaname = current_schema() AND sequencename = :name"
-            ),
-            {"name": name},
-        ).scalar()
-        if top is None:
-            return [f"id sequence {name!r} is missing: `infsched partitions maintain` makes it"]
-        problems = []
-        if int(top) > maximum:
-            problems.append(
-                f"id sequence {name!r} goes up to {top}, beyond {maximum}: its ids may meet "
-                "those infsched generates"
-            )
-        for table, default in sorted(self._defaults(conn, tables, column).items()):
-            if not self._draws_from(default, name):
-                problems.append(
-                    f"table {table!r}: column {column!r} does not default to nextval('{name}') "
-                    f"(default {default}); `infsched partitions maintain` sets it"
-                )
-        return problems
+        return _SEQUENCES.problems(conn, name, maximum, tables, column)

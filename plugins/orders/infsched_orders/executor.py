@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
+from infsched.column_types import UtcDateTime
 from infsched.database import Database, open_database
 from infsched.dburl import DatabaseUrl
 from infsched.errors import ConfigError
@@ -53,10 +53,8 @@ order_events = sa.Table(
     sa.Column("to_status", sa.String(32), nullable=False),
     # applied | already_applied | skipped
     sa.Column("result", sa.String(16), nullable=False),
-    # UTC, with microseconds on MySQL/MariaDB too.
-    sa.Column(
-        "at", sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"), nullable=False
-    ),
+    # Naive UTC to the microsecond, on every database (the dialect picks the type).
+    sa.Column("at", UtcDateTime(), nullable=False),
 )
 
 

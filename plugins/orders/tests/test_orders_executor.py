@@ -40,8 +40,8 @@ def url_text(url: DatabaseUrl) -> str:
 
 
 @pytest.fixture
-def shop(any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]) -> sa.Engine:
-    engine = engine_for(any_url)
+def shop(every_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]) -> sa.Engine:
+    engine = engine_for(every_url)
     with engine.begin() as conn:
         conn.execute(
             sa.text("CREATE TABLE orders (order_id VARCHAR(64) PRIMARY KEY, status VARCHAR(32))")
@@ -59,8 +59,8 @@ def shop(any_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]) -
 
 
 @pytest.fixture
-def executor(shop: sa.Engine, any_url: DatabaseUrl) -> Iterator[OrderExecutor]:
-    built = make_executor({"database_url": url_text(any_url)})
+def executor(shop: sa.Engine, every_url: DatabaseUrl) -> Iterator[OrderExecutor]:
+    built = make_executor({"database_url": url_text(every_url)})
     yield built
     built.engine.dispose()
 
@@ -115,7 +115,7 @@ def test_a_retry_or_a_second_run_changes_nothing(shop: sa.Engine, executor: Orde
 
 
 def test_the_event_is_posted_signed_and_reposted_unchanged_on_retry(
-    shop: sa.Engine, any_url: DatabaseUrl
+    shop: sa.Engine, every_url: DatabaseUrl
 ) -> None:
     answers = [500, 200]
 
@@ -124,7 +124,7 @@ def test_the_event_is_posted_signed_and_reposted_unchanged_on_retry(
         return answers.pop(0), b""
 
     with HttpRecorder(answer) as hook:
-        executor = make_executor({"database_url": url_text(any_url), "webhook_secret": "s3cret"})
+        executor = make_executor({"database_url": url_text(every_url), "webhook_secret": "s3cret"})
         try:
             entity = order("unpaid", OrderAction.EXPIRE_UNPAID, webhook_url=f"{hook.url}/events")
             [first] = executor.execute_batch([job(entity, "o:1:d")])
@@ -141,9 +141,9 @@ def test_the_event_is_posted_signed_and_reposted_unchanged_on_retry(
     assert hook.received()[1].headers["idempotency-key"] == "o:1:d"
 
 
-def test_a_refused_event_fails_for_good(shop: sa.Engine, any_url: DatabaseUrl) -> None:
+def test_a_refused_event_fails_for_good(shop: sa.Engine, every_url: DatabaseUrl) -> None:
     with HttpRecorder(lambda _r: (404, b"")) as hook:
-        executor = make_executor({"database_url": url_text(any_url), "webhook_url": hook.url})
+        executor = make_executor({"database_url": url_text(every_url), "webhook_url": hook.url})
         try:
             [error] = executor.execute_batch([job(order("paid", OrderAction.EXPIRE_UNPAID), "k")])
         finally:
@@ -152,8 +152,8 @@ def test_a_refused_event_fails_for_good(shop: sa.Engine, any_url: DatabaseUrl) -
     assert "refused the event with 404" in str(error)
 
 
-def test_config_errors_name_the_setting(shop: sa.Engine, any_url: DatabaseUrl) -> None:
-    good = url_text(any_url)
+def test_config_errors_name_the_setting(shop: sa.Engine, every_url: DatabaseUrl) -> None:
+    good = url_text(every_url)
     down = f"mysql+pymysql://root@127.0.0.1:{free_port()}/shop"
     cases: dict[str, dict[str, Any]] = {
         "database_url is missing": {},
