@@ -1,6 +1,6 @@
 """Column types named for what they hold; each database's dialect says how it stores them.
 
-Table metadata declares `UtcDateTime`, `LongText`, `FixedText` or `RowId`,
+Table metadata declares `UtcDateTime`, `LongText`, `JsonText`, `FixedText` or `RowId`,
 never a database's own type.  Each dialect (infsched.dialects) registers,
 under the names of the SQLAlchemy dialects it serves, which type it uses for
 each of them (`supply_column_types`); a database that registers nothing, or
@@ -58,6 +58,13 @@ class LongText(ColumnKind[str]):
     """Text of up to megabytes (an entity's JSON snapshot), never cut at 64 KiB."""
 
     impl = sa.Text
+    cache_ok = True
+
+
+class JsonText(LongText):
+    """A JSON document, written and read as its text: LongText where the database
+    has no JSON type worth its cost, a binary JSON type where it has (PostgreSQL's jsonb)."""
+
     cache_ok = True
 
 

@@ -345,6 +345,15 @@ class Dialect(ABC):
         """``column IN (values)`` for a batch of ids (a thousand on the fetch path)."""
         return column.in_(list(values))
 
+    def returning_rows(self, statement: sa.Update | sa.Delete, name: str) -> sa.CTE | None:
+        """`statement`, with its RETURNING columns, as a CTE named `name` that a SELECT reads.
+
+        One statement then changes the rows and reports them (a claim's UPDATE,
+        aggregated into one JSON document).  None where the database has no
+        data-modifying CTE (MariaDB, SQLite): the caller selects the rows first.
+        """
+        return None
+
     # -- building jobs from entity rows inside the database (INSERT … SELECT) --
 
     @abstractmethod
@@ -372,9 +381,21 @@ class Dialect(ABC):
     def json_object(
         self, fields: Sequence[tuple[str, sa.ColumnElement[Any]]]
     ) -> sa.ColumnElement[str]:
-        """A JSON object text of (name, value) pairs (JSON_OBJECT in MariaDB and SQLite alike)."""
+        """A JSON object of (name, value) pairs (JSON_OBJECT in MariaDB and SQLite alike).
+
+        Text here; a database whose snapshot column is a JSON type gives that
+        type's value (what an INSERT … SELECT into the job table needs).
+        """
         args = [part for name, value in fields for part in (sa.literal(name), value)]
         return sa.func.json_object(*args, type_=sa.Text())
+
+    def json_column_value(self, document: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """`document`, a JSON text (or the database's JSON), as a `JsonText` column takes it.
+
+        The same expression where the column is text; a cast where it is a JSON
+        type that text is not assigned to (PostgreSQL's jsonb).
+        """
+        return document
 
     @abstractmethod
     def datetime_from_micros(self, micros: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:

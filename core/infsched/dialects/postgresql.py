@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from infsched.column_types import ColumnKind, FixedText, LongText, UtcDateTime
+from infsched.column_types import ColumnKind, FixedText, JsonText, LongText, UtcDateTime
 from infsched.dburl import UrlScheme
 from infsched.dialects.base import (
     DatabaseErrorKind,
@@ -56,6 +56,23 @@ _LOCK_POLL_SECONDS = 0.05
 def _lock_key(name: str) -> int:
     """A 64-bit advisory lock key for `name` (advisory locks are per database already)."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+class _JsonbText(sa.types.UserDefinedType[str]):
+    """jsonb, written and read as its text.
+
+    Stored parsed, a snapshot is not parsed again when a claim nests it in
+    its JSON document, and operators can query it.
+    """
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "JSONB"
+
+    def column_expression(self, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+        # Selected as text: psycopg would parse jsonb into Python values.
+        return sa.cast(column, sa.Text())
 
 
 class PostgreSQLSequenceIds(SequenceIds):
@@ -112,6 +129,8 @@ class PostgreSQLDialect(Dialect):
         if isinstance(kind, UtcDateTime):
             # Naive UTC like the other databases; microseconds are the default precision.
             return postgresql.TIMESTAMP(timezone=False, precision=6)
+        if isinstance(kind, JsonText):
+            return _JsonbText()
         if isinstance(kind, LongText):
             # Said outright: psycopg's string type would otherwise render it as VARCHAR.
             return postgresql.TEXT()
@@ -331,6 +350,10 @@ class PostgreSQLDialect(Dialect):
     def lock_skipping_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
         return query.with_for_update(skip_locked=True)
 
+    def returning_rows(self, statement: sa.Update | sa.Delete, name: str) -> sa.CTE:
+        # WITH name AS (UPDATE … RETURNING …) SELECT … FROM name: one statement.
+        return statement.cte(name)
+
     def job_key(
         self, repository: str, entity_id: sa.ColumnElement[Any], due: sa.ColumnElement[Any]
     ) -> sa.ColumnElement[str]:
@@ -365,13 +388,23 @@ class PostgreSQLDialect(Dialect):
         return sa.func.json_build_array(*values, type_=postgresql.JSON())
 
     def json_document(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        if isinstance(column.type, JsonText):
+            # jsonb nests as JSON as it is; a cast to json would print and parse it again.
+            return column
         return sa.cast(column, postgresql.JSON())
 
     def json_object(
         self, fields: Sequence[tuple[str, sa.ColumnElement[Any]]]
     ) -> sa.ColumnElement[str]:
+        # json, not text: the snapshot column is jsonb, which json is assigned to
+        # (and text is not); a text column takes json too.
         args = [part for name, value in fields for part in (sa.literal(name), value)]
-        return sa.cast(sa.func.json_build_object(*args), sa.Text())
+        return sa.func.json_build_object(*args, type_=postgresql.JSON())
+
+    def json_column_value(self, document: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        if isinstance(document.type, (postgresql.JSON, JsonText)):
+            return document  # json is assigned to jsonb as it is
+        return sa.cast(document, postgresql.JSONB())
 
     def datetime_from_micros(self, micros: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         # Whole seconds and the microseconds apart: an interval times a number is float

@@ -70,6 +70,11 @@ MAX_PRIORITY_PROBES = 16
 MAX_ERROR = 4000
 
 
+#: What a claim found: the database's clock, each priority's rows, and what to add
+#: to a row's attempt to count the claim.
+_Claim = tuple[datetime, list[tuple[int, Sequence[Any]]], int]
+
+
 def _utc_text(text: str) -> datetime:
     """A DATETIME column read as text (naive UTC) as an aware datetime."""
     return datetime.fromisoformat(text + "+00:00")
@@ -149,6 +154,13 @@ class SqlJobStore(SqlJobInspection):
         The rows never travel through Python: this is how a fetcher on the job
         store's own database moves a batch (see engine/fetcher.py).
         """
+        # A snapshot selected as text goes into a jsonb column only cast (PostgreSQL).
+        selected = list(rows.selected_columns)
+        at = self.COPY_COLUMNS.index("payload")
+        payload = self._dialect.json_column_value(selected[at])
+        if payload is not selected[at]:
+            selected[at] = payload
+            rows = rows.with_only_columns(*selected, maintain_column_froms=True)
         statement = self._insert_ignore.from_select(list(self.COPY_COLUMNS), rows)
         result = conn.execute(statement)
         return max(result.rowcount, 0)
@@ -171,47 +183,13 @@ class SqlJobStore(SqlJobInspection):
         if limit <= 0 or not repositories:
             return []
         with self._engine.begin() as conn:
-            # The database's clock, read once per claim: selected with every row it
-            # cost a DATETIME parse per job, far more than this round trip.
-            now = self.db_now(conn)
-            naive_now = utc_naive(now)
-            rows: list[Any] = []  # Rows of _CLAIMED_COLUMNS, unpacked below
-            # Each priority's rows: the priority is the query's, not read per row.
-            batches: list[tuple[int, Sequence[Any]]] = []
-            for priority in self._priorities(conn):
-                query = (
-                    sa.select(*_CLAIMED_COLUMNS)
-                    .where(
-                        jobs.c.state == _WAITING,
-                        jobs.c.priority == priority,
-                        jobs.c.run_at <= naive_now,
-                    )
-                    .order_by(jobs.c.run_at)
-                    .limit(limit - len(rows))
-                )
-                if len(repositories) == 1:
-                    query = query.where(jobs.c.repository == repositories[0])
-                else:
-                    query = query.where(jobs.c.repository.in_(list(repositories)))
-                found = self._lock_rows(conn, self._dialect.lock_skipping_locked(query))
-                batches.append((priority, found))
-                rows.extend(found)
-                if len(rows) >= limit:
-                    break
-            if not rows:
-                self._priorities_read_at = float("-inf")  # nothing due: look again next time
-                return []
-            lease_until = naive_now + timedelta(seconds=lease_seconds)
-            conn.execute(
-                jobs.update()
-                .where(id_in(jobs.c.id, [r[0] for r in rows]))
-                .values(
-                    state=_CLAIMED,
-                    owner=owner,
-                    lease_until=lease_until,
-                    attempt=jobs.c.attempt + 1,
-                )
-            )
+            claimed = self._claim_returning(conn, owner, limit, lease_seconds, repositories)
+            if claimed is None:
+                claimed = self._claim_then_update(conn, owner, limit, lease_seconds, repositories)
+        now, batches, bump = claimed
+        if not batches:
+            self._priorities_read_at = float("-inf")  # nothing due: look again next time
+            return []
         # Unpacked as tuples: a Row's attribute lookup by name cost more than the rest.
         return [
             ClaimedJob(
@@ -223,7 +201,7 @@ class SqlJobStore(SqlJobInspection):
                 due_at=_utc_text(due_at),
                 run_at=_utc_text(run_at),
                 priority=priority,
-                attempt=attempt + 1,
+                attempt=attempt + bump,
                 snapshot=snapshot,
                 claimed_at=now,
             )
@@ -240,6 +218,122 @@ class SqlJobStore(SqlJobInspection):
                 snapshot,
             ) in found
         ]
+
+    def _due(
+        self, priority: int, limit: int, repositories: Sequence[str], now: sa.ColumnElement[Any]
+    ) -> sa.Select[Any]:
+        """The waiting jobs of `priority` due by `now`, oldest first (no columns yet)."""
+        query = (
+            sa.select()
+            .where(jobs.c.state == _WAITING, jobs.c.priority == priority, jobs.c.run_at <= now)
+            .order_by(jobs.c.run_at)
+            .limit(limit)
+        )
+        if len(repositories) == 1:
+            return query.where(jobs.c.repository == repositories[0])
+        return query.where(jobs.c.repository.in_(list(repositories)))
+
+    def _claim_returning(
+        self,
+        conn: sa.Connection,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        repositories: Sequence[str],
+    ) -> _Claim | None:
+        """Claim with one statement per priority: an UPDATE of the rows a locking SELECT
+        skipping locked ones finds, returning them as one JSON document with the clock.
+
+        None where the database has no data-modifying CTE (`Dialect.returning_rows`).
+        On PostgreSQL it saved the claim's second pass over the rows (the UPDATE
+        by an id list) and its round trips.
+        """
+        dialect = self._dialect
+        clock = dialect.current_timestamp()
+        if clock is None:
+            return None
+        now: datetime | None = None
+        batches: list[tuple[int, Sequence[Any]]] = []
+        taken = 0
+        for priority in self._priorities(conn):
+            locked = dialect.lock_skipping_locked(
+                self._due(priority, limit - taken, repositories, clock).add_columns(jobs.c.id)
+            ).subquery("due")
+            update = (
+                jobs.update()
+                .where(jobs.c.id == locked.c.id)
+                .values(
+                    state=_CLAIMED,
+                    owner=owner,
+                    lease_until=clock + sa.literal(timedelta(seconds=lease_seconds)),
+                    attempt=jobs.c.attempt + 1,
+                )
+                .returning(*_CLAIMED_COLUMNS)
+            )
+            claimed = dialect.returning_rows(update, "claimed")
+            if claimed is None:
+                return None
+            values = [claimed.c[c.name] for c in _CLAIMED_COLUMNS[:-1]]
+            document = sa.select(
+                sa.func.count(),
+                dialect.json_array_agg(
+                    dialect.json_array(*values, dialect.json_document(claimed.c.payload))
+                ),
+                clock,
+            ).select_from(claimed)
+            count, text, read_at = conn.execute(document).one()
+            now = now or as_utc(read_at)
+            if not count:
+                continue
+            rows: list[Any] = json.loads(text)
+            rows.sort(key=itemgetter(_RUN_AT))
+            batches.append((priority, rows))
+            taken += len(rows)
+            if taken >= limit:
+                break
+        # The attempt came back already counted.
+        return (now or self.db_now(conn)), batches, 0
+
+    def _claim_then_update(
+        self,
+        conn: sa.Connection,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        repositories: Sequence[str],
+    ) -> _Claim:
+        """Claim with a locking SELECT per priority, then one UPDATE of the ids it locked."""
+        # The database's clock, read once per claim: selected with every row it
+        # cost a DATETIME parse per job, far more than this round trip.
+        now = self.db_now(conn)
+        naive_now = utc_naive(now)
+        rows: list[Any] = []  # Rows of _CLAIMED_COLUMNS, unpacked below
+        # Each priority's rows: the priority is the query's, not read per row.
+        batches: list[tuple[int, Sequence[Any]]] = []
+        for priority in self._priorities(conn):
+            query = self._due(
+                priority, limit - len(rows), repositories, sa.literal(naive_now, jobs.c.run_at.type)
+            ).add_columns(*_CLAIMED_COLUMNS)
+            found = self._lock_rows(conn, self._dialect.lock_skipping_locked(query))
+            if found:
+                batches.append((priority, found))
+            rows.extend(found)
+            if len(rows) >= limit:
+                break
+        if rows:
+            lease_until = naive_now + timedelta(seconds=lease_seconds)
+            conn.execute(
+                jobs.update()
+                .where(id_in(jobs.c.id, [r[0] for r in rows]))
+                .values(
+                    state=_CLAIMED,
+                    owner=owner,
+                    lease_until=lease_until,
+                    attempt=jobs.c.attempt + 1,
+                )
+            )
+        # The attempt was read before the UPDATE counted it.
+        return now, batches, 1
 
     def _lock_rows(self, conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
         """The rows `query` locks, each a list of _CLAIMED_COLUMNS with the snapshot decoded.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from infsched.column_types import LongText, RowId, UtcDateTime
+from infsched.column_types import JsonText, RowId, UtcDateTime
 from infsched.schema import Owner
 from infsched.sentinel_time import EPOCH_TEXT, SentinelDateTime
 
@@ -41,7 +41,8 @@ jobs = sa.Table(
     sa.Column("attempt", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("owner", Owner(), nullable=False, server_default=""),
     sa.Column("lease_until", SentinelDateTime(), nullable=False, server_default=EPOCH_TEXT),
-    sa.Column("payload", LongText(), nullable=False),
+    # The entity's JSON snapshot (jsonb on PostgreSQL).
+    sa.Column("payload", JsonText(), nullable=False),
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     # Claims read one priority at a time, oldest run time first: an index range per priority.
