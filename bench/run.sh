@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark stage against one server, appended as JSON lines to bench/results/.
-# Usage: bench/run.sh [DB_URL] (default: the MariaDB at 127.0.0.1:3306).
+# Usage: bench/run.sh [DB_URL] (default: the MariaDB at 127.0.0.1:3306; for PostgreSQL
+# postgresql+psycopg://postgres@127.0.0.1:5432/postgres: every stage but cluster runs there).
 # Run it on a quiet machine: the figures are only comparable within one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -4,6 +4,12 @@ The 0.1.0 code is taken from this repository's own history (`git archive`),
 so a fresh clone runs these tests too, and is run in a child interpreter
 without site (``-S``): this tree's editable install is then not on its path,
 while the dependencies, which are the same, are.
+
+0.1.0 had no PostgreSQL dialect, so a PostgreSQL database at the baseline
+revision r0001 is made the one way it can exist: filled by this code as the
+0.1.0 writer fills the others, then taken back to r0001 (what r0002 added
+dropped, the version table set to r0001), as a database recorded at r0001
+by Alembic would be.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import tarfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +37,11 @@ from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
 from infsched.errors import SchemaVersionError
-from infsched.executors import JobContext
+from infsched.executors import JobContext, PermanentError
 from infsched.management.scheduler import InfiniteScheduler
 from infsched.migrations import VERSION_TABLE
+from infsched.migrations.day_tables import history_tables, id_sourced
+from infsched.migrations.versions.r0002_history_indexes_id_sources import HISTORY_INDEXES
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
 from infsched.repositories.multi_table import MultiTableRepository
@@ -72,9 +81,15 @@ def baseline_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def baseline_database(baseline_code: Path) -> Callable[[DatabaseUrl], None]:
-    """Fills a database with 0.1.0's code (its tables, a node's work, waiting and claimed jobs)."""
+    """Fills a database with 0.1.0's code (its tables, a node's work, waiting and claimed jobs).
+
+    On PostgreSQL, which 0.1.0 did not know, with this code, then taken back to r0001.
+    """
 
     def fill(url: DatabaseUrl) -> None:
+        if url.scheme.dialect == "postgresql":
+            write_at_baseline(url)
+            return
         path = os.pathsep.join([str(baseline_code), sysconfig.get_paths()["purelib"]])
         # Only 0.1.0's built-in plugins: this tree's plugins are not importable there.
         env = {**os.environ, "PYTHONPATH": path, "INFSCHED_LOAD_PLUGINS": "none"}
@@ -122,11 +137,16 @@ class TextRecorder:
             self.texts[f"{job.repository}:{job.entity.text}"] += 1
 
 
-def node_for(url: DatabaseUrl, engine: sa.Engine, executor: TextRecorder) -> InfiniteScheduler:
+def node_for(
+    url: DatabaseUrl,
+    engine: sa.Engine,
+    executor: Callable[[JobContext[Reminder]], None],
+    node_id: str = "new-node",
+) -> InfiniteScheduler:
     repos = repositories(url, engine)
     config = SchedulerConfig(
         database_url=url,
-        node_id="new-node",
+        node_id=node_id,
         fetch_interval=0.2,
         lookahead_window=1.0,
         heartbeat_interval=0.5,
@@ -139,6 +159,76 @@ def node_for(url: DatabaseUrl, engine: sa.Engine, executor: TextRecorder) -> Inf
         executors={r.name: executor for r in repos},
         engine=engine,
     )
+
+
+def _reject_dead(job: JobContext[Reminder]) -> None:
+    if job.entity.text.startswith("dead"):
+        raise PermanentError("rejected for good")
+
+
+def _count(engine: sa.Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(sql)).scalar_one())
+
+
+def write_at_baseline(url: DatabaseUrl) -> None:
+    """What tests/baseline/write_0_1_0.py leaves, written by this code, then taken back to r0001."""
+    engine = create_engine(url)
+    try:
+        repos = repositories(url, engine)
+        past = datetime.now(UTC) - timedelta(minutes=5)
+
+        def reminders(kind: str, count: int) -> list[Reminder]:
+            return [Reminder(due=past, text=f"{kind}-{i}") for i in range(count)]
+
+        for repo in repos:
+            repo.maintain()
+            repo.insert_many([*reminders("ok", 5), *reminders("dead", DEAD)])
+        node = node_for(url, engine, _reject_dead, node_id="old-node")
+        with node:
+            dead = len(repos) * DEAD
+            wait_until(
+                lambda: (
+                    _count(engine, "SELECT COUNT(*) FROM infsched_jobs WHERE state = 'dead'")
+                    == dead
+                    and _count(engine, "SELECT COUNT(*) FROM infsched_jobs") == dead
+                ),
+                timeout=60,
+                what="the dead letters",
+            )
+            wait_until(
+                lambda: (
+                    sum(
+                        len(r)
+                        for n, r in all_rows(engine).items()
+                        if n.startswith("infsched_history")
+                    )
+                    >= len(repos) * (5 + DEAD)
+                ),
+                timeout=60,
+                what="the history",
+            )
+            node.controls.pause("elsewhere", by="old-operator")
+        idle = node_for(url, engine, _reject_dead, node_id="old-node")
+        for repo in repos:
+            repo.insert_many([*reminders("wait", WAITING), *reminders("claimed", CLAIMED)])
+        for fetcher in idle.fetchers:
+            fetcher.run_cycle()
+        for repo in repos:
+            assert len(idle.store.claim_due("gone-node", CLAIMED, 3.0, [repo.name])) == CLAIMED
+            repo.insert_many(reminders("later", NOT_FETCHED))
+        with engine.begin() as conn:
+            # r0002's history indexes and id sequences (a sequence's default goes with it).
+            for name in history_tables(conn):
+                for ix in sa.inspect(conn).get_indexes(name):
+                    if tuple(ix["column_names"]) in HISTORY_INDEXES.values():
+                        conn.execute(sa.text(f"DROP INDEX {ix['name']}"))
+            for sourced in id_sourced(conn):
+                conn.execute(sa.text(f"DROP SEQUENCE {sourced.source} CASCADE"))
+            conn.execute(sa.text(f"DROP TABLE {OLDEST_CODE_TABLE}"))
+            conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = 'r0001'"))
+    finally:
+        engine.dispose()
 
 
 def all_rows(engine: sa.Engine) -> dict[str, list[tuple[str, ...]]]:
@@ -162,7 +252,8 @@ def indexes_and_defaults(engine: sa.Engine) -> dict[str, tuple[Any, ...]]:
     with engine.connect() as conn:
         inspector = sa.inspect(conn)
         defaults: dict[str, Any] = {}
-        if engine.dialect.name != "sqlite":
+        # PostgreSQL's inspector shows a sequence default (in the columns below).
+        if engine.dialect.name == "mysql":
             # The inspector does not show a sequence default; information_schema does.
             rows = conn.execute(
                 sa.text(
@@ -189,34 +280,40 @@ def indexes_and_defaults(engine: sa.Engine) -> dict[str, tuple[Any, ...]]:
 
 
 @pytest.fixture
-def engine(any_url: DatabaseUrl) -> Iterator[sa.Engine]:
-    made = create_engine(any_url)
+def engine(every_url: DatabaseUrl) -> Iterator[sa.Engine]:
+    made = create_engine(every_url)
     yield made
     made.dispose()
 
 
 @pytest.fixture
-def fresh_url(any_url: DatabaseUrl, request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseUrl:
-    """An empty database of `any_url`'s kind, for the schema this code makes."""
-    if any_url.scheme.dialect == "mysql":
-        factory: Callable[[], DatabaseUrl] = request.getfixturevalue("mysql_database_factory")
+def fresh_url(
+    every_url: DatabaseUrl, request: pytest.FixtureRequest, tmp_path: Path
+) -> DatabaseUrl:
+    """An empty database of `every_url`'s kind, for the schema this code makes."""
+    if every_url.scheme.server:
+        factory: Callable[[], DatabaseUrl] = request.getfixturevalue(
+            f"{every_url.scheme.dialect}_database_factory"
+        )
         return factory()
     return DatabaseUrl(f"sqlite:///{tmp_path / 'fresh.db'}")
 
 
 def test_a_0_1_0_database_upgrades_with_every_row_kept_and_a_new_node_runs_its_jobs(
-    any_url: DatabaseUrl,
+    every_url: DatabaseUrl,
     engine: sa.Engine,
     baseline_database: Callable[[DatabaseUrl], None],
     fresh_url: DatabaseUrl,
     run: Callable[..., Run],
 ) -> None:
-    baseline_database(any_url)
-    before = all_rows(engine)
+    baseline_database(every_url)
+    # Only PostgreSQL's is recorded at r0001 (0.1.0 recorded no version): the row moves on.
+    recorded = {VERSION_TABLE} if every_url.scheme.dialect == "postgresql" else set()
+    before = {n: rows for n, rows in all_rows(engine).items() if n not in recorded}
     with engine.connect() as conn:
         states = Counter(conn.execute(sa.text("SELECT state FROM infsched_jobs")).scalars().all())
-        assert not sa.inspect(conn).has_table(VERSION_TABLE)
-    repos = 2 if any_url.scheme.dialect == "mysql" else 1
+        assert sa.inspect(conn).has_table(VERSION_TABLE) == bool(recorded)
+    repos = 2 if every_url.scheme.dialect == "mysql" else 1
     assert states == {
         "waiting": repos * WAITING,
         "claimed": repos * CLAIMED,
@@ -230,7 +327,7 @@ def test_a_0_1_0_database_upgrades_with_every_row_kept_and_a_new_node_runs_its_j
 
     # This code refuses the database until it is upgraded, in one line.
     executor = TextRecorder()
-    node = node_for(any_url, engine, executor)
+    node = node_for(every_url, engine, executor)
     with pytest.raises(SchemaVersionError) as refused:
         node.start()
     message = str(refused.value)
@@ -240,29 +337,30 @@ def test_a_0_1_0_database_upgrades_with_every_row_kept_and_a_new_node_runs_its_j
     assert "infsched db upgrade" in message
 
     # --sql changes nothing.
-    printed = run("db", "upgrade", "--sql", "--db", raw(any_url))
+    printed = run("db", "upgrade", "--sql", "--db", raw(every_url))
     assert printed.code == 0, printed.err
     assert "state_by_key" in printed.out
     assert VERSION_TABLE in printed.out
-    assert all_rows(engine) == before
-    init = run("db", "init", "--db", raw(any_url))
+    assert {n: r for n, r in all_rows(engine).items() if n not in recorded} == before
+    init = run("db", "init", "--db", raw(every_url))
     assert "r0001 (0.1.0)" in init.out
     assert "run `infsched db upgrade`" in init.out
-    assert all_rows(engine) == before
-    current = run("db", "current", "--db", raw(any_url))
+    assert {n: r for n, r in all_rows(engine).items() if n not in recorded} == before
+    current = run("db", "current", "--db", raw(every_url))
     assert "r0001 (0.1.0)" in current.out
     assert "infsched db upgrade" in current.out
 
-    upgraded = run("db", "upgrade", "--db", raw(any_url))
+    upgraded = run("db", "upgrade", "--db", raw(every_url))
     assert upgraded.code == 0, upgraded.err
     assert f"from r0001 (0.1.0) to {head()}" in upgraded.out
     after = all_rows(engine)
     for table, rows in before.items():
         assert after[table] == rows, table
     assert set(after) - set(before) == {VERSION_TABLE, OLDEST_CODE_TABLE}
+    assert after[VERSION_TABLE] == [(repr(head()),)]
     with engine.connect() as conn:
         assert schema_state(conn).status == "current"
-    assert "already at" in run("db", "upgrade", "--db", raw(any_url)).out
+    assert "already at" in run("db", "upgrade", "--db", raw(every_url)).out
 
     # The upgraded schema is the one this code makes: same indexes and id defaults.
     fresh = create_engine(fresh_url)
@@ -287,11 +385,19 @@ def test_a_0_1_0_database_upgrades_with_every_row_kept_and_a_new_node_runs_its_j
             for i in range(count)
         }
     )
-    with node_for(any_url, engine, executor):
+    with node_for(every_url, engine, executor):
         wait_until(lambda: executor.texts == expected, timeout=60, what=f"{expected}")
-        with engine.connect() as conn:
-            left = conn.execute(sa.text("SELECT state FROM infsched_jobs")).scalars().all()
-        assert Counter(left) == {"dead": repos * DEAD}
+
+        def states_left() -> Counter[str]:
+            with engine.connect() as conn:
+                return Counter(
+                    conn.execute(sa.text("SELECT state FROM infsched_jobs")).scalars().all()
+                )
+
+        # The last jobs' outcomes are recorded just after their executor returned.
+        wait_until(
+            lambda: states_left() == {"dead": repos * DEAD}, timeout=30, what="only dead letters"
+        )
     assert executor.texts == expected
 
 
