@@ -35,12 +35,13 @@ from infsched.clock import SystemClock
 from infsched.config import SchedulerConfig
 from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
+from infsched.dialects import dialect_for
 from infsched.engine.binding import RepositoryBinding
 from infsched.errors import SchemaVersionError
 from infsched.executors import JobContext, PermanentError
 from infsched.management.scheduler import InfiniteScheduler
 from infsched.migrations import VERSION_TABLE
-from infsched.migrations.day_tables import history_tables, id_sourced
+from infsched.migrations.day_tables import history_tables, id_sourced, table_names
 from infsched.migrations.versions.r0002_history_indexes_id_sources import HISTORY_INDEXES
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
@@ -219,11 +220,12 @@ def write_at_baseline(url: DatabaseUrl) -> None:
             repo.insert_many(reminders("later", NOT_FETCHED))
         with engine.begin() as conn:
             # r0002's history indexes and id sequences (a sequence's default goes with it).
-            for name in history_tables(conn):
+            dialect = dialect_for(engine)
+            for name in history_tables(conn, dialect):
                 for ix in sa.inspect(conn).get_indexes(name):
                     if tuple(ix["column_names"]) in HISTORY_INDEXES.values():
                         conn.execute(sa.text(f"DROP INDEX {ix['name']}"))
-            for sourced in id_sourced(conn):
+            for sourced in id_sourced(conn, dialect):
                 conn.execute(sa.text(f"DROP SEQUENCE {sourced.source} CASCADE"))
             conn.execute(sa.text(f"DROP TABLE {OLDEST_CODE_TABLE}"))
             conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = 'r0001'"))
@@ -232,9 +234,13 @@ def write_at_baseline(url: DatabaseUrl) -> None:
 
 
 def all_rows(engine: sa.Engine) -> dict[str, list[tuple[str, ...]]]:
-    """Every row of every table but the id sources (a sequence is its state, not rows)."""
+    """Every row of every table but the id sources (a sequence is its state, not rows).
+
+    A partitioned table's rows are read once, through it, not again through its partitions.
+    """
     with engine.connect() as conn:
-        names = [n for n in sa.inspect(conn).get_table_names() if not n.endswith("_id_seq")]
+        listed = table_names(conn, dialect_for(engine))
+        names = [n for n in listed if not n.endswith("_id_seq")]
         return {
             name: sorted(
                 tuple(repr(v) for v in row)
