@@ -248,7 +248,8 @@ def test_a_0_1_0_database_upgrades_with_every_row_kept_and_a_new_node_runs_its_j
     init = run("db", "init", "--db", raw(any_url))
     assert "r0001 (0.1.0)" in init.out
     assert "run `infsched db upgrade`" in init.out
-    assert all_rows(engine) == before
+    # init only adds what is missing (the empty schedules table), and alters nothing.
+    assert all_rows(engine) == {**before, "infsched_schedules": []}
     current = run("db", "current", "--db", raw(any_url))
     assert "r0001 (0.1.0)" in current.out
     assert "infsched db upgrade" in current.out
@@ -259,7 +260,7 @@ def test_a_0_1_0_database_upgrades_with_every_row_kept_and_a_new_node_runs_its_j
     after = all_rows(engine)
     for table, rows in before.items():
         assert after[table] == rows, table
-    assert set(after) - set(before) == {VERSION_TABLE, OLDEST_CODE_TABLE}
+    assert set(after) - set(before) == {VERSION_TABLE, OLDEST_CODE_TABLE, "infsched_schedules"}
     with engine.connect() as conn:
         assert schema_state(conn).status == "current"
     assert "already at" in run("db", "upgrade", "--db", raw(any_url)).out
