@@ -219,7 +219,8 @@ def write_at_baseline(url: DatabaseUrl) -> None:
             assert len(idle.store.claim_due("gone-node", CLAIMED, 3.0, [repo.name])) == CLAIMED
             repo.insert_many(reminders("later", NOT_FETCHED))
         with engine.begin() as conn:
-            # r0002's history indexes and id sequences (a sequence's default goes with it).
+            # Back to r0001: r0003's table, r0002's history indexes and id sequences
+            # (a sequence's default goes with it).
             dialect = dialect_for(engine)
             for name in history_tables(conn, dialect):
                 for ix in sa.inspect(conn).get_indexes(name):
@@ -228,6 +229,7 @@ def write_at_baseline(url: DatabaseUrl) -> None:
             for sourced in id_sourced(conn, dialect):
                 conn.execute(sa.text(f"DROP SEQUENCE {sourced.source} CASCADE"))
             conn.execute(sa.text(f"DROP TABLE {OLDEST_CODE_TABLE}"))
+            conn.execute(sa.text("DROP TABLE infsched_schedules"))  # r0003's
             conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = 'r0001'"))
     finally:
         engine.dispose()
@@ -351,7 +353,9 @@ def test_a_0_1_0_database_upgrades_with_every_row_kept_and_a_new_node_runs_its_j
     init = run("db", "init", "--db", raw(every_url))
     assert "r0001 (0.1.0)" in init.out
     assert "run `infsched db upgrade`" in init.out
-    assert {n: r for n, r in all_rows(engine).items() if n not in recorded} == before
+    # init only adds what is missing (the empty schedules table), and alters nothing.
+    shown = {n: r for n, r in all_rows(engine).items() if n not in recorded}
+    assert shown == {**before, "infsched_schedules": []}
     current = run("db", "current", "--db", raw(every_url))
     assert "r0001 (0.1.0)" in current.out
     assert "infsched db upgrade" in current.out
@@ -362,7 +366,7 @@ def test_a_0_1_0_database_upgrades_with_every_row_kept_and_a_new_node_runs_its_j
     after = all_rows(engine)
     for table, rows in before.items():
         assert after[table] == rows, table
-    assert set(after) - set(before) == {VERSION_TABLE, OLDEST_CODE_TABLE}
+    assert set(after) - set(before) == {VERSION_TABLE, OLDEST_CODE_TABLE, "infsched_schedules"}
     assert after[VERSION_TABLE] == [(repr(head()),)]
     with engine.connect() as conn:
         assert schema_state(conn).status == "current"

@@ -70,3 +70,12 @@ class MetricMismatchError(InfschedError, ValueError):
 
 class SchemaVersionError(InfschedError):
     """The database's schema is at another version than this code runs on, or cannot be upgraded."""
+
+
+class TriggerError(InvalidArgumentError):
+    """A recurring trigger is invalid: a cron expression, an interval, a time zone."""
+
+
+class ScheduleError(InvalidArgumentError):
+    """A recurring schedule is invalid, or names what does not exist; the message names the
+    schedule and the field."""

@@ -8,13 +8,15 @@ are the tables every node needs whichever job store it uses:
 - ``infsched_nodes``: one row per scheduler node, with its heartbeat.
 - ``infsched_pauses``: pause switches, global (``*``) or per repository,
   stored here so that they hold for every node.
+- ``infsched_schedules``: the recurring schedules (infsched.schedule_store),
+  their definitions, pause flags and how far their occurrences were made jobs.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from infsched.column_types import FixedText, UtcDateTime
+from infsched.column_types import FixedText, LongText, UtcDateTime
 from infsched.dialects import dialect_for
 from infsched.migrations import VERSION_TABLE
 from infsched.schema_versions import OLDEST_CODE_TABLE, stamp_new
@@ -79,6 +81,22 @@ pauses = sa.Table(
     sa.Column("scope", sa.String(64), primary_key=True),
     sa.Column("paused_by", sa.String(128), nullable=False),
     sa.Column("paused_at", UtcDateTime(), nullable=False),
+)
+
+
+schedules = sa.Table(
+    "infsched_schedules",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    # The schedule's plain definition, as JSON (infsched.schedules.Schedule.as_definition).
+    sa.Column("definition", LongText(), nullable=False),
+    # Who declared it last: config, plugin NAME, cli or api.
+    sa.Column("source", sa.String(160), nullable=False),
+    sa.Column("paused", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # The latest occurrence made a job; the next materializer goes on after it (None: none yet).
+    sa.Column("materialized_until", UtcDateTime(), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
 )
 
 
