@@ -75,6 +75,20 @@ class _JsonbText(sa.types.UserDefinedType[str]):
         return sa.cast(column, sa.Text())
 
 
+def _as_sqlalchemy_error(
+    conn: sa.Connection, statement: str, error: Exception, invalidated: bool
+) -> sa.exc.DBAPIError:
+    """The DBAPIError (IntegrityError, OperationalError…) SQLAlchemy makes of a failed execute."""
+    return sa.exc.DBAPIError.instance(
+        statement,
+        None,
+        error,
+        conn.dialect.loaded_dbapi.Error,
+        connection_invalidated=invalidated,
+        dialect=conn.dialect,
+    )
+
+
 class PostgreSQLSequenceIds(SequenceIds):
     def create_statement(self, conn: sa.Connection, name: str, maximum: int) -> str:
         return (
@@ -315,14 +329,7 @@ class PostgreSQLDialect(Dialect):
                 lost = conn.dialect.is_disconnect(error, fairy.dbapi_connection, None)
                 if lost:
                     conn.invalidate(error)
-                raise sa.exc.DBAPIError.instance(
-                    statement,
-                    None,
-                    error,
-                    conn.dialect.loaded_dbapi.Error,
-                    connection_invalidated=lost,
-                    dialect=conn.dialect,
-                ) from error
+                raise _as_sqlalchemy_error(conn, statement, error, lost) from error
             finally:
                 cursor.close()
             conn.dispatch.after_cursor_execute(conn, cursor, statement, (), None, False)
@@ -396,10 +403,11 @@ class PostgreSQLDialect(Dialect):
     def json_object(
         self, fields: Sequence[tuple[str, sa.ColumnElement[Any]]]
     ) -> sa.ColumnElement[str]:
-        # json, not text: the snapshot column is jsonb, which json is assigned to
-        # (and text is not); a text column takes json too.
+        # Text, as the JobStore contract gives a snapshot to every store (psycopg would
+        # parse json into a dict); the SQL store's insert casts it to jsonb
+        # (json_column_value).
         args = [part for name, value in fields for part in (sa.literal(name), value)]
-        return sa.func.json_build_object(*args, type_=postgresql.JSON())
+        return sa.cast(sa.func.json_build_object(*args), sa.Text())
 
     def json_column_value(self, document: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         if isinstance(document.type, (postgresql.JSON, JsonText)):
