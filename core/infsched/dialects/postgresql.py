@@ -77,7 +77,7 @@ class _JsonbText(sa.types.UserDefinedType[str]):
 
 def _as_sqlalchemy_error(
     conn: sa.Connection, statement: str, error: Exception, invalidated: bool
-) -> sa.exc.DBAPIError:
+) -> sa.exc.StatementError:
     """The DBAPIError (IntegrityError, OperationalError…) SQLAlchemy makes of a failed execute."""
     return sa.exc.DBAPIError.instance(
         statement,
