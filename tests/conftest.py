@@ -133,6 +133,15 @@ def every_url(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseUrl:
     return factory()
 
 
+@pytest.fixture(params=["mysql", "postgresql"])
+def server_url(request: pytest.FixtureRequest) -> DatabaseUrl:
+    """Each test using this runs on MariaDB and on PostgreSQL: the databases with row locks."""
+    factory: Callable[[], DatabaseUrl] = request.getfixturevalue(
+        f"{request.param}_database_factory"
+    )
+    return factory()
+
+
 @pytest.fixture
 def engine_for() -> Iterator[Callable[[DatabaseUrl], sa.Engine]]:
     """Engines for URLs, disposed after the test."""

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from infsched.clock import FixedClock, OffsetClock, SystemClock
 from infsched.cluster.leases import LeaseStore
 from infsched.cluster.nodes import NodeIdInUseError, NodeRegistry, NodeState, judge
-from infsched.cluster.outage import RETRY_CONFLICT, RETRY_OUTAGE, DatabaseOutage, is_conflict
+from infsched.cluster.outage import RETRY_CONFLICT, RETRY_OUTAGE, DatabaseOutage
+from infsched.conflict_retries import is_conflict
 from infsched.database import create_engine, database_of
 from infsched.dbtime import DatabaseClock, database_now
 from infsched.dburl import DatabaseUrl
@@ -380,6 +381,25 @@ def test_a_restarted_node_id_takes_back_its_claimed_jobs_at_once(
     with engine.connect() as conn:
         owners = conn.execute(sa.select(jobs.c.owner, jobs.c.attempt)).all()
     assert sorted(owners, key=str) == sorted([(None, 1)] * 3 + [("n2", 1)], key=str)
+
+
+def test_a_restarted_node_id_leaves_a_row_its_stalled_process_holds_to_lease_expiry(
+    server_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    # The old process froze inside a transaction holding one of its rows; the new
+    # one must start at once, not wait for that lock (it used to wait, by UPDATE).
+    engine = engine_for(server_url)
+    store = store_for(engine)
+    add_jobs(store, 4)
+    claimed = store.claim_due("n1", 4, 300.0, ["r"])
+    with engine.connect() as stalled:
+        stalled.begin()
+        stalled.execute(sa.select(jobs.c.id).where(jobs.c.id == claimed[0].id).with_for_update())
+        started = time.monotonic()
+        assert store.reclaim_own("n1") == 3
+        assert time.monotonic() - started < 5
+        stalled.rollback()
+    assert store.reclaim_own("n1") == 1
 
 
 @pytest.mark.parametrize("distinct", [3, 20])

@@ -13,7 +13,7 @@ import attrs
 import pytest
 import sqlalchemy as sa
 
-from infsched.cluster.outage import is_conflict
+from infsched.conflict_retries import is_conflict
 from infsched.dburl import DatabaseUrl
 from infsched.dialects import DatabaseErrorKind, classify, dialect_for
 

@@ -38,12 +38,6 @@ RETRY_OUTAGE = 1.0
 RETRY_CONFLICT = 0.02
 
 
-def is_conflict(exc: BaseException) -> bool:
-    """Whether `exc` is a lock conflict the database asks to retry, not an outage."""
-    kind = classify(exc)
-    return kind is not None and kind.is_conflict
-
-
 def describe_error(exc: BaseException) -> str:
     """The first line of a database error (the driver's message), or of any exception."""
     text = str(getattr(exc, "orig", None) or exc).strip()

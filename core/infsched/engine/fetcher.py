@@ -26,8 +26,9 @@ import sqlalchemy as sa
 
 from infsched.clock import Clock, from_utc_naive, utc_naive
 from infsched.cluster.member import Lease
-from infsched.cluster.outage import DatabaseOutage, is_conflict
+from infsched.cluster.outage import DatabaseOutage
 from infsched.config import SchedulerConfig
+from infsched.conflict_retries import retrying_conflicts
 from infsched.database import Database, same_database
 from infsched.engine.binding import PRIORITY_FIELD, RepositoryBinding
 from infsched.engine.controls import Controls
@@ -39,8 +40,6 @@ log = logging.getLogger("infsched.fetcher")
 
 #: Seconds between looks at the fetch lease while another node holds it (no database access).
 STANDBY_POLL = 0.05
-#: Times one batch is tried when the database breaks a deadlock by rolling it back.
-CONFLICT_RETRIES = 3
 
 
 class _Budget:
@@ -327,14 +326,11 @@ class Fetcher:
 
     def _batch_retrying_conflicts(self, cursor: _Cursor, end: datetime, limit: int) -> int:
         """One batch; a deadlock the database broke (it rolled the batch back) is retried."""
-        for attempt in range(1, CONFLICT_RETRIES + 1):
-            try:
-                return self._next_batch(cursor, end, limit)
-            except sa.exc.DBAPIError as exc:
-                if attempt == CONFLICT_RETRIES or not is_conflict(exc):
-                    raise
-                log.debug("fetch batch of %s rolled back by a lock conflict, again", self._labels)
-        raise AssertionError("unreachable")
+
+        def again(exc: sa.exc.DBAPIError) -> None:
+            log.debug("fetch batch of %s rolled back by a lock conflict, again", self._labels)
+
+        return retrying_conflicts(lambda: self._next_batch(cursor, end, limit), on_conflict=again)
 
     def run(
         self,

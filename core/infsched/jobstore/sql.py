@@ -497,7 +497,7 @@ class SqlJobStore(SqlJobInspection):
         return sql_recovery.recover_expired(self.database)
 
     def reclaim_own(self, owner: str) -> int:
-        return sql_recovery.reclaim_own(self._engine, owner)
+        return sql_recovery.reclaim_own(self.database, owner)
 
     # -- gauges, statistics, the dashboard --
 

@@ -21,11 +21,12 @@ Also this module's:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 
 from infsched.clock import utc_naive
+from infsched.conflict_retries import retrying_conflicts
 from infsched.database import Database
 from infsched.jobstore.base import JobState
 from infsched.jobstore.tables import jobs, unowned
@@ -39,41 +40,60 @@ def recover_expired(database: Database) -> int:
 
     Rows locked by another transaction are left for the next round.
     """
+
+    def expired(conn: sa.Connection) -> sa.Select[tuple[int]]:
+        now = utc_naive(database.now(conn))
+        return sa.select(jobs.c.id).where(
+            jobs.c.state == JobState.CLAIMED.value, jobs.c.lease_until < now
+        )
+
+    return _requeue(database, expired)
+
+
+def reclaim_own(database: Database, owner: str) -> int:
+    """Jobs claimed under node id `owner` by an earlier process wait again; returns how many.
+
+    Call before this process claims anything: every job claimed under the id
+    then belongs to a process that is gone.  A row still locked by the earlier
+    process (stalled in its transaction) is left to lease expiry.
+    """
+
+    def mine(conn: sa.Connection) -> sa.Select[tuple[int]]:
+        return sa.select(jobs.c.id).where(
+            jobs.c.owner == owner, jobs.c.state == JobState.CLAIMED.value
+        )
+
+    return _requeue(database, mine)
+
+
+def _requeue(database: Database, claimed: Callable[[sa.Connection], sa.Select[tuple[int]]]) -> int:
+    """The jobs `claimed` selects wait again, a batch per transaction; returns how many.
+
+    The rows are found first (skipping locked ones) and then updated by id:
+    an UPDATE that searched the claimed rows itself would lock its way through
+    other nodes' fresh claims and deadlock with them (InnoDB).  A deadlock
+    that still happens rolls the batch back, and it is tried again.
+    """
     engine, dialect = database.engine, database.dialect
-    total = 0
-    while True:
+
+    def batch() -> int:
         with engine.begin() as conn:
-            now = utc_naive(database.now(conn))
-            expired = (
-                sa.select(jobs.c.id)
-                .where(jobs.c.state == JobState.CLAIMED.value, jobs.c.lease_until < now)
-                .limit(RECOVER_BATCH)
-            )
-            ids = list(conn.execute(dialect.lock_skipping_locked(expired)).scalars())
+            query = claimed(conn).limit(RECOVER_BATCH)
+            ids = list(conn.execute(dialect.lock_skipping_locked(query)).scalars())
             if ids:
                 conn.execute(
                     jobs.update()
                     .where(jobs.c.id.in_(ids))
                     .values(state=JobState.WAITING.value, owner=None, lease_until=None)
                 )
-        total += len(ids)
-        if len(ids) < RECOVER_BATCH:
+        return len(ids)
+
+    total = 0
+    while True:
+        count = retrying_conflicts(batch)
+        total += count
+        if count < RECOVER_BATCH:
             return total
-
-
-def reclaim_own(engine: sa.Engine, owner: str) -> int:
-    """Jobs claimed under node id `owner` by an earlier process wait again; returns how many.
-
-    Call before this process claims anything: every job claimed under the id
-    then belongs to a process that is gone.
-    """
-    with engine.begin() as conn:
-        result = conn.execute(
-            jobs.update()
-            .where(jobs.c.owner == owner, jobs.c.state == JobState.CLAIMED.value)
-            .values(state=JobState.WAITING.value, owner=None, lease_until=None)
-        )
-    return result.rowcount
 
 
 def still_held(conn: sa.Connection, owner: str, claims: Sequence[tuple[int, int]]) -> set[int]:

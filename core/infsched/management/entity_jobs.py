@@ -14,20 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
-import sqlalchemy as sa
 
 from infsched.clock import Clock
-from infsched.cluster.outage import is_conflict
+from infsched.conflict_retries import retrying_conflicts
 from infsched.database import same_database
 from infsched.engine.binding import RepositoryBinding
-from infsched.engine.fetcher import CONFLICT_RETRIES
 from infsched.engine.history import History, JobOutcome
 from infsched.jobstore.base import JobStore, Outcome
-
-V = TypeVar("V")
 
 #: The repositories whose entities can be looked up; called once, when first needed.
 Bindings = Callable[[], Sequence[RepositoryBinding]]
@@ -70,23 +66,6 @@ def _typed_id(binding: RepositoryBinding, ref: str) -> object | None:
     except (TypeError, ValueError):
         return None
     return typed
-
-
-def _retrying_conflicts(attempt: Callable[[], V]) -> V:
-    """Run a transaction again when the database broke a deadlock by rolling it back.
-
-    A fetch batch locks many entity rows and their mark index entries; this
-    one row's UPDATE may meet it in the opposite order, and InnoDB then
-    rolls one of the two back.  Rolled back, nothing was written, so the
-    transaction is simply tried again (as the fetcher does its batch).
-    """
-    for number in range(1, CONFLICT_RETRIES + 1):
-        try:
-            return attempt()
-        except sa.exc.DBAPIError as exc:
-            if number == CONFLICT_RETRIES or not is_conflict(exc):
-                raise
-    raise AssertionError("unreachable")
 
 
 class EntityJobs:
@@ -143,7 +122,9 @@ class EntityJobs:
                         self._store.add_jobs_due_now(store_conn, [job])
             return job.job_key
 
-        return _retrying_conflicts(attempt)
+        # A fetch batch locks many entity rows and their mark index entries; this one
+        # row's UPDATE may meet it in the opposite order and be rolled back.
+        return retrying_conflicts(attempt)
 
     def cancel(self, found: FoundEntity) -> bool:
         """Make sure a pending entity never gets a job; False if it has one already.
@@ -176,7 +157,7 @@ class EntityJobs:
                 self._history.repository.insert_many([outcome], conn=conn if shared else None)
             return True
 
-        return _retrying_conflicts(attempt)
+        return retrying_conflicts(attempt)
 
     @staticmethod
     def _id(found: FoundEntity) -> object:
