@@ -31,6 +31,11 @@ from infsched.errors import InvalidArgumentError, ScheduleError, TriggerError
 from infsched.names import check_name
 from infsched.triggers import CronTrigger, IntervalTrigger, Trigger, fire_times, zone_named
 
+#: The repository name schedules' jobs carry in the job table and history: '@' keeps it
+#: apart from every repository's name (those are identifiers).  A run's entity id is the
+#: schedule's name, and its job key `job_key(SCHEDULE_REPOSITORY, name, occurrence)`.
+SCHEDULE_REPOSITORY = "@schedules"
+
 #: Longest schedule name: the width of the table's key column.
 MAX_SCHEDULE_NAME = 128
 #: `CatchUp.FIRE_ALL` runs at most this many missed occurrences unless the schedule says.
@@ -310,3 +315,35 @@ def _instant(label: str, key: str, value: object) -> datetime:
             "(e.g. 2026-03-29T02:30:00+01:00)"
         )
     return value
+
+
+@attrs.frozen
+class ScheduledRun:
+    """What one run of a schedule hands its executor as the job's entity (``job.entity``)."""
+
+    #: The schedule's name.
+    schedule: str
+    #: The occurrence this run is for (UTC), before jitter; one job per occurrence.
+    occurrence: datetime
+    #: The schedule's payload, as declared (JSON values).
+    payload: Any = None
+
+    def as_snapshot(self) -> str:
+        """The job's snapshot: what the job table keeps and `from_snapshot` reads."""
+        return json.dumps(
+            {
+                "schedule": self.schedule,
+                "occurrence": self.occurrence.isoformat(),
+                "payload": self.payload,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_snapshot(cls, raw: Mapping[str, Any]) -> ScheduledRun:
+        """A run from a claimed job's decoded snapshot."""
+        return cls(
+            schedule=raw["schedule"],
+            occurrence=datetime.fromisoformat(raw["occurrence"]),
+            payload=raw.get("payload"),
+        )

@@ -63,6 +63,17 @@ class Outcome(enum.Enum):
     #: Failed for good: out of attempts, a permanent error, or a timeout on the last attempt.
     DEAD = "dead"
     CANCELLED = "cancelled"
+    #: A schedule's occurrence due while its previous run was in flight (overlap ``skip``).
+    SKIPPED = "skipped"
+
+    @property
+    def ends_job(self) -> bool:
+        """Whether a store deletes the job's row on this outcome (FAILED reschedules it,
+        DEAD keeps it as a dead letter)."""
+        return self in _ENDING
+
+
+_ENDING = frozenset({Outcome.SUCCEEDED, Outcome.MISFIRED, Outcome.CANCELLED, Outcome.SKIPPED})
 
 
 @attrs.frozen

@@ -45,7 +45,6 @@ from infsched.jobstore.sql_inspect import SqlJobInspection
 from infsched.jobstore.tables import create_job_tables, jobs, missing_job_tables, unowned
 from infsched.schema import create_schema
 
-_DONE = {Outcome.SUCCEEDED, Outcome.MISFIRED, Outcome.CANCELLED}
 _WAITING = JobState.WAITING.value
 _CLAIMED = JobState.CLAIMED.value
 _DEAD = JobState.DEAD.value
@@ -422,7 +421,7 @@ class SqlJobStore(SqlJobInspection):
         mine = sa.or_(jobs.c.owner == owner, *unowned())
         done: dict[int, list[int]] = defaultdict(list)
         for r in results:
-            if r.outcome in _DONE:
+            if r.outcome.ends_job:
                 done[r.job.attempt].append(r.job.id)
         # Retries wait again until their retry time; dead letters keep their run time.
         kept = [

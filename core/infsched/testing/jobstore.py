@@ -282,8 +282,8 @@ class JobStoreContract:
     # -- finishing --
 
     def test_outcomes_delete_reschedule_or_dead_letter(self, jobs: JobStore) -> None:
-        self.add(jobs, self.due(jobs, 4))
-        ok, failed, dead, misfired = jobs.claim_due("n1", 4, LONG_LEASE, ["r"])
+        self.add(jobs, self.due(jobs, 5))
+        ok, failed, dead, misfired, skipped = jobs.claim_due("n1", 5, LONG_LEASE, ["r"])
         retry_at = ok.claimed_at + timedelta(hours=1)
         written: list[list[Finished]] = []
 
@@ -296,12 +296,14 @@ class JobStoreContract:
             self.finished(failed, Outcome.FAILED, error="boom", retry_at=retry_at),
             self.finished(dead, Outcome.DEAD, error="gone for good"),
             self.finished(misfired, Outcome.MISFIRED),
+            self.finished(skipped, Outcome.SKIPPED),
         ]
         assert jobs.finish("n1", results, write_history) == 0
         assert written == [results]
         assert jobs.finish("n1", [], write_history) == 0
         assert jobs.job_row(ok.job_key) is None
         assert jobs.job_row(misfired.job_key) is None
+        assert jobs.job_row(skipped.job_key) is None
         retried = jobs.job_row(failed.job_key)
         assert retried is not None
         assert (retried["state"], retried["attempt"], retried["owner"]) == (WAITING, 1, None)

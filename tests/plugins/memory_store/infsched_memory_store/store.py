@@ -53,7 +53,6 @@ from infsched.jobstore.base import (
 from infsched.schema import create_schema
 
 WAITING, CLAIMED, DEAD = JobState.WAITING.value, JobState.CLAIMED.value, JobState.DEAD.value
-_DONE = {Outcome.SUCCEEDED, Outcome.MISFIRED, Outcome.CANCELLED}
 #: Jobs per progress report of `retry_dead`, as the SQL store's transactions.
 BATCH = 1000
 
@@ -281,12 +280,12 @@ class MemoryJobStore:
             stale = 0
             for r in results:
                 kept = r.outcome is Outcome.DEAD or (r.outcome is Outcome.FAILED and r.retry_at)
-                if r.outcome not in _DONE and not kept:
+                if not r.outcome.ends_job and not kept:
                     continue
                 job = self._mine(r.job.id, r.job.attempt, owner)
                 if job is None:
                     stale += 1
-                elif r.outcome in _DONE:
+                elif r.outcome.ends_job:
                     del self._jobs[job.id], self._ids[job.job_key]
                 else:
                     job.wait()
