@@ -9,12 +9,14 @@ its occurrences were materialized). Each row remembers who declared it
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 import attrs
 import sqlalchemy as sa
 
+from infsched.clock import from_utc_naive
 from infsched.database import Database
 from infsched.errors import ScheduleError
 from infsched.schedules import Schedule
@@ -57,15 +59,19 @@ def _definition_text(schedule: Schedule) -> str:
     return json.dumps(schedule.as_definition(), sort_keys=True, separators=(",", ":"))
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else from_utc_naive(value)
+
+
 def _stored(row: sa.Row[Any]) -> StoredSchedule:
     schedule = Schedule.from_definition(json.loads(row.definition), f"stored schedule {row.name!r}")
     return StoredSchedule(
         schedule=schedule,
         source=row.source,
         paused=bool(row.paused),
-        materialized_until=row.materialized_until,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        materialized_until=_aware(row.materialized_until),
+        created_at=from_utc_naive(row.created_at),
+        updated_at=from_utc_naive(row.updated_at),
     )
 
 
@@ -131,8 +137,48 @@ class ScheduleStore:
         return self._set_paused(name, True)
 
     def resume(self, name: str) -> bool:
-        """Resume `name`; False if it was not paused."""
+        """Resume `name`; False if it was not paused.
+
+        The occurrences while it was paused are not made up for: it goes on
+        from now, as if they had been made jobs already.
+        """
         return self._set_paused(name, False)
+
+    # -- materializing (the node holding the schedules lease) --
+
+    def wanting(self, horizon: datetime) -> Sequence[str]:
+        """The unpaused schedules whose occurrences up to `horizon` are not all jobs yet."""
+        with self._engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(table.c.name)
+                    .where(
+                        table.c.paused == sa.false(),
+                        sa.or_(
+                            table.c.materialized_until.is_(None),
+                            table.c.materialized_until < horizon,
+                        ),
+                    )
+                    .order_by(table.c.name)
+                ).scalars()
+            )
+
+    def lock(self, conn: sa.Connection, name: str) -> StoredSchedule | None:
+        """`name`, its row locked until `conn` commits; None when it is gone or paused.
+
+        Whoever materializes a schedule holds this lock while it adds the jobs
+        and moves `materialized_until` on, so two never make the same occurrence.
+        """
+        row = conn.execute(
+            sa.select(table)
+            .where(table.c.name == name, table.c.paused == sa.false())
+            .with_for_update()
+        ).one_or_none()
+        return None if row is None else _stored(row)
+
+    def advance(self, conn: sa.Connection, name: str, until: datetime) -> None:
+        """Every occurrence of `name` up to `until` is a job (or recorded as missed)."""
+        conn.execute(sa.update(table).where(table.c.name == name).values(materialized_until=until))
 
     def remove(self, name: str) -> None:
         """Remove `name`; ScheduleError when there is none. Its jobs made already stay."""
@@ -149,6 +195,18 @@ class ScheduleStore:
                 .where(table.c.name == name, table.c.paused == (not paused))
                 .values(paused=paused, updated_at=now)
             ).rowcount
+            if changed and not paused:
+                conn.execute(
+                    sa.update(table)
+                    .where(
+                        table.c.name == name,
+                        sa.or_(
+                            table.c.materialized_until.is_(None),
+                            table.c.materialized_until < now,
+                        ),
+                    )
+                    .values(materialized_until=now)
+                )
         if changed == 0:
             self.get(name)  # raises if there is no such schedule
         return changed > 0

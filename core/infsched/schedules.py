@@ -328,22 +328,49 @@ class ScheduledRun:
     #: The schedule's payload, as declared (JSON values).
     payload: Any = None
 
-    def as_snapshot(self) -> str:
-        """The job's snapshot: what the job table keeps and `from_snapshot` reads."""
+    @classmethod
+    def from_snapshot(cls, raw: Mapping[str, Any]) -> ScheduledRun:
+        """A run from a claimed job's decoded snapshot (`RunRules.snapshot` wrote it)."""
+        return cls(
+            schedule=raw["schedule"],
+            occurrence=datetime.fromisoformat(raw["occurrence"]),
+            payload=raw.get("payload"),
+        )
+
+
+@attrs.frozen
+class RunRules:
+    """The schedule's policies a run's job carries, so whichever node claims it decides alone.
+
+    No node looks the schedule up to run it: a schedule changed or removed
+    after its occurrence was made a job does not change that job.
+    """
+
+    catch_up: CatchUp
+    overlap: Overlap
+    #: When the schedule's next occurrence runs (None: there is none).  A late
+    #: ``fire_once_now`` run misfires when that one is late too (it runs instead).
+    next_run_at: datetime | None
+
+    def snapshot(self, run: ScheduledRun) -> str:
+        """The job's snapshot: the run (`ScheduledRun.from_snapshot`) and these rules."""
         return json.dumps(
             {
-                "schedule": self.schedule,
-                "occurrence": self.occurrence.isoformat(),
-                "payload": self.payload,
+                "schedule": run.schedule,
+                "occurrence": run.occurrence.isoformat(),
+                "payload": run.payload,
+                "catch_up": self.catch_up.value,
+                "overlap": self.overlap.value,
+                "next_run_at": None if self.next_run_at is None else self.next_run_at.isoformat(),
             },
             separators=(",", ":"),
         )
 
     @classmethod
-    def from_snapshot(cls, raw: Mapping[str, Any]) -> ScheduledRun:
-        """A run from a claimed job's decoded snapshot."""
+    def from_snapshot(cls, raw: Mapping[str, Any]) -> RunRules:
+        following = raw.get("next_run_at")
         return cls(
-            schedule=raw["schedule"],
-            occurrence=datetime.fromisoformat(raw["occurrence"]),
-            payload=raw.get("payload"),
+            catch_up=CatchUp(raw["catch_up"]),
+            overlap=Overlap(raw["overlap"]),
+            next_run_at=None if following is None else datetime.fromisoformat(following),
         )

@@ -75,6 +75,10 @@ class History:
             for r in results
         ]
 
+    def record(self, conn: sa.Connection, outcomes: Sequence[JobOutcome]) -> None:
+        """Insert outcomes of runs that never had a job (a schedule's missed occurrences)."""
+        self.repository.insert_many(list(outcomes), conn=conn)
+
     def write(
         self, conn: sa.Connection, results: Sequence[Finished], job_rows: sa.FromClause | None
     ) -> None:

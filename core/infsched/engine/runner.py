@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -27,13 +27,17 @@ from infsched.engine.held import Claim, HeldJobs
 from infsched.engine.joblog import job_logger
 from infsched.engine.lease_keeper import LeaseKeeper
 from infsched.engine.outcomes import OutcomeRecorder, describe, job_labels
+from infsched.engine.schedule_gate import ScheduleGate
 from infsched.errors import BatchResultError
 from infsched.executors import BatchExecutor, Executor, JobContext
 from infsched.jobstore.base import ClaimedJob, Outcome
 from infsched.metrics.recorder import MetricsRecorder
+from infsched.schedules import SCHEDULE_REPOSITORY, ScheduledRun
 
 #: Jobs per chunk handed to one pool thread, at most.
 MAX_CHUNK = 50
+#: Seconds between looks at whether a queued schedule run's predecessor is gone.
+QUEUE_POLL = 0.2
 
 
 class Runner:
@@ -51,16 +55,22 @@ class Runner:
         config: SchedulerConfig,
         clock: Clock,
         metrics: MetricsRecorder,
+        gate: ScheduleGate | None = None,
+        late_executor: Callable[[str], BoundExecutor | None] | None = None,
     ) -> None:
+        """`gate` decides schedules' runs (none: this node runs no schedules);
+        `late_executor` binds an executor no repository needed when a job first names it."""
         self._node_id = node_id
         self._held = held
         self._keeper = keeper
         self._recorder = recorder
         self._bindings = bindings
-        self._executors = executors
+        self._executors = dict(executors)
         self._config = config
         self._clock = clock
         self._metrics = metrics
+        self._gate = gate
+        self._late_executor = late_executor
         self._pool = ThreadPoolExecutor(config.thread_pool_size, thread_name_prefix="infsched-exec")
         #: job id -> (monotonic start less the stalls before it, start time, job,
         #: executor) for jobs running now; guarded by the held jobs' lock, as are
@@ -111,8 +121,9 @@ class Runner:
     def dispatch(self, claimed: Sequence[ClaimedJob], claim: Claim) -> None:
         now = self._clock.now()
         runnable: dict[str, list[ClaimedJob]] = {}
+        scheduled: dict[tuple[str, str], list[ClaimedJob]] = {}
         for job in claimed:
-            bound = self._executors.get(job.executor)
+            bound = self._executor(job.executor)
             if bound is None:
                 self._recorder.not_run(
                     job,
@@ -120,6 +131,10 @@ class Runner:
                     f"no executor named {job.executor!r} on node {self._node_id}",
                     now,
                 )
+                continue
+            if job.repository == SCHEDULE_REPOSITORY and self._gate is not None:
+                # Its own catch-up policy applies, not misfire_policy (ScheduleGate).
+                scheduled.setdefault((job.executor, job.entity_id), []).append(job)
                 continue
             if not misfire.runs(job, self._config.misfire_policy, self._config.misfire_threshold):
                 self._metrics.increment("jobs_misfired_total", 1, job_labels(job))
@@ -136,10 +151,29 @@ class Runner:
                 size = max(1, min(MAX_CHUNK, math.ceil(len(jobs) / self._config.thread_pool_size)))
             for i in range(0, len(jobs), size):
                 chunk = jobs[i : i + size]
-                future = self._pool.submit(self._run_chunk, bound, chunk, claim)
-                with self._held.lock:
-                    self._queued[future] = chunk
-                future.add_done_callback(self._forget)
+                self._submit(self._run_chunk, bound, chunk, claim)
+        for (name, _schedule), runs in scheduled.items():
+            self._submit(self._run_scheduled, self._executors[name], runs, claim)
+
+    def _executor(self, name: str) -> BoundExecutor | None:
+        bound = self._executors.get(name)
+        if bound is None and self._late_executor is not None:
+            bound = self._late_executor(name)
+            if bound is not None:
+                self._executors[name] = bound
+        return bound
+
+    def _submit(
+        self,
+        run: Callable[[BoundExecutor, list[ClaimedJob], Claim], None],
+        bound: BoundExecutor,
+        chunk: list[ClaimedJob],
+        claim: Claim,
+    ) -> None:
+        future = self._pool.submit(run, bound, chunk, claim)
+        with self._held.lock:
+            self._queued[future] = chunk
+        future.add_done_callback(self._forget)
 
     def _forget(self, future: Future[None]) -> None:
         with self._held.lock:
@@ -147,9 +181,49 @@ class Runner:
 
     # -- running (pool threads) --
 
+    def _run_scheduled(self, bound: BoundExecutor, runs: list[ClaimedJob], claim: Claim) -> None:
+        """A claim's runs of one schedule: the gate's verdict, then one after another."""
+        gate = self._gate
+        assert gate is not None, "schedule runs are grouped only where there is a gate"
+        now = self._clock.now()
+        admitted = gate.admit(runs, now)
+        for job, why in admitted.misfired:
+            self._metrics.increment("jobs_misfired_total", 1, job_labels(job))
+            self._recorder.not_run(job, Outcome.MISFIRED, why, now)
+        for job, why in admitted.skipped:
+            self._metrics.increment("schedule_runs_skipped_total", 1, job_labels(job))
+            self._recorder.not_run(job, Outcome.SKIPPED, why, now)
+        run = admitted.run
+        for job in admitted.wait:
+            if not self._wait_for_predecessor(job, claim):
+                return
+            run = [*run, job]
+        if run:
+            self._run_chunk(bound, run, claim)
+
+    def _wait_for_predecessor(self, job: ClaimedJob, claim: Claim) -> bool:
+        """Hold a queued run (its lease kept) until the earlier run of its schedule is gone.
+
+        False when it was given back instead: stopping, or its lease no longer sure.
+        """
+        gate = self._gate
+        assert gate is not None
+        while gate.ahead(job, {job.id}) > 0:
+            if self._stopping.wait(QUEUE_POLL):
+                with self._held.lock:
+                    self._unstarted.append(job)
+                return False
+            if not self._keeper.sure(claim):
+                self._keeper.give_back_unsure([job], claim)
+                return False
+        return True
+
     def _context(self, job: ClaimedJob) -> JobContext[Any]:
-        binding = self._bindings[job.repository]
-        entity = binding.spec.from_json(job.snapshot)
+        entity: object
+        if job.repository == SCHEDULE_REPOSITORY:
+            entity = ScheduledRun.from_snapshot(job.snapshot)
+        else:
+            entity = self._bindings[job.repository].spec.from_json(job.snapshot)
         return JobContext(
             entity=entity,
             job_key=job.job_key,

@@ -41,6 +41,7 @@ from infsched.engine.fetcher import Fetcher
 from infsched.engine.gauges import GaugeSampler
 from infsched.engine.history import HISTORY_REPOSITORY, History, JobOutcome
 from infsched.engine.retry import RetryPolicy
+from infsched.engine.schedule_materializer import ScheduleMaterializer
 from infsched.engine.workers import Workers
 from infsched.errors import InvalidArgumentError, SchedulerStateError
 from infsched.executors import BatchExecutor, Executor, ExecutorSpec
@@ -52,6 +53,7 @@ from infsched.repositories.backend import RepositoryFactory, RepositoryOptions
 from infsched.repositories.base import SchedulingSource, ShardingRepository, ShardMaintenance
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
+from infsched.schedule_store import ScheduleStore
 from infsched.schema_versions import check_runnable
 
 log = logging.getLogger("infsched.scheduler")
@@ -163,7 +165,11 @@ class SchedulerNode:
             self.config.node_id,
             database,
         )
-        self._executors = self._resolve(executors or {}, plugins)
+        self._given_executors: Mapping[str, ExecutorLike] = executors or {}
+        self._plugins = plugins
+        self._executors = self._resolve(self._given_executors, plugins)
+        #: The recurring schedules (infsched_schedules), made jobs by `materializer`.
+        self.schedules = ScheduleStore(database)
         self.gauges = GaugeSampler(
             self.store,
             self.metrics,
@@ -196,6 +202,15 @@ class SchedulerNode:
             controls=self.controls,
             job_lease=self.config.job_lease,
             outage=self.outage,
+            late_executor=self._late_executor,
+        )
+        self.materializer = ScheduleMaterializer(
+            schedules=self.schedules,
+            store=self.store,
+            history=self.history,
+            database=database,
+            config=self.config,
+            metrics=self.metrics,
         )
         self.member = ClusterMember(
             database=database,
@@ -209,6 +224,8 @@ class SchedulerNode:
         )
         # One node at a time fetches a repository, and one maintains it.
         self.fetch_leases = {name: self.member.lease(f"fetch:{name}") for name in self.bindings}
+        # One node at a time makes the schedules' occurrences jobs.
+        self.schedules_lease = self.member.lease("schedules")
         maintained = {name: b.repository for name, b in self.bindings.items()}
         maintained[HISTORY_REPOSITORY] = self.history.repository
         self.maintenance_leases: dict[str, tuple[ShardMaintenance, Lease]] = {
@@ -230,30 +247,45 @@ class SchedulerNode:
         needed = {b.executor for b in self.bindings.values()}
         bound: dict[str, BoundExecutor] = {}
         for name in sorted(needed):
-            item = given.get(name)
-            section: Mapping[str, Any] = {}
-            section_name = name
-            if item is None:
-                if plugins is None:
-                    raise InvalidArgumentError(
-                        f"no executor {name!r}: pass it in executors= or give the plugins"
-                    )
-                item = plugins.executor(name)
-                section_name = plugins.executors()[name].plugin
-                section = self.config.plugin_section(section_name)
-            if isinstance(item, ExecutorSpec):
-                spec = item
-                instance = from_plugin_section(section_name, spec.factory, section)
-            else:
-                instance = item
-                spec = ExecutorSpec(name=name, factory=_fixed(item))
-            retry = RetryPolicy(
-                max_attempts=spec.max_attempts,
-                base_delay=self.config.retry_base_delay,
-                max_delay=self.config.retry_max_delay,
-            )
-            bound[name] = BoundExecutor.bind(spec, instance, retry)
+            if name not in given and plugins is None:
+                raise InvalidArgumentError(
+                    f"no executor {name!r}: pass it in executors= or give the plugins"
+                )
+            bound[name] = self._bind(name, given, plugins)
         return bound
+
+    def _late_executor(self, name: str) -> BoundExecutor | None:
+        """The executor `name` bound when a schedule's run first needs it; None if unknown."""
+        plugins = self._plugins
+        if name not in self._given_executors and (
+            plugins is None or name not in plugins.executors()
+        ):
+            return None
+        return self._bind(name, self._given_executors, plugins)
+
+    def _bind(
+        self, name: str, given: Mapping[str, ExecutorLike], plugins: PluginRegistry | None
+    ) -> BoundExecutor:
+        item = given.get(name)
+        section: Mapping[str, Any] = {}
+        section_name = name
+        if item is None:
+            assert plugins is not None, "an executor not given comes from the plugins"
+            item = plugins.executor(name)
+            section_name = plugins.executors()[name].plugin
+            section = self.config.plugin_section(section_name)
+        if isinstance(item, ExecutorSpec):
+            spec = item
+            instance = from_plugin_section(section_name, spec.factory, section)
+        else:
+            instance = item
+            spec = ExecutorSpec(name=name, factory=_fixed(item))
+        retry = RetryPolicy(
+            max_attempts=spec.max_attempts,
+            base_delay=self.config.retry_base_delay,
+            max_delay=self.config.retry_max_delay,
+        )
+        return BoundExecutor.bind(spec, instance, retry)
 
     # -- lifecycle --
 
@@ -274,6 +306,12 @@ class SchedulerNode:
                 fetcher.run, lease=self.fetch_leases[fetcher.binding.name], outage=self.outage
             )
             self._spawn(run, f"infsched-fetch-{fetcher.binding.name}")
+        self._spawn(
+            functools.partial(
+                self.materializer.run, lease=self.schedules_lease, outage=self.outage
+            ),
+            "infsched-schedules",
+        )
         self._spawn(self._maintenance_loop, "infsched-maintenance")
         self._spawn(self.gauges.run, "infsched-gauges")
         self.workers.start()

@@ -16,7 +16,7 @@ Four parts, one module each, sharing the held jobs' lock and counts (held.py):
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from infsched.clock import Clock
 from infsched.cluster.outage import DatabaseOutage
@@ -29,8 +29,10 @@ from infsched.engine.history import History
 from infsched.engine.lease_keeper import LeaseKeeper
 from infsched.engine.outcomes import OutcomeRecorder
 from infsched.engine.runner import Runner
+from infsched.engine.schedule_gate import ScheduleGate
 from infsched.jobstore.base import JobStore
 from infsched.metrics.recorder import MetricsRecorder
+from infsched.schedules import SCHEDULE_REPOSITORY
 
 log = logging.getLogger("infsched.workers")
 
@@ -52,7 +54,11 @@ class Workers:
         controls: Controls,
         job_lease: float = 30.0,
         outage: DatabaseOutage | None = None,
+        runs_schedules: bool = True,
+        late_executor: Callable[[str], BoundExecutor | None] | None = None,
     ) -> None:
+        """With `runs_schedules`, this node also claims and runs schedules' runs
+        (`SCHEDULE_REPOSITORY`), binding their executors through `late_executor`."""
         self.executors = dict(executors)
         outage = outage or DatabaseOutage()
         least_ahead = least_claim_ahead(config, self.executors.values())
@@ -88,13 +94,16 @@ class Workers:
             config=config,
             clock=clock,
             metrics=metrics,
+            gate=ScheduleGate(store, config.misfire_threshold) if runs_schedules else None,
+            late_executor=late_executor,
         )
+        serving = list(bindings) + ([SCHEDULE_REPOSITORY] if runs_schedules else [])
         self.claimer = Claimer(
             node_id=node_id,
             store=store,
             held=self.held,
             runner=self.runner,
-            repositories=list(bindings),
+            repositories=serving,
             controls=controls,
             config=config,
             outage=outage,
