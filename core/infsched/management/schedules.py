@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -72,10 +72,22 @@ class ScheduleView:
         return self.stored.name
 
     def as_json(self) -> dict[str, Any]:
+        """The stored schedule's JSON, its times with their UTC offset, and `next_fire`."""
+        stored = self.stored
         return {
-            **self.stored.as_json(),
+            **stored.as_json(),
+            "materialized_until": _utc_text(stored.materialized_until),
+            "created_at": _utc_text(stored.created_at),
+            "updated_at": _utc_text(stored.updated_at),
             "next_fire": None if self.next_fire is None else self.next_fire.isoformat(),
         }
+
+
+def _utc_text(value: datetime | None) -> str | None:
+    """ISO 8601 with the offset; the database's naive times are UTC."""
+    if value is None:
+        return None
+    return (value.replace(tzinfo=UTC) if value.utcoffset() is None else value).isoformat()
 
 
 class ScheduleAdmin:
