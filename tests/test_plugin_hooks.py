@@ -40,12 +40,14 @@ from infsched.executors import ExecutorSpec, JobContext
 from infsched.hookspecs import hookimpl
 from infsched.jobstore.backend import JobStoreBackend
 from infsched.jobstore.sql import SqlJobStore
+from infsched.management.scheduler import InfiniteScheduler
 from infsched.metrics.log_sink import LogMetricsSink
 from infsched.metrics.sink import Labels, MetricsSink, MetricsSinkSpec
-from infsched.plugins import PluginRegistry, load_plugins
+from infsched.plugins import DeclaredSchedule, PluginRegistry, load_plugins
 from infsched.repositories.backend import RepositoryBackend, RepositoryOptions
 from infsched.repositories.base import ShardingRepository
 from infsched.repositories.multi_table import MultiTableRepository
+from infsched.schedules import Schedule
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "plugin_hooks.md"
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -341,6 +343,45 @@ def test_hook_register_commands() -> None:
     assert entry["registers"] == ["command: widgets"]
 
 
+def test_hook_register_schedules(sqlite_url: DatabaseUrl) -> None:
+    nightly = Schedule(name="nightly", executor="paint", trigger="30 2 * * *", zone="Europe/Berlin")
+
+    class Declares:
+        @hookimpl
+        def register_executors(self) -> Iterable[ExecutorSpec]:
+            return [ExecutorSpec(name="paint", factory=lambda section: lambda job: None)]
+
+        @hookimpl
+        def register_schedules(self) -> Iterable[Schedule]:
+            return [nightly]
+
+    registry = registry_with(Declares())
+    assert registry.schedules() == [DeclaredSchedule(nightly, "testplugin")]
+    entry = cli_listing(registry)
+    assert entry["hooks"] == ["register_executors", "register_schedules"]
+    assert entry["registers"] == ["executor: paint", "schedule: nightly"]
+    # A node starting puts it in the database, attributed to the plugin.
+    node = InfiniteScheduler([], SchedulerConfig(database_url=sqlite_url), plugins=registry)
+    try:
+        node.declare_schedules()
+        stored = node.schedule("nightly")
+        assert (stored.schedule, stored.source) == (nightly, "plugin testplugin")
+    finally:
+        node.engine.dispose()
+
+    class NotASchedule:
+        @hookimpl
+        def register_schedules(self) -> Iterable[object]:
+            return [{"name": "nightly"}]
+
+    registry = load_plugins(env={"INFSCHED_LOAD_PLUGINS": "none"})
+    info = registry.register(NotASchedule(), "testplugin")
+    assert info.status == "failed"
+    assert info.error is not None
+    assert "expected Schedule values" in info.error
+    assert registry.schedules() == []
+
+
 # -- the contract itself --
 
 
@@ -353,6 +394,7 @@ def test_the_hooks_are_the_register_hooks() -> None:
         "register_job_stores",
         "register_metrics_sinks",
         "register_repository_backends",
+        "register_schedules",
     ]
 
 

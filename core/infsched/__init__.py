@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # what mypy sees; at run time `__getattr__` imports the same 
     from infsched.errors import EntityError as EntityError
     from infsched.errors import InfschedError as InfschedError
     from infsched.errors import PluginError as PluginError
+    from infsched.errors import ScheduleError as ScheduleError
     from infsched.executors import BatchExecutor as BatchExecutor
     from infsched.executors import Executor as Executor
     from infsched.executors import ExecutorSpec as ExecutorSpec
@@ -43,6 +44,13 @@ if TYPE_CHECKING:  # what mypy sees; at run time `__getattr__` imports the same 
     from infsched.repositories.backend import RepositoryBackend as RepositoryBackend
     from infsched.repositories.backend import RepositoryOptions as RepositoryOptions
     from infsched.repositories.base import ShardingRepository as ShardingRepository
+    from infsched.schedule_store import StoredSchedule as StoredSchedule
+    from infsched.schedules import CatchUp as CatchUp
+    from infsched.schedules import Overlap as Overlap
+    from infsched.schedules import Schedule as Schedule
+    from infsched.schedules import ScheduledRun as ScheduledRun
+    from infsched.triggers import CronTrigger as CronTrigger
+    from infsched.triggers import IntervalTrigger as IntervalTrigger
     from infsched.version import __version__ as __version__
 
 #: Each public name and the module it lives in.
@@ -73,12 +81,21 @@ _PUBLIC: dict[str, str] = {
     "PluginRegistry": "infsched.plugins",
     "InfiniteScheduler": "infsched.management.scheduler",
     "RepositoryBinding": "infsched.engine.binding",
+    # recurring schedules
+    "Schedule": "infsched.schedules",
+    "CronTrigger": "infsched.triggers",
+    "IntervalTrigger": "infsched.triggers",
+    "CatchUp": "infsched.schedules",
+    "Overlap": "infsched.schedules",
+    "ScheduledRun": "infsched.schedules",
+    "StoredSchedule": "infsched.schedule_store",
     # errors
     "InfschedError": "infsched.errors",
     "ConfigError": "infsched.errors",
     "PluginError": "infsched.errors",
     "DatabaseUnreachableError": "infsched.errors",
     "EntityError": "infsched.errors",
+    "ScheduleError": "infsched.errors",
 }
 
 #: What `__getattr__` imports on first use: the public names and the version (reading the

@@ -23,8 +23,9 @@ import attrs
 # Registers the built-in dialects, so that their URLs are accepted (infsched.dburl).
 import infsched.dialects  # noqa: F401
 from infsched.dburl import DEFAULT_SQLITE_URL, DatabaseUrl
-from infsched.errors import ConfigError
+from infsched.errors import ConfigError, ScheduleError
 from infsched.names import check_name
+from infsched.schedules import Schedule
 from infsched.schema import MAX_NODE_ID
 
 DEFAULT_CONFIG_FILE = Path("infsched.toml")
@@ -349,6 +350,33 @@ def to_repositories(value: object) -> tuple[RepositoryConfig, ...]:
     return found
 
 
+# -- schedules: ``[[schedules]]`` tables --
+
+
+def to_schedules(value: object) -> tuple[Schedule, ...]:
+    """``[[schedules]]`` tables (or Schedule values), checked; names must differ.
+
+    Each table is a schedule's plain definition (`Schedule.from_definition`),
+    so its errors name the schedule and the key, as ``schedules add`` does.
+    """
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"schedules: {value!r} is invalid; expected [[schedules]] tables")
+    found = tuple(
+        raw if isinstance(raw, Schedule) else Schedule.from_definition(raw, f"schedules[{i}]")
+        for i, raw in enumerate(value)
+    )
+    names = [s.name for s in found]
+    for name in names:
+        if names.count(name) > 1:
+            raise ScheduleError(f"schedules: two schedules are named {name!r}")
+    return found
+
+
+def describe_schedule(schedule: Schedule) -> str:
+    """A schedule in a few words: ``nightly (cron '30 2 * * *' Europe/Berlin -> report)``."""
+    return f"{schedule.name} ({schedule.describe_trigger()} {schedule.zone} -> {schedule.executor})"
+
+
 @attrs.frozen(kw_only=True)
 class SchedulerConfig:
     """Everything a scheduler node needs to know; immutable once built."""
@@ -403,6 +431,9 @@ class SchedulerConfig:
     repositories: tuple[RepositoryConfig, ...] = attrs.field(
         factory=tuple, converter=to_repositories
     )
+    #: Recurring schedules, ``[[schedules]]`` in TOML; a node puts them in the database
+    #: when it starts (source ``config``).
+    schedules: tuple[Schedule, ...] = attrs.field(factory=tuple, converter=to_schedules)
 
     @lookahead_window.validator
     def _lookahead_beyond_interval(self, field: attrs.Attribute[float], value: float) -> None:
@@ -527,7 +558,11 @@ def _set_twice(name: str, first: str, second: str, where: str) -> ConfigError:
 
 
 #: Fields that are TOML tables, with no one-string form for the environment.
-_TABLE_FIELDS = {"plugins": "[plugins.NAME]", "repositories": "[[repositories]]"}
+_TABLE_FIELDS = {
+    "plugins": "[plugins.NAME]",
+    "repositories": "[[repositories]]",
+    "schedules": "[[schedules]]",
+}
 
 
 def env_variables() -> dict[str, str]:
@@ -627,6 +662,10 @@ def read_config(path: str | os.PathLike[str] | None = None) -> SchedulerConfig:
     return load_config(None if path is None else Path(path)).config
 
 
+def _item(value: object) -> str:
+    return describe_schedule(value) if isinstance(value, Schedule) else str(value)
+
+
 def describe(loaded: LoadedConfig) -> list[tuple[str, str, str]]:
     """(key, printable value, source) rows; the database password is hidden."""
     rows: list[tuple[str, str, str]] = []
@@ -637,7 +676,7 @@ def describe(loaded: LoadedConfig) -> list[tuple[str, str, str]]:
         elif isinstance(value, Mapping):
             shown = ", ".join(sorted(value)) or "(none)"
         elif isinstance(value, tuple):
-            shown = "; ".join(str(v) for v in value) or "(none)"
+            shown = "; ".join(_item(v) for v in value) or "(none)"
         else:
             shown = str(value)
         rows.append((name, shown, loaded.sources[name]))

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from infsched.jobstore.backend import JobStoreBackend
     from infsched.metrics.sink import MetricsSinkSpec
     from infsched.repositories.backend import RepositoryBackend
+    from infsched.schedules import Schedule
 
 
 @hookspec
@@ -101,6 +102,20 @@ def register_metrics_sinks() -> Iterable[MetricsSinkSpec]:
     Called once at plugin load.  A sink is created by its factory when a
     scheduler starts; one that raises while recording is logged once and
     counted, and never stops the scheduler.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def register_schedules() -> Iterable[Schedule]:
+    """Recurring schedules this plugin declares, as `infsched.schedules.Schedule` values.
+
+    Called once at plugin load, like the other ``register_*`` hooks; a node
+    puts them in the database when it starts (`InfiniteScheduler.start`,
+    source ``plugin NAME``), next to the config's ``[[schedules]]``: an equal
+    definition changes nothing, another replaces it (keeping its pause).  A
+    schedule's executor must be registered (by any plugin) or the node
+    refuses to start; two plugins declaring one name conflict.
     """
     raise NotImplementedError
 

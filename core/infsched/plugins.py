@@ -39,6 +39,7 @@ from infsched.jobstore.backend import JobStoreBackend
 from infsched.jobstore.base import JobStore
 from infsched.metrics.sink import MetricsSinkSpec
 from infsched.repositories.backend import RepositoryBackend
+from infsched.schedules import Schedule
 from infsched.version import __version__
 
 ENTRY_POINT_GROUP = "infsched"
@@ -87,6 +88,19 @@ class Registered(Generic[V]):
     plugin: str
 
 
+@attrs.frozen
+class DeclaredSchedule:
+    """A schedule a plugin declared (`register_schedules`), with the plugin's name."""
+
+    schedule: Schedule
+    plugin: str
+
+    @property
+    def source(self) -> str:
+        """What the schedule's row records as its source."""
+        return f"plugin {self.plugin}"
+
+
 #: (hook name, label in listings, how to name a registered value)
 _KINDS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("register_dialects", "dialect", lambda v: v.name),
@@ -95,6 +109,7 @@ _KINDS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("register_repository_backends", "repository backend", lambda v: v.name),
     ("register_job_stores", "job store", lambda v: v.name),
     ("register_metrics_sinks", "metrics sink", lambda v: v.name),
+    ("register_schedules", "schedule", lambda v: v.name),
 )
 _EXPECTED: Mapping[str, type | None] = {
     "register_dialects": Dialect,
@@ -103,6 +118,7 @@ _EXPECTED: Mapping[str, type | None] = {
     "register_repository_backends": RepositoryBackend,
     "register_job_stores": JobStoreBackend,
     "register_metrics_sinks": MetricsSinkSpec,
+    "register_schedules": Schedule,
 }
 
 
@@ -458,6 +474,11 @@ class PluginRegistry:
 
     def metrics_sinks(self) -> dict[str, Registered[MetricsSinkSpec]]:
         return dict(self._registered["register_metrics_sinks"])
+
+    def schedules(self) -> list[DeclaredSchedule]:
+        """The schedules the healthy plugins declared, by name."""
+        found = self._registered["register_schedules"]
+        return [DeclaredSchedule(found[name].value, found[name].plugin) for name in sorted(found)]
 
     def entity_type(self, name: str) -> type:
         value: type = self._get("register_entity_types", "entity type", name).value

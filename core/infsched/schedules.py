@@ -219,6 +219,12 @@ class Schedule:
         digest = hashlib.blake2b(f"{self.name}@{occurrence.isoformat()}".encode()).digest()
         return occurrence + timedelta(microseconds=int.from_bytes(digest[:8]) % (span + 1))
 
+    def describe_trigger(self) -> str:
+        """The trigger in a few words: ``cron '30 2 * * *'`` or ``every 300 s``."""
+        if isinstance(self.trigger, CronTrigger):
+            return f"cron {self.trigger.expression!r}"
+        return f"every {self.trigger.every.total_seconds():g} s"
+
     def as_definition(self) -> dict[str, Any]:
         """The plain JSON form (`from_definition` reads it back to an equal schedule)."""
         definition: dict[str, Any] = {"name": self.name, "executor": self.executor}

@@ -17,8 +17,10 @@ from infsched.management.history_search import (
     Cursor,
     HistoryFilter,
     HistoryPage,
+    HistoryQueryError,
     HistorySearch,
 )
+from infsched.schedules import SCHEDULE_REPOSITORY
 
 
 def _time(value: datetime | None) -> str:
@@ -32,6 +34,12 @@ def _time(value: datetime | None) -> str:
 @config_options
 @click.option("--state", type=click.Choice(OUTCOME_STATES), default=None, help="Only this outcome.")
 @click.option("--repo", default=None, metavar="NAME", help="Only this repository.")
+@click.option(
+    "--schedule",
+    default=None,
+    metavar="NAME",
+    help=f"Only the runs of this schedule (repository {SCHEDULE_REPOSITORY}, entity NAME).",
+)
 @click.option("--executor", default=None, metavar="NAME", help="Only this executor.")
 @click.option("--node", default=None, metavar="NODE", help="Only outcomes recorded by this node.")
 @click.option(
@@ -64,6 +72,7 @@ def _time(value: datetime | None) -> str:
 def history(
     state: str | None,
     repo: str | None,
+    schedule: str | None,
     executor: str | None,
     node: str | None,
     since: datetime | None,
@@ -77,8 +86,16 @@ def history(
     Each page ends with a cursor; pass it to --after (with the same filters)
     for the next page.
     """
+    if schedule is not None and repo is not None:
+        raise HistoryQueryError("--schedule and --repo: give one of them")
     where = HistoryFilter(
-        state=state, repository=repo, executor=executor, node=node, since=since, until=until
+        state=state,
+        repository=SCHEDULE_REPOSITORY if schedule is not None else repo,
+        entity_id=schedule,
+        executor=executor,
+        node=node,
+        since=since,
+        until=until,
     )
     cursor = Cursor.parse(after) if after is not None else None
     with open_admin() as (admin, _config):

@@ -20,6 +20,7 @@ from infsched.engine.status import JobStatus
 from infsched.errors import InfschedError
 from infsched.management.jobs import STATES
 from infsched.management.jobs import Progress as ProgressCallback
+from infsched.schedules import SCHEDULE_REPOSITORY
 
 
 @click.group("jobs")
@@ -46,6 +47,12 @@ def _as_json(status: JobStatus) -> dict[str, Any]:
 @click.option("--state", type=click.Choice(STATES), default=None, help="Only jobs in this state.")
 @click.option("--repo", default=None, metavar="NAME", help="Only this repository.")
 @click.option(
+    "--schedule",
+    default=None,
+    metavar="NAME",
+    help=f"Only the runs of this schedule (repository {SCHEDULE_REPOSITORY}, entity NAME).",
+)
+@click.option(
     "--due-before",
     type=AwareDateTime(),
     default=None,
@@ -56,11 +63,20 @@ def _as_json(status: JobStatus) -> dict[str, Any]:
 )
 @json_option
 def list_jobs(
-    state: str | None, repo: str | None, due_before: datetime | None, limit: int, as_json: bool
+    state: str | None,
+    repo: str | None,
+    schedule: str | None,
+    due_before: datetime | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """Jobs waiting, running (claimed) or dead, soonest due first."""
+    if schedule is not None and repo is not None:
+        raise InfschedError("--schedule and --repo: give one of them")
     with open_admin() as (admin, _config):
-        rows = admin.list_jobs(state=state, repository=repo, due_before=due_before, limit=limit)
+        rows = admin.list_jobs(
+            state=state, repository=repo, due_before=due_before, limit=limit, schedule=schedule
+        )
     if as_json:
         print_json([r.as_json() for r in rows])
         return

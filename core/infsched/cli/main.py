@@ -22,6 +22,7 @@ from infsched.cli.output import error_text, stderr, wants_json
 from infsched.cli.partitions_cmd import partitions_group
 from infsched.cli.plugins_cmd import plugins_group
 from infsched.cli.run_cmd import demo, run
+from infsched.cli.schedules_cmd import schedules_group
 from infsched.errors import InfschedError
 from infsched.plugins import PluginRegistry, load_plugins
 from infsched.version import __version__
@@ -49,6 +50,7 @@ cli.add_command(demo)
 jobs_group.add_command(history)
 cli.add_command(jobs_group)
 cli.add_command(entities_group)
+cli.add_command(schedules_group)
 cli.add_command(pause)
 cli.add_command(resume)
 cli.add_command(nodes)

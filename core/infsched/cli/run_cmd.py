@@ -102,10 +102,10 @@ def run(
     app = app_context()
     config = app.loaded().config
     app.plugins.require_sections(config.plugins)
-    if not config.repositories:
+    if not config.repositories and not config.schedules and not app.plugins.schedules():
         raise ConfigError(
             "no repositories configured: add [[repositories]] tables (name, entity, executor) "
-            "to the config file"
+            "or [[schedules]] tables to the config file"
         )
     clock: Clock = OffsetClock(timedelta(seconds=clock_offset)) if clock_offset else SystemClock()
     # The job store's database is checked before anything starts: one line, not a traceback.

@@ -82,6 +82,8 @@ class HistoryFilter:
 
     state: str | None = None
     repository: str | None = None
+    #: One entity's outcomes (with `repository`: a schedule's runs are its name's).
+    entity_id: str | None = None
     executor: str | None = None
     node: str | None = None
     since: datetime | None = None
@@ -194,7 +196,7 @@ class HistorySearch:
         table = self._table(table_name)
         finished, ident = table.c.finished_at, table.c.id
         conditions: list[sa.ColumnElement[bool]] = []
-        for name in ("state", "repository", "executor", "node"):
+        for name in ("state", "repository", "entity_id", "executor", "node"):
             value = getattr(where, name)
             if value is not None:
                 conditions.append(table.c[name] == value)

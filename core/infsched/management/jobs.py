@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from infsched.clock import utc_naive
+from infsched.clock import require_utc, utc_naive
 from infsched.cluster.rows import NodeRow, read_nodes
 from infsched.config import DEFAULT_JOB_STORE
 from infsched.database import Database
@@ -42,6 +42,8 @@ from infsched.management.entity_jobs import Bindings, EntityJobs, FoundEntity
 from infsched.management.history import HistoryReader, quantile
 from infsched.management.repository_names import RepositoryNames
 from infsched.plugins import open_job_store
+from infsched.schedule_store import ScheduleStore
+from infsched.schedules import SCHEDULE_REPOSITORY
 
 #: The states a job can be in.
 STATES = tuple(s.value for s in JobState)
@@ -144,15 +146,37 @@ class JobAdmin:
         repository: str | None = None,
         due_before: datetime | None = None,
         limit: int = 100,
+        schedule: str | None = None,
     ) -> list[JobRow]:
-        """Jobs of the job store, soonest due first; `due_before` must be timezone-aware."""
+        """Jobs of the job store, soonest due first; `due_before` must be timezone-aware.
+
+        `schedule` lists one schedule's runs (repository ``@schedules``, entity its name).
+        """
         if state is not None and state not in STATES:
             raise JobStateError(f"state {state!r} is invalid; expected {', '.join(STATES)}")
+        if schedule is not None:
+            return self._schedule_jobs(schedule, state, due_before, limit)
         if repository is not None:
             self.names.require(repository)
         return self.store.list_jobs(
             state=state, repository=repository, due_before=due_before, limit=limit
         )
+
+    def _schedule_jobs(
+        self, name: str, state: str | None, due_before: datetime | None, limit: int
+    ) -> list[JobRow]:
+        # A schedule has few live jobs (those made ahead, a run in flight, dead letters):
+        # its entity's rows, found by the job key's prefix, are filtered here.
+        rows = [JobRow.from_row(r) for r in self.store.entity_job_rows(name, SCHEDULE_REPOSITORY)]
+        if not rows:
+            ScheduleStore(self.database).get(name)  # an unknown name: the schedules there are
+        before = None if due_before is None else require_utc(due_before, "due_before")
+        chosen = [
+            r
+            for r in rows
+            if (state is None or r.state == state) and (before is None or r.due_at < before)
+        ]
+        return sorted(chosen, key=lambda r: (r.due_at, r.job_key))[:limit]
 
     def show(self, ref: str, repository: str | None = None) -> list[JobStatus]:
         """A job by key, or an entity's jobs by entity id: live row and recorded outcomes."""

@@ -2,7 +2,10 @@
 
 `SchedulerNode` (infsched.engine.scheduler) runs the fetchers, workers and
 maintenance; this class adds `JobAdmin`'s methods (pause, resume, list_jobs,
-cancel, retry, run_now, stats, status) for the node's own repositories.  It is
+cancel, retry, run_now, stats, status) for the node's own repositories, and
+the schedules' (`add_schedule`, `schedules`, `pause_schedule`, ...).  Before
+the engine starts, it puts the declared schedules (the config's
+``[[schedules]]``, the plugins' ``register_schedules``) in the database.  It is
 the public `infsched.InfiniteScheduler` (docs/api.md).  The composition lives
 here, above the engine, because the engine never imports management.
 """
@@ -10,16 +13,124 @@ here, above the engine, because the engine never imports management.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from infsched.engine.scheduler import SchedulerNode
+import sqlalchemy as sa
+
+from infsched.clock import Clock
+from infsched.config import SchedulerConfig
+from infsched.configured_repositories import ConfiguredRepositories
+from infsched.database import Database
+from infsched.engine.scheduler import ExecutorLike, SchedulerNode, Servable
 from infsched.engine.status import JobStatus
 from infsched.management.jobs import JobAdmin, JobRow, Stats
+from infsched.management.schedule_declarations import (
+    AppliedDeclarations,
+    apply_declarations,
+    declarations,
+)
+from infsched.management.schedules import ScheduleAdmin
+from infsched.metrics.sink import MetricsSink
+from infsched.plugins import PluginRegistry
+from infsched.schedule_store import StoredSchedule
+from infsched.schedules import Schedule
+from infsched.schema import create_schema
+from infsched.schema_versions import check_runnable
 
 
 class InfiniteScheduler(SchedulerNode):
     """A scheduler node serving one or more repositories, steerable through its methods."""
+
+    def __init__(
+        self,
+        repositories: Iterable[Servable],
+        config: SchedulerConfig | None = None,
+        *,
+        executors: Mapping[str, ExecutorLike] | None = None,
+        plugins: PluginRegistry | None = None,
+        clock: Clock | None = None,
+        metrics_sinks: Sequence[MetricsSink] = (),
+        engine: sa.Engine | None = None,
+        database: Database | None = None,
+    ) -> None:
+        if plugins is None and isinstance(repositories, ConfiguredRepositories):
+            plugins = repositories.plugins  # as the engine does: the repositories' plugins
+        super().__init__(
+            repositories,
+            config,
+            executors=executors,
+            plugins=plugins,
+            clock=clock,
+            metrics_sinks=metrics_sinks,
+            engine=engine,
+            database=database,
+        )
+        #: The plugins whose executors and schedules this node knows (None: only `executors`).
+        self.plugins = plugins
+        #: The executors a schedule of this node may name: those passed in, and the plugins'.
+        self.executor_names = frozenset(executors or {}) | frozenset(
+            plugins.executors() if plugins is not None else ()
+        )
+
+    def start(self) -> None:
+        """Put the declared schedules in the database, then start the node (`SchedulerNode`).
+
+        A declared schedule whose executor this node does not know is refused
+        (ScheduleError), and neither it nor any other is put.
+        """
+        if not self._started:  # starting twice is the engine's error to raise
+            self.declare_schedules()
+        super().start()
+
+    def declare_schedules(self) -> AppliedDeclarations:
+        """Put the config's and the plugins' schedules in the database; `start` does it.
+
+        Idempotent: an equal definition changes nothing, so every node may do
+        it, at the same time too.
+        """
+        declared = declarations(
+            self.config.schedules, self.plugins.schedules() if self.plugins is not None else []
+        )
+        return apply_declarations(self.schedule_admin, declared)
+
+    @functools.cached_property
+    def schedule_admin(self) -> ScheduleAdmin:
+        """The schedules in the node's database (its tables made if missing, as `start` would)."""
+        check_runnable(self.engine)  # a schema of another version: refuse before touching it
+        create_schema(self.engine)
+        return ScheduleAdmin(self.database, self.executor_names)
+
+    # -- schedules --
+
+    def add_schedule(self, schedule: Schedule) -> str:
+        """Store `schedule` (source ``api``): ``added``, ``replaced`` or ``unchanged``.
+
+        Its executor must be one this node knows, or nothing is stored (ScheduleError).
+        """
+        return self.schedule_admin.add(schedule, "api")
+
+    def schedules(self) -> list[StoredSchedule]:
+        """Every schedule in the database, by name."""
+        return self.schedule_admin.store.list()
+
+    def schedule(self, name: str) -> StoredSchedule:
+        """The schedule `name`; ScheduleError naming the schedules there are when none is."""
+        return self.schedule_admin.get(name)
+
+    def pause_schedule(self, name: str) -> bool:
+        """Make no more jobs of `name` (on every node); False if it was paused already."""
+        return self.schedule_admin.pause(name)
+
+    def resume_schedule(self, name: str) -> bool:
+        """Let `name` fire again; False if it was not paused."""
+        return self.schedule_admin.resume(name)
+
+    def remove_schedule(self, name: str) -> None:
+        """Remove `name` (its jobs made already stay); ScheduleError if there is none."""
+        self.schedule_admin.remove(name)
+
+    # -- jobs --
 
     @functools.cached_property
     def admin(self) -> JobAdmin:
