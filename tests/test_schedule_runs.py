@@ -145,12 +145,12 @@ def test_each_occurrence_runs_once_on_two_nodes(
     runs = Runs()
     a, b = node(every_url, runs, "node-a"), node(every_url, runs, "node-b")
     a.store.create_schema()
-    a.schedules.put(every_second(), "api")
+    a.add_schedule(every_second())
     for n in (a, b):
         n.start()
         started.append(n)
     wait_until(lambda: len(runs.occurrences()) >= 5, timeout=20)
-    a.schedules.pause("tick")
+    a.pause_schedule("tick")
     time.sleep(FAST["lookahead_window"] + 1.5)  # what was made a job already runs out
     seen = runs.occurrences()
     assert len(seen) == len(set(seen)), Counter(seen).most_common(3)
@@ -185,7 +185,7 @@ def test_catch_up_after_downtime(
     runs = Runs()
     n = node(every_url, runs, misfire_threshold=5.0)
     n.store.create_schema()
-    n.schedules.put(every_second(catch_up=catch_up, catch_up_limit=5, overlap="allow"), "api")
+    n.add_schedule(every_second(catch_up=catch_up, catch_up_limit=5, overlap="allow"))
     downtime(n, "tick", 30)
     # The first cycle after the downtime, half-way between two occurrences, so that which
     # occurrences it finds missed (due before its now less the threshold) is plain.
@@ -206,7 +206,7 @@ def test_catch_up_after_downtime(
     n.start()
     started.append(n)
     wait_until(lambda: len(runs.occurrences()) >= runs_at_once + 3, timeout=20)
-    n.schedules.pause("tick")
+    n.pause_schedule("tick")
     time.sleep(FAST["lookahead_window"] + 1.5)
     ran = runs.occurrences()
     assert set(caught_up) <= set(ran)
@@ -222,12 +222,12 @@ def test_a_slow_schedule_skips_or_queues_what_comes_due_while_it_runs(
     runs = Runs(seconds=1.6)  # every second, each run takes 1.6 s
     a, b = node(every_url, runs, "node-a"), node(every_url, runs, "node-b")
     a.store.create_schema()
-    a.schedules.put(every_second(overlap=overlap), "api")
+    a.add_schedule(every_second(overlap=overlap))
     for n in (a, b):
         n.start()
         started.append(n)
     wait_until(lambda: len(runs.occurrences()) >= 2, timeout=30)
-    a.schedules.pause("tick")
+    a.pause_schedule("tick")
     wait_until(lambda: job_count(a) == 0, timeout=20)  # the ones made already run out
     with runs.lock:
         spans = sorted((start, end) for _, start, end in runs.runs)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from infsched.dburl import DatabaseUrl
 from infsched.jobstore.base import NewJob, Outcome, job_key
 from infsched.jobstore.sql import SqlJobStore
-from infsched.schedules import SCHEDULE_REPOSITORY, ScheduledRun
+from infsched.schedules import SCHEDULE_REPOSITORY, CatchUp, Overlap, RunRules, ScheduledRun
 from infsched.schema import schedules as schedules_table
 from tests.management_support import Cli, Seed, clean_cli
 
@@ -213,6 +213,9 @@ def test_an_unknown_executor_in_a_batch_stores_none_of_it(cli: Cli, seed: Seed) 
 OCCURRENCE = datetime(2026, 12, 2, 10, tzinfo=UTC)
 
 
+RULES = RunRules(CatchUp.FIRE_ONCE_NOW, Overlap.SKIP, None)
+
+
 def test_a_schedules_jobs_are_listed_shown_and_in_the_history(cli: Cli, seed: Seed) -> None:
     db = ("--db", seed.url())
     key = job_key(SCHEDULE_REPOSITORY, "nightly", OCCURRENCE)
@@ -224,7 +227,7 @@ def test_a_schedules_jobs_are_listed_shown_and_in_the_history(cli: Cli, seed: Se
             run = ScheduledRun(name, OCCURRENCE, {"to": ["ops"]})
             added = store.add_jobs(
                 conn,
-                [NewJob(job, SCHEDULE_REPOSITORY, "sms", name, OCCURRENCE, 0, run.as_snapshot())],
+                [NewJob(job, SCHEDULE_REPOSITORY, "sms", name, OCCURRENCE, 0, RULES.snapshot(run))],
             )
             assert added == 1
     seed.outcome("nightly", Outcome.SUCCEEDED, repository=SCHEDULE_REPOSITORY)

@@ -169,7 +169,7 @@ class SchedulerNode:
         self._plugins = plugins
         self._executors = self._resolve(self._given_executors, plugins)
         #: The recurring schedules (infsched_schedules), made jobs by `materializer`.
-        self.schedules = ScheduleStore(database)
+        self.schedule_store = ScheduleStore(database)
         self.gauges = GaugeSampler(
             self.store,
             self.metrics,
@@ -205,7 +205,7 @@ class SchedulerNode:
             late_executor=self._late_executor,
         )
         self.materializer = ScheduleMaterializer(
-            schedules=self.schedules,
+            schedules=self.schedule_store,
             store=self.store,
             history=self.history,
             database=database,
