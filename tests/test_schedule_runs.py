@@ -24,7 +24,7 @@ from infsched.jobstore.tables import jobs
 from infsched.management.scheduler import InfiniteScheduler
 from infsched.schedules import SCHEDULE_REPOSITORY, RunRules, Schedule, ScheduledRun
 from infsched.schema import schedules as schedules_table
-from tests.engine_support import wait_until
+from tests.engine_support import RecordingSink, wait_until
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -119,9 +119,17 @@ class Runs:
             return [o for o, _, _ in self.runs]
 
 
-def node(url: DatabaseUrl, runs: Runs, name: str = "node-a", **overrides: Any) -> InfiniteScheduler:
+def node(
+    url: DatabaseUrl,
+    runs: Runs,
+    name: str = "node-a",
+    sink: RecordingSink | None = None,
+    **overrides: Any,
+) -> InfiniteScheduler:
     config = SchedulerConfig(database_url=url, node_id=name, **{**FAST, **overrides})
-    return InfiniteScheduler([], config, executors={"tick": runs})
+    return InfiniteScheduler(
+        [], config, executors={"tick": runs}, metrics_sinks=[sink or RecordingSink()]
+    )
 
 
 def outcomes(s: InfiniteScheduler) -> list[JobOutcome]:
@@ -182,8 +190,8 @@ def downtime(n: InfiniteScheduler, name: str, seconds: float) -> None:
 def test_catch_up_after_downtime(
     every_url: DatabaseUrl, started: list[InfiniteScheduler], catch_up: str, runs_at_once: int
 ) -> None:
-    runs = Runs()
-    n = node(every_url, runs, misfire_threshold=5.0)
+    runs, sink = Runs(), RecordingSink()
+    n = node(every_url, runs, sink=sink, misfire_threshold=5.0)
     n.store.create_schema()
     n.add_schedule(every_second(catch_up=catch_up, catch_up_limit=5, overlap="allow"))
     downtime(n, "tick", 30)
@@ -203,6 +211,8 @@ def test_catch_up_after_downtime(
     # Missed: about 25 occurrences (30 s less the threshold); those not run are recorded.
     assert len(misfired) + runs_at_once in range(24, 27)
     assert max(misfired) < min(caught_up or [cut])  # the newest missed ones are those run
+    assert sink.counters["schedule_occurrences_misfired_total"] == len(misfired)
+    assert sink.counters["schedule_occurrences_materialized_total"] == len(due)
     n.start()
     started.append(n)
     wait_until(lambda: len(runs.occurrences()) >= runs_at_once + 3, timeout=20)
@@ -220,7 +230,8 @@ def test_a_slow_schedule_skips_or_queues_what_comes_due_while_it_runs(
     every_url: DatabaseUrl, started: list[InfiniteScheduler], overlap: str
 ) -> None:
     runs = Runs(seconds=1.6)  # every second, each run takes 1.6 s
-    a, b = node(every_url, runs, "node-a"), node(every_url, runs, "node-b")
+    sinks = RecordingSink(), RecordingSink()
+    a, b = node(every_url, runs, "node-a", sinks[0]), node(every_url, runs, "node-b", sinks[1])
     a.store.create_schema()
     a.add_schedule(every_second(overlap=overlap))
     for n in (a, b):
@@ -235,6 +246,8 @@ def test_a_slow_schedule_skips_or_queues_what_comes_due_while_it_runs(
     assert all(later[0] >= earlier[1] - 0.05 for earlier, later in itertools.pairwise(spans))
     skipped = [o for o in outcomes(a) if o.state.value == "skipped"]
     assert skipped
+    counted = sum(s.counters["schedule_occurrences_skipped_total"] for s in sinks)
+    assert counted == len(skipped)
     if overlap == "queue":
         # The queued run starts as soon as the one before it ends.
         gaps = [later[0] - earlier[1] for earlier, later in itertools.pairwise(spans)]

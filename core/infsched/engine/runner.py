@@ -187,11 +187,13 @@ class Runner:
         assert gate is not None, "schedule runs are grouped only where there is a gate"
         now = self._clock.now()
         admitted = gate.admit(runs, now)
+        labels = {"schedule": runs[0].entity_id}
         for job, why in admitted.misfired:
             self._metrics.increment("jobs_misfired_total", 1, job_labels(job))
+            self._metrics.increment("schedule_occurrences_misfired_total", 1, labels)
             self._recorder.not_run(job, Outcome.MISFIRED, why, now)
         for job, why in admitted.skipped:
-            self._metrics.increment("schedule_runs_skipped_total", 1, job_labels(job))
+            self._metrics.increment("schedule_occurrences_skipped_total", 1, labels)
             self._recorder.not_run(job, Outcome.SKIPPED, why, now)
         run = admitted.run
         for job in admitted.wait:

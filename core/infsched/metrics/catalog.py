@@ -61,6 +61,26 @@ CATALOG: dict[str, MetricInfo] = {
             "First runs claimed later than misfire_threshold after their due time.",
         ),
         MetricInfo(
+            "schedule_occurrences_materialized_total",
+            "counter",
+            ("schedule",),
+            "Occurrences of a schedule made jobs (by the node holding the schedules lease).",
+        ),
+        MetricInfo(
+            "schedule_occurrences_misfired_total",
+            "counter",
+            ("schedule",),
+            "Occurrences of a schedule not run because they were missed (no node ran "
+            "in time) and its catch-up policy does not run them.",
+        ),
+        MetricInfo(
+            "schedule_occurrences_skipped_total",
+            "counter",
+            ("schedule",),
+            "Occurrences of a schedule not run because its previous run was still in "
+            "flight (overlap skip, or a second one behind a queued run).",
+        ),
+        MetricInfo(
             "jobs_dead_lettered_total",
             "counter",
             _JOB,
