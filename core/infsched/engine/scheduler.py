@@ -166,7 +166,12 @@ class SchedulerNode:
             database,
         )
         self._given_executors: Mapping[str, ExecutorLike] = executors or {}
-        self._plugins = plugins
+        #: The plugins whose executors (and schedules) this node knows; None: only `executors`.
+        self.plugins = plugins
+        #: The executors a schedule's run on this node may name: those passed in, the plugins'.
+        self.executor_names = frozenset(self._given_executors) | frozenset(
+            plugins.executors() if plugins is not None else ()
+        )
         self._executors = self._resolve(self._given_executors, plugins)
         #: The recurring schedules (infsched_schedules), made jobs by `materializer`.
         self.schedule_store = ScheduleStore(database)
@@ -256,12 +261,9 @@ class SchedulerNode:
 
     def _late_executor(self, name: str) -> BoundExecutor | None:
         """The executor `name` bound when a schedule's run first needs it; None if unknown."""
-        plugins = self._plugins
-        if name not in self._given_executors and (
-            plugins is None or name not in plugins.executors()
-        ):
+        if name not in self.executor_names:
             return None
-        return self._bind(name, self._given_executors, plugins)
+        return self._bind(name, self._given_executors, self.plugins)
 
     def _bind(
         self, name: str, given: Mapping[str, ExecutorLike], plugins: PluginRegistry | None

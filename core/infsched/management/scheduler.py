@@ -13,16 +13,10 @@ here, above the engine, because the engine never imports management.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
-import sqlalchemy as sa
-
-from infsched.clock import Clock
-from infsched.config import SchedulerConfig
-from infsched.configured_repositories import ConfiguredRepositories
-from infsched.database import Database
-from infsched.engine.scheduler import ExecutorLike, SchedulerNode, Servable
+from infsched.engine.scheduler import SchedulerNode
 from infsched.engine.status import JobStatus
 from infsched.management.jobs import JobAdmin, JobRow, Stats
 from infsched.management.schedule_declarations import (
@@ -31,8 +25,6 @@ from infsched.management.schedule_declarations import (
     declarations,
 )
 from infsched.management.schedules import ScheduleAdmin
-from infsched.metrics.sink import MetricsSink
-from infsched.plugins import PluginRegistry
 from infsched.schedule_store import StoredSchedule
 from infsched.schedules import Schedule
 from infsched.schema import create_schema
@@ -41,37 +33,6 @@ from infsched.schema_versions import check_runnable
 
 class InfiniteScheduler(SchedulerNode):
     """A scheduler node serving one or more repositories, steerable through its methods."""
-
-    def __init__(
-        self,
-        repositories: Iterable[Servable],
-        config: SchedulerConfig | None = None,
-        *,
-        executors: Mapping[str, ExecutorLike] | None = None,
-        plugins: PluginRegistry | None = None,
-        clock: Clock | None = None,
-        metrics_sinks: Sequence[MetricsSink] = (),
-        engine: sa.Engine | None = None,
-        database: Database | None = None,
-    ) -> None:
-        if plugins is None and isinstance(repositories, ConfiguredRepositories):
-            plugins = repositories.plugins  # as the engine does: the repositories' plugins
-        super().__init__(
-            repositories,
-            config,
-            executors=executors,
-            plugins=plugins,
-            clock=clock,
-            metrics_sinks=metrics_sinks,
-            engine=engine,
-            database=database,
-        )
-        #: The plugins whose executors and schedules this node knows (None: only `executors`).
-        self.plugins = plugins
-        #: The executors a schedule of this node may name: those passed in, and the plugins'.
-        self.executor_names = frozenset(executors or {}) | frozenset(
-            plugins.executors() if plugins is not None else ()
-        )
 
     def start(self) -> None:
         """Put the declared schedules in the database, then start the node (`SchedulerNode`).
