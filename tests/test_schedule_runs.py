@@ -17,7 +17,11 @@ import sqlalchemy as sa
 from infsched.config import SchedulerConfig
 from infsched.dburl import DatabaseUrl
 from infsched.engine.history import JobOutcome
-from infsched.engine.schedule_materializer import MAX_MISFIRE_ROWS, plan_occurrences
+from infsched.engine.schedule_materializer import (
+    MAX_MISFIRE_ROWS,
+    SCHEDULES_PER_TRANSACTION,
+    plan_occurrences,
+)
 from infsched.executors import JobContext
 from infsched.jobstore.base import job_key
 from infsched.jobstore.tables import jobs
@@ -252,3 +256,53 @@ def test_a_slow_schedule_skips_or_queues_what_comes_due_while_it_runs(
         # The queued run starts as soon as the one before it ends.
         gaps = [later[0] - earlier[1] for earlier, later in itertools.pairwise(spans)]
         assert min(gaps) < 0.5
+
+
+def test_two_materializers_at_once_make_each_occurrence_of_many_schedules_one_job(
+    every_url: DatabaseUrl,
+) -> None:
+    # More schedules than one transaction takes, the last transaction a partial one.
+    count = 2 * SCHEDULES_PER_TRANSACTION + 7
+    runs = Runs()
+    a, b = node(every_url, runs, "node-a"), node(every_url, runs, "node-b")
+    a.store.create_schema()
+    names = [f"s{i:03d}" for i in range(count)]
+    for name in names:
+        a.add_schedule(every_second(name, overlap="allow"))
+    paused = names[SCHEDULES_PER_TRANSACTION]
+    a.pause_schedule(paused)
+    made: list[int] = []
+    errors: list[BaseException] = []
+
+    def cycle(n: InfiniteScheduler) -> None:
+        try:
+            made.append(n.materializer.cycle())
+        except BaseException as exc:
+            errors.append(exc)
+
+    # As if two nodes both thought they held the schedules lease.
+    threads = [threading.Thread(target=cycle, args=(n,)) for n in (a, b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    with a.engine.connect() as conn:
+        rows = conn.execute(sa.select(jobs.c.job_key, jobs.c.entity_id)).all()
+    keys = Counter(key for key, _ in rows)
+    assert keys.most_common(1)[0][1] == 1
+    assert sum(made) == len(rows)
+    expected = set()
+    for stored in a.schedules():
+        if stored.name == paused:
+            assert stored.materialized_until is None
+            continue
+        assert stored.materialized_until is not None
+        for occurrence in stored.schedule.fire_times_after(stored.created_at):
+            if occurrence > stored.materialized_until:
+                break
+            expected.add(job_key(SCHEDULE_REPOSITORY, stored.name, occurrence))
+    assert set(keys) == expected
+    assert {entity for _, entity in rows} == set(names) - {paused}
+    for n in (a, b):
+        n.engine.dispose()

@@ -163,22 +163,30 @@ class ScheduleStore:
                 ).scalars()
             )
 
-    def lock(self, conn: sa.Connection, name: str) -> StoredSchedule | None:
-        """`name`, its row locked until `conn` commits; None when it is gone or paused.
+    def lock(self, conn: sa.Connection, names: Sequence[str]) -> Sequence[StoredSchedule]:
+        """The schedules `names` still there and unpaused, by name, locked until `conn` commits.
 
         Whoever materializes a schedule holds this lock while it adds the jobs
         and moves `materialized_until` on, so two never make the same occurrence.
+        The rows are locked in name order, so two lockers of overlapping names wait
+        for each other rather than deadlock.
         """
-        row = conn.execute(
+        rows = conn.execute(
             sa.select(table)
-            .where(table.c.name == name, table.c.paused == sa.false())
+            .where(table.c.name.in_(list(names)), table.c.paused == sa.false())
+            .order_by(table.c.name)
             .with_for_update()
-        ).one_or_none()
-        return None if row is None else _stored(row)
+        ).all()
+        return [_stored(row) for row in rows]
 
-    def advance(self, conn: sa.Connection, name: str, until: datetime) -> None:
-        """Every occurrence of `name` up to `until` is a job (or recorded as missed)."""
-        conn.execute(sa.update(table).where(table.c.name == name).values(materialized_until=until))
+    def advance(self, conn: sa.Connection, names: Sequence[str], until: datetime) -> None:
+        """Every occurrence of the schedules `names` up to `until` is a job (or was missed)."""
+        if names:
+            conn.execute(
+                sa.update(table)
+                .where(table.c.name.in_(list(names)))
+                .values(materialized_until=until)
+            )
 
     def remove(self, name: str) -> None:
         """Remove `name`; ScheduleError when there is none. Its jobs made already stay."""

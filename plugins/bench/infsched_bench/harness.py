@@ -11,9 +11,13 @@ bound to the recording ``probe`` executor), logging JSON lines to a file.
 The probe plugin is installed for the nodes as a throwaway distribution on
 PYTHONPATH.
 
+Given schedules (``[[schedules]]`` definitions, their executor the probe),
+every node declares them in its config; the probe records each of their runs
+(`ScheduleCall`).
+
 The harness inserts entities, kills (SIGKILL), stops (SIGTERM) and restarts
-nodes, and reads what happened: the probe's calls, the job table, the
-leases, the history, and ``infsched nodes --json``.
+nodes, pauses schedules, and reads what happened: the probe's calls, the job
+table, the leases, the history, and ``infsched nodes --json``.
 """
 
 from __future__ import annotations
@@ -48,7 +52,16 @@ from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.day_sharded import DayShardedRepository
 from infsched.repositories.multi_table import MultiTableRepository
 from infsched.repositories.partitioned import PartitionedRepository
-from infsched_bench.probe import ENTITY, EXECUTOR, ProbeEntity, calls, create_calls_table
+from infsched.schedule_store import ScheduleStore
+from infsched.schedules import SCHEDULE_REPOSITORY
+from infsched_bench.probe import (
+    ENTITY,
+    EXECUTOR,
+    ProbeEntity,
+    calls,
+    create_calls_table,
+    schedule_runs,
+)
 
 REPOSITORY = "probe"
 INFSCHED = str(Path(sys.executable).with_name("infsched"))
@@ -85,12 +98,22 @@ def _toml_value(value: object) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-def toml_text(top: Mapping[str, object], tables: Mapping[str, Mapping[str, object]]) -> str:
-    """A TOML document: top-level keys, then ``[name]`` tables (``[[name]]`` for a list)."""
+TomlTable = Mapping[str, object]
+
+
+def toml_text(top: TomlTable, tables: Mapping[str, TomlTable | Sequence[TomlTable]]) -> str:
+    """A TOML document: top-level keys, then ``[name]`` tables.
+
+    A name starting ``[]`` is an array of tables: ``[[name]]`` once for one
+    table, once per table for a sequence of them.  Keys whose value is None
+    are left out (TOML has no null).
+    """
     lines = [f"{key} = {_toml_value(value)}" for key, value in top.items()]
-    for name, table in tables.items():
+    for name, given in tables.items():
         header = f"[[{name[2:]}]]" if name.startswith("[]") else f"[{name}]"
-        lines += ["", header, *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+        for table in [given] if isinstance(given, Mapping) else given:
+            keys = [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+            lines += ["", header, *keys]
     return "\n".join(lines) + "\n"
 
 
@@ -100,6 +123,24 @@ class Call:
 
     job_key: str
     entity_id: int
+    node: str
+    pid: int
+    attempt: int
+    due: datetime
+    at: datetime
+
+    @property
+    def lag(self) -> float:
+        return (self.at - self.due).total_seconds()
+
+
+@attrs.frozen
+class ScheduleCall:
+    """One call of the probe executor for a schedule's run."""
+
+    job_key: str
+    schedule: str
+    occurrence: datetime
     node: str
     pid: int
     attempt: int
@@ -167,7 +208,9 @@ class Cluster:
         sleep: float = 0.0,
         record: bool = True,
         record_url: DatabaseUrl | None = None,
+        schedules: Sequence[TomlTable] = (),
     ) -> None:
+        """`schedules`: ``[[schedules]]`` definitions every node's config declares."""
         self.record_url = record_url or url
         if not registered_dialect(self.record_url.scheme.dialect).concurrent_writers:
             raise ValueError(
@@ -179,6 +222,7 @@ class Cluster:
         self.settings = {**FAST, **(settings or {})}
         self.sleep = sleep
         self.record = record
+        self.schedules = list(schedules)
         self.site = install_probe_plugin(workdir / "site")
         self.database = open_database(url)
         self.engine = self.database.engine
@@ -231,6 +275,7 @@ class Cluster:
                     "retention_days": 1,
                     "precreate_days": 1,
                 },
+                "[]schedules": self.schedules,
             },
         )
         path = self.config_path(name)
@@ -386,6 +431,37 @@ class Cluster:
             for r in rows
         ]
 
+    def schedule_calls(self) -> list[ScheduleCall]:
+        """Every probe call for a schedule's run, in the order they were made."""
+        table = schedule_runs
+        with self.record_engine.connect() as conn:
+            rows = conn.execute(sa.select(table).order_by(table.c.at, table.c.id)).all()
+        return [
+            ScheduleCall(
+                job_key=r.job_key,
+                schedule=r.schedule,
+                occurrence=from_utc_naive(r.occurrence),
+                node=r.node,
+                pid=r.pid,
+                attempt=r.attempt,
+                due=from_utc_naive(r.due),
+                at=from_utc_naive(r.at),
+            )
+            for r in rows
+        ]
+
+    def pause_schedules(self, names: Sequence[str]) -> None:
+        """Pause the schedules `names` (as ``infsched schedules pause`` does)."""
+        store = ScheduleStore(self.database)
+        for name in names:
+            store.pause(name)
+
+    def schedule_jobs(self) -> int:
+        """Schedules' runs in the job table: not run yet, or running."""
+        with self.engine.connect() as conn:
+            query = sa.select(sa.func.count()).where(jobs.c.repository == SCHEDULE_REPOSITORY)
+            return int(conn.execute(query).scalar_one())
+
     def called_entities(self) -> int:
         with self.record_engine.connect() as conn:
             query = sa.select(sa.func.count(sa.distinct(calls.c.entity_id)))
@@ -430,9 +506,10 @@ class Cluster:
         return "(" + " UNION ALL ".join(f"SELECT * FROM {name}" for name in names) + ") AS h"
 
     def history(self) -> list[dict[str, Any]]:
-        """Every outcome recorded: job key, state, attempt, node."""
+        """Every outcome recorded: job key, repository, entity id, state, attempt, node."""
         query = sa.text(
-            f"SELECT job_key, state, attempt, node, started_at FROM {self._history_tables()}"
+            "SELECT job_key, repository, entity_id, state, attempt, node, started_at "
+            f"FROM {self._history_tables()}"
         )
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]

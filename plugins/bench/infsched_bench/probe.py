@@ -8,7 +8,9 @@ with an ``infsched`` entry point pointing at this module (see
 The ``probe`` executor optionally sleeps (simulated work), then records every
 call (job key, entity id, node, pid, attempt, due and call time) as one row
 in ``probe_calls`` of the database named by ``[plugins.probe] record_url``:
-no unique key, so a job run twice shows as two rows.  The call time is the
+no unique key, so a job run twice shows as two rows.  A schedule's run (its
+entity a `ScheduledRun`) is recorded the same way in ``probe_schedule_runs``,
+with the schedule's name and the occurrence instead of the entity id.  The call time is the
 database's clock.  While that database is unreachable the rows wait in
 memory and are written, with their original times, once it is back; the
 executor itself never fails because of it.  Without ``record_url`` it
@@ -37,6 +39,7 @@ from infsched.entities import column, id_field, sharding_key
 from infsched.errors import UnsupportedDatabaseError
 from infsched.executors import ExecutorSpec, JobContext
 from infsched.hookspecs import hookimpl
+from infsched.schedules import ScheduledRun
 
 log = logging.getLogger("infsched.probe")
 
@@ -73,7 +76,24 @@ calls = sa.Table(
 )
 
 
+schedule_runs = sa.Table(
+    "probe_schedule_runs",
+    calls_metadata,
+    sa.Column("id", sa.BigInteger(), primary_key=True, autoincrement=True),
+    sa.Column("call_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("job_key", sa.String(255), nullable=False),
+    sa.Column("schedule", sa.String(128), nullable=False, index=True),
+    sa.Column("occurrence", UtcDateTime(), nullable=False),
+    sa.Column("node", sa.String(128), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("due", UtcDateTime(), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
+)
+
+
 def create_calls_table(engine: sa.Engine) -> None:
+    """Make ``probe_calls`` and ``probe_schedule_runs`` where they are missing."""
     calls_metadata.create_all(engine, checkfirst=True)
 
 
@@ -98,38 +118,47 @@ class RecordingProbe:
             assert now is not None  # a database of concurrent writers keeps the time
             self._now = now
             # A call already made is skipped (its earlier write committed, the answer lost).
-            self._insert = dialect.insert_ignore(calls, ["call_id"])
+            self._inserts = {
+                table.name: dialect.insert_ignore(table, ["call_id"])
+                for table in (calls, schedule_runs)
+            }
         self._lock = threading.Lock()
-        #: (row, monotonic time of the call) not written yet.
-        self._backlog: list[tuple[dict[str, Any], float]] = []
+        #: (table name, row, monotonic time of the call) not written yet.
+        self._backlog: list[tuple[str, dict[str, Any], float]] = []
         self._writer: threading.Thread | None = None
 
-    def __call__(self, job: JobContext[ProbeEntity]) -> None:
+    def __call__(self, job: JobContext[ProbeEntity | ScheduledRun]) -> None:
         if self.sleep:
             time.sleep(self.sleep)
         if self.engine is None:
             return
-        row = {
+        row: dict[str, Any] = {
             "call_id": uuid.uuid4().hex,
             "job_key": job.job_key,
-            "entity_id": job.entity.id,
             "node": self.node,
             "pid": self.pid,
             "attempt": job.attempt,
             "due": job.due_at.replace(tzinfo=None),
         }
+        entity = job.entity
+        if isinstance(entity, ScheduledRun):
+            table = schedule_runs.name
+            row.update(schedule=entity.schedule, occurrence=entity.occurrence.replace(tzinfo=None))
+        else:
+            table = calls.name
+            row["entity_id"] = entity.id
         called = time.monotonic()
         with self._lock:
             waiting = bool(self._backlog)
         if not waiting:
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(self._insert.values(at=self._now), [row])
+                    conn.execute(self._inserts[table].values(at=self._now), [row])
                 return
             except sa.exc.DBAPIError:
                 pass
         with self._lock:
-            self._backlog.append((row, called))
+            self._backlog.append((table, row, called))
             if self._writer is None:
                 self._writer = threading.Thread(
                     target=self._write_backlog, name="probe-backlog", daemon=True
@@ -146,11 +175,14 @@ class RecordingProbe:
                     # Each call's time is the database's now less how long ago it was made.
                     db_now = conn.execute(sa.select(self._now)).scalar_one()
                     now = time.monotonic()
-                    params = [
-                        {**row, "at": db_now - timedelta(seconds=now - called)}
-                        for row, called in rows
-                    ]
-                    conn.execute(self._insert, params)
+                    for name, insert in self._inserts.items():
+                        params = [
+                            {**row, "at": db_now - timedelta(seconds=now - called)}
+                            for table, row, called in rows
+                            if table == name
+                        ]
+                        if params:
+                            conn.execute(insert, params)
             except sa.exc.DBAPIError:
                 time.sleep(BACKLOG_RETRY)
                 continue
