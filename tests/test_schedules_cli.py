@@ -122,8 +122,8 @@ def test_list_and_show_give_each_schedules_last_outcome(cli: Cli, seed: Seed) ->
     assert "failed" in table
     shown = cli("schedules", "show", "nightly", *db).out.splitlines()
     [last] = [line for line in shown if line.startswith("last outcome: ")]
-    state, when = last.removeprefix("last outcome: ").split(" ")
-    assert state == "failed"
+    shown_state, when = last.removeprefix("last outcome: ").split(" ")
+    assert shown_state == "failed"
     assert datetime.fromisoformat(when) == finished  # in Berlin's zone, the same instant
     assert datetime.fromisoformat(when).utcoffset() in (timedelta(hours=1), timedelta(hours=2))
     assert "last outcome: -" in cli("schedules", "show", "ping", *db).out
