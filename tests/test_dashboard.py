@@ -8,7 +8,7 @@ import sys
 import termios
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,8 +19,12 @@ from rich.console import Console
 from infsched.cli.dashboard import Snapshot, live, read_snapshot, render, sparkline
 from infsched.dburl import DatabaseUrl
 from infsched.engine.controls import Controls
+from infsched.errors import NaiveDatetimeError
 from infsched.jobstore.base import Outcome
 from infsched.management import JobAdmin
+from infsched.management.schedule_outcomes import ScheduleOutcomes
+from infsched.schedule_store import ScheduleStore
+from infsched.schedules import SCHEDULE_REPOSITORY, Schedule
 from tests.engine_support import repository_for
 from tests.management_support import Cli, Seed, clean_cli, now
 
@@ -237,3 +241,93 @@ def test_q_on_the_terminal_leaves_the_live_view_and_restores_the_terminal(
     finally:
         terminal.close()
         os.close(master)
+
+
+def seed_schedules(seed: Seed) -> datetime:
+    """Two schedules and their outcomes: `ping`'s within the window, `nightly`'s days back."""
+    store = ScheduleStore(seed.database)
+    store.put(
+        Schedule(name="nightly", executor="sms", trigger="30 2 * * *", zone="Europe/Berlin"),
+        "test",
+    )
+    store.put(Schedule(name="ping", executor="orders", trigger=timedelta(seconds=60)), "test")
+    store.pause("nightly")
+    t = now()
+
+    def outcome(name: str, state: Outcome, ago: timedelta) -> None:
+        seed.outcome(name, state, repository=SCHEDULE_REPOSITORY, finished=t - ago)
+
+    outcome("nightly", Outcome.SUCCEEDED, timedelta(days=3, hours=1))
+    outcome("nightly", Outcome.MISFIRED, timedelta(days=3))  # its newest: beyond the first day
+    outcome("ping", Outcome.MISFIRED, timedelta(seconds=400))  # before the window
+    outcome("ping", Outcome.SUCCEEDED, timedelta(seconds=200))
+    outcome("ping", Outcome.MISFIRED, timedelta(seconds=100))
+    outcome("ping", Outcome.MISFIRED, timedelta(seconds=90))
+    outcome("ping", Outcome.SKIPPED, timedelta(seconds=30))
+    outcome("ping", Outcome.FAILED, timedelta(seconds=10))
+    outcome("removed", Outcome.SUCCEEDED, timedelta(seconds=5))  # no schedule by that name
+    return t
+
+
+def near(text: str, expected: datetime) -> bool:
+    """Whether the ISO time `text` is `expected`, to the second."""
+    return abs(datetime.fromisoformat(text) - expected) < timedelta(seconds=1)
+
+
+def test_the_schedules_panel_shows_next_fire_last_outcome_and_misfires(
+    every_url: DatabaseUrl,
+    seed: Seed,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    t = seed_schedules(seed)
+    cli: Cli = clean_cli(capsys, monkeypatch, tmp_path)
+    result = cli("dashboard", "--once", "--json", "--window", "300", "--db", seed.url())
+    assert result.code == 0, result.err
+    frame = result.json()
+    assert frame["window"] == 300
+    nightly, ping = frame["schedules"]
+    assert (nightly["name"], nightly["paused"], nightly["trigger"]) == (
+        "nightly",
+        True,
+        "cron '30 2 * * *'",
+    )
+    fire = datetime.fromisoformat(nightly["next_fire"])
+    assert (fire.hour, fire.minute) == (2, 30)
+    assert fire.utcoffset() in (timedelta(hours=1), timedelta(hours=2))  # Berlin's zone
+    assert nightly["last"]["state"] == "misfired"
+    assert near(nightly["last"]["finished_at"], t - timedelta(days=3))
+    assert [nightly[k] for k in ("runs", "failed", "misfired", "skipped")] == [0, 0, 0, 0]
+
+    assert (ping["name"], ping["paused"], ping["zone"]) == ("ping", False, "UTC")
+    assert t < datetime.fromisoformat(ping["next_fire"]) <= t + timedelta(seconds=61)
+    assert ping["last"]["state"] == "failed"
+    assert near(ping["last"]["finished_at"], t - timedelta(seconds=10))
+    # In the 300 s window: the success and the failure ran; the misfire 400 s ago is not counted.
+    assert [ping[k] for k in ("runs", "failed", "misfired", "skipped")] == [2, 1, 2, 1]
+
+    text = cli("dashboard", "--once", "--db", seed.url()).out
+    assert "schedules" in text
+    assert "over the last 5 min" in text
+    nightly_cells = row(text, "nightly paused")
+    assert nightly_cells[1] == "cron '30 2 * * *'"
+    assert nightly_cells[2].startswith(fire.date().isoformat())
+    assert nightly_cells[3] == "misfired"
+    ping_cells = row(text, "ping")
+    assert ping_cells[3] == "failed"
+    assert ping_cells[5:9] == ["2", "1", "2", "1"]
+
+
+def test_without_schedules_the_dashboard_has_no_schedules_panel(
+    every_url: DatabaseUrl, seed: Seed
+) -> None:
+    seed_cluster(every_url, seed)
+    snapshot = read_snapshot(JobAdmin(seed.database, seed.history), tables=[("reminders", "r")])
+    assert snapshot.schedules == ()
+    assert "schedule" not in text_of(snapshot)
+
+
+def test_schedule_outcomes_refuse_a_naive_window(seed: Seed) -> None:
+    with seed.engine.connect() as conn, pytest.raises(NaiveDatetimeError, match="since"):
+        ScheduleOutcomes().activity(conn, ["ping"], datetime(2025, 1, 1), now())

@@ -92,6 +92,43 @@ def test_add_by_flags_then_list_show_and_next(cli: Cli, seed: Seed) -> None:
     assert {b - a for a, b in itertools.pairwise(every_five)} == {timedelta(minutes=5)}
 
 
+def test_list_and_show_give_each_schedules_last_outcome(cli: Cli, seed: Seed) -> None:
+    db = ("--db", seed.url())
+    cli("schedules", "add", *NIGHTLY, *db)
+    cli("schedules", "add", "ping", "--executor", "orders", "--every", "300", *db)
+    t = datetime.now(UTC)
+    for state, ago in (
+        (Outcome.SUCCEEDED, timedelta(days=2)),
+        (Outcome.FAILED, timedelta(hours=30)),  # nightly's newest, more than a day back
+        (Outcome.SUCCEEDED, timedelta(hours=31)),
+    ):
+        seed.outcome("nightly", state, repository=SCHEDULE_REPOSITORY, finished=t - ago)
+    seed.outcome("other", Outcome.SUCCEEDED, repository=SCHEDULE_REPOSITORY, finished=t)
+    seed.outcome("nightly", Outcome.SUCCEEDED, finished=t)  # a repository's entity, no run of it
+
+    nightly, ping = cli("schedules", "list", "--json", *db).json()
+    assert nightly["last_outcome"]["state"] == "failed"
+    finished = datetime.fromisoformat(nightly["last_outcome"]["finished_at"])
+    assert abs(finished - (t - timedelta(hours=30))) < timedelta(seconds=1)
+    assert finished.utcoffset() == timedelta(0)
+    assert ping["last_outcome"] is None
+    assert (
+        cli("schedules", "show", "nightly", "--json", *db).json()["last_outcome"]
+        == (nightly["last_outcome"])
+    )
+
+    table = cli("schedules", "list", *db).out
+    assert "last outcome" in table
+    assert "failed" in table
+    shown = cli("schedules", "show", "nightly", *db).out.splitlines()
+    [last] = [line for line in shown if line.startswith("last outcome: ")]
+    shown_state, when = last.removeprefix("last outcome: ").split(" ")
+    assert shown_state == "failed"
+    assert datetime.fromisoformat(when) == finished  # in Berlin's zone, the same instant
+    assert datetime.fromisoformat(when).utcoffset() in (timedelta(hours=1), timedelta(hours=2))
+    assert "last outcome: -" in cli("schedules", "show", "ping", *db).out
+
+
 def test_add_by_definition_and_file(cli: Cli, seed: Seed, tmp_path: Path) -> None:
     db = ("--db", seed.url())
     definition = {"name": "weekly", "executor": "sms", "cron": "0 9 * * mon", "overlap": "queue"}

@@ -126,11 +126,12 @@ class ScheduleStore:
             raise self._missing(name)
         return _stored(row)
 
-    def list(self) -> list[StoredSchedule]:
-        """Every schedule, by name."""
-        with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(table).order_by(table.c.name)).all()
-        return [_stored(row) for row in rows]
+    def list(self, conn: sa.Connection | None = None) -> list[StoredSchedule]:
+        """Every schedule, by name; read on `conn` if given (the dashboard's one connection)."""
+        if conn is not None:
+            return [_stored(row) for row in conn.execute(sa.select(table).order_by(table.c.name))]
+        with self._engine.connect() as own:
+            return self.list(own)
 
     def pause(self, name: str) -> bool:
         """Pause `name` (no occurrence of it is made a job); False if it was paused already."""

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import attrs
@@ -40,8 +40,11 @@ from infsched.engine.controls import ALL
 from infsched.jobstore.base import JobState, JobStore, Outcome
 from infsched.management import JobAdmin, JobRow, NodeRow
 from infsched.management.history import quantile
+from infsched.management.schedule_outcomes import LastOutcome, ScheduleOutcomes
 from infsched.management.shards import read_shards
+from infsched.schedule_store import ScheduleStore
 from infsched.schema import pauses
+from infsched.triggers import zone_named
 
 #: Sparkline levels, lowest first; a bucket with nothing in it is a blank.
 BARS = "▁▂▃▄▅▆▇█"
@@ -80,6 +83,23 @@ class FailureView:
 
 
 @attrs.frozen
+class ScheduleLine:
+    """One schedule as the dashboard shows it; its counts are over the dashboard's window."""
+
+    name: str
+    trigger: str
+    zone: str
+    paused: bool
+    #: In the schedule's zone; None: it fires no more.
+    next_fire: datetime | None
+    last: LastOutcome | None
+    runs: int
+    failed: int
+    misfired: int
+    skipped: int
+
+
+@attrs.frozen
 class Snapshot:
     """Everything one frame shows, as the database held it at `at` (its own clock)."""
 
@@ -96,6 +116,9 @@ class Snapshot:
     nodes: tuple[NodeRow, ...]
     failures: tuple[FailureView, ...]
     dead_letters: tuple[JobRow, ...]
+    #: Seconds the schedules' counts cover (the sparklines' window).
+    window: float = 0.0
+    schedules: tuple[ScheduleLine, ...] = ()
 
 
 # -- reading --
@@ -161,6 +184,7 @@ def read_snapshot(
             list(table_of.values()),
             sa.inspect(conn).get_table_names(),
         )
+        schedules = _schedule_lines(admin, conn, at, buckets * bucket_seconds)
     dead = admin.list_jobs(state=JobState.DEAD.value, limit=LISTED)
     series: dict[str, tuple[list[int], list[int]]] = {
         n: ([0] * buckets, [0] * buckets) for n in names
@@ -216,7 +240,40 @@ def read_snapshot(
             for r in latest
         ),
         dead_letters=tuple(dead),
+        window=buckets * bucket_seconds,
+        schedules=schedules,
     )
+
+
+def _schedule_lines(
+    admin: JobAdmin, conn: sa.Connection, at: datetime, window: float
+) -> tuple[ScheduleLine, ...]:
+    """Every schedule, with its next fire time and its outcomes over the last `window` seconds."""
+    stored = ScheduleStore(admin.database).list(conn)
+    if not stored:
+        return ()
+    activity = ScheduleOutcomes(admin.reader).activity(
+        conn, [s.name for s in stored], at - timedelta(seconds=window), at
+    )
+    lines = []
+    for s in stored:
+        upcoming = s.schedule.next_fire_times(at, 1)
+        done = activity[s.name]
+        lines.append(
+            ScheduleLine(
+                name=s.name,
+                trigger=s.schedule.describe_trigger(),
+                zone=s.schedule.zone,
+                paused=s.paused,
+                next_fire=upcoming[0] if upcoming else None,
+                last=done.last,
+                runs=done.runs,
+                failed=done.failed,
+                misfired=done.misfired,
+                skipped=done.skipped,
+            )
+        )
+    return tuple(lines)
 
 
 # -- drawing --
@@ -340,6 +397,53 @@ def _dead_letters(s: Snapshot) -> Table:
     return table
 
 
+def _schedules(s: Snapshot) -> Table:
+    table = _table(
+        "schedules",
+        (
+            "schedule",
+            "trigger",
+            "next fire",
+            "last outcome",
+            "last finished",
+            "runs",
+            "failed",
+            "misfired",
+            "skipped",
+        ),
+        right=("runs", "failed", "misfired", "skipped"),
+    )
+    table.caption = (
+        f"runs, failed, misfired, skipped: over the last {s.window / 60:g} min; "
+        "times in the schedule's zone; infsched schedules show NAME"
+    )
+    table.caption_justify = "left"
+    for line in s.schedules:
+        name = Text(line.name)
+        if line.paused:
+            name.append(" paused", style="bold yellow")
+        zone = zone_named(line.zone)
+        last = line.last
+        table.add_row(
+            name,
+            Text(line.trigger),
+            _in_zone(line.next_fire, zone),
+            Text("-")
+            if last is None
+            else Text(last.state, "green" if last.state == Outcome.SUCCEEDED.value else "yellow"),
+            _in_zone(None if last is None else last.finished_at, zone),
+            str(line.runs),
+            Text(str(line.failed), style="red" if line.failed else ""),
+            Text(str(line.misfired), style="yellow" if line.misfired else ""),
+            Text(str(line.skipped), style="yellow" if line.skipped else ""),
+        )
+    return table
+
+
+def _in_zone(value: datetime | None, zone: tzinfo) -> str:
+    return "-" if value is None else value.astimezone(zone).isoformat(sep=" ", timespec="seconds")
+
+
 def snapshot_json(s: Snapshot) -> dict[str, Any]:
     """A frame as JSON (``--once --json``): the snapshot, each node with its liveness."""
     values = attrs.asdict(s)
@@ -360,7 +464,10 @@ def render(s: Snapshot) -> RenderableType:
         f"[bold]infsched dashboard[/] — {escape(s.database)} — {when(s.at)}{paused}"
         "  [dim](q or Ctrl-C to leave)[/]"
     )
-    return Group(header, _repositories(s), _nodes(s), _failures(s), _dead_letters(s))
+    panels = [_repositories(s), _nodes(s), _failures(s), _dead_letters(s)]
+    if s.schedules:
+        panels.insert(1, _schedules(s))
+    return Group(header, *panels)
 
 
 # -- the live view --
@@ -461,7 +568,7 @@ def stream(read: Callable[[], Snapshot], interval: float, console: Console) -> N
     help="Seconds of history the sparklines and lag quantiles cover.",
 )
 def dashboard(once: bool, interval: float, window: float, as_json: bool) -> None:
-    """A live view of the cluster using this database: repositories, nodes, failures.
+    """A live view of the cluster using this database: repositories, schedules, nodes, failures.
 
     Works from any terminal against the database of a running cluster; it
     only reads.  `q` or Ctrl-C leaves.  Off a terminal it prints a frame per

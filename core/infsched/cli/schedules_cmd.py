@@ -151,14 +151,23 @@ def add(
 @config_options
 @json_option
 def list_schedules(as_json: bool) -> None:
-    """Every schedule: trigger, zone, paused, source, next fire time, materialized until."""
+    """Every schedule: trigger, zone, paused, source, next fire time, last outcome, progress."""
     with open_schedules() as admin:
         views = admin.list_schedules()
     if as_json:
         print_json([v.as_json() for v in views])
         return
     table = Table(title=counted(len(views), "schedule"))
-    headings = ("name", "trigger", "zone", "paused", "source", "next fire", "materialized until")
+    headings = (
+        "name",
+        "trigger",
+        "zone",
+        "paused",
+        "source",
+        "next fire",
+        "last outcome",
+        "materialized until",
+    )
     for heading in headings:
         table.add_column(heading, overflow="fold")
     for view in views:
@@ -171,6 +180,7 @@ def list_schedules(as_json: bool) -> None:
             "yes" if view.stored.paused else "no",
             escape(view.stored.source),
             _local(view.next_fire, zone),
+            escape(_last(view)),
             _local(view.stored.materialized_until, zone),
         )
     console().print(table)
@@ -183,11 +193,19 @@ def _show_lines(view: ScheduleView) -> list[tuple[str, str]]:
         ("source", view.stored.source),
         ("paused", "yes" if view.stored.paused else "no"),
         ("next fire", _local(view.next_fire, zone)),
+        ("last outcome", _last(view)),
         ("materialized until", _local(view.stored.materialized_until, zone)),
         ("created", _local(view.stored.created_at, zone)),
         ("updated", _local(view.stored.updated_at, zone)),
     ]
     return lines
+
+
+def _last(view: ScheduleView) -> str:
+    """``succeeded 2025-03-30T02:30:00.12+02:00``: the newest outcome, in the schedule's zone."""
+    if view.last is None:
+        return "-"
+    return f"{view.last.state} {_local(view.last.finished_at, view.stored.schedule.tzinfo)}"
 
 
 def _shown(value: object) -> str:

@@ -57,6 +57,19 @@ class OutcomeCount:
     recent: int
 
 
+@attrs.frozen
+class HistoryTable:
+    """One history table: a day's (SQLite), or the partitioned one holding every day."""
+
+    table: sa.TableClause
+    #: None: the partitioned table.
+    day: date | None
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        """Whether it may hold outcomes finished in [start, end]."""
+        return self.day is None or _overlaps(self.day, start, end)
+
+
 class HistoryReader:
     """Reads the history tables of one database; never writes."""
 
@@ -66,10 +79,14 @@ class HistoryReader:
 
     def tables(self, conn: sa.Connection, start: datetime, end: datetime) -> list[sa.TableClause]:
         """The history tables that exist and may hold outcomes finished in [start, end]."""
+        return [t.table for t in self.existing(conn) if t.overlaps(start, end)]
+
+    def existing(self, conn: sa.Connection) -> list[HistoryTable]:
+        """Every history table there is, each with the day it holds (one inspection)."""
         found = []
         for table_name in sa.inspect(conn).get_table_names():
             if table_name == self.name:
-                found.append(_history_table(table_name))
+                found.append(HistoryTable(_history_table(table_name), None))
                 continue
             match = self._day_table.match(table_name)
             if match is None:
@@ -78,8 +95,7 @@ class HistoryReader:
                 day = datetime.strptime(match.group(1), "%Y%m%d").date()
             except ValueError:
                 continue
-            if _overlaps(day, start, end):
-                found.append(_history_table(table_name))
+            found.append(HistoryTable(_history_table(table_name), day))
         return found
 
     def _rows(

@@ -19,6 +19,7 @@ import attrs
 
 from infsched.database import Database
 from infsched.errors import ScheduleError
+from infsched.management.schedule_outcomes import LastOutcome, ScheduleOutcomes
 from infsched.schedule_store import Put, ScheduleStore, StoredSchedule
 from infsched.schedules import Schedule
 
@@ -61,11 +62,13 @@ def schedules_from_json(text: str, where: str) -> list[Schedule]:
 
 @attrs.frozen
 class ScheduleView:
-    """A stored schedule and its next occurrence after now (None: none is left)."""
+    """A stored schedule, its next occurrence after now (None: none is left), its last outcome."""
 
     stored: StoredSchedule
     #: In the schedule's zone.
     next_fire: datetime | None
+    #: The newest outcome in the history (None: none within `LAST_OUTCOME_LOOKBACK`).
+    last: LastOutcome | None = None
 
     @property
     def name(self) -> str:
@@ -80,6 +83,9 @@ class ScheduleView:
             "created_at": _utc_text(stored.created_at),
             "updated_at": _utc_text(stored.updated_at),
             "next_fire": None if self.next_fire is None else self.next_fire.isoformat(),
+            "last_outcome": None
+            if self.last is None
+            else {"state": self.last.state, "finished_at": _utc_text(self.last.finished_at)},
         }
 
 
@@ -95,6 +101,8 @@ class ScheduleAdmin:
 
     def __init__(self, database: Database, executors: Collection[str]) -> None:
         self.store = ScheduleStore(database)
+        self.engine = database.engine
+        self.outcomes = ScheduleOutcomes()
         self.clock = database.clock
         #: The executor names a schedule may use.
         self.executors = frozenset(executors)
@@ -113,12 +121,11 @@ class ScheduleAdmin:
         return self.store.get(name)
 
     def list_schedules(self) -> list[ScheduleView]:
-        """Every schedule, by name, with its next fire time."""
-        now = self.clock.now()
-        return [self._view(stored, now) for stored in self.store.list()]
+        """Every schedule, by name, with its next fire time and last outcome."""
+        return self._views(self.store.list())
 
     def show(self, name: str) -> ScheduleView:
-        return self._view(self.store.get(name), self.clock.now())
+        return self._views([self.store.get(name)])[0]
 
     def pause(self, name: str) -> bool:
         return self.store.pause(name)
@@ -140,7 +147,15 @@ class ScheduleAdmin:
         schedule = self.store.get(name).schedule
         return schedule.next_fire_times(self.clock.now() if after is None else after, count)
 
-    @staticmethod
-    def _view(stored: StoredSchedule, now: datetime) -> ScheduleView:
-        upcoming = stored.schedule.next_fire_times(now, 1)
-        return ScheduleView(stored, upcoming[0] if upcoming else None)
+    def _views(self, stored: Sequence[StoredSchedule]) -> list[ScheduleView]:
+        now = self.clock.now()
+        with self.engine.connect() as conn:
+            # Only the newest outcome is wanted: the window is empty, the look back finds it.
+            activity = self.outcomes.activity(conn, [s.name for s in stored], now, now)
+        return [view_of(s, now, activity[s.name].last) for s in stored]
+
+
+def view_of(stored: StoredSchedule, now: datetime, last: LastOutcome | None) -> ScheduleView:
+    """`stored` with its next occurrence after `now` and its `last` outcome."""
+    upcoming = stored.schedule.next_fire_times(now, 1)
+    return ScheduleView(stored, upcoming[0] if upcoming else None, last)
