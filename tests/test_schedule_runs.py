@@ -231,11 +231,11 @@ def test_catch_up_after_downtime(
 
 @pytest.mark.parametrize("overlap", ["skip", "queue"])
 def test_a_slow_schedule_skips_or_queues_what_comes_due_while_it_runs(
-    every_url: DatabaseUrl, started: list[InfiniteScheduler], overlap: str
+    any_url: DatabaseUrl, started: list[InfiniteScheduler], overlap: str
 ) -> None:
     runs = Runs(seconds=1.6)  # every second, each run takes 1.6 s
     sinks = RecordingSink(), RecordingSink()
-    a, b = node(every_url, runs, "node-a", sinks[0]), node(every_url, runs, "node-b", sinks[1])
+    a, b = node(any_url, runs, "node-a", sinks[0]), node(any_url, runs, "node-b", sinks[1])
     a.store.create_schema()
     a.add_schedule(every_second(overlap=overlap))
     for n in (a, b):
