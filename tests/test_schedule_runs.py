@@ -306,3 +306,40 @@ def test_two_materializers_at_once_make_each_occurrence_of_many_schedules_one_jo
     assert {entity for _, entity in rows} == set(names) - {paused}
     for n in (a, b):
         n.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("catch_up", "ran"), [("fire_once_now", 1), ("do_nothing", 0), ("fire_all", 6)]
+)
+def test_runs_made_before_a_downtime_follow_the_catch_up_policy_when_claimed(
+    every_url: DatabaseUrl, started: list[InfiniteScheduler], catch_up: str, ran: int
+) -> None:
+    # A materializer made six runs 40 s ago, then every node went down. The schedule ended
+    # with them, so only the runs in the job table are late: the gate alone decides them.
+    runs = Runs()
+    n = node(every_url, runs, misfire_threshold=5.0)
+    n.store.create_schema()
+    made_at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=40)
+    schedule = every_second(
+        catch_up=catch_up, overlap="allow", start=made_at, end=made_at + 6 * SECOND
+    )
+    n.add_schedule(schedule)
+    plan = plan_occurrences(schedule, made_at, made_at, made_at + 6 * SECOND, 5 * SECOND)
+    assert len(plan.jobs) == 6
+    with n.engine.begin() as conn:
+        n.store.add_jobs(conn, plan.jobs)
+        conn.execute(
+            sa.update(schedules_table)
+            .where(schedules_table.c.name == "tick")
+            .values(materialized_until=made_at + 6 * SECOND)
+        )
+    n.start()
+    started.append(n)
+    wait_until(lambda: job_count(n) == 0, timeout=20)
+    occurrences = [made_at + i * SECOND for i in range(1, 7)]
+    # fire_once_now: the newest only; fire_all: all of them, oldest first; do_nothing: none.
+    assert runs.occurrences() == occurrences[len(occurrences) - ran :]
+    misfired = sorted(
+        o.due_at.replace(tzinfo=UTC) for o in outcomes(n) if o.state.value == "misfired"
+    )
+    assert misfired == occurrences[: len(occurrences) - ran]
