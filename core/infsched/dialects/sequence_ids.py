@@ -45,7 +45,11 @@ class SequenceIds(ABC):
     def defaults(
         self, conn: sa.Connection, tables: Sequence[str], column: str
     ) -> dict[str, str | None]:
-        """Each table's DEFAULT of `column`, as information_schema shows it."""
+        """Each table's DEFAULT of `column`, as information_schema shows it, in `tables`' order.
+
+        information_schema lists the tables in an order of its own, which changed
+        from one day to the next: an upgrade alters them in the order given.
+        """
         if not tables:
             return {}
         rows = conn.execute(
@@ -56,7 +60,8 @@ class SequenceIds(ABC):
             ).bindparams(sa.bindparam("tables", expanding=True)),
             {"schema": conn.dialect.default_schema_name, "column": column, "tables": list(tables)},
         )
-        return {str(table): default for table, default in rows}
+        found = {str(table): default for table, default in rows}
+        return {table: found[table] for table in tables if table in found}
 
     def missing_defaults(
         self, conn: sa.Connection, name: str, tables: Sequence[str], column: str
