@@ -24,6 +24,7 @@ import attrs
 import infsched.dialects  # noqa: F401
 from infsched.dburl import DEFAULT_SQLITE_URL, DatabaseUrl
 from infsched.errors import ConfigError, ScheduleError
+from infsched.flow_limits import Limit, LimitError, limit_from_table
 from infsched.names import check_name
 from infsched.schedules import Schedule
 from infsched.schema import MAX_NODE_ID
@@ -295,6 +296,8 @@ class RepositoryConfig:
     database_url: DatabaseUrl | None = None
     #: Job priority of entities that have no ``priority`` field of their own.
     priority: int = 0
+    #: The entity field whose value is each job's flow key (docs/flow-control.md).
+    flow_key: str | None = None
 
     def __str__(self) -> str:
         return f"{self.name} ({self.entity} -> {self.executor}, {self.backend or 'auto'})"
@@ -311,6 +314,7 @@ _REPOSITORY_KEYS: dict[str, Callable[[str, str, object], Any]] = {
     "precreate_days": _repository_days,
     "database_url": _repository_url,
     "priority": _repository_int,
+    "flow_key": _repository_text,
 }
 _REQUIRED_REPOSITORY_KEYS = ("name", "entity", "executor")
 
@@ -369,6 +373,24 @@ def to_schedules(value: object) -> tuple[Schedule, ...]:
     for name in names:
         if names.count(name) > 1:
             raise ScheduleError(f"schedules: two schedules are named {name!r}")
+    return found
+
+
+# -- flow limits: ``[[limits]]`` tables --
+
+
+def to_limits(value: object) -> tuple[Limit, ...]:
+    """``[[limits]]`` tables (or Limit values), checked; one limit per target."""
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"limits: {value!r} is invalid; expected [[limits]] tables")
+    found = tuple(
+        raw if isinstance(raw, Limit) else limit_from_table(f"limits[{i}]", raw)
+        for i, raw in enumerate(value)
+    )
+    targets = [limit.target.id for limit in found]
+    for target in targets:
+        if targets.count(target) > 1:
+            raise LimitError(f"limits: {target} is limited twice")
     return found
 
 
@@ -434,6 +456,9 @@ class SchedulerConfig:
     #: Recurring schedules, ``[[schedules]]`` in TOML; a node puts them in the database
     #: when it starts (source ``config``).
     schedules: tuple[Schedule, ...] = attrs.field(factory=tuple, converter=to_schedules)
+    #: Flow limits, ``[[limits]]`` in TOML; a node puts them in the database when it
+    #: starts (source ``config``), where `infsched limits set` has not overridden them.
+    limits: tuple[Limit, ...] = attrs.field(factory=tuple, converter=to_limits)
 
     @lookahead_window.validator
     def _lookahead_beyond_interval(self, field: attrs.Attribute[float], value: float) -> None:
@@ -562,6 +587,7 @@ _TABLE_FIELDS = {
     "plugins": "[plugins.NAME]",
     "repositories": "[[repositories]]",
     "schedules": "[[schedules]]",
+    "limits": "[[limits]]",
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 import attrs
 
 from infsched.errors import InfschedError, InvalidArgumentError
+from infsched.flow_limits import FlowLimit
 from infsched.names import check_name
 
 E_co = TypeVar("E_co", covariant=True)
@@ -29,6 +30,20 @@ class PermanentError(InfschedError):
     A rejected phone number or bad credentials: the job is dead-lettered at
     once with this error instead of being retried.
     """
+
+
+class ThrottledError(InfschedError):
+    """Raised (or returned, by a batch executor) when the system called said "too fast".
+
+    A gateway's throttling answer (Kannel's HTTP 503, SMPP's ESME_RTHROTTLED):
+    the job waits again without an attempt counted, and the job's limit target
+    is held across the cluster for `retry_after` seconds (1 s if None), so the
+    key slows down instead of burning retries (docs/flow-control.md).
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @attrs.frozen
@@ -66,6 +81,8 @@ class BatchExecutor(Protocol[E_contra]):
 
 
 ExecutorFactory = Callable[[Mapping[str, Any]], "Executor[Any] | BatchExecutor[Any]"]
+#: An executor's own limit, from the plugin's config section (None: no limit there).
+LimitFactory = Callable[[Mapping[str, Any]], FlowLimit | None]
 
 
 def _positive_int(inst: object, field: attrs.Attribute[int], value: int) -> None:
@@ -96,3 +113,13 @@ class ExecutorSpec:
     #: Jobs per call for a BatchExecutor.
     batch_size: int = attrs.field(default=100, validator=_positive_int)
     description: str = ""
+    #: The executor's flow limit (target ``executor:NAME``): fixed, or read from the
+    #: plugin's config section when a node starts (e.g. a gateway account's rate).
+    #: ``[[limits]]`` in the configuration and ``infsched limits set`` override it.
+    limit: FlowLimit | LimitFactory | None = None
+
+    def limit_for(self, section: Mapping[str, Any]) -> FlowLimit | None:
+        """The limit this executor declares, given its plugin's config section."""
+        if self.limit is None or isinstance(self.limit, FlowLimit):
+            return self.limit
+        return self.limit(section)

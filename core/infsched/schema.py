@@ -10,6 +10,8 @@ are the tables every node needs whichever job store it uses:
   stored here so that they hold for every node.
 - ``infsched_schedules``: the recurring schedules (infsched.schedule_store),
   their definitions, pause flags and how far their occurrences were made jobs.
+- ``infsched_limits``: the flow limits (infsched.limit_store) and each one's
+  state: its rate's arrival time, a throttled gateway's hold, jobs started.
 """
 
 from __future__ import annotations
@@ -96,6 +98,27 @@ schedules = sa.Table(
     # The latest occurrence made a job; the next materializer goes on after it (None: none yet).
     sa.Column("materialized_until", UtcDateTime(), nullable=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+
+limits = sa.Table(
+    "infsched_limits",
+    metadata,
+    # "executor:NAME", "repository:NAME" or "key:VALUE" (infsched.flow_limits.LimitTarget).
+    sa.Column("target", sa.String(240), primary_key=True),
+    # Starts per second across the cluster (None: no rate limit), and the burst.
+    sa.Column("rate", sa.Double(), nullable=True),
+    sa.Column("burst", sa.Integer(), nullable=False, server_default="1"),
+    sa.Column("max_concurrent", sa.Integer(), nullable=True),
+    # config, executor NAME (its ExecutorSpec), operator (infsched limits set), throttle.
+    sa.Column("source", sa.String(160), nullable=False),
+    # The rate's theoretical arrival time, microseconds since the epoch (rate_buckets.py).
+    sa.Column("tat", sa.BigInteger(), nullable=False, server_default="0"),
+    # A throttled gateway holds the target until then (microseconds since the epoch).
+    sa.Column("held_until", sa.BigInteger(), nullable=False, server_default="0"),
+    # Jobs claimed under the target in all: the dashboard's current rate.
+    sa.Column("started", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
 )
 

@@ -71,7 +71,8 @@ def open_admin() -> Iterator[tuple[JobAdmin, SchedulerConfig]]:
         app.plugins.require_healthy()
         built = build_repositories(config, app.plugins, database_for=database_for)
         return [
-            RepositoryBinding(r.repository, r.config.executor, r.config.priority) for r in built
+            RepositoryBinding(r.repository, r.config.executor, r.config.priority, r.config.flow_key)
+            for r in built
         ]
 
     try:

@@ -14,8 +14,9 @@ import attrs
 
 from infsched.engine.retry import RetryPolicy
 from infsched.entities import EntitySpec, entity_spec
+from infsched.errors import ConfigError
 from infsched.executors import BatchExecutor, Executor, ExecutorSpec
-from infsched.jobstore.base import NewJob, job_key
+from infsched.jobstore.base import FLOW_KEY_LENGTH, NewJob, job_key
 from infsched.names import check_name
 from infsched.repositories.base import SchedulingSource
 
@@ -34,6 +35,21 @@ class RepositoryBinding:
     repository: SchedulingSource[Any, Any]
     executor: str = attrs.field(validator=lambda _, __, v: check_name(v, "executor name"))
     default_priority: int = 0
+    #: The entity field whose value is each job's flow key (its lane's key for limits
+    #: and fair shares, docs/flow-control.md); None: every job's key is ''.
+    flow_key: str | None = attrs.field(default=None)
+
+    @flow_key.validator
+    def _known_field(self, _field: attrs.Attribute[str | None], value: str | None) -> None:
+        if value is None:
+            return
+        # Text or whole numbers only: those read the same from Python and from SQL.
+        names = [c.name for c in self.spec.columns if c.python_type in (str, int)]
+        if value not in names:
+            raise ConfigError(
+                f"repositories.{self.name}.flow_key: {value!r} is no text or integer field of "
+                f"{self.spec.cls.__name__} (those are: {', '.join(names)})"
+            )
 
     @property
     def name(self) -> str:
@@ -50,6 +66,13 @@ class RepositoryBinding:
             return value
         return self.default_priority
 
+    def flow_key_of(self, entity: object) -> str:
+        """The job's flow key: the flow_key field's value as text ('' for none or None)."""
+        if self.flow_key is None:
+            return ""
+        value = getattr(entity, self.flow_key, None)
+        return "" if value is None else str(value)[:FLOW_KEY_LENGTH]
+
     def new_job(self, entity: object) -> NewJob:
         """The job a fetch cycle creates for `entity`."""
         spec = self.spec
@@ -63,6 +86,7 @@ class RepositoryBinding:
             due_at=due,
             priority=self.priority_of(entity),
             payload=json.dumps(spec.to_json(entity), separators=(",", ":")),
+            flow_key=self.flow_key_of(entity),
         )
 
 

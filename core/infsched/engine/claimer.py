@@ -18,6 +18,7 @@ from infsched.cluster.outage import DatabaseOutage
 from infsched.config import SchedulerConfig
 from infsched.engine.binding import BoundExecutor
 from infsched.engine.controls import ALL, Controls
+from infsched.engine.flow import FlowControl
 from infsched.engine.held import HeldJobs
 from infsched.engine.runner import Runner
 from infsched.jobstore.base import ClaimedJob, JobStore
@@ -54,8 +55,11 @@ class Claimer:
         outage: DatabaseOutage,
         job_lease: float,
         least_ahead: int,
+        flow: FlowControl | None = None,
     ) -> None:
+        """`flow`: the limits the claims follow (none: claims follow only due order)."""
         self._node_id = node_id
+        self._flow = flow
         self._store = store
         self._held = held
         self._runner = runner
@@ -125,6 +129,7 @@ class Claimer:
                         min(free, self._batch_size),
                         self._job_lease,
                         repositories,
+                        self._flow.rules() if self._flow is not None else None,
                     )
                     if repositories
                     else []

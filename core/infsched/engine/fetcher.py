@@ -32,7 +32,7 @@ from infsched.conflict_retries import retrying_conflicts
 from infsched.database import Database, same_database
 from infsched.engine.binding import PRIORITY_FIELD, RepositoryBinding
 from infsched.engine.controls import Controls
-from infsched.jobstore.base import JobState, JobStore, NewJob
+from infsched.jobstore.base import FLOW_KEY_LENGTH, JobState, JobStore, NewJob
 from infsched.metrics.recorder import MetricsRecorder
 from infsched.repositories.base import EXAMPLE_IDS, LockedEntities
 
@@ -259,11 +259,22 @@ class Fetcher:
             due,
             due,
             priority,
+            self._flow_key(table),
             sa.literal(JobState.WAITING.value),
             sa.literal(0, sa.Integer()),
             payload,
             sa.literal(utc_naive(now), sa.DateTime()),
         ).where(where)
+
+    def _flow_key(self, table: sa.Table) -> sa.ColumnElement[str]:
+        """The jobs' flow key in SQL, to the character of `RepositoryBinding.flow_key_of`."""
+        field = self.binding.flow_key
+        if field is None:
+            return sa.literal("", sa.String())
+        text = sa.func.substr(
+            sa.cast(table.c[field], sa.String(FLOW_KEY_LENGTH)), 1, FLOW_KEY_LENGTH
+        )
+        return sa.func.coalesce(text, sa.literal("", sa.String()))
 
     def run_cycle(self) -> CycleResult:
         """Move what is due within the lookahead window, up to max_jobs_per_fetch.

@@ -15,18 +15,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from infsched.clock import Clock
 from infsched.cluster.outage import DatabaseOutage
 from infsched.engine.binding import BoundExecutor
+from infsched.engine.flow import DEFAULT_HOLD, FlowControl
 from infsched.engine.held import HeldJobs
 from infsched.engine.history import History
 from infsched.engine.joblog import job_logger
 from infsched.engine.lease_keeper import LeaseKeeper
-from infsched.executors import PermanentError
+from infsched.executors import PermanentError, ThrottledError
 from infsched.jobstore.base import ClaimedJob, Finished, JobStore, Outcome
 from infsched.metrics.recorder import MetricsRecorder
 
@@ -59,8 +60,13 @@ class OutcomeRecorder:
         clock: Clock,
         metrics: MetricsRecorder,
         outage: DatabaseOutage,
+        flow: FlowControl | None = None,
     ) -> None:
+        """`flow` holds the targets of throttled runs (none: they only wait again)."""
         self._node_id = node_id
+        self._flow = flow
+        #: Throttled runs and when they may run again, for the recorder's thread.
+        self._throttled: queue.SimpleQueue[tuple[ClaimedJob, datetime]] = queue.SimpleQueue()
         self._store = store
         self._history = history
         self._held = held
@@ -116,6 +122,12 @@ class OutcomeRecorder:
             self._finished.put(Finished(job, Outcome.SUCCEEDED, started, now, None, None))
             return
         labels = job_labels(job)
+        if isinstance(error, ThrottledError):
+            # Not a failure: the job waits again, no attempt counted, and its target is held.
+            hold = error.retry_after if error.retry_after is not None else DEFAULT_HOLD
+            self._metrics.increment("jobs_throttled_total", 1, labels)
+            self._throttled.put((job, now + timedelta(seconds=max(0.0, hold))))
+            return
         self._metrics.increment("jobs_failed_total", 1, labels)
         text = describe(error)
         job_log = job_logger(job.job_key, job.repository)
@@ -228,11 +240,36 @@ class OutcomeRecorder:
         self._lost_examples = []
         self._lost_logged_at = time.monotonic()
 
+    def _defer_throttled(self) -> None:
+        """Throttled runs wait again until their time, and their targets are held."""
+        throttled: list[tuple[ClaimedJob, datetime]] = []
+        try:
+            while len(throttled) < self._batch_size:
+                throttled.append(self._throttled.get_nowait())
+        except queue.Empty:
+            pass
+        if not throttled:
+            return
+        try:
+            if self._flow is not None:
+                self._flow.throttled(throttled)
+            self._store.defer(self._node_id, [(job.id, until) for job, until in throttled])
+        except Exception:
+            for item in throttled:
+                self._throttled.put(item)
+            raise
+        self._held.settle([job.id for job, _until in throttled])
+
     def _record_loop(self) -> None:
         outage = self._outage.watch("recorder")
         pending: list[Finished] = []
         while not self._stop.is_set():
             self._drain(pending, self._batch_size, 0.05)
+            try:
+                self._defer_throttled()
+            except Exception as exc:
+                self._stop.wait(outage.failed(exc))
+                continue
             if not pending:
                 continue
             try:
@@ -248,6 +285,12 @@ class OutcomeRecorder:
 
     def flush_all(self) -> None:
         """Write every outcome left (after stop), counting those that cannot be written."""
+        try:
+            while not self._throttled.empty():
+                self._defer_throttled()
+        except sa.exc.DBAPIError:
+            # Their leases run out and another node runs them: nothing is lost.
+            log.warning("throttled jobs could not be given back at shutdown")
         pending = self._leftover
         self._drain(pending, 10**9, 0.0)
         for i in range(0, len(pending), self._batch_size):

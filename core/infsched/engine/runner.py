@@ -27,6 +27,7 @@ from infsched.engine.held import Claim, HeldJobs
 from infsched.engine.joblog import job_logger
 from infsched.engine.lease_keeper import LeaseKeeper
 from infsched.engine.outcomes import OutcomeRecorder, describe, job_labels
+from infsched.engine.pacer import EARLY, Pacer
 from infsched.engine.schedule_gate import ScheduleGate
 from infsched.errors import BatchResultError
 from infsched.executors import BatchExecutor, Executor, JobContext
@@ -81,6 +82,8 @@ class Runner:
         #: Jobs of chunks that were running when stopping began, never started.
         self._unstarted: list[ClaimedJob] = []
         self._stopping = threading.Event()
+        #: Rate-limited jobs waiting for their start slots.
+        self._pacer = Pacer(self._dispatch_now)
 
     # -- lifecycle --
 
@@ -89,8 +92,9 @@ class Runner:
         self._stopping.set()
 
     def cancel_queued(self) -> list[ClaimedJob]:
-        """Cancel the chunks no thread has taken yet; their jobs."""
-        cancelled: list[ClaimedJob] = []
+        """Cancel the chunks no thread has taken yet, and the jobs waiting for their slots;
+        their jobs."""
+        cancelled = self._pacer.take_all()
         with self._held.lock:
             queued = list(self._queued.items())
         for future, jobs in queued:
@@ -119,6 +123,16 @@ class Runner:
     # -- dispatching (the claimer's thread) --
 
     def dispatch(self, claimed: Sequence[ClaimedJob], claim: Claim) -> None:
+        """Run a claim's jobs: those with a start slot ahead at their slot (the pacer),
+        the rest now."""
+        paced = [(claim.sent + job.start_after, job) for job in claimed if job.start_after > EARLY]
+        if paced:
+            self._pacer.hold(paced, claim)
+            claimed = [job for job in claimed if job.start_after <= EARLY]
+        if claimed:
+            self._dispatch_now(list(claimed), claim)
+
+    def _dispatch_now(self, claimed: list[ClaimedJob], claim: Claim) -> None:
         now = self._clock.now()
         runnable: dict[str, list[ClaimedJob]] = {}
         scheduled: dict[tuple[str, str], list[ClaimedJob]] = {}

@@ -38,6 +38,7 @@ from infsched.database import Database, database_of, open_database, same_databas
 from infsched.engine.binding import BoundExecutor, RepositoryBinding
 from infsched.engine.controls import Controls
 from infsched.engine.fetcher import Fetcher
+from infsched.engine.flow import FlowControl
 from infsched.engine.gauges import GaugeSampler
 from infsched.engine.history import HISTORY_REPOSITORY, History, JobOutcome
 from infsched.engine.retry import RetryPolicy
@@ -45,7 +46,9 @@ from infsched.engine.schedule_materializer import ScheduleMaterializer
 from infsched.engine.workers import Workers
 from infsched.errors import InvalidArgumentError, SchedulerStateError
 from infsched.executors import BatchExecutor, Executor, ExecutorSpec
+from infsched.flow_limits import Limit, LimitScope, LimitTarget
 from infsched.jobstore.base import JobStore
+from infsched.limit_store import LimitStore
 from infsched.metrics.recorder import MetricsRecorder
 from infsched.metrics.sink import MetricsSink
 from infsched.plugins import PluginRegistry, open_job_store
@@ -108,7 +111,10 @@ def _bind(item: Servable) -> RepositoryBinding:
         return item
     if isinstance(item, ConfiguredRepository):
         return RepositoryBinding(
-            item.repository, executor=item.config.executor, default_priority=item.config.priority
+            item.repository,
+            executor=item.config.executor,
+            default_priority=item.config.priority,
+            flow_key=item.config.flow_key,
         )
     return RepositoryBinding(item, executor=item.name)
 
@@ -172,7 +178,11 @@ class SchedulerNode:
         self.executor_names = frozenset(self._given_executors) | frozenset(
             plugins.executors() if plugins is not None else ()
         )
+        #: The limits executors declare (their ExecutorSpec.limit), put when the node starts.
+        self._executor_limits: list[Limit] = []
         self._executors = self._resolve(self._given_executors, plugins)
+        #: The flow limits (infsched_limits) the claims follow and throttled runs hold.
+        self.flow = FlowControl(LimitStore(database))
         #: The recurring schedules (infsched_schedules), made jobs by `materializer`.
         self.schedule_store = ScheduleStore(database)
         self.gauges = GaugeSampler(
@@ -208,6 +218,7 @@ class SchedulerNode:
             job_lease=self.config.job_lease,
             outage=self.outage,
             late_executor=self._late_executor,
+            flow=self.flow,
         )
         self.materializer = ScheduleMaterializer(
             schedules=self.schedule_store,
@@ -259,6 +270,13 @@ class SchedulerNode:
             bound[name] = self._bind(name, given, plugins)
         return bound
 
+    def _declared_limit(
+        self, spec: ExecutorSpec, section_name: str, section: Mapping[str, Any]
+    ) -> None:
+        limit = from_plugin_section(section_name, spec.limit_for, section)
+        if limit is not None:
+            self._executor_limits.append(Limit(LimitTarget(LimitScope.EXECUTOR, spec.name), limit))
+
     def _late_executor(self, name: str) -> BoundExecutor | None:
         """The executor `name` bound when a schedule's run first needs it; None if unknown."""
         if name not in self.executor_names:
@@ -279,6 +297,7 @@ class SchedulerNode:
         if isinstance(item, ExecutorSpec):
             spec = item
             instance = from_plugin_section(section_name, spec.factory, section)
+            self._declared_limit(spec, section_name, section)
         else:
             instance = item
             spec = ExecutorSpec(name=name, factory=_fixed(item))
@@ -301,6 +320,7 @@ class SchedulerNode:
             raise SchedulerStateError("this scheduler is already started")
         check_runnable(self.engine)  # a schema of another version: refuse before touching it
         self.store.create_schema()
+        self.flow.declare(self.config.limits, self._executor_limits)
         self.member.join()
         self._maintain_due(force=True)
         for fetcher in self.fetchers:

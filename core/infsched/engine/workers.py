@@ -24,6 +24,7 @@ from infsched.config import SchedulerConfig
 from infsched.engine.binding import BoundExecutor, RepositoryBinding
 from infsched.engine.claimer import Claimer, least_claim_ahead
 from infsched.engine.controls import Controls
+from infsched.engine.flow import FlowControl
 from infsched.engine.held import HeldJobs
 from infsched.engine.history import History
 from infsched.engine.lease_keeper import LeaseKeeper
@@ -56,6 +57,7 @@ class Workers:
         outage: DatabaseOutage | None = None,
         runs_schedules: bool = True,
         late_executor: Callable[[str], BoundExecutor | None] | None = None,
+        flow: FlowControl | None = None,
     ) -> None:
         """With `runs_schedules`, this node also claims and runs schedules' runs
         (`SCHEDULE_REPOSITORY`), binding their executors through `late_executor`."""
@@ -83,6 +85,7 @@ class Workers:
             clock=clock,
             metrics=metrics,
             outage=outage,
+            flow=flow,
         )
         self.runner = Runner(
             node_id=node_id,
@@ -109,6 +112,7 @@ class Workers:
             outage=outage,
             job_lease=job_lease,
             least_ahead=least_ahead,
+            flow=flow,
         )
 
     @property

@@ -43,6 +43,10 @@ def entity_key_prefix(repository: str, entity_id: object) -> str:
     return f"{repository}:{entity_id}:"
 
 
+#: Longest flow key a job keeps (an entity field's value, cut to this length).
+FLOW_KEY_LENGTH = 191
+
+
 class JobState(enum.Enum):
     """States of a row in the hot job table."""
 
@@ -87,6 +91,8 @@ class NewJob:
     due_at: datetime
     priority: int
     payload: str  # JSON snapshot of the entity
+    #: The lane's flow key: the value of the entity field its repository names ('' for none).
+    flow_key: str = ""
 
 
 class ClaimedJob(NamedTuple):
@@ -110,6 +116,10 @@ class ClaimedJob(NamedTuple):
     snapshot: dict[str, Any]
     #: The database's clock when the claim was made; misfires are judged against it.
     claimed_at: datetime
+    #: The job's flow key (its lane is (repository, executor, flow_key)).
+    flow_key: str = ""
+    #: Seconds after `claimed_at` before which it may not start: its slot under a rate limit.
+    start_after: float = 0.0
 
 
 class Finished(NamedTuple):
@@ -122,6 +132,17 @@ class Finished(NamedTuple):
     error: str | None = None
     #: For Outcome.FAILED: when the retry may run.
     retry_at: datetime | None = None
+
+
+@attrs.frozen
+class FlowRules:
+    """What a claim must hold to beyond due order (docs/flow-control.md)."""
+
+    #: The targets (``executor:NAME``, ``repository:NAME``, ``key:VALUE``) that have a
+    #: row in the limits table: a claim reads only those rows, and only for lanes under them.
+    limited: frozenset[str] = frozenset()
+    #: Seconds ahead of now a claim may give rate-limited jobs their start slots.
+    horizon: float = 1.0
 
 
 class JobNotFoundError(InfschedError):
@@ -143,6 +164,7 @@ JOB_ROW_COLUMNS = (
     "due_at",
     "run_at",
     "priority",
+    "flow_key",
     "state",
     "attempt",
     "owner",
@@ -187,6 +209,7 @@ class JobRow:
     lease_until: datetime | None
     last_error: str | None
     created_at: datetime
+    flow_key: str = ""
 
     @classmethod
     def from_row(cls, row: LiveRow) -> JobRow:
@@ -282,9 +305,20 @@ class JobStore(Protocol):
     # -- the workers --
 
     def claim_due(
-        self, owner: str, limit: int, lease_seconds: float, repositories: Sequence[str]
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        repositories: Sequence[str],
+        flow: FlowRules | None = None,
     ) -> list[ClaimedJob]:
-        """Claim up to `limit` due jobs of `repositories`: highest priority, then oldest first."""
+        """Claim up to `limit` due jobs of `repositories`.
+
+        Highest priority first; within a priority the lanes (repository,
+        executor, flow key) take turns, each lane oldest run time first.  Under
+        `flow`, a lane takes no more than the limits of its targets allow, and
+        each job of a rate-limited lane carries its start slot (`start_after`).
+        """
         ...
 
     def finish(self, owner: str, results: Sequence[Finished], write_history: HistoryWriter) -> int:
@@ -308,6 +342,14 @@ class JobStore(Protocol):
 
     def release(self, owner: str, job_ids: Sequence[int]) -> int:
         """Give back claimed jobs that were never started."""
+        ...
+
+    def defer(self, owner: str, deferred: Sequence[tuple[int, datetime]]) -> int:
+        """Give claimed jobs back to wait until the time given with each (job id, run time).
+
+        Their claim does not count as an attempt: the run was throttled by the
+        system it called, not failed.  Jobs `owner` no longer holds are left alone.
+        """
         ...
 
     def renew_leases(self, owner: str, job_ids: Sequence[int], lease_seconds: float) -> int:

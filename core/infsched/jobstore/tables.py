@@ -12,10 +12,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from infsched.column_types import JsonText, RowId, UtcDateTime
+from infsched.jobstore.base import FLOW_KEY_LENGTH
 from infsched.schema import Owner
 from infsched.sentinel_time import EPOCH_TEXT, SentinelDateTime
 
 metadata = sa.MetaData()
+
+CLAIM_INDEX = "ix_infsched_jobs_claim"
+CLAIM_INDEX_COLUMNS = ("state", "priority", "repository", "executor", "flow_key", "run_at")
 
 jobs = sa.Table(
     "infsched_jobs",
@@ -45,8 +49,14 @@ jobs = sa.Table(
     sa.Column("payload", JsonText(), nullable=False),
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
-    # Claims read one priority at a time, oldest run time first: an index range per priority.
-    sa.Index("ix_infsched_jobs_claim", "state", "priority", "run_at"),
+    # The value of the entity field its repository names as flow_key ('' for none):
+    # limits and fair shares apply per lane, (repository, executor, flow_key).  Last,
+    # where the 0.4.0 upgrade adds it to an existing table.
+    sa.Column("flow_key", sa.String(FLOW_KEY_LENGTH), nullable=False, server_default=""),
+    # Claims read one priority and lane at a time, oldest run time first: an index
+    # range per (priority, lane), so a lane held back by its limit is skipped, not
+    # scanned, and the lanes of a priority can take turns (docs/flow-control.md).
+    sa.Index(CLAIM_INDEX, *CLAIM_INDEX_COLUMNS),
     # No index on owner or lease_until: a claim would have to move an entry in each
     # (a third of the claim's cost, docs/performance.md).  Renewal and recovery read
     # the claimed jobs through the claim index's state prefix instead; there are

@@ -81,6 +81,13 @@ CATALOG: dict[str, MetricInfo] = {
             "flight (overlap skip, or a second one behind a queued run).",
         ),
         MetricInfo(
+            "jobs_throttled_total",
+            "counter",
+            _JOB,
+            "Runs the called system throttled (ThrottledError): the job waits again with no "
+            "attempt counted, and its limit target is held across the cluster.",
+        ),
+        MetricInfo(
             "jobs_dead_lettered_total",
             "counter",
             _JOB,

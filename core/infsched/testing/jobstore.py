@@ -158,6 +158,7 @@ class JobStoreContract:
             "due_at": utc_naive(job.due_at),
             "run_at": utc_naive(job.due_at),
             "priority": 7,
+            "flow_key": "k1",
             "state": WAITING,
             "attempt": 0,
             "payload": job.payload,
@@ -174,6 +175,7 @@ class JobStoreContract:
         assert [j.job_key for j in jobs.list_jobs()] == [job.job_key]
         [claimed] = jobs.claim_due("n1", 10, LONG_LEASE, ["r"])
         assert (claimed.job_key, claimed.priority, claimed.attempt) == (job.job_key, 7, 1)
+        assert claimed.flow_key == "k1"
         assert claimed.snapshot == {"id": job.entity_id}
         assert claimed.due_at == job.due_at
 

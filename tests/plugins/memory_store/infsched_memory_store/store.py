@@ -39,6 +39,7 @@ from infsched.jobstore.base import (
     JOB_ROW_COLUMNS,
     ClaimedJob,
     Finished,
+    FlowRules,
     HistoryWriter,
     JobRow,
     JobState,
@@ -69,6 +70,7 @@ class _Job:
     due_at: datetime
     run_at: datetime
     priority: int
+    flow_key: str
     state: str
     attempt: int
     owner: str | None
@@ -204,6 +206,7 @@ class MemoryJobStore:
                 utc_naive(j.due_at),
                 utc_naive(j.due_at),
                 j.priority,
+                j.flow_key,
                 WAITING,
                 0,
                 j.payload,
@@ -228,7 +231,12 @@ class MemoryJobStore:
     # -- the workers --
 
     def claim_due(
-        self, owner: str, limit: int, lease_seconds: float, repositories: Sequence[str]
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        repositories: Sequence[str],
+        flow: FlowRules | None = None,
     ) -> list[ClaimedJob]:
         if limit <= 0 or not repositories:
             return []
@@ -258,6 +266,7 @@ class MemoryJobStore:
                         run_at=_aware(job.run_at),
                         priority=job.priority,
                         attempt=job.attempt,
+                        flow_key=job.flow_key,
                         snapshot=json.loads(job.payload),
                         claimed_at=now,
                     )
@@ -308,6 +317,20 @@ class MemoryJobStore:
                 job.wait()
                 job.attempt -= 1
             return len(released)
+
+    def defer(self, owner: str, deferred: Sequence[tuple[int, datetime]]) -> int:
+        with self._lock:
+            jobs = self._settled()
+            found = [
+                (jobs[i], at)
+                for i, at in deferred
+                if i in jobs and jobs[i].owner == owner and jobs[i].state == CLAIMED
+            ]
+            for job, at in found:
+                job.wait()
+                job.attempt -= 1
+                job.run_at = utc_naive(at)
+            return len(found)
 
     def renew_leases(self, owner: str, job_ids: Sequence[int], lease_seconds: float) -> int:
         with self._lock:

@@ -1,0 +1,71 @@
+"""FlowControl: the node's side of the flow limits (docs/flow-control.md).
+
+It tells each claim which targets have limits (`rules`, the limits table's
+targets read at most once a second, so ``infsched limits set`` reaches every
+node within a second or two), and turns a throttled run into a hold on its
+lane's target, which every node's next claim respects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from infsched.flow_limits import Lane, Limit
+from infsched.jobstore.base import ClaimedJob, FlowRules
+from infsched.limit_store import LimitStore
+
+log = logging.getLogger("infsched.flow")
+
+#: Seconds a throttled target is held when the gateway did not say for how long.
+DEFAULT_HOLD = 1.0
+#: Seconds ahead a claim gives rate-limited jobs their start slots (rate_buckets.py).
+SLOT_HORIZON = 1.0
+
+
+def lane_of(job: ClaimedJob) -> Lane:
+    return Lane(job.repository, job.executor, job.flow_key)
+
+
+class FlowControl:
+    """The limits a node's claims follow, and the holds its throttled runs leave."""
+
+    def __init__(self, limits: LimitStore) -> None:
+        self.limits = limits
+
+    def declare(self, config_limits: Sequence[Limit], executor_limits: Sequence[Limit]) -> None:
+        """Put the configuration's limits, and the executors' where the configuration
+        names no limit for the same target (``[[limits]]`` wins over an ExecutorSpec)."""
+        configured = {limit.target.id for limit in config_limits}
+        self.limits.declare(config_limits, "config")
+        for limit in executor_limits:
+            if limit.target.id not in configured:
+                self.limits.declare([limit], f"executor {limit.target.name}")
+
+    def rules(self) -> FlowRules:
+        """What the next claim must respect (cached: a read of the table a second at most)."""
+        return FlowRules(limited=self.limits.targets(), horizon=SLOT_HORIZON)
+
+    def hold_target(self, job: ClaimedJob) -> str:
+        """The target a throttled run of `job` holds: its lane's most specific limited
+        target (key, then repository, then executor), else its executor."""
+        limited = self.limits.targets()
+        for target in reversed(lane_of(job).targets()):
+            if target in limited:
+                return target
+        return f"executor:{job.executor}"
+
+    def throttled(self, holds: Sequence[tuple[ClaimedJob, datetime]]) -> None:
+        """Hold each throttled job's target until its time, across the cluster."""
+        latest: dict[str, datetime] = {}
+        for job, until in holds:
+            target = self.hold_target(job)
+            latest[target] = max(until, latest.get(target, until))
+        for target, until in latest.items():
+            self.limits.hold([target], until)
+            log.warning(
+                "%s was throttled by the system it calls: holding it until %s",
+                target,
+                until.isoformat(timespec="milliseconds"),
+            )
