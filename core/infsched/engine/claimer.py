@@ -122,6 +122,8 @@ class Claimer:
                     continue
             try:
                 repositories = self._serving()
+                rules = self._flow.rules() if self._flow is not None else None
+                # Right before the call: rate-limited jobs' slots count from it.
                 sent = time.monotonic()
                 claimed = (
                     self._store.claim_due(
@@ -129,7 +131,7 @@ class Claimer:
                         min(free, self._batch_size),
                         self._job_lease,
                         repositories,
-                        self._flow.rules() if self._flow is not None else None,
+                        rules,
                     )
                     if repositories
                     else []

@@ -43,6 +43,8 @@ class HeldJobs:
         self.ids: set[int] = set()
         #: Claimed jobs not started yet: queued, or later in a running chunk.
         self.to_start = 0
+        #: Claimed jobs waiting for their start slots under a rate (not in to_start).
+        self.pacing = 0
         #: Jobs failed for their timeout whose thread has not returned yet.
         self.hung = 0
         #: Jobs started here in all (the claimer measures the start rate by it).
@@ -61,6 +63,24 @@ class HeldJobs:
             self.ids.update(job.id for job in claimed)
             self.to_start += len(claimed)
             return Claim(sent, time.monotonic())
+
+    def pace(self, count: int) -> None:
+        """`count` claimed jobs wait for their start slots (the pacer), not for a thread.
+
+        They leave `to_start`: claim_ahead bounds what waits for this node's
+        threads, and a rate-limited lane's slots up to a second ahead must not
+        keep the other lanes from being claimed (their rate bounds them).
+        """
+        with self.capacity:
+            self.to_start -= count
+            self.pacing += count
+            self.capacity.notify_all()
+
+    def unpace(self, count: int) -> None:
+        """`count` jobs the pacer held come to start (or are given back)."""
+        with self.lock:
+            self.to_start += count
+            self.pacing -= count
 
     def snapshot(self) -> tuple[list[int], float]:
         """The ids held now, and the monotonic time they were read."""

@@ -37,6 +37,8 @@ from infsched.schedules import SCHEDULE_REPOSITORY, ScheduledRun
 
 #: Jobs per chunk handed to one pool thread, at most.
 MAX_CHUNK = 50
+#: Seconds a rate-limited job may start after its slot; later, it is given back.
+SLOT_SLACK = 0.025
 #: Seconds between looks at whether a queued schedule run's predecessor is gone.
 QUEUE_POLL = 0.2
 
@@ -83,7 +85,7 @@ class Runner:
         self._unstarted: list[ClaimedJob] = []
         self._stopping = threading.Event()
         #: Rate-limited jobs waiting for their start slots.
-        self._pacer = Pacer(self._dispatch_now)
+        self._pacer = Pacer(self._dispatch_paced)
 
     # -- lifecycle --
 
@@ -95,6 +97,7 @@ class Runner:
         """Cancel the chunks no thread has taken yet, and the jobs waiting for their slots;
         their jobs."""
         cancelled = self._pacer.take_all()
+        self._held.unpace(len(cancelled))
         with self._held.lock:
             queued = list(self._queued.items())
         for future, jobs in queued:
@@ -127,10 +130,16 @@ class Runner:
         the rest now."""
         paced = [(claim.sent + job.start_after, job) for job in claimed if job.start_after > EARLY]
         if paced:
+            self._held.pace(len(paced))
             self._pacer.hold(paced, claim)
             claimed = [job for job in claimed if job.start_after <= EARLY]
         if claimed:
             self._dispatch_now(list(claimed), claim)
+
+    def _dispatch_paced(self, jobs: list[ClaimedJob], claim: Claim) -> None:
+        """Jobs whose slot has come (the pacer's thread)."""
+        self._held.unpace(len(jobs))
+        self._dispatch_now(jobs, claim)
 
     def _dispatch_now(self, claimed: list[ClaimedJob], claim: Claim) -> None:
         now = self._clock.now()
@@ -255,12 +264,18 @@ class Runner:
             if not keeper.sure(claim):
                 keeper.give_back_unsure(jobs, claim)
                 return
-            self._run_batch(bound, bound.batch, jobs)
+            missed = [job for job in jobs if self._missed_slot(job, claim)]
+            if missed:
+                self._give_back_late(missed)
+                jobs = [job for job in jobs if job not in missed]
+            if jobs:
+                self._run_batch(bound, bound.batch, jobs)
             return
         single = bound.single
         assert single is not None, "a BoundExecutor holds one of single and batch"
         # Successes are counted once per chunk and repository, not once per job.
         succeeded: Counter[tuple[str, str]] = Counter()
+        late: list[ClaimedJob] = []
         try:
             for i, job in enumerate(jobs):
                 if self._stopping.is_set():
@@ -271,12 +286,33 @@ class Runner:
                 if not keeper.sure(claim):
                     keeper.give_back_unsure(jobs[i:], claim)
                     return
+                if self._missed_slot(job, claim):
+                    late.append(job)
+                    continue
                 self._run_one(bound, single, job, succeeded)
         finally:
+            self._give_back_late(late)
             for (repository, executor), count in succeeded.items():
                 self._metrics.increment(
                     "jobs_executed_total", count, {"repository": repository, "executor": executor}
                 )
+
+    @staticmethod
+    def _missed_slot(job: ClaimedJob, claim: Claim) -> bool:
+        """Whether a rate-limited job comes to start more than SLOT_SLACK after its slot.
+
+        Started late, it would share a second with the starts due in it and go
+        over the rate; given back, it takes a new slot.  So every start falls
+        within SLOT_SLACK of its slot (docs/flow-control.md, "Accuracy").
+        """
+        if job.start_after <= 0.0:
+            return False
+        return time.monotonic() - (claim.sent + job.start_after) > SLOT_SLACK
+
+    def _give_back_late(self, late: list[ClaimedJob]) -> None:
+        if late:
+            self._metrics.increment("jobs_slot_missed_total", len(late))
+            self._held.release(late)
 
     def _start(self, job: ClaimedJob, bound: BoundExecutor) -> datetime:
         started = self._clock.now()

@@ -118,7 +118,8 @@ class ClaimedJob(NamedTuple):
     claimed_at: datetime
     #: The job's flow key (its lane is (repository, executor, flow_key)).
     flow_key: str = ""
-    #: Seconds after `claimed_at` before which it may not start: its slot under a rate limit.
+    #: Its start slot under a rate limit: seconds after the `claim_due` call began, by the
+    #: node's monotonic clock, before which it may not start (0: at once).
     start_after: float = 0.0
 
 

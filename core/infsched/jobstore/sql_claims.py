@@ -111,6 +111,7 @@ class LaneClaims:
         repositories: Sequence[str],
         flow: FlowRules | None,
     ) -> list[ClaimedJob]:
+        called = time.monotonic()
         serving = set(repositories)
         lanes = [
             (priority, [lane for lane in found if lane.repository in serving])
@@ -119,10 +120,17 @@ class LaneClaims:
         limited = flow.limited if flow is not None else frozenset()
         in_use = {t for _, found in lanes for lane in found for t in lane.targets()} & limited
         buckets: dict[str, RateBucket] = {}
+        offset = 0.0
         one = _OneClaim(self._dialect, self._db_now, owner, lease_seconds)
         if in_use:
             assert flow is not None
+            # Slots are database times; the runner holds a job until its slot by the
+            # node's monotonic clock, reckoned from when this call began.  The clock
+            # read's midpoint ties the two: a lock wait or a pool checkout before it
+            # would otherwise start every job of the claim that much early.
+            before = time.monotonic()
             one.claimed_at = self._db_now(conn)
+            offset = (before + time.monotonic()) / 2 - called
             buckets = lock_buckets(
                 conn, sorted(in_use), one.claimed_at, flow.horizon, _count_in_flight
             )
@@ -130,7 +138,7 @@ class LaneClaims:
         self._turn += 1
         if not taken:
             return []
-        slots = _slots(taken, buckets)
+        slots = _slots(taken, buckets, offset)
         if buckets:
             write_buckets(conn, buckets)
         now = one.claimed_at
@@ -287,10 +295,13 @@ def _count_in_flight(conn: sa.Connection, scope: str, name: str) -> int:
     return int(count)
 
 
-def _slots(taken: Sequence[_Taken], buckets: dict[str, RateBucket]) -> list[list[float]]:
-    """Each taken job's start, in seconds after the claim's clock (0: at once).
+def _slots(
+    taken: Sequence[_Taken], buckets: dict[str, RateBucket], offset: float
+) -> list[list[float]]:
+    """Each taken job's start, in seconds after the claim call began (0: at once).
 
-    A job under several rates starts at the latest of its slots.
+    `offset`: seconds from the call's start to the clock read the slots count
+    from.  A job under several rates starts at the latest of its slots.
     """
     found: list[list[float]] = []
     for t in taken:

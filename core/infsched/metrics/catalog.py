@@ -88,6 +88,13 @@ CATALOG: dict[str, MetricInfo] = {
             "attempt counted, and its limit target is held across the cluster.",
         ),
         MetricInfo(
+            "jobs_slot_missed_total",
+            "counter",
+            (),
+            "Rate-limited jobs given back unstarted because this node's threads could not "
+            "start them within 50 ms of their start slot; they take a new slot.",
+        ),
+        MetricInfo(
             "jobs_dead_lettered_total",
             "counter",
             _JOB,

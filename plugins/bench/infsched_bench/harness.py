@@ -128,6 +128,10 @@ class Call:
     attempt: int
     due: datetime
     at: datetime
+    label: str = ""
+    #: When the call began and ended, by its node's clock (the machine's).
+    started: datetime | None = None
+    ended: datetime | None = None
 
     @property
     def lag(self) -> float:
@@ -209,8 +213,13 @@ class Cluster:
         record: bool = True,
         record_url: DatabaseUrl | None = None,
         schedules: Sequence[TomlTable] = (),
+        limits: Sequence[TomlTable] = (),
+        repository: TomlTable | None = None,
     ) -> None:
-        """`schedules`: ``[[schedules]]`` definitions every node's config declares."""
+        """`schedules`, `limits`: ``[[schedules]]`` and ``[[limits]]`` every node's config
+        declares; `repository`: more keys of the probe repository's table (``flow_key``)."""
+        self.limits = list(limits)
+        self.repository_settings = dict(repository or {})
         self.record_url = record_url or url
         if not registered_dialect(self.record_url.scheme.dialect).concurrent_writers:
             raise ValueError(
@@ -274,8 +283,10 @@ class Cluster:
                     "executor": EXECUTOR,
                     "retention_days": 1,
                     "precreate_days": 1,
+                    **self.repository_settings,
                 },
                 "[]schedules": self.schedules,
+                "[]limits": self.limits,
             },
         )
         path = self.config_path(name)
@@ -427,6 +438,9 @@ class Cluster:
                 attempt=r.attempt,
                 due=from_utc_naive(r.due),
                 at=from_utc_naive(r.at),
+                label=r.label,
+                started=None if r.started is None else from_utc_naive(r.started),
+                ended=None if r.ended is None else from_utc_naive(r.ended),
             )
             for r in rows
         ]

@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -73,6 +73,12 @@ calls = sa.Table(
     sa.Column("attempt", sa.Integer(), nullable=False),
     sa.Column("due", UtcDateTime(), nullable=False),
     sa.Column("at", UtcDateTime(), nullable=False),
+    # The entity's label (the flow tests' flow key), and when the call began and
+    # ended by the node's clock: the nodes of a test share one machine's clock, and
+    # a start needs no round trip to the database.
+    sa.Column("label", sa.String(32), nullable=False, server_default=""),
+    sa.Column("started", UtcDateTime(), nullable=True),
+    sa.Column("ended", UtcDateTime(), nullable=True),
 )
 
 
@@ -128,6 +134,7 @@ class RecordingProbe:
         self._writer: threading.Thread | None = None
 
     def __call__(self, job: JobContext[ProbeEntity | ScheduledRun]) -> None:
+        started = datetime.now(UTC)
         if self.sleep:
             time.sleep(self.sleep)
         if self.engine is None:
@@ -146,7 +153,12 @@ class RecordingProbe:
             row.update(schedule=entity.schedule, occurrence=entity.occurrence.replace(tzinfo=None))
         else:
             table = calls.name
-            row["entity_id"] = entity.id
+            row.update(
+                entity_id=entity.id,
+                label=entity.label,
+                started=started.replace(tzinfo=None),
+                ended=datetime.now(UTC).replace(tzinfo=None),
+            )
         called = time.monotonic()
         with self._lock:
             waiting = bool(self._backlog)
