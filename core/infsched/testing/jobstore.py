@@ -27,6 +27,24 @@ dead-letter, and a late one is counted and changes nothing; dead letters
 are retried; jobs are cancelled and run now; and the reads behind ``jobs
 list``, ``jobs show``, ``stats`` and the repository-name checks.
 
+Flow control (docs/flow-control.md) is part of the contract too.  Jobs wait
+in *lanes* (repository, executor, flow key): within a priority the lanes
+take turns at a claim, ``ceil(left / lanes)`` each, what one leaves going to
+the others, and the lane that goes first turns with every claim; each job
+carries its flow key back (`ClaimedJob.flow_key`).  Under `FlowRules`, a
+lane whose targets (``executor:NAME``, ``repository:NAME``, ``key:VALUE``)
+are in `FlowRules.limited` takes no more than their rows in the limits table
+allow: a rate gives start slots up to `FlowRules.horizon` seconds ahead
+(`ClaimedJob.start_after`: the burst at 0, then one every ``1 / rate``
+seconds, the next claim going on where the last left off), a concurrency cap
+counts every owner's claimed jobs, and a hold (`LimitStore.hold`) takes
+nothing until its time.  The tests put those rows with `LimitStore` on the
+store's database (`engine`), where they live whatever keeps the jobs;
+`infsched.limit_rows` locks, reads and writes them for a claim.  No rules,
+or none limited, leaves claims to priority and due order.  A deferred job
+(`JobStore.defer`, a throttled run) waits again until its time, its
+attempt not counted; one another owner holds is left alone.
+
 Importing this module needs pytest, which the core does not depend on.
 """
 
@@ -34,6 +52,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,11 +61,14 @@ import pytest
 import sqlalchemy as sa
 
 from infsched.clock import utc_naive
+from infsched.database import database_of
+from infsched.flow_limits import FlowLimit, Limit, LimitScope, LimitTarget
 from infsched.jobstore.base import (
     COPY_COLUMNS,
     JOB_ROW_COLUMNS,
     ClaimedJob,
     Finished,
+    FlowRules,
     JobState,
     JobStateError,
     JobStore,
@@ -55,6 +77,7 @@ from infsched.jobstore.base import (
     Outcome,
     job_key,
 )
+from infsched.limit_store import LimitStore
 
 __all__ = ["JobStoreContract"]
 
@@ -70,7 +93,12 @@ def _now(store: JobStore) -> datetime:
 
 
 def new_job(
-    repository: str, entity_id: object, due_at: datetime, priority: int = 0, executor: str = "x"
+    repository: str,
+    entity_id: object,
+    due_at: datetime,
+    priority: int = 0,
+    executor: str = "x",
+    flow_key: str = "",
 ) -> NewJob:
     """A job of `repository` for entity `entity_id`, its snapshot naming the entity."""
     return NewJob(
@@ -81,7 +109,22 @@ def new_job(
         due_at=due_at,
         priority=priority,
         payload=json.dumps({"id": str(entity_id)}),
+        flow_key=flow_key,
     )
+
+
+def _limits(store: JobStore) -> LimitStore:
+    """The limits table of the store's database, as every node and `infsched limits` see it."""
+    return LimitStore(database_of(store.engine))
+
+
+def _rules(limits: LimitStore, horizon: float = 1.0) -> FlowRules:
+    """What a node's claims follow: the targets with a row, read now (not the cached set)."""
+    return FlowRules(limited=limits.targets(fresh=True), horizon=horizon)
+
+
+def _limit(scope: LimitScope, name: str, **limit: Any) -> Limit:
+    return Limit(LimitTarget(scope, name), FlowLimit(**limit))
 
 
 def _no_history(conn: sa.Connection, results: Sequence[Finished]) -> None:
@@ -236,6 +279,167 @@ class JobStoreContract:
         assert row["lease_until"] > utc_naive(claimed.claimed_at)
         assert jobs.claim_due("n2", 1, LONG_LEASE, ["r"]) == []
 
+    # -- lanes and flow limits --
+
+    def test_lanes_take_turns_within_a_priority(self, jobs: JobStore) -> None:
+        now = _now(jobs)
+        burst = [
+            new_job("r", f"a{i}", now - timedelta(minutes=10, seconds=i), flow_key="a")
+            for i in range(100)
+        ]
+        # Due after all of a's: in due order alone they would wait behind 100 jobs.
+        late = [new_job("r", f"b{i}", now - timedelta(seconds=30), flow_key="b") for i in range(5)]
+        self.add(jobs, burst + late)
+        claimed = jobs.claim_due("n1", 20, LONG_LEASE, ["r"])
+        assert Counter(j.flow_key for j in claimed) == {"a": 15, "b": 5}
+        assert {j.entity_id for j in claimed if j.flow_key == "b"} == {f"b{i}" for i in range(5)}
+        # Within its lane, the oldest first.
+        assert [j.entity_id for j in claimed if j.flow_key == "a"] == [
+            f"a{i}" for i in range(99, 84, -1)
+        ]
+        assert [r.flow_key for r in jobs.list_jobs(state=CLAIMED, limit=200)].count("b") == 5
+
+    def test_a_claim_shares_out_evenly_and_the_first_lane_turns(self, jobs: JobStore) -> None:
+        now = _now(jobs)
+        self.add(
+            jobs,
+            [
+                new_job("r", f"{key}{i}", now - timedelta(minutes=k + 1, seconds=i), flow_key=key)
+                for k, key in enumerate(["k0", "k1", "k2"])
+                for i in range(10)
+            ],
+        )
+        assert Counter(j.flow_key for j in jobs.claim_due("n1", 12, LONG_LEASE, ["r"])) == {
+            "k0": 4,
+            "k1": 4,
+            "k2": 4,
+        }
+        assert Counter(j.flow_key for j in jobs.claim_due("n1", 6, LONG_LEASE, ["r"])) == {
+            "k0": 2,
+            "k1": 2,
+            "k2": 2,
+        }
+        # Claims of one job each: the lane that goes first turns with every claim.
+        singles = [jobs.claim_due("n1", 1, LONG_LEASE, ["r"]) for _ in range(3)]
+        assert Counter(j.flow_key for one in singles for j in one) == {"k0": 1, "k1": 1, "k2": 1}
+        # A lane that runs dry leaves its share to the others.
+        rest = jobs.claim_due("n1", 100, LONG_LEASE, ["r"])
+        assert Counter(j.flow_key for j in rest) == {"k0": 3, "k1": 3, "k2": 3}
+
+    def test_without_flow_rules_a_claim_follows_priority_and_due_order(
+        self, jobs: JobStore
+    ) -> None:
+        now = _now(jobs)
+        limits = _limits(jobs)
+        # A limit whose target the rules do not name holds nothing back.
+        limits.set(_limit(LimitScope.EXECUTOR, "x", rate=0.001, max_concurrent=1))
+        added = [
+            new_job("r", "low-old", now - timedelta(minutes=9), flow_key="a"),
+            new_job("r", "low-mid", now - timedelta(minutes=8), flow_key="a"),
+            new_job("r", "low-new", now - timedelta(minutes=7), flow_key="a"),
+            new_job("r", "high-a-new", now - timedelta(minutes=1), priority=5, flow_key="a"),
+            new_job("r", "high-a-old", now - timedelta(minutes=2), priority=5, flow_key="a"),
+            new_job("r", "high-b", now - timedelta(minutes=1), priority=5, flow_key="b"),
+        ]
+        self.add(jobs, added)
+        first = jobs.claim_due("n1", 4, LONG_LEASE, ["r"])
+        assert [j.priority for j in first] == [5, 5, 5, 0]
+        assert [j.entity_id for j in first if j.flow_key == "a"] == [
+            "high-a-old",
+            "high-a-new",
+            "low-old",
+        ]
+        rest = jobs.claim_due("n1", 10, LONG_LEASE, ["r"], FlowRules())
+        assert [j.entity_id for j in rest] == ["low-mid", "low-new"]
+        assert {j.start_after for j in first + rest} == {0.0}
+
+    def test_a_rate_limited_claim_takes_its_allowance_in_spaced_slots(self, jobs: JobStore) -> None:
+        limits = _limits(jobs)
+        limits.set(_limit(LimitScope.EXECUTOR, "x", rate=2.0, burst=2))
+        self.add(jobs, self.due(jobs, 10))
+        flow = _rules(limits, horizon=1.5)
+        # Slots up to 1.5 s ahead at 2 a second, two of them back to back: 1.5 * 2 + 2.
+        claimed = jobs.claim_due("n1", 10, LONG_LEASE, ["r"], flow)
+        assert [j.start_after for j in claimed] == pytest.approx(
+            [0.0, 0.0, 0.5, 1.0, 1.5], abs=0.001
+        )
+        # The slots are taken: a claim right after has none left.
+        assert jobs.claim_due("n1", 10, LONG_LEASE, ["r"], flow) == []
+        stored = limits.get(LimitTarget(LimitScope.EXECUTOR, "x"))
+        assert stored is not None
+        assert stored.started == 5  # the rate's state is written back with the claim
+
+    def test_a_second_claim_continues_the_rate_slots(self, jobs: JobStore) -> None:
+        limits = _limits(jobs)
+        limits.set(_limit(LimitScope.EXECUTOR, "x", rate=2.0, burst=2))
+        self.add(jobs, self.due(jobs, 10))
+        flow = _rules(limits, horizon=1.5)
+        first = jobs.claim_due("n1", 3, LONG_LEASE, ["r"], flow)
+        second = jobs.claim_due("n2", 10, LONG_LEASE, ["r"], flow)
+        t0 = first[0].claimed_at
+
+        def slots(claimed: list[ClaimedJob]) -> list[float]:
+            """Each job's start, in seconds after the first claim."""
+            return [(j.claimed_at - t0).total_seconds() + j.start_after for j in claimed]
+
+        assert slots(first) == pytest.approx([0.0, 0.0, 0.5], abs=0.001)
+        # Where the first left off, not a fresh burst; within the same allowance.
+        assert slots(second) == pytest.approx([1.0, 1.5], abs=0.001)
+        assert len({j.id for j in first + second}) == 5
+
+    def test_a_concurrency_cap_counts_every_owners_claimed_jobs(self, jobs: JobStore) -> None:
+        limits = _limits(jobs)
+        limits.set(_limit(LimitScope.KEY, "acme", max_concurrent=3))
+        now = _now(jobs)
+        self.add(
+            jobs,
+            [
+                new_job("r", i, now - timedelta(minutes=1, seconds=i), flow_key="acme")
+                for i in range(6)
+            ]
+            + [new_job("s", i, now - timedelta(minutes=1), flow_key="other") for i in range(2)],
+        )
+        flow = _rules(limits)
+        held = jobs.claim_due("n2", 2, LONG_LEASE, ["r"], flow)
+        assert len(held) == 2
+        mine = jobs.claim_due("n1", 10, LONG_LEASE, ["r", "s"], flow)
+        # The cap's one place left; the other key is not under it.
+        assert Counter(j.flow_key for j in mine) == {"acme": 1, "other": 2}
+        assert {j.start_after for j in mine} == {0.0}
+        assert jobs.claim_due("n1", 10, LONG_LEASE, ["r", "s"], flow) == []
+        # A finished job frees its place, whoever held it.
+        assert jobs.finish("n2", [self.finished(held[0], Outcome.SUCCEEDED)], _no_history) == 0
+        [after_finish] = jobs.claim_due("n1", 10, LONG_LEASE, ["r"], flow)
+        assert after_finish.flow_key == "acme"
+        assert jobs.claim_due("n1", 10, LONG_LEASE, ["r"], flow) == []
+        # So does a released one: it is the next to go, its attempt not counted.
+        assert jobs.release("n1", [after_finish.id]) == 1
+        [again] = jobs.claim_due("n3", 10, LONG_LEASE, ["r"], flow)
+        assert (again.id, again.attempt) == (after_finish.id, after_finish.attempt)
+        assert jobs.claim_due("n1", 10, LONG_LEASE, ["r"], flow) == []
+
+    def test_a_held_target_takes_nothing_until_its_time(self, jobs: JobStore) -> None:
+        limits = _limits(jobs)
+        self.add(
+            jobs,
+            [
+                new_job("r", f"{key}{i}", due_at, flow_key=key)
+                for key in ("a", "b")
+                for i, due_at in enumerate(j.due_at for j in self.due(jobs, 3))
+            ],
+        )
+        until = _now(jobs) + timedelta(seconds=0.8)
+        limits.hold(["key:a"], until)
+        flow = _rules(limits)
+        assert Counter(j.flow_key for j in jobs.claim_due("n1", 10, LONG_LEASE, ["r"], flow)) == {
+            "b": 3
+        }
+        assert jobs.claim_due("n1", 10, LONG_LEASE, ["r"], flow) == []
+        while _now(jobs) <= until:
+            time.sleep(0.05)
+        after = jobs.claim_due("n1", 10, LONG_LEASE, ["r"], flow)
+        assert Counter(j.flow_key for j in after) == {"a": 3}
+
     # -- leases --
 
     def test_expired_leases_are_recovered_and_claimed_again(self, jobs: JobStore) -> None:
@@ -280,6 +484,33 @@ class JobStoreContract:
         assert jobs.release("n1", []) == 0
         [again] = jobs.claim_due("n2", 10, LONG_LEASE, ["r"])
         assert (again.id, again.attempt) == (claimed[0].id, 1)
+
+    def test_deferred_jobs_wait_again_until_their_time_without_an_attempt(
+        self, jobs: JobStore
+    ) -> None:
+        self.add(jobs, self.due(jobs, 3))
+        later, sooner, kept = jobs.claim_due("n1", 3, LONG_LEASE, ["r"])
+        at = later.claimed_at + timedelta(hours=1)
+        assert jobs.defer("n2", [(later.id, at)]) == 0  # not n2's
+        assert jobs.defer("n1", []) == 0
+        row = jobs.job_row(later.job_key)
+        assert row is not None
+        assert (row["state"], row["owner"]) == (CLAIMED, "n1")
+        past = sooner.claimed_at - timedelta(seconds=1)
+        assert jobs.defer("n1", [(later.id, at), (sooner.id, past)]) == 2
+        row = jobs.job_row(later.job_key)
+        assert row is not None
+        assert (row["state"], row["owner"], row["attempt"]) == (WAITING, None, 0)
+        assert (row["run_at"], row["lease_until"]) == (utc_naive(at), None)
+        # The one due again is claimed at the attempt it had; the other waits its hour.
+        [again] = jobs.claim_due("n2", 10, LONG_LEASE, ["r"])
+        assert (again.id, again.attempt) == (sooner.id, sooner.attempt)
+        assert again.run_at == past
+        assert jobs.claim_due("n2", 10, LONG_LEASE, ["r"]) == []
+        assert jobs.defer("n1", [(again.id, at)]) == 0  # n2's now
+        row = jobs.job_row(kept.job_key)
+        assert row is not None
+        assert (row["state"], row["owner"]) == (CLAIMED, "n1")
 
     # -- finishing --
 

@@ -12,17 +12,31 @@ commits, so jobs may be applied though the commit then fails: the entities
 stay unmarked and the next fetch offers the same keys, which are ignored,
 as with a job store in another database (jobs first, marks after).
 
+A claim works as the SQL store's (infsched/jobstore/sql_claims.py): the due
+jobs wait in lanes (repository, executor, flow key); within a priority the
+lanes take turns at the claim, ``ceil(left / lanes)`` each, what one leaves
+going round again to the others, and the lane that goes first turns with
+every claim.  The flow limits live in the configured database's limits
+table, for every node: a claim under `FlowRules` whose lanes have limited
+targets locks those rows in a transaction of its own
+(`infsched.limit_rows.lock_buckets`), counts the jobs in flight under each
+concurrency cap from its own claimed jobs, and writes the rates' new state
+back (`write_buckets`); the jobs it took are marked claimed only once that
+transaction has committed.
+
 Two locks: `_lock` guards the jobs and is held across the history write of
-`finish` and `cancel_jobs` (nobody claims a job meanwhile); `_staging` guards
-what transactions staged and is never held while waiting on the database, so
-a fetcher committing never waits for a node writing its history.  Committed
-jobs are applied by the next operation, under `_lock`.
+`finish` and `cancel_jobs` and the limits transaction of `claim_due`
+(nobody claims a job meanwhile); `_staging` guards what transactions staged
+and is never held while waiting on the database, so a fetcher committing
+never waits for a node writing its history.  Committed jobs are applied by
+the next operation, under `_lock`.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +48,7 @@ import sqlalchemy as sa
 
 from infsched.clock import Clock, utc_naive
 from infsched.database import Database
+from infsched.flow_limits import Lane
 from infsched.jobstore.base import (
     COPY_COLUMNS,
     JOB_ROW_COLUMNS,
@@ -51,11 +66,15 @@ from infsched.jobstore.base import (
     StateCount,
     entity_key_prefix,
 )
+from infsched.limit_rows import lock_buckets, write_buckets
+from infsched.rate_buckets import MICROS, RateBucket
 from infsched.schema import create_schema
 
 WAITING, CLAIMED, DEAD = JobState.WAITING.value, JobState.CLAIMED.value, JobState.DEAD.value
 #: Jobs per progress report of `retry_dead`, as the SQL store's transactions.
 BATCH = 1000
+#: The job attribute each scope of limit target names.
+_SCOPE_ATTRIBUTES = {"executor": "executor", "repository": "repository", "key": "flow_key"}
 
 
 @attrs.define
@@ -102,6 +121,64 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC)
 
 
+def _share_out(
+    lanes: dict[int, dict[Lane, list[_Job]]],
+    limit: int,
+    turn: int,
+    buckets: dict[str, RateBucket],
+) -> list[tuple[Lane, list[_Job]]]:
+    """What each lane gives the claim, in the order taken: highest priority first, the
+    lanes of a priority taking turns at what is left, each within its targets' limits.
+
+    The due lists are consumed; nothing is marked claimed here.
+    """
+    taken: list[tuple[Lane, list[_Job]]] = []
+    left = limit
+    for priority in sorted(lanes, reverse=True):
+        if left <= 0:
+            break
+        found = sorted(lanes[priority])
+        start = turn % len(found)
+        active = found[start:] + found[:start]
+        while left > 0 and active:
+            share = math.ceil(left / len(active))
+            again: list[Lane] = []
+            for lane in active:
+                want = min(share, left)
+                targets = [buckets[t] for t in lane.targets() if t in buckets]
+                for bucket in targets:
+                    allowed = bucket.allowance()
+                    if allowed is not None:
+                        want = min(want, allowed)
+                if want <= 0:
+                    continue
+                due = lanes[priority][lane]
+                group, due[:want] = due[:want], []
+                for bucket in targets:
+                    bucket.reserve(len(group))
+                if group:
+                    taken.append((lane, group))
+                    left -= len(group)
+                # A lane that filled its share may take more of what the others left.
+                if len(group) == want == share and due:
+                    again.append(lane)
+            active = again
+    return taken
+
+
+def _slots(
+    taken: Sequence[tuple[Lane, list[_Job]]], buckets: dict[str, RateBucket]
+) -> dict[int, float]:
+    """Each rate-limited job's start, in seconds after the claim (the latest of its targets')."""
+    found: dict[int, float] = {}
+    for lane, group in taken:
+        targets = [buckets[t] for t in lane.targets() if t in buckets]
+        if targets:
+            for job in group:
+                found[job.id] = max(b.take() - b.now for b in targets) / MICROS
+    return found
+
+
 class MemoryJobStore:
     """The job store ``memory``: one process's jobs, in memory."""
 
@@ -117,6 +194,8 @@ class MemoryJobStore:
         self._staged: dict[sa.Connection, list[Callable[[], None]]] = {}
         self._listening: weakref.WeakSet[sa.Connection] = weakref.WeakSet()
         self._committed: list[Callable[[], None]] = []
+        #: Claims made: the lane that goes first in a priority turns with each.
+        self._turn = 0
 
     @property
     def engine(self) -> sa.Engine:
@@ -240,20 +319,58 @@ class MemoryJobStore:
     ) -> list[ClaimedJob]:
         if limit <= 0 or not repositories:
             return []
-        names = set(repositories)
         with self._lock:
             now = self._clock.now()
-            naive = utc_naive(now)
-            due = [
-                j
-                for j in self._settled().values()
-                if j.state == WAITING and j.repository in names and j.run_at <= naive
-            ]
-            due.sort(key=lambda j: (-j.priority, j.run_at, j.id))
-            claimed = []
-            for job in due[:limit]:
-                job.state, job.owner = CLAIMED, owner
-                job.lease_until = naive + timedelta(seconds=lease_seconds)
+            lanes = self._due_lanes(set(repositories), utc_naive(now))
+            turn, self._turn = self._turn, self._turn + 1
+            limited = flow.limited if flow is not None else frozenset()
+            in_use = {t for found in lanes.values() for lane in found for t in lane.targets()}
+            in_use &= limited
+            if not in_use:
+                taken = _share_out(lanes, limit, turn, {})
+                return self._mark(owner, lease_seconds, now, taken, {})
+            assert flow is not None
+            with self._engine.begin() as conn:
+                buckets = lock_buckets(conn, sorted(in_use), now, flow.horizon, self._in_flight)
+                taken = _share_out(lanes, limit, turn, buckets)
+                slots = _slots(taken, buckets)
+                write_buckets(conn, buckets)
+            # The limits' transaction committed: now the jobs are this claim's.
+            return self._mark(owner, lease_seconds, now, taken, slots)
+
+    def _due_lanes(self, names: set[str], now: datetime) -> dict[int, dict[Lane, list[_Job]]]:
+        """Per priority, each lane's jobs due by `now` (naive UTC), oldest first."""
+        lanes: dict[int, dict[Lane, list[_Job]]] = {}
+        for j in self._settled().values():
+            if j.state == WAITING and j.repository in names and j.run_at <= now:
+                lane = Lane(j.repository, j.executor, j.flow_key)
+                lanes.setdefault(j.priority, {}).setdefault(lane, []).append(j)
+        for found in lanes.values():
+            for due in found.values():
+                due.sort(key=lambda j: (j.run_at, j.id))
+        return lanes
+
+    def _in_flight(self, conn: sa.Connection, scope: str, name: str) -> int:
+        """The jobs claimed under a target: all in this process, as every claim of this store."""
+        attribute = _SCOPE_ATTRIBUTES[scope]
+        return sum(
+            j.state == CLAIMED and getattr(j, attribute) == name for j in self._jobs.values()
+        )
+
+    def _mark(
+        self,
+        owner: str,
+        lease_seconds: float,
+        now: datetime,
+        taken: Sequence[tuple[Lane, list[_Job]]],
+        slots: dict[int, float],
+    ) -> list[ClaimedJob]:
+        """The taken jobs claimed by `owner`, each with its start slot (0 without one)."""
+        lease_until = utc_naive(now) + timedelta(seconds=lease_seconds)
+        claimed = []
+        for _lane, group in taken:
+            for job in group:
+                job.state, job.owner, job.lease_until = CLAIMED, owner, lease_until
                 job.attempt += 1
                 claimed.append(
                     ClaimedJob(
@@ -269,9 +386,10 @@ class MemoryJobStore:
                         flow_key=job.flow_key,
                         snapshot=json.loads(job.payload),
                         claimed_at=now,
+                        start_after=slots.get(job.id, 0.0),
                     )
                 )
-            return claimed
+        return claimed
 
     def _mine(self, job_id: int, attempt: int, owner: str) -> _Job | None:
         """The job of this claim, unless claimed again since (a higher attempt, another node)."""
