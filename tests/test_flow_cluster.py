@@ -5,7 +5,7 @@ A, B and C wait in lanes of their own.  Key A has a rate, key C a
 concurrency cap, key B no limit.  The probe records when each call began and
 ended by the machine's clock (the three nodes share it); from those:
 
-- **rate**: no one-second window holds more than ``rate × (1 + TOLERANCE)``
+- **rate**: no one-second window holds more than ``rate * (1 + TOLERANCE) + burst``
   starts of A, and A's starts average at least 90 % of the rate;
 - **fairness**: B's jobs, due with A's backlog, all end within a few seconds;
 - **concurrency**: at no instant are more than C's cap of C's calls running;
@@ -70,7 +70,8 @@ def most_at_once(calls: Sequence[Call]) -> int:
     """The most calls running at one instant, from their start and end times."""
     edges: list[tuple[datetime, int]] = []
     for c in calls:
-        assert c.started is not None and c.ended is not None
+        assert c.started is not None
+        assert c.ended is not None
         edges += [(c.started, 1), (c.ended, -1)]
     # An end before a start at the same instant: a slot freed is not a slot overrun.
     edges.sort(key=lambda e: (e[0], e[1]))
@@ -82,9 +83,7 @@ def most_at_once(calls: Sequence[Call]) -> int:
 
 
 def seconds(calls: Sequence[Call], origin: datetime) -> list[float]:
-    return sorted(
-        (c.started - origin).total_seconds() for c in calls if c.started is not None
-    )
+    return sorted((c.started - origin).total_seconds() for c in calls if c.started is not None)
 
 
 def start_nodes(cluster: Cluster) -> None:
@@ -184,21 +183,6 @@ def test_a_rate_holds_for_20000_jobs_and_survives_losing_a_node(
     a_calls = [x for x in calls if x.label == "A"]
     a_starts = seconds(a_calls, due)
     busiest = most_in_a_window(a_starts)
-    # DEBUG
-    by_start = sorted((c for c in a_calls if c.started), key=lambda c: c.started)
-    st = [(c.started - due).total_seconds() for c in by_start]
-    first = 0
-    best = (0, 0)
-    for last, at in enumerate(st):
-        while st[first] <= at - 1.0:
-            first += 1
-        if last - first + 1 > best[0]:
-            best = (last - first + 1, first)
-    win = by_start[best[1]: best[1] + best[0]]
-    t0 = st[best[1]]
-    print("DBG window at", round(t0, 3), "nodes", Counter(c.node for c in win), "attempts", Counter(c.attempt for c in win))
-    print("DBG 100ms", sorted(Counter(int(((c.started - due).total_seconds() - t0) * 10) for c in win).items()))
-    print("DBG kill at", max((x.started - due).total_seconds() for x in a_calls if x.node == killed and x.started))
     average = (len(a_starts) - 1) / (a_starts[-1] - a_starts[0])
     print(f"A: busiest second {busiest}, average {average:.1f}/s (rate {rate})")
     assert busiest <= rate * (1 + TOLERANCE) + 1, busiest
@@ -219,5 +203,6 @@ def test_a_rate_holds_for_20000_jobs_and_survives_losing_a_node(
 
     b_calls = [x for x in calls if x.label == "B"]
     b_ended = max(x.ended for x in b_calls if x.ended is not None)
-    first = min(x.started for x in calls if x.started is not None)
-    assert (b_ended - first).total_seconds() <= FAIR_WITHIN
+    began = min(x.started for x in calls if x.started is not None)
+    print(f"B: all ended {(b_ended - began).total_seconds():.2f} s after the first start")
+    assert (b_ended - began).total_seconds() <= FAIR_WITHIN

@@ -123,7 +123,6 @@ class Claimer:
             try:
                 repositories = self._serving()
                 rules = self._flow.rules() if self._flow is not None else None
-                # Right before the call: rate-limited jobs' slots count from it.
                 sent = time.monotonic()
                 claimed = (
                     self._store.claim_due(

@@ -1,7 +1,7 @@
 """Pacer: holds rate-limited jobs until their start slots, off the pool.
 
 A claim under a rate gives each job a slot up to a second ahead
-(`ClaimedJob.start_after`).  A pool thread sleeping until a slot would keep
+(`ClaimedJob.start_at`).  A pool thread sleeping until a slot would keep
 jobs of other lanes waiting behind it, so the pacer's one thread keeps the
 early jobs in a heap and hands each to the runner when its slot comes,
 together with the others whose slot has come by then.

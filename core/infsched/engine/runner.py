@@ -128,13 +128,22 @@ class Runner:
     def dispatch(self, claimed: Sequence[ClaimedJob], claim: Claim) -> None:
         """Run a claim's jobs: those with a start slot ahead at their slot (the pacer),
         the rest now."""
-        paced = [(claim.sent + job.start_after, job) for job in claimed if job.start_after > EARLY]
+        now, mono = self._clock.now(), time.monotonic()
+        paced: list[tuple[float, ClaimedJob]] = []
+        at_once: list[ClaimedJob] = []
+        for job in claimed:
+            ahead = 0.0 if job.start_at is None else (job.start_at - now).total_seconds()
+            if ahead > EARLY:
+                # By the node's clock corrected to the database's: the slots are the
+                # database's times, and every node must hold its jobs to the same clock.
+                paced.append((mono + ahead, job))
+            else:
+                at_once.append(job)
         if paced:
             self._held.pace(len(paced))
             self._pacer.hold(paced, claim)
-            claimed = [job for job in claimed if job.start_after <= EARLY]
-        if claimed:
-            self._dispatch_now(list(claimed), claim)
+        if at_once:
+            self._dispatch_now(at_once, claim)
 
     def _dispatch_paced(self, jobs: list[ClaimedJob], claim: Claim) -> None:
         """Jobs whose slot has come (the pacer's thread)."""
@@ -297,17 +306,16 @@ class Runner:
                     "jobs_executed_total", count, {"repository": repository, "executor": executor}
                 )
 
-    @staticmethod
-    def _missed_slot(job: ClaimedJob, claim: Claim) -> bool:
+    def _missed_slot(self, job: ClaimedJob, claim: Claim) -> bool:
         """Whether a rate-limited job comes to start more than SLOT_SLACK after its slot.
 
         Started late, it would share a second with the starts due in it and go
         over the rate; given back, it takes a new slot.  So every start falls
         within SLOT_SLACK of its slot (docs/flow-control.md, "Accuracy").
         """
-        if job.start_after <= 0.0:
+        if job.start_at is None:
             return False
-        return time.monotonic() - (claim.sent + job.start_after) > SLOT_SLACK
+        return (self._clock.now() - job.start_at).total_seconds() > SLOT_SLACK
 
     def _give_back_late(self, late: list[ClaimedJob]) -> None:
         if late:

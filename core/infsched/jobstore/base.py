@@ -118,9 +118,10 @@ class ClaimedJob(NamedTuple):
     claimed_at: datetime
     #: The job's flow key (its lane is (repository, executor, flow_key)).
     flow_key: str = ""
-    #: Its start slot under a rate limit: seconds after the `claim_due` call began, by the
-    #: node's monotonic clock, before which it may not start (0: at once).
-    start_after: float = 0.0
+    #: Its start slot under a rate limit, by the database's clock: it may not start
+    #: before (None: at once).  Nodes hold it by their clock corrected to the
+    #: database's (infsched.dbtime), which a claim's own round trip would not be.
+    start_at: datetime | None = None
 
 
 class Finished(NamedTuple):
@@ -318,7 +319,7 @@ class JobStore(Protocol):
         Highest priority first; within a priority the lanes (repository,
         executor, flow key) take turns, each lane oldest run time first.  Under
         `flow`, a lane takes no more than the limits of its targets allow, and
-        each job of a rate-limited lane carries its start slot (`start_after`).
+        each job of a rate-limited lane carries its start slot (`start_at`).
         """
         ...
 

@@ -39,7 +39,7 @@ from infsched.id_lists import id_in
 from infsched.jobstore.base import ClaimedJob, FlowRules, JobState
 from infsched.jobstore.tables import jobs
 from infsched.limit_rows import lock_buckets, write_buckets
-from infsched.rate_buckets import MICROS, RateBucket
+from infsched.rate_buckets import RateBucket, from_micros
 
 _WAITING = JobState.WAITING.value
 _CLAIMED = JobState.CLAIMED.value
@@ -111,7 +111,6 @@ class LaneClaims:
         repositories: Sequence[str],
         flow: FlowRules | None,
     ) -> list[ClaimedJob]:
-        called = time.monotonic()
         serving = set(repositories)
         lanes = [
             (priority, [lane for lane in found if lane.repository in serving])
@@ -120,17 +119,10 @@ class LaneClaims:
         limited = flow.limited if flow is not None else frozenset()
         in_use = {t for _, found in lanes for lane in found for t in lane.targets()} & limited
         buckets: dict[str, RateBucket] = {}
-        offset = 0.0
         one = _OneClaim(self._dialect, self._db_now, owner, lease_seconds)
         if in_use:
             assert flow is not None
-            # Slots are database times; the runner holds a job until its slot by the
-            # node's monotonic clock, reckoned from when this call began.  The clock
-            # read's midpoint ties the two: a lock wait or a pool checkout before it
-            # would otherwise start every job of the claim that much early.
-            before = time.monotonic()
             one.claimed_at = self._db_now(conn)
-            offset = (before + time.monotonic()) / 2 - called
             buckets = lock_buckets(
                 conn, sorted(in_use), one.claimed_at, flow.horizon, _count_in_flight
             )
@@ -138,7 +130,7 @@ class LaneClaims:
         self._turn += 1
         if not taken:
             return []
-        slots = _slots(taken, buckets, offset)
+        slots = _slots(taken, buckets)
         if buckets:
             write_buckets(conn, buckets)
         now = one.claimed_at
@@ -157,7 +149,7 @@ class LaneClaims:
                 snapshot=snapshot,
                 claimed_at=now,
                 flow_key=t.lane.flow_key,
-                start_after=slot,
+                start_at=slot,
             )
             for t, lane_slots in zip(taken, slots, strict=True)
             for (job_id, key, entity_id, due_at, run_at, attempt, snapshot), slot in zip(
@@ -295,21 +287,23 @@ def _count_in_flight(conn: sa.Connection, scope: str, name: str) -> int:
     return int(count)
 
 
-def _slots(
-    taken: Sequence[_Taken], buckets: dict[str, RateBucket], offset: float
-) -> list[list[float]]:
-    """Each taken job's start, in seconds after the claim call began (0: at once).
+def _slots(taken: Sequence[_Taken], buckets: dict[str, RateBucket]) -> list[list[datetime | None]]:
+    """Each taken job's start slot, by the database's clock (None: at once); every
+    target's count of jobs started goes up by its lanes' jobs.
 
-    `offset`: seconds from the call's start to the clock read the slots count
-    from.  A job under several rates starts at the latest of its slots.
+    A job under several rates starts at the latest of its slots.
     """
-    found: list[list[float]] = []
+    found: list[list[datetime | None]] = []
     for t in taken:
         targets = [buckets[name] for name in t.lane.targets() if name in buckets]
-        if not targets:
-            found.append([0.0] * len(t.rows))
-            continue
-        found.append([max(b.take() - b.now for b in targets) / MICROS for _row in t.rows])
+        rated = [b for b in targets if b.limit.rate is not None]
+        for b in targets:
+            if b.limit.rate is None:
+                b.taken += len(t.rows)
+        if rated:
+            found.append([from_micros(max(b.take() for b in rated)) for _row in t.rows])
+        else:
+            found.append([None] * len(t.rows))
     return found
 
 

@@ -35,7 +35,7 @@ carries its flow key back (`ClaimedJob.flow_key`).  Under `FlowRules`, a
 lane whose targets (``executor:NAME``, ``repository:NAME``, ``key:VALUE``)
 are in `FlowRules.limited` takes no more than their rows in the limits table
 allow: a rate gives start slots up to `FlowRules.horizon` seconds ahead
-(`ClaimedJob.start_after`: the burst at 0, then one every ``1 / rate``
+(`ClaimedJob.start_at`: the burst at the claim's clock, then one every ``1 / rate``
 seconds, the next claim going on where the last left off), a concurrency cap
 counts every owner's claimed jobs, and a hold (`LimitStore.hold`) takes
 nothing until its time.  The tests put those rows with `LimitStore` on the
@@ -125,6 +125,11 @@ def _rules(limits: LimitStore, horizon: float = 1.0) -> FlowRules:
 
 def _limit(scope: LimitScope, name: str, **limit: Any) -> Limit:
     return Limit(LimitTarget(scope, name), FlowLimit(**limit))
+
+
+def _start_after(job: ClaimedJob) -> float:
+    """Seconds from the claim's clock to the job's start slot (0: none, at once)."""
+    return 0.0 if job.start_at is None else (job.start_at - job.claimed_at).total_seconds()
 
 
 def _no_history(conn: sa.Connection, results: Sequence[Finished]) -> None:
@@ -351,7 +356,7 @@ class JobStoreContract:
         ]
         rest = jobs.claim_due("n1", 10, LONG_LEASE, ["r"], FlowRules())
         assert [j.entity_id for j in rest] == ["low-mid", "low-new"]
-        assert {j.start_after for j in first + rest} == {0.0}
+        assert {j.start_at for j in first + rest} == {None}
 
     def test_a_rate_limited_claim_takes_its_allowance_in_spaced_slots(self, jobs: JobStore) -> None:
         limits = _limits(jobs)
@@ -360,7 +365,7 @@ class JobStoreContract:
         flow = _rules(limits, horizon=1.5)
         # Slots up to 1.5 s ahead at 2 a second, two of them back to back: 1.5 * 2 + 2.
         claimed = jobs.claim_due("n1", 10, LONG_LEASE, ["r"], flow)
-        assert [j.start_after for j in claimed] == pytest.approx(
+        assert [_start_after(j) for j in claimed] == pytest.approx(
             [0.0, 0.0, 0.5, 1.0, 1.5], abs=0.001
         )
         # The slots are taken: a claim right after has none left.
@@ -380,7 +385,7 @@ class JobStoreContract:
 
         def slots(claimed: list[ClaimedJob]) -> list[float]:
             """Each job's start, in seconds after the first claim."""
-            return [(j.claimed_at - t0).total_seconds() + j.start_after for j in claimed]
+            return [(j.claimed_at - t0).total_seconds() + _start_after(j) for j in claimed]
 
         assert slots(first) == pytest.approx([0.0, 0.0, 0.5], abs=0.001)
         # Where the first left off, not a fresh burst; within the same allowance.
@@ -405,7 +410,7 @@ class JobStoreContract:
         mine = jobs.claim_due("n1", 10, LONG_LEASE, ["r", "s"], flow)
         # The cap's one place left; the other key is not under it.
         assert Counter(j.flow_key for j in mine) == {"acme": 1, "other": 2}
-        assert {j.start_after for j in mine} == {0.0}
+        assert {j.start_at for j in mine} == {None}
         assert jobs.claim_due("n1", 10, LONG_LEASE, ["r", "s"], flow) == []
         # A finished job frees its place, whoever held it.
         assert jobs.finish("n2", [self.finished(held[0], Outcome.SUCCEEDED)], _no_history) == 0

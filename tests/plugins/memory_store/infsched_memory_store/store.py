@@ -169,13 +169,20 @@ def _share_out(
 def _slots(
     taken: Sequence[tuple[Lane, list[_Job]]], buckets: dict[str, RateBucket]
 ) -> dict[int, float]:
-    """Each rate-limited job's start, in seconds after the claim (the latest of its targets')."""
+    """Each rate-limited job's start, in seconds after the claim (the latest of its rates').
+
+    Jobs under no rate have none; every target counts the jobs started under it.
+    """
     found: dict[int, float] = {}
     for lane, group in taken:
         targets = [buckets[t] for t in lane.targets() if t in buckets]
-        if targets:
+        rated = [b for b in targets if b.limit.rate is not None]
+        for b in targets:
+            if b.limit.rate is None:
+                b.taken += len(group)
+        if rated:
             for job in group:
-                found[job.id] = max(b.take() - b.now for b in targets) / MICROS
+                found[job.id] = max(b.take() - b.now for b in rated) / MICROS
     return found
 
 
@@ -386,7 +393,9 @@ class MemoryJobStore:
                         flow_key=job.flow_key,
                         snapshot=json.loads(job.payload),
                         claimed_at=now,
-                        start_after=slots.get(job.id, 0.0),
+                        start_at=(
+                            now + timedelta(seconds=slots[job.id]) if job.id in slots else None
+                        ),
                     )
                 )
         return claimed
