@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
@@ -71,8 +71,8 @@ class HttpRequest:
         return json.loads(self.body)
 
 
-#: Given a request, the status and the body to answer with.
-Responder = Callable[[HttpRequest], tuple[int, bytes]]
+#: Given a request, the status and the body to answer with, and any headers to add.
+Responder = Callable[[HttpRequest], tuple[int, bytes] | tuple[int, bytes, Mapping[str, str]]]
 
 
 class HttpRecorder:
@@ -96,8 +96,11 @@ class HttpRecorder:
                 )
                 with recorder._lock:
                     recorder.requests.append(request)
-                status, body = recorder.responder(request)
+                answer = recorder.responder(request)
+                status, body = answer[0], answer[1]
                 self.send_response(status)
+                for name, value in (answer[2] if len(answer) == 3 else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -133,7 +136,7 @@ BIND_TRANSMITTER, BIND_TRANSCEIVER = 0x00000002, 0x00000009
 SUBMIT_SM, UNBIND, ENQUIRE_LINK = 0x00000004, 0x00000006, 0x00000015
 RESP = 0x80000000
 ESME_ROK, ESME_RINVCMDID, ESME_RINVPASWD = 0x00, 0x03, 0x0E
-ESME_RINVDSTADR, ESME_RTHROTTLED = 0x0B, 0x58
+ESME_RINVDSTADR, ESME_RTHROTTLED, ESME_RMSGQFUL = 0x0B, 0x58, 0x14
 
 
 @attrs.frozen
@@ -199,7 +202,8 @@ class SmscServer:
 
     bind_transmitter/bind_transceiver (checked against system_id/password),
     submit_sm (recorded, answered with a message id; numbers in `reject` get
-    ESME_RINVDSTADR, and the first `throttle` submits ESME_RTHROTTLED),
+    ESME_RINVDSTADR, and the first `throttle` submits `throttle_status`,
+    ESME_RTHROTTLED unless set),
     enquire_link and unbind.  `drop_all()` cuts every session, as an SMSC
     restart would.
     """
@@ -211,6 +215,7 @@ class SmscServer:
         self.enquire_links = 0
         self.reject: set[str] = set()
         self.throttle = 0
+        self.throttle_status = ESME_RTHROTTLED
         self.max_outstanding_seen = 0
         #: Seconds before each submit_sm_resp.
         self.answer_delay = 0.0
@@ -336,7 +341,7 @@ class SmscServer:
                 return ESME_RINVDSTADR, b"\0"
             if self.throttle > 0:
                 self.throttle -= 1
-                return ESME_RTHROTTLED, b"\0"
+                return self.throttle_status, b"\0"
             message_id = f"m{len(self.submits) + 1}"
             self.submits.append(
                 Submit(

@@ -9,7 +9,7 @@ import click
 
 from infsched.cli.context import app_context, config_options
 from infsched.cli.output import counted, json_option, print_json
-from infsched.executors import PermanentError
+from infsched.executors import PermanentError, ThrottledError
 from infsched_sms.encoding import Coding, encode, gsm7_septets
 from infsched_sms.entity import SmsCoding, SmsEntity
 from infsched_sms.executor import make_transport
@@ -74,6 +74,9 @@ def send_test(to: str, text: str, sender: str, coding: str, as_json: bool) -> No
         transport.send(message)
     except PermanentError as exc:
         raise click.ClickException(f"rejected: {exc}") from None
+    except ThrottledError as exc:
+        later = "" if exc.retry_after is None else f" in {exc.retry_after:g} s"
+        raise click.ClickException(f"not sent, throttled: try again{later}: {exc}") from None
     except ConnectionError as exc:
         raise click.ClickException(f"not sent, try again: {exc}") from None
     finally:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from infsched.executors import JobContext, PermanentError
+from infsched.flow_limits import FlowLimit
 from infsched_sms.entity import SmsEntity
 from infsched_sms.message import SmsMessage
 from infsched_sms.settings import Settings, url_address
@@ -116,6 +117,33 @@ class SmsExecutor:
 
     def close(self) -> None:
         self.transport.close()
+
+
+#: The ``[plugins.sms]`` keys of the executor's flow limit (target ``executor:sms``).
+LIMIT_KEYS = ("rate", "burst", "max_concurrent")
+#: The limits table keeps burst and max_concurrent as 32-bit integers.
+_LIMIT_HIGH = 2**31 - 1
+
+
+def flow_limit(section: Mapping[str, Any]) -> FlowLimit | None:
+    """The executor's limit from ``[plugins.sms]`` ``rate``, ``burst``, ``max_concurrent``.
+
+    None when none of them is set.  The gateway account's own limit belongs
+    here (``rate = 100`` for a Kannel account or an SMPP bind): every node
+    puts it in the limits table when it starts, so the cluster together
+    stays under it.
+    """
+    if not any(key in section for key in LIMIT_KEYS):
+        return None
+    settings = Settings(section)
+    rate = settings.optional_rate("rate", "messages")
+    max_concurrent = settings.optional_integer("max_concurrent", high=_LIMIT_HIGH)
+    if "burst" in section and rate is None:
+        raise settings.error(
+            "burst", f"is {section['burst']!r} without rate; a burst only shapes a rate"
+        )
+    burst = settings.integer("burst", 1, high=_LIMIT_HIGH)
+    return FlowLimit(rate=rate, burst=burst, max_concurrent=max_concurrent)
 
 
 def make_transport(section: Mapping[str, Any]) -> SmsTransport:

@@ -10,7 +10,7 @@ from infsched.executors import ExecutorSpec
 from infsched.hookspecs import hookimpl
 from infsched_sms.commands import sms_group
 from infsched_sms.entity import SmsEntity
-from infsched_sms.executor import make_executor
+from infsched_sms.executor import flow_limit, make_executor
 
 
 @hookimpl
@@ -27,6 +27,7 @@ def register_executors() -> Iterable[ExecutorSpec]:
             max_attempts=5,
             timeout=30.0,
             batch_size=100,
+            limit=flow_limit,
             description="sends SmsEntity messages through [plugins.sms] transport",
         )
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import urllib.parse
 from collections.abc import Mapping
@@ -47,6 +48,23 @@ class Settings:
         value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise self.error(key, f"is {value!r}; expected a number of seconds > 0")
+        return float(value)
+
+    def optional_integer(self, key: str, *, low: int = 1, high: int = 2**31) -> int | None:
+        return None if key not in self.section else self.integer(key, low, low=low, high=high)
+
+    def optional_rate(self, key: str, unit: str) -> float | None:
+        """A positive, finite number of `unit` per second, or None when the key is absent."""
+        if key not in self.section:
+            return None
+        value = self.section[key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise self.error(key, f"is {value!r}; expected a number of {unit} per second > 0")
         return float(value)
 
     def boolean(self, key: str, default: bool) -> bool:

@@ -1,4 +1,5 @@
-"""Fixtures of the SMS tests: Kannel's boxes with fakesmsc, and a small SMSC."""
+"""Fixtures of the SMS tests: Kannel's boxes with fakesmsc, a small SMSC, and a SQLite
+file for the tests that run a scheduler node."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from infsched.dburl import DatabaseUrl
 from tests.loopback_servers import KannelBoxes, SmscServer
 
 
@@ -23,3 +25,9 @@ def kannel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KannelBoxes]:
 def smsc() -> Iterator[SmscServer]:
     with SmscServer() as server:
         yield server
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> DatabaseUrl:
+    """A fresh SQLite file for one test's scheduler node."""
+    return DatabaseUrl(f"sqlite:///{tmp_path / 'infsched.db'}")

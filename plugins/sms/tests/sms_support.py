@@ -1,13 +1,16 @@
-"""What the SMS tests share: jobs for entities, without a scheduler."""
+"""What the SMS tests share: jobs for entities, without a scheduler, and gateway answers."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 
 from infsched.engine.joblog import job_logger
 from infsched.executors import JobContext
 from infsched_sms import SmsCoding, SmsEntity
 from infsched_sms.message import SmsMessage
+from tests.loopback_servers import HttpRequest
 
 
 def sms(
@@ -53,4 +56,38 @@ def message(
     return SmsMessage.from_entity(entity, key)
 
 
-__all__ = ["SmsCoding", "job", "message", "sms"]
+class ThrottlingGateway:
+    """An HTTP gateway's answers (an HttpRecorder responder) that say "too fast" at first.
+
+    The first `throttled` requests get `status` (429, or Kannel's 503 with
+    its "Temporal failure, try again later.") and a ``Retry-After`` header
+    when `retry_after` is given; every later request is accepted.  The times
+    of both kinds of answer are kept.
+    """
+
+    def __init__(
+        self,
+        throttled: int,
+        status: int = 429,
+        *,
+        retry_after: str | None = None,
+        refusal: bytes = b'{"error": "too many requests"}',
+        accepted: bytes = b'{"ok": true}',
+    ) -> None:
+        self.throttled, self.status, self.retry_after = throttled, status, retry_after
+        self.refusal, self.accepted = refusal, accepted
+        self.throttled_at: list[float] = []
+        self.accepted_requests: list[HttpRequest] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, request: HttpRequest) -> tuple[int, bytes, dict[str, str]]:
+        with self._lock:
+            if len(self.throttled_at) < self.throttled:
+                self.throttled_at.append(time.time())
+                headers = {} if self.retry_after is None else {"Retry-After": self.retry_after}
+                return self.status, self.refusal, headers
+            self.accepted_requests.append(request)
+        return 200, self.accepted, {}
+
+
+__all__ = ["SmsCoding", "ThrottlingGateway", "job", "message", "sms"]

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
+from sms_support import ThrottlingGateway
 
 from infsched.cli.context import AppContext
 from infsched.cli.main import build_cli
 from infsched.plugins import load_plugins
-from tests.loopback_servers import SmscServer
+from tests.loopback_servers import HttpRecorder, SmscServer
+from tests.management_support import clean_cli
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -66,3 +69,30 @@ smpp_password = "{smsc.password}"
     )
     assert code == 1
     assert "rejected: SMSC refused the SMS to +33612345678" in out
+
+
+def test_send_test_says_when_the_gateway_throttles(tmp_path: Path) -> None:
+    config = tmp_path / "infsched.toml"
+    with HttpRecorder(ThrottlingGateway(1, 429, retry_after="30")) as server:
+        config.write_text(f'[plugins.sms]\ntransport = "http"\nhttp_url = "{server.url}/sms"\n')
+        code, out = invoke(
+            "sms", "send-test", "--config", str(config), "--to", "+4915112345678", "--text", "x"
+        )
+    assert code == 1
+    assert "not sent, throttled: try again in 30 s: http " in out
+    assert "gateway throttled (429, Retry-After 30 s" in out
+
+
+def test_run_refuses_a_bad_rate_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "infsched.toml").write_text(
+        f'database_url = "sqlite:///{tmp_path / "sched.db"}"\n'
+        '[[repositories]]\nname = "sms"\nentity = "SmsEntity"\nexecutor = "sms"\n'
+        '[plugins.sms]\ntransport = "console"\nrate = 0\n'
+    )
+    run = clean_cli(capsys, monkeypatch, tmp_path)("run")
+    assert run.code == 1
+    assert run.err.splitlines() == [
+        "error: plugin sms: [plugins.sms] rate is 0; expected a number of messages per second > 0"
+    ]

@@ -7,12 +7,13 @@ import time
 from typing import Any
 
 import pytest
-from sms_support import job, message, sms
+from sms_support import ThrottlingGateway, job, message, sms
 
 from infsched.errors import ConfigError
-from infsched.executors import PermanentError
+from infsched.executors import PermanentError, ThrottledError
 from infsched_sms.executor import make_executor
 from infsched_sms.transports.http import HttpTransport
+from infsched_sms.transports.httpcall import retry_after_seconds
 from tests.loopback_servers import HttpRecorder, HttpRequest, free_port
 
 
@@ -72,8 +73,9 @@ def test_bulk_posts_carry_many_messages_and_per_message_results() -> None:
 @pytest.mark.parametrize(
     ("status", "permanent", "text"),
     [
-        (503, False, "answered 503"),
-        (429, False, "answered 429"),
+        (500, False, "answered 500"),
+        (502, False, "answered 502"),
+        (408, False, "answered 408"),
         (401, True, "refused the credentials (401"),
         (422, True, "rejected the message (422"),
     ],
@@ -83,7 +85,47 @@ def test_status_codes_decide_retry_or_not(status: int, permanent: bool, text: st
         [error] = HttpTransport(server.url).send_many([message()])
     assert isinstance(error, PermanentError) is permanent
     assert isinstance(error, ConnectionError) is not permanent
+    assert not isinstance(error, ThrottledError)
     assert text in str(error)
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "seconds"),
+    [(429, "7", 7.0), (503, "0", 0.0), (429, None, None), (503, "soon", None)],
+)
+def test_429_and_503_are_throttling_with_the_gateways_retry_after(
+    status: int, retry_after: str | None, seconds: float | None
+) -> None:
+    gateway = ThrottlingGateway(1, status, retry_after=retry_after)
+    with HttpRecorder(gateway) as server:
+        errors = HttpTransport(server.url).send_many([message(key=f"t:{i}:t") for i in range(3)])
+        assert len(server.received()) == 1  # the rest of the batch waits: not sent
+    assert all(isinstance(e, ThrottledError) for e in errors)
+    assert [e.retry_after for e in errors if isinstance(e, ThrottledError)] == [seconds] * 3
+    assert not any(isinstance(e, PermanentError | ConnectionError) for e in errors)
+    assert f"gateway throttled ({status}" in str(errors[0])
+    assert str(errors[1]).startswith("not sent: ")
+
+
+def test_a_throttled_bulk_post_holds_back_the_rest_of_the_batch() -> None:
+    gateway = ThrottlingGateway(1, 429, retry_after="3")
+    with HttpRecorder(gateway) as server:
+        transport = HttpTransport(f"{server.url}/bulk", bulk_size=2)
+        errors = transport.send_many([message(f"m{i}", key=f"t:{i}:u") for i in range(5)])
+        assert len(server.received()) == 1
+        assert transport.send_many([message("again", key="t:9:u")]) == [None]
+    assert [isinstance(e, ThrottledError) and e.retry_after == 3.0 for e in errors] == [True] * 5
+
+
+def test_retry_after_is_seconds_or_an_http_date() -> None:
+    now = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    assert retry_after_seconds("120", now) == 120.0
+    assert retry_after_seconds(" 5 ", now) == 5.0
+    assert retry_after_seconds("Fri, 15 Jan 2027 08:00:30 GMT", now) == 30.0
+    assert retry_after_seconds("Fri, 15 Jan 2027 07:59:00 GMT", now) == 0.0  # already past
+    assert retry_after_seconds("Fri, 15 Jan 2027 08:01:00 -0000", now) == 60.0
+    for unreadable in (None, "", "-3", "1.5", "later", "٣"):
+        assert retry_after_seconds(unreadable, now) is None
 
 
 def test_a_timeout_is_retried() -> None:

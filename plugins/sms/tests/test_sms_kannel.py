@@ -6,13 +6,13 @@ import time
 from typing import Any
 
 import pytest
-from sms_support import job, message, sms
+from sms_support import ThrottlingGateway, job, message, sms
 
 from infsched.errors import ConfigError
-from infsched.executors import PermanentError
+from infsched.executors import PermanentError, ThrottledError
 from infsched_sms.executor import make_executor
 from infsched_sms.transports.kannel import KannelTransport
-from tests.loopback_servers import KannelBoxes, SmscMessage, free_port, wait_for
+from tests.loopback_servers import HttpRecorder, KannelBoxes, SmscMessage, free_port, wait_for
 
 
 def section(kannel: KannelBoxes, **overrides: object) -> dict[str, Any]:
@@ -72,6 +72,22 @@ def test_a_number_kannel_refuses_fails_for_good(kannel: KannelBoxes) -> None:
     object.__setattr__(bad, "to", "not-a-number")  # past the entity's own check
     with pytest.raises(PermanentError, match=r"rejected the message \(400"):
         transport.send(bad)
+
+
+def test_kannels_temporal_failure_makes_the_batch_wait_without_failing() -> None:
+    # Kannel's smsbox answers a full queue with 503 and these words (no real Kannel here:
+    # one with an SMSC that takes nothing would queue, not refuse).
+    gateway = ThrottlingGateway(
+        1, 503, refusal=b"Temporal failure, try again later.", accepted=b"0: Accepted for delivery"
+    )
+    with HttpRecorder(gateway) as server:
+        transport = KannelTransport(f"{server.url}/cgi-bin/sendsms", "u", "p")
+        errors = transport.send_many([message(str(i), key=f"k{i}") for i in range(3)])
+        assert len(server.received()) == 1
+        assert transport.send_many([message("0", key="k0")]) == [None]
+    assert all(isinstance(e, ThrottledError) and e.retry_after is None for e in errors)
+    assert "throttled (503: Temporal failure, try again later.)" in str(errors[0])
+    assert not any(isinstance(e, PermanentError | ConnectionError) for e in errors)
 
 
 def test_gateway_down_is_retried_and_the_batch_does_not_wait_per_message() -> None:

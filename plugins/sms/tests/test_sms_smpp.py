@@ -15,10 +15,20 @@ import pytest
 from sms_support import job, message, sms
 
 from infsched.errors import ConfigError
-from infsched.executors import PermanentError
+from infsched.executors import PermanentError, ThrottledError
 from infsched_sms.executor import make_executor
-from infsched_sms.transports.smpp import SmppTransport, validity_period
-from tests.loopback_servers import BIND_TRANSCEIVER, SmscServer, free_port, wait_for
+from infsched_sms.transports.smpp import SmppStatusError, SmppTransport, validity_period
+from tests.loopback_servers import (
+    BIND_TRANSCEIVER,
+    ESME_RMSGQFUL,
+    ESME_RTHROTTLED,
+    SmscServer,
+    free_port,
+    wait_for,
+)
+
+#: SMPP 3.4's "System Error": the SMSC's trouble, worth a retry.
+ESME_RSYSERR = 0x08
 
 
 def section(smsc: SmscServer, **overrides: object) -> dict[str, Any]:
@@ -100,13 +110,36 @@ def test_a_rejected_number_fails_for_good_and_the_rest_go(
     assert [s.text for s in smsc.received()] == ["a"]
 
 
-def test_throttling_is_retried_not_permanent(smsc: SmscServer, transport: SmppTransport) -> None:
-    smsc.throttle = 1
-    [error] = transport.send_many([message("a", key="t:1:e")])
+@pytest.mark.parametrize("status", [ESME_RTHROTTLED, ESME_RMSGQFUL], ids=["throttled", "qfull"])
+def test_throttling_and_a_full_queue_make_the_job_wait_and_stop_the_batch(
+    smsc: SmscServer, status: int
+) -> None:
+    smsc.throttle, smsc.throttle_status = 1, status
+    transport = SmppTransport("127.0.0.1", smsc.port, smsc.system_id, smsc.password, window=1)
+    try:
+        errors = transport.send_many([message(f"m{i}", key=f"t:{i}:e") for i in range(3)])
+        assert all(isinstance(e, ThrottledError) for e in errors)
+        assert not any(isinstance(e, PermanentError | ConnectionError) for e in errors)
+        assert ("Throttling error" if status == ESME_RTHROTTLED else "Queue is full") in str(
+            errors[0]
+        )
+        # The SMSC said "too fast": the rest of the batch was not submitted.
+        assert [str(e).startswith("not sent: ") for e in errors] == [False, True, True]
+        assert smsc.received() == []
+        assert transport.send_many([message("m0", key="t:0:e")]) == [None]
+    finally:
+        transport.close()
+
+
+def test_a_system_error_is_still_retried_as_before(
+    smsc: SmscServer, transport: SmppTransport
+) -> None:
+    smsc.throttle, smsc.throttle_status = 1, ESME_RSYSERR
+    [error] = transport.send_many([message("a", key="t:1:s")])
+    assert isinstance(error, SmppStatusError)
     assert isinstance(error, ConnectionError)
-    assert not isinstance(error, PermanentError)
-    assert "Throttl" in str(error)
-    assert transport.send_many([message("a", key="t:1:e")]) == [None]
+    assert not isinstance(error, PermanentError | ThrottledError)
+    assert "System Error" in str(error)
 
 
 def test_a_lost_session_is_rebound(smsc: SmscServer, transport: SmppTransport) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from infsched.executors import PermanentError
+from infsched.executors import PermanentError, ThrottledError
 from infsched_sms.message import SmsMessage
 
 
@@ -14,7 +14,8 @@ class RejectedError(PermanentError):
 
 
 class SmsTransport(Protocol):
-    """Sends messages; raises RejectedError for a refusal, anything else to retry."""
+    """Sends messages; raises RejectedError for a refusal, ThrottledError for "too fast"
+    (the job waits again, no attempt counted), anything else to retry."""
 
     name: str
 
@@ -25,24 +26,32 @@ class SmsTransport(Protocol):
     def close(self) -> None: ...
 
 
+def unsent(cause: ConnectionError | ThrottledError) -> ConnectionError | ThrottledError:
+    """The error of a message left unsent after `cause`: throttled ones wait again as well."""
+    if isinstance(cause, ThrottledError):
+        return ThrottledError(f"not sent: {cause}", cause.retry_after)
+    return ConnectionError(f"not sent: {cause}")
+
+
 def send_each(
     send: Callable[[SmsMessage], None], messages: Sequence[SmsMessage]
 ) -> list[BaseException | None]:
-    """Send one at a time; once the gateway is unreachable, the rest fail (to retry) unsent.
+    """Send one at a time; once the gateway is unreachable or throttles, the rest are not sent.
 
-    A batch must not wait out one timeout per message against a gateway that is down.
+    A batch must not wait out one timeout per message against a gateway that
+    is down, nor keep pushing into one that just said "too fast".
     """
     results: list[BaseException | None] = []
-    down: ConnectionError | None = None
+    stop: ConnectionError | ThrottledError | None = None
     for message in messages:
-        if down is not None:
-            results.append(ConnectionError(f"not sent: {down}"))
+        if stop is not None:
+            results.append(unsent(stop))
             continue
         try:
             send(message)
             results.append(None)
-        except ConnectionError as exc:
-            down = exc
+        except (ConnectionError, ThrottledError) as exc:
+            stop = exc
             results.append(exc)
         except Exception as exc:
             results.append(exc)

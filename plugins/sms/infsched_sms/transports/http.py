@@ -14,6 +14,10 @@ messages go in one POST as ``{"messages": [...]}``; the gateway may answer
 ``{"results": [...]}``, one entry per message in order, where an entry with
 an ``error`` fails that message (for good when ``"permanent": true``, else
 to retry); without results, a 2xx accepts them all.
+
+A 429 or 503 answer is throttling (httpcall.py): the message, or the whole
+bulk POST, waits again without an attempt counted, and what the batch had
+not sent yet is not sent into the throttled gateway.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from collections.abc import Mapping, Sequence
 from string import Template
 from typing import Any
 
+from infsched.executors import ThrottledError
 from infsched_sms.message import SmsMessage
-from infsched_sms.transports.base import RejectedError, send_each
+from infsched_sms.transports.base import RejectedError, send_each, unsent
 from infsched_sms.transports.httpcall import GatewayUnavailableError, request
 
 log = logging.getLogger("infsched.sms.http")
@@ -131,8 +136,9 @@ class HttpTransport:
         results: list[BaseException | None] = []
         for start in range(0, len(messages), self.bulk_size):
             chunk = messages[start : start + self.bulk_size]
-            if results and isinstance(results[-1], GatewayUnavailableError):
-                results += [ConnectionError(f"not sent: {results[-1]}")] * len(chunk)
+            last = results[-1] if results else None
+            if isinstance(last, GatewayUnavailableError | ThrottledError):
+                results += [unsent(last)] * len(chunk)
                 continue
             results += self._send_bulk(chunk)
         return results

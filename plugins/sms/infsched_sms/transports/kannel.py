@@ -10,6 +10,11 @@ at least the number of parts (``infsched sms encode`` shows it) and
 Kannel's sendsms has no client reference that it would deduplicate on;
 the job key goes as ``ref`` in the ``dlr-url`` (when one is configured), so
 delivery reports name the job.  ``validity`` is in minutes.
+
+Kannel answers 503 ("Temporal failure, try again later") when its queue
+is full or the sendsms-user is over its limit: a `ThrottledError` (with the
+answer's ``Retry-After``, if any), so the job waits again without an
+attempt counted, and the rest of the batch is not sent (httpcall.py).
 """
 
 from __future__ import annotations

@@ -18,8 +18,10 @@ each part is logged with the job key instead.
 
 A bind refused for its credentials, and submit_sm_resp statuses that name
 the message itself (bad destination or source address, bad length, bad
-validity), fail for good (`RejectedError`); a lost connection, a timeout,
-throttling, a full queue or a system error are retried.
+validity), fail for good (`RejectedError`).  ESME_RTHROTTLED and
+ESME_RMSGQFUL say "too fast": `ThrottledError`, so the job waits again
+without an attempt counted, and the batch submits nothing more.  A lost
+connection, a timeout or any other status (a system error) is retried.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ import smpplib.consts  # type: ignore[import-untyped]
 import smpplib.exceptions  # type: ignore[import-untyped]
 import smpplib.smpp  # type: ignore[import-untyped]
 
+from infsched.executors import ThrottledError
 from infsched_sms.encoding import DATA_CODING, ESM_CLASS_UDHI, wire_parts
 from infsched_sms.message import SmsMessage
-from infsched_sms.transports.base import RejectedError
+from infsched_sms.transports.base import RejectedError, unsent
 
 log = logging.getLogger("infsched.sms.smpp")
 
@@ -63,6 +66,8 @@ PERMANENT_STATUSES = frozenset(
         C.SMPP_ESME_RINVSYSID,
     }
 )
+#: submit_sm_resp statuses that say "too fast": the job waits, no attempt counted.
+THROTTLING_STATUSES = frozenset({C.SMPP_ESME_RTHROTTLED, C.SMPP_ESME_RMSGQFUL})
 #: Type of number / numbering plan: international ISDN, and alphanumeric.
 TON_INTERNATIONAL, NPI_ISDN = 1, 1
 TON_ALPHANUMERIC, NPI_UNKNOWN = 5, 0
@@ -70,7 +75,7 @@ BIND_MODES = ("transmitter", "transceiver")
 
 
 class SmppStatusError(ConnectionError):
-    """The SMSC answered a submit with a status worth retrying (throttled, queue full...)."""
+    """The SMSC answered a submit with a status worth retrying (a system error...)."""
 
 
 def describe_status(status: int) -> str:
@@ -297,7 +302,13 @@ class SmppTransport:
                 if i < 0:
                     continue
                 if answer.status != C.SMPP_ESME_ROK:
-                    failed.setdefault(i, _status_error(answer.status, messages[i]))
+                    refusal = _status_error(answer.status, messages[i])
+                    failed.setdefault(i, refusal)
+                    if isinstance(refusal, ThrottledError):
+                        # Submit nothing more into an SMSC that said "too fast".
+                        for j, _fields in queue:
+                            failed.setdefault(j, unsent(refusal))
+                        queue.clear()
                 else:
                     left[i] -= 1
                     message_ids[i].append(_text(getattr(answer, "message_id", b"")))
@@ -350,6 +361,8 @@ def _status_error(status: int, message: SmsMessage) -> BaseException:
     text = f"SMSC refused the SMS to {message.to}: {describe_status(status)}"
     if status in PERMANENT_STATUSES:
         return RejectedError(text)
+    if status in THROTTLING_STATUSES:
+        return ThrottledError(text)
     return SmppStatusError(text)
 
 
