@@ -10,6 +10,7 @@ from rich.table import Table
 
 from infsched.cli.context import app_context, config_options, requires_plugins
 from infsched.cli.output import note, stdout
+from infsched.flow_limits import FlowLimit
 from infsched_bench.stages import Bench, Result
 
 #: Stage -> rows it handles unless --rows says otherwise.
@@ -87,6 +88,13 @@ def _stages(value: str) -> list[str]:
     show_default=True,
     help="Cluster stage: also run three nodes, one SIGKILLed and restarted twice (~4 min).",
 )
+@click.option(
+    "--limit-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Execute stage: limit its executor to this many starts per second (a rate far "
+    "above the stage's measures what a limit that never binds costs).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result line.")
 @requires_plugins
 def bench(
@@ -96,6 +104,7 @@ def bench(
     seconds: float,
     nodes: list[int],
     failover: bool,
+    limit_rate: float | None,
     as_json: bool,
 ) -> None:
     """Benchmark the database the URL names, in throwaway databases dropped afterwards."""
@@ -109,6 +118,7 @@ def bench(
             app.plugins,
             rows or DEFAULT_ROWS[stage] or 1000,
             progress=note,
+            execute_limit=None if limit_rate is None else FlowLimit(rate=limit_rate, burst=1000),
         )
         if stage == "lag":
             found = runner.lag(rate, seconds)

@@ -29,6 +29,7 @@ from infsched.dialects import registered_dialect
 from infsched.engine.binding import RepositoryBinding
 from infsched.errors import InfschedError
 from infsched.executors import JobContext
+from infsched.flow_limits import FlowLimit, Limit, LimitScope, LimitTarget
 from infsched.jobstore.tables import jobs
 from infsched.management.scheduler import InfiniteScheduler
 from infsched.metrics.process_memory import resident_mb
@@ -102,6 +103,9 @@ class Bench:
     plugins: PluginRegistry
     rows: int
     progress: Progress = print
+    #: The execute stage's limit on its executor (``executor:noop``), if any: a rate
+    #: far above what the stage reaches measures what a limit that never binds costs.
+    execute_limit: FlowLimit | None = None
 
     def raw_rate(self, url: DatabaseUrl) -> float:
         sample = list(messages(min(self.rows, 100_000), _today_noon(), timedelta(milliseconds=1)))
@@ -234,6 +238,10 @@ class Bench:
             repo = _repository(self.plugins, _default_backend(url), engine)
             scheduler = self._scheduler(url, engine, repo)
             scheduler.store.create_schema()
+            if self.execute_limit is not None:
+                target = LimitTarget(LimitScope.EXECUTOR, "noop")
+                scheduler.flow.limits.set(Limit(target, self.execute_limit))
+                self.progress(f"execute: {target} limited to {self.execute_limit.describe()}")
             self.progress(f"execute: adding {self.rows} due jobs")
             start = datetime.now(UTC) - timedelta(seconds=30)
             fetcher = scheduler.fetchers[0]
@@ -256,7 +264,10 @@ class Bench:
 
             rate, raw = self.raw_around(url, run)
             engine.dispose()
-        return [_rates("execute", _default_backend(url), self.rows, rate, raw)]
+        result = _rates("execute", _default_backend(url), self.rows, rate, raw)
+        if self.execute_limit is not None:
+            result["limit"] = self.execute_limit.describe()
+        return [result]
 
     def lag(self, rate: int = 2000, seconds: float = 60.0) -> list[Result]:
         """Entities inserted 40 s ahead at `rate`/s; default fetch settings; lag from history."""
