@@ -307,13 +307,16 @@ class Runner:
                 )
 
     def _missed_slot(self, job: ClaimedJob, claim: Claim) -> bool:
-        """Whether a rate-limited job comes to start more than SLOT_SLACK after its slot.
+        """Whether a rate-limited job comes to start more than SLOT_SLACK after a slot its
+        rate pushed past the claim.
 
         Started late, it would share a second with the starts due in it and go
         over the rate; given back, it takes a new slot.  So every start falls
         within SLOT_SLACK of its slot (docs/flow-control.md, "Accuracy").
         """
-        if job.start_at is None:
+        if job.start_at is None or (job.start_at - job.claimed_at).total_seconds() <= EARLY:
+            # Its slot was the claim's own time: its rate had room then (an idle
+            # target, or one far above what runs), and a late start crowds nobody.
             return False
         return (self._clock.now() - job.start_at).total_seconds() > SLOT_SLACK
 
