@@ -159,8 +159,7 @@ class SqlJobStore(SqlJobInspection):
         lanes of a priority taking turns, within the flow limits (jobstore/sql_claims.py)."""
         if limit <= 0 or not repositories:
             return []
-        with self._engine.begin() as conn:
-            claimed = self._claims.claim(conn, owner, limit, lease_seconds, repositories, flow)
+        claimed = self._claims.claim(self._engine, owner, limit, lease_seconds, repositories, flow)
         if not claimed:
             self._claims.forget_lanes()  # nothing due: look again next time
         return claimed

@@ -104,18 +104,64 @@ class LaneClaims:
 
     def claim(
         self,
-        conn: sa.Connection,
+        engine: sa.Engine,
         owner: str,
         limit: int,
         lease_seconds: float,
         repositories: Sequence[str],
         flow: FlowRules | None,
     ) -> list[ClaimedJob]:
+        """Claim up to `limit` jobs: the lanes under limits in one transaction (holding
+        their targets' rows), then the others in a second.
+
+        Two transactions, so that a claim of lanes nobody limits never waits for a
+        limited target's row: every node's claims of that target take turns on
+        it, and the lanes beside it would take turns with them.
+        """
         serving = set(repositories)
-        lanes = [
-            (priority, [lane for lane in found if lane.repository in serving])
-            for priority, found in self._waiting_lanes(conn)
-        ]
+        limited = flow.limited if flow is not None else frozenset()
+        self._turn += 1
+        with engine.begin() as conn:
+            lanes = [
+                (priority, [lane for lane in found if lane.repository in serving])
+                for priority, found in self._waiting_lanes(conn)
+            ]
+            under = {
+                lane for _, found in lanes for lane in found if limited.intersection(lane.targets())
+            }
+            if not under:
+                return self._claim_lanes(conn, owner, limit, lease_seconds, lanes, None)
+            assert flow is not None
+            capped = [(p, [lane for lane in found if lane in under]) for p, found in lanes]
+            # The limited lanes' fair share of the claim, by their number; the rest
+            # comes back to them below if the other lanes leave it.
+            count = sum(len(found) for _, found in lanes)
+            share = math.ceil(limit * len(under) / count)
+            claimed = self._claim_lanes(conn, owner, share, lease_seconds, capped, flow)
+        filled = len(claimed) >= share
+        rest = [(p, [lane for lane in found if lane not in under]) for p, found in lanes]
+        if len(claimed) < limit and any(found for _, found in rest):
+            with engine.begin() as conn:
+                claimed += self._claim_lanes(
+                    conn, owner, limit - len(claimed), lease_seconds, rest, None
+                )
+        if filled and len(claimed) < limit:
+            with engine.begin() as conn:
+                claimed += self._claim_lanes(
+                    conn, owner, limit - len(claimed), lease_seconds, capped, flow
+                )
+        return claimed
+
+    def _claim_lanes(
+        self,
+        conn: sa.Connection,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        lanes: Sequence[tuple[int, list[Lane]]],
+        flow: FlowRules | None,
+    ) -> list[ClaimedJob]:
+        """Claim from `lanes`, under `flow`'s limits for those it names (None: no limits)."""
         limited = flow.limited if flow is not None else frozenset()
         in_use = {t for _, found in lanes for lane in found for t in lane.targets()} & limited
         buckets: dict[str, RateBucket] = {}
@@ -127,7 +173,6 @@ class LaneClaims:
                 conn, sorted(in_use), one.claimed_at, flow.horizon, _count_in_flight
             )
         taken = self._share_out(conn, one, limit, lanes, buckets)
-        self._turn += 1
         if not taken:
             return []
         slots = _slots(taken, buckets)
