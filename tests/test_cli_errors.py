@@ -32,6 +32,8 @@ DATABASE_COMMANDS = [
     ("nodes",),
     ("stats",),
     ("dashboard", "--once"),
+    ("limits", "show"),
+    ("limits", "set", "executor:sms", "--rate", "5"),
 ]
 
 
