@@ -47,6 +47,7 @@ class Seed:
         attempt: int = 0,
         owner: str | None = None,
         last_error: str | None = None,
+        flow_key: str = "",
     ) -> str:
         due = due or now()
         key = job_key(repository, entity_id, due)
@@ -67,6 +68,7 @@ class Seed:
                     payload="{}",
                     last_error=last_error,
                     created_at=utc_naive(now()),
+                    flow_key=flow_key,
                 )
             )
         return key

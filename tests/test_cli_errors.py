@@ -32,6 +32,8 @@ DATABASE_COMMANDS = [
     ("nodes",),
     ("stats",),
     ("dashboard", "--once"),
+    ("limits", "show"),
+    ("limits", "set", "executor:sms", "--rate", "5"),
 ]
 
 
@@ -186,7 +188,13 @@ def test_a_database_error_in_the_middle_of_a_command_is_one_line(cli: Cli, tmp_p
     # the reachability and table checks pass and the query itself fails.
     path = tmp_path / "odd.db"
     with sqlite3.connect(path) as conn:
-        for table in ("infsched_leases", "infsched_nodes", "infsched_pauses", "infsched_schedules"):
+        for table in (
+            "infsched_leases",
+            "infsched_nodes",
+            "infsched_pauses",
+            "infsched_schedules",
+            "infsched_limits",
+        ):
             conn.execute(f"CREATE TABLE {table} (x INTEGER)")
         conn.execute("CREATE TABLE infsched_jobs (id INTEGER PRIMARY KEY)")
     for as_json in (False, True):

@@ -219,6 +219,7 @@ READ_ONLY = [
     ("jobs", "show", "sms:1:20250101T000000.000000Z"),
     ("nodes",),
     ("dashboard", "--once"),
+    ("limits", "show"),
     ("partitions", "status"),
     ("config", "show"),
     ("plugins", "list"),

@@ -20,11 +20,14 @@ from infsched.cli.dashboard import Snapshot, live, read_snapshot, render, sparkl
 from infsched.dburl import DatabaseUrl
 from infsched.engine.controls import Controls
 from infsched.errors import NaiveDatetimeError
+from infsched.flow_limits import FlowLimit, Limit, LimitTarget
 from infsched.jobstore.base import Outcome
+from infsched.limit_store import LimitStore
 from infsched.management import JobAdmin
 from infsched.management.schedule_outcomes import ScheduleOutcomes
 from infsched.schedule_store import ScheduleStore
 from infsched.schedules import SCHEDULE_REPOSITORY, Schedule
+from infsched.schema import limits as limits_table
 from tests.engine_support import repository_for
 from tests.management_support import Cli, Seed, clean_cli, now
 
@@ -331,3 +334,101 @@ def test_without_schedules_the_dashboard_has_no_schedules_panel(
 def test_schedule_outcomes_refuse_a_naive_window(seed: Seed) -> None:
     with seed.engine.connect() as conn, pytest.raises(NaiveDatetimeError, match="since"):
         ScheduleOutcomes().activity(conn, ["ping"], datetime(2025, 1, 1), now())
+
+
+# -- the limits panel --
+
+
+def seed_limits(seed: Seed) -> datetime:
+    """Jobs waiting in three lanes, three limits, a live hold and one that is over."""
+    t = now()
+    seed.job(1, due=t - timedelta(seconds=40), flow_key="acme")  # lane (sms, sms, acme)
+    seed.job(2, due=t - timedelta(seconds=5), flow_key="acme")
+    seed.job(3, due=t - timedelta(seconds=20))  # lane (sms, sms, '')
+    seed.job(4, due=t + timedelta(minutes=5), flow_key="acme")  # not due yet
+    seed.job(5, repository="orders", executor="orders", due=t - timedelta(seconds=90))
+    limits = LimitStore(seed.database)
+    for raw, limit in [
+        ("executor:sms", FlowLimit(rate=2.0)),
+        ("key:acme", FlowLimit(max_concurrent=3)),
+        ("repository:quiet", FlowLimit(rate=0.5, burst=2, max_concurrent=1)),
+    ]:
+        limits.set(Limit(LimitTarget.parse(raw), limit))
+    limits.hold(["key:acme"], t + timedelta(seconds=30))
+    limits.hold(["executor:mail"], t - timedelta(seconds=30))  # over: not shown
+    return t
+
+
+def test_the_limits_panel_shows_held_back_jobs_how_far_behind_and_the_current_rate(
+    seed: Seed,
+) -> None:
+    seed_limits(seed)
+    admin = JobAdmin(seed.database, seed.history)
+    first = read_snapshot(admin)
+    by = {line.target: line for line in first.limits}
+    assert list(by) == ["executor:sms", "key:acme", "repository:quiet"]
+    sms, acme, quiet = by.values()
+    assert (sms.limit, sms.source, sms.held_back, sms.rate, sms.held_until) == (
+        "rate 2/s burst 1",
+        "operator",
+        3,
+        None,  # a first frame has no rate yet
+        None,
+    )
+    assert sms.behind is not None
+    assert 40 <= sms.behind < 50
+    assert (acme.limit, acme.held_back) == ("max_concurrent 3", 2)
+    assert acme.held_until is not None
+    assert acme.held_until > first.at
+    assert (quiet.held_back, quiet.behind) == (0, None)
+
+    with seed.engine.begin() as conn:  # 30 jobs started under executor:sms since
+        conn.execute(
+            limits_table.update().where(limits_table.c.target == "executor:sms").values(started=30)
+        )
+    earlier = replace(first, at=first.at - timedelta(seconds=10))
+    second = read_snapshot(admin, previous=earlier)
+    rates = {line.target: line.rate for line in second.limits}
+    sms_rate = rates["executor:sms"]
+    assert sms_rate is not None
+    assert 2.5 < sms_rate <= 3.0
+    assert rates["key:acme"] == 0
+
+    text = text_of(second)
+    assert "limits" in text
+    sms_cells = row(text, "executor:sms")
+    assert sms_cells[1:4] == ["rate 2/s burst 1", "operator", "3"]
+    assert sms_cells[4].endswith(" s")
+    assert sms_cells[5] == f"{sms_rate:.1f}"
+    assert sms_cells[6] == "-"
+    acme_cells = row(text, "key:acme")
+    assert acme_cells[3] == "2"
+    assert acme_cells[6].startswith(second.at.date().isoformat())  # held until
+    assert row(text, "repository:quiet")[3:6] == ["0", "-", "0.0"]
+    assert "executor:mail" not in text
+
+
+def test_the_limits_panel_costs_two_queries_and_is_left_out_without_limits(seed: Seed) -> None:
+    seed.job(1, due=now() - timedelta(seconds=5))
+    admin = JobAdmin(seed.database, seed.history)
+    read_snapshot(admin)  # the pool's connection made, the history's tables looked up
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    sa.event.listen(seed.engine, "before_cursor_execute", count)
+    try:
+        without = read_snapshot(admin)
+        queries_without = len(statements)
+        LimitStore(seed.database).set(Limit(LimitTarget.parse("executor:sms"), FlowLimit(rate=1)))
+        statements.clear()
+        with_limits = read_snapshot(admin)
+    finally:
+        sa.event.remove(seed.engine, "before_cursor_execute", count)
+    assert without.limits == ()
+    assert "limits" not in text_of(without)
+    assert [line.held_back for line in with_limits.limits] == [1]
+    # The limits table is read either way; the lanes are counted only under limits.
+    assert len(statements) == queries_without + 1
+    assert sum("infsched_limits" in s for s in statements) == 1

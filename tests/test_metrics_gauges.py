@@ -13,7 +13,9 @@ import sqlalchemy as sa
 from infsched.database import database_of
 from infsched.dburl import DatabaseUrl
 from infsched.engine.gauges import GaugeSampler
+from infsched.flow_limits import FlowLimit, Limit, LimitTarget
 from infsched.jobstore.sql import SqlJobStore
+from infsched.limit_store import LimitStore
 from infsched.metrics.recorder import MetricsRecorder
 from infsched.metrics.sink import Labels
 from tests.management_support import Seed, now
@@ -84,6 +86,53 @@ def test_gauges_read_the_job_table_and_the_nodes(
         conn.execute(sa.text("DELETE FROM infsched_jobs WHERE state = 'waiting'"))
     sampler.sample()
     assert sink.gauge("jobs_backlog", repository="sms") == 0
+
+
+def test_limit_gauges_give_each_limit_and_the_due_jobs_waiting_under_it(
+    every_url: DatabaseUrl, engine_for: Callable[[DatabaseUrl], sa.Engine]
+) -> None:
+    seed = Seed(engine_for(every_url))
+    due = now() - timedelta(seconds=5)
+    for i in range(2):
+        seed.job(i, due=due, flow_key="acme")  # lane (sms, sms, acme)
+    seed.job(2, due=due)  # lane (sms, sms, '')
+    seed.job(3, due=now() + timedelta(minutes=5), flow_key="acme")  # not due yet
+    seed.job(4, state="claimed", owner="node-a", flow_key="acme")  # in flight, not waiting
+    seed.job(5, repository="orders", executor="orders", due=due, flow_key="acme")
+    seed.job(6, repository="orders", executor="orders", due=due, flow_key="other")
+    limits = LimitStore(seed.database)
+    for raw, limit in [
+        ("executor:sms", FlowLimit(rate=2.5, burst=3)),
+        ("key:acme", FlowLimit(max_concurrent=4)),
+        ("repository:orders", FlowLimit(rate=0.5, max_concurrent=1)),
+    ]:
+        limits.set(Limit(LimitTarget.parse(raw), limit))
+    limits.hold(["executor:mail"], now() + timedelta(seconds=30))  # a throttled gateway
+    sink = GaugeSink()
+    sampler = GaugeSampler(
+        SqlJobStore(seed.database), MetricsRecorder([sink]), "node-a", ["sms"], limits=limits
+    )
+    sampler.sample()
+
+    expected = {
+        # target: (rate, max concurrent, held back)
+        "executor:sms": (2.5, 0, 3),
+        "key:acme": (0, 4, 3),
+        "repository:orders": (0.5, 1, 2),  # another node's repository: cluster-wide
+        "executor:mail": (0, 0, 0),
+    }
+    for target, values in expected.items():
+        found = tuple(
+            sink.gauge(name, target=target)
+            for name in ("limit_rate", "limit_max_concurrent", "jobs_held_back")
+        )
+        assert found == values, target
+
+    limits.remove(LimitTarget.parse("key:acme"))
+    sampler.sample()
+    for name in ("limit_rate", "limit_max_concurrent", "jobs_held_back"):
+        assert sink.gauge(name, target="key:acme") == 0  # reported, not left at its last value
+    assert sink.gauge("jobs_held_back", target="executor:sms") == 3
 
 
 class SlowSampler(GaugeSampler):

@@ -34,8 +34,14 @@ if TYPE_CHECKING:  # what mypy sees; at run time `__getattr__` imports the same 
     from infsched.executors import ExecutorSpec as ExecutorSpec
     from infsched.executors import JobContext as JobContext
     from infsched.executors import PermanentError as PermanentError
+    from infsched.executors import ThrottledError as ThrottledError
+    from infsched.flow_limits import FlowLimit as FlowLimit
+    from infsched.flow_limits import Limit as Limit
+    from infsched.flow_limits import LimitError as LimitError
+    from infsched.flow_limits import LimitTarget as LimitTarget
     from infsched.hookspecs import hookimpl as hookimpl
     from infsched.jobstore.backend import JobStoreBackend as JobStoreBackend
+    from infsched.limit_store import StoredLimit as StoredLimit
     from infsched.management.scheduler import InfiniteScheduler as InfiniteScheduler
     from infsched.metrics.sink import MetricsSink as MetricsSink
     from infsched.metrics.sink import MetricsSinkSpec as MetricsSinkSpec
@@ -65,6 +71,7 @@ _PUBLIC: dict[str, str] = {
     "Executor": "infsched.executors",
     "BatchExecutor": "infsched.executors",
     "PermanentError": "infsched.executors",
+    "ThrottledError": "infsched.executors",
     "RepositoryBackend": "infsched.repositories.backend",
     "RepositoryOptions": "infsched.repositories.backend",
     "MetricsSinkSpec": "infsched.metrics.sink",
@@ -89,6 +96,11 @@ _PUBLIC: dict[str, str] = {
     "Overlap": "infsched.schedules",
     "ScheduledRun": "infsched.schedules",
     "StoredSchedule": "infsched.schedule_store",
+    # flow limits
+    "FlowLimit": "infsched.flow_limits",
+    "Limit": "infsched.flow_limits",
+    "LimitTarget": "infsched.flow_limits",
+    "StoredLimit": "infsched.limit_store",
     # errors
     "InfschedError": "infsched.errors",
     "ConfigError": "infsched.errors",
@@ -96,6 +108,7 @@ _PUBLIC: dict[str, str] = {
     "DatabaseUnreachableError": "infsched.errors",
     "EntityError": "infsched.errors",
     "ScheduleError": "infsched.errors",
+    "LimitError": "infsched.flow_limits",
 }
 
 #: What `__getattr__` imports on first use: the public names and the version (reading the

@@ -119,6 +119,18 @@ class LimitStore:
             )
         return "replaced"
 
+    def replace(self, limit: Limit, source: str) -> bool:
+        """Put `limit` in place of the target's, an operator's too, its state (the rate's
+        arrival time, a hold, jobs started) kept; False if the target has no row."""
+        now = utc_naive(self._clock.now())
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                table.update()
+                .where(table.c.target == limit.target.id)
+                .values(source=source, updated_at=now, **_values(limit.limit))
+            ).rowcount
+        return bool(changed)
+
     def remove(self, target: LimitTarget) -> bool:
         """Drop a target's limit and state; a declared one comes back when a node starts."""
         with self._engine.begin() as conn:
@@ -169,11 +181,13 @@ class LimitStore:
                 self._read_at = time.monotonic()
             return self._targets
 
-    def all(self) -> list[StoredLimit]:
-        """Every target's limit and state, by target."""
-        with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(table).order_by(table.c.target)).all()
-        return [_stored(row) for row in rows]
+    def all(self, conn: sa.Connection | None = None) -> list[StoredLimit]:
+        """Every target's limit and state, by target; on `conn` if given (one query)."""
+        query = sa.select(table).order_by(table.c.target)
+        if conn is not None:
+            return [_stored(row) for row in conn.execute(query).all()]
+        with self._engine.connect() as own:
+            return [_stored(row) for row in own.execute(query).all()]
 
     def get(self, target: LimitTarget) -> StoredLimit | None:
         with self._engine.connect() as conn:

@@ -38,6 +38,7 @@ from infsched.cluster.nodes import NodeState, judge
 from infsched.cluster.rows import read_leases, read_nodes
 from infsched.engine.controls import ALL
 from infsched.jobstore.base import JobState, JobStore, Outcome
+from infsched.limit_store import LimitStore
 from infsched.management import JobAdmin, JobRow, NodeRow
 from infsched.management.history import quantile
 from infsched.management.schedule_outcomes import LastOutcome, ScheduleOutcomes
@@ -100,6 +101,26 @@ class ScheduleLine:
 
 
 @attrs.frozen
+class LimitLine:
+    """One limited (or held) target as the dashboard shows it."""
+
+    target: str
+    #: The limit's description (`FlowLimit.describe`).
+    limit: str
+    source: str
+    #: Jobs due now and waiting in lanes under the target.
+    held_back: int
+    #: Seconds the oldest of them is past its run time (None: none is waiting).
+    behind: float | None
+    #: Jobs claimed under the target since its row was made (the limits table's counter).
+    started: int
+    #: Starts per second between the previous frame and this one (None: no previous frame).
+    rate: float | None
+    #: A throttled gateway holds the target until then (None: not held now).
+    held_until: datetime | None
+
+
+@attrs.frozen
 class Snapshot:
     """Everything one frame shows, as the database held it at `at` (its own clock)."""
 
@@ -119,6 +140,7 @@ class Snapshot:
     #: Seconds the schedules' counts cover (the sparklines' window).
     window: float = 0.0
     schedules: tuple[ScheduleLine, ...] = ()
+    limits: tuple[LimitLine, ...] = ()
 
 
 # -- reading --
@@ -155,12 +177,14 @@ def read_snapshot(
     heartbeat_interval: float = 5.0,
     job_lease: float = 30.0,
     database: str = "",
+    previous: Snapshot | None = None,
 ) -> Snapshot:
     """Read one frame's worth from `admin`'s database; writes nothing.
 
     `tables` are (repository, table name or prefix) pairs of the configured
     repositories; repositories found only in the job table or the history
-    are shown too, their table taken to be named after them.
+    are shown too, their table taken to be named after them.  The limits'
+    current rates are their starts since `previous`, the frame before.
     """
     buckets = max(1, round(window / bucket_seconds))
     with admin.engine.connect() as conn:
@@ -185,6 +209,7 @@ def read_snapshot(
             sa.inspect(conn).get_table_names(),
         )
         schedules = _schedule_lines(admin, conn, at, buckets * bucket_seconds)
+        limit_lines = _limit_lines(admin, conn, at, previous)
     dead = admin.list_jobs(state=JobState.DEAD.value, limit=LISTED)
     series: dict[str, tuple[list[int], list[int]]] = {
         n: ([0] * buckets, [0] * buckets) for n in names
@@ -242,7 +267,53 @@ def read_snapshot(
         dead_letters=tuple(dead),
         window=buckets * bucket_seconds,
         schedules=schedules,
+        limits=limit_lines,
     )
+
+
+def _limit_lines(
+    admin: JobAdmin, conn: sa.Connection, at: datetime, previous: Snapshot | None
+) -> tuple[LimitLine, ...]:
+    """Each target with a limit or a hold now: one query for the limits, one for the lanes."""
+    stored = [
+        s
+        for s in LimitStore(admin.database).all(conn)
+        if s.limit.rate is not None
+        or s.limit.max_concurrent is not None
+        or (s.held_until is not None and s.held_until > at)
+    ]
+    if not stored:
+        return ()
+    now = utc_naive(at)
+    waiting: dict[str, tuple[int, datetime | None]] = {s.target.id: (0, None) for s in stored}
+    for lane in admin.store.count_lanes(conn, now, targets=list(waiting)):
+        for target in lane.lane.targets():
+            if target in waiting:
+                due, oldest = waiting[target]
+                waiting[target] = (due + lane.due, min(oldest or lane.oldest, lane.oldest))
+    before = {line.target: line for line in previous.limits} if previous is not None else {}
+    elapsed = (at - previous.at).total_seconds() if previous is not None else 0.0
+    lines = []
+    for s in stored:
+        due, oldest = waiting[s.target.id]
+        earlier = before.get(s.target.id)
+        rate = None
+        # A counter that went back is a row made anew (removed, set again): no rate yet.
+        if earlier is not None and elapsed > 0 and s.started >= earlier.started:
+            rate = (s.started - earlier.started) / elapsed
+        lines.append(
+            LimitLine(
+                target=s.target.id,
+                limit=s.limit.describe(),
+                source=s.source,
+                held_back=due,
+                behind=None if oldest is None else max(0.0, (now - oldest).total_seconds()),
+                started=s.started,
+                rate=rate,
+                held_until=s.held_until if s.held_until is not None and s.held_until > at else None,
+            )
+        )
+    return tuple(lines)
 
 
 def _schedule_lines(
@@ -440,6 +511,31 @@ def _schedules(s: Snapshot) -> Table:
     return table
 
 
+def _limits(s: Snapshot) -> Table:
+    table = _table(
+        "limits",
+        ("target", "limit", "source", "held back", "behind", "starts/s", "held until"),
+        right=("held back", "behind", "starts/s"),
+    )
+    table.caption = (
+        "held back: jobs due and waiting under the target; behind: how late the oldest of "
+        "them is; starts/s: since the previous refresh; infsched limits show"
+    )
+    table.caption_justify = "left"
+    for line in s.limits:
+        held = line.held_until is not None
+        table.add_row(
+            Text(line.target),
+            Text(line.limit),
+            Text(line.source),
+            Text(f"{line.held_back:,}", style="yellow" if line.held_back else ""),
+            seconds(line.behind),
+            "-" if line.rate is None else f"{line.rate:.1f}",
+            Text(when(line.held_until), style="bold yellow") if held else Text("-"),
+        )
+    return table
+
+
 def _in_zone(value: datetime | None, zone: tzinfo) -> str:
     return "-" if value is None else value.astimezone(zone).isoformat(sep=" ", timespec="seconds")
 
@@ -465,6 +561,8 @@ def render(s: Snapshot) -> RenderableType:
         "  [dim](q or Ctrl-C to leave)[/]"
     )
     panels = [_repositories(s), _nodes(s), _failures(s), _dead_letters(s)]
+    if s.limits:
+        panels.insert(1, _limits(s))
     if s.schedules:
         panels.insert(1, _schedules(s))
     return Group(header, *panels)
@@ -568,7 +666,7 @@ def stream(read: Callable[[], Snapshot], interval: float, console: Console) -> N
     help="Seconds of history the sparklines and lag quantiles cover.",
 )
 def dashboard(once: bool, interval: float, window: float, as_json: bool) -> None:
-    """A live view of the cluster using this database: repositories, schedules, nodes, failures.
+    """A live view of this database's cluster: repositories, schedules, limits, nodes, failures.
 
     Works from any terminal against the database of a running cluster; it
     only reads.  `q` or Ctrl-C leaves.  Off a terminal it prints a frame per
@@ -586,8 +684,12 @@ def dashboard(once: bool, interval: float, window: float, as_json: bool) -> None
             "database": str(config.database_url),
         }
 
+        frames: list[Snapshot] = []
+
         def read() -> Snapshot:
-            return read_snapshot(admin, **options)
+            # The frame before gives the limits' current rates (their starts since then).
+            frames[:] = [read_snapshot(admin, **options, previous=frames[0] if frames else None)]
+            return frames[0]
 
         console = stdout()
         if as_json:

@@ -18,6 +18,7 @@ from infsched.cli.db_cmd import db_group
 from infsched.cli.entities_cmd import entities_group
 from infsched.cli.history_cmd import history
 from infsched.cli.jobs_cmd import jobs_group
+from infsched.cli.limits_cmd import limits_group
 from infsched.cli.output import error_text, stderr, wants_json
 from infsched.cli.partitions_cmd import partitions_group
 from infsched.cli.plugins_cmd import plugins_group
@@ -51,6 +52,7 @@ jobs_group.add_command(history)
 cli.add_command(jobs_group)
 cli.add_command(entities_group)
 cli.add_command(schedules_group)
+cli.add_command(limits_group)
 cli.add_command(pause)
 cli.add_command(resume)
 cli.add_command(nodes)

@@ -28,6 +28,22 @@ def lane_of(job: ClaimedJob) -> Lane:
     return Lane(job.repository, job.executor, job.flow_key)
 
 
+def declared_limits(
+    config_limits: Sequence[Limit], executor_limits: Sequence[Limit]
+) -> list[tuple[Limit, str]]:
+    """Each declared limit with its source: the configuration's (``config``), and the
+    executors' (``executor NAME``) where the configuration names no limit for the same
+    target (``[[limits]]`` wins over an ExecutorSpec)."""
+    configured = {limit.target.id for limit in config_limits}
+    found = [(limit, "config") for limit in config_limits]
+    found += [
+        (limit, f"executor {limit.target.name}")
+        for limit in executor_limits
+        if limit.target.id not in configured
+    ]
+    return found
+
+
 class FlowControl:
     """The limits a node's claims follow, and the holds its throttled runs leave."""
 
@@ -35,13 +51,9 @@ class FlowControl:
         self.limits = limits
 
     def declare(self, config_limits: Sequence[Limit], executor_limits: Sequence[Limit]) -> None:
-        """Put the configuration's limits, and the executors' where the configuration
-        names no limit for the same target (``[[limits]]`` wins over an ExecutorSpec)."""
-        configured = {limit.target.id for limit in config_limits}
-        self.limits.declare(config_limits, "config")
-        for limit in executor_limits:
-            if limit.target.id not in configured:
-                self.limits.declare([limit], f"executor {limit.target.name}")
+        """Put the declared limits (`declared_limits`); operator limits stay as they are."""
+        for limit, source in declared_limits(config_limits, executor_limits):
+            self.limits.declare([limit], source)
 
     def rules(self) -> FlowRules:
         """What the next claim must respect (cached: a read of the table a second at most)."""

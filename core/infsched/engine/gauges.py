@@ -7,11 +7,16 @@
 - ``dead_letters{repository}``: dead letters in the job table (cluster-wide);
 - ``node_heartbeat_age_seconds{node}``: every node's heartbeat age, so a
   dead node is reported by the live ones;
+- ``limit_rate{target}``, ``limit_max_concurrent{target}``: each flow limit in
+  force (0: none of that kind), and ``jobs_held_back{target}``: the due jobs
+  waiting in lanes under it, across the cluster (`JobStore.count_lanes`, one
+  more grouped query, made only while some target has a limit);
 - ``process_resident_memory_bytes`` and ``process_cpu_seconds_total``.
 
-One grouped query over the hot job table per sample; "now" is the database's
-clock, the one claims compare run times with.  A repository with no rows is
-reported as 0, never left at its last value.
+One grouped query over the hot job table per sample (two with limits); "now"
+is the database's clock, the one claims compare run times with.  A
+repository with no rows is reported as 0, never left at its last value, and
+so is a target whose limit was removed.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from infsched.clock import utc_naive
 from infsched.cluster.rows import read_nodes
 from infsched.jobstore.base import JobState, JobStore
+from infsched.limit_store import LimitStore
 from infsched.metrics.process_memory import resident_mb
 from infsched.metrics.recorder import MetricsRecorder
 
@@ -46,8 +53,13 @@ class GaugeSampler:
         node_id: str,
         repositories: Sequence[str],
         interval: float = 5.0,
+        limits: LimitStore | None = None,
     ) -> None:
         self.store = store
+        #: The flow limits, for the limit gauges (None: no limit gauges).
+        self.limits = limits
+        #: The targets the limit gauges were last reported for: one removed since reads 0.
+        self._targets: set[str] = set()
         self.metrics = metrics
         self.node_id = node_id
         self.repositories = list(repositories)
@@ -76,6 +88,8 @@ class GaugeSampler:
                 ("node", n.node_id): 0.0 if n.state == "stopped" else n.heartbeat_age
                 for n in read_nodes(conn, at)
             }
+            if self.limits is not None:
+                counts.update(self._limit_gauges(conn, utc_naive(at)))
         for c in found:
             key = ("repository", c.repository)
             if c.state == JobState.WAITING.value:
@@ -85,6 +99,29 @@ class GaugeSampler:
             elif c.state == JobState.DEAD.value:
                 counts["dead_letters"][key] = c.total
         return counts
+
+    def _limit_gauges(
+        self, conn: sa.Connection, now: datetime
+    ) -> dict[str, dict[tuple[str, str], float]]:
+        assert self.limits is not None
+        stored = self.limits.all(conn)
+        gauges: dict[str, dict[tuple[str, str], float]] = {
+            name: dict.fromkeys((("target", t) for t in self._targets), 0.0)
+            for name in ("limit_rate", "limit_max_concurrent", "jobs_held_back")
+        }
+        targets = {s.target.id for s in stored}
+        held_back = dict.fromkeys(targets, 0)
+        for lane in self.store.count_lanes(conn, now, targets=targets):
+            for target in lane.lane.targets():
+                if target in held_back:
+                    held_back[target] += lane.due
+        for s in stored:
+            key = ("target", s.target.id)
+            gauges["limit_rate"][key] = s.limit.rate or 0.0
+            gauges["limit_max_concurrent"][key] = s.limit.max_concurrent or 0
+            gauges["jobs_held_back"][key] = held_back[s.target.id]
+        self._targets = targets
+        return gauges
 
     def sample(self) -> None:
         """Record every gauge once; a database error skips the database's gauges this time."""

@@ -191,6 +191,7 @@ class SchedulerNode:
             self.config.node_id,
             list(self.bindings),
             interval=self.config.heartbeat_interval,
+            limits=self.flow.limits,
         )
         self.fetchers = [
             Fetcher(

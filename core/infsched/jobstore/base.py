@@ -7,7 +7,7 @@ time and a JSON snapshot.  The engine turns them back into typed entities.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -15,6 +15,7 @@ import attrs
 import sqlalchemy as sa
 
 from infsched.errors import InfschedError
+from infsched.flow_limits import Lane
 
 
 def job_key(repository: str, entity_id: object, due_at: datetime) -> str:
@@ -242,6 +243,17 @@ class StateCount:
     owned: int
 
 
+@attrs.frozen
+class LaneCount:
+    """The due jobs waiting in one lane."""
+
+    lane: Lane
+    #: Waiting jobs whose run time is at or before the `now` asked about.
+    due: int
+    #: The oldest run time among them (naive UTC, as the store keeps times).
+    oldest: datetime
+
+
 HistoryWriter = Callable[[sa.Connection, Sequence[Finished]], None]
 #: Called with (done, total) as a bulk operation advances.
 Progress = Callable[[int, int], None]
@@ -383,6 +395,14 @@ class JobStore(Protocol):
         repositories: Sequence[str] | None = None,
     ) -> list[StateCount]:
         """Counts per (repository, state); times naive UTC."""
+        ...
+
+    def count_lanes(
+        self, conn: sa.Connection, now: datetime, *, targets: Collection[str] | None = None
+    ) -> list[LaneCount]:
+        """The due waiting jobs per lane (run time at or before `now`, naive UTC), of every
+        repository; only lanes that have some, and with `targets` (limit target ids) only
+        lanes under one of them.  The limit gauges and the dashboard read it."""
         ...
 
     # -- management --

@@ -1,4 +1,4 @@
-"""Counts of the job table per repository and state: one grouped query.
+"""Counts of the job table per repository and state, or per lane: one grouped query each.
 
 The metrics gauges, `stats` and the dashboard all read the hot table this
 way; it holds only the jobs of the lookahead window, retries and dead
@@ -7,12 +7,13 @@ letters, so the scan stays small however large the repositories are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
 
-from infsched.jobstore.base import StateCount
+from infsched.flow_limits import Lane, LimitScope, LimitTarget
+from infsched.jobstore.base import JobState, LaneCount, StateCount
 from infsched.jobstore.tables import jobs
 
 
@@ -44,4 +45,43 @@ def job_counts(
     return [
         StateCount(r, s, int(total), int(due or 0), int(before or 0), int(mine or 0))
         for r, s, total, due, before, mine in conn.execute(query).all()
+    ]
+
+
+#: The job column each scope of limit target names.
+_SCOPE_COLUMNS = {
+    LimitScope.EXECUTOR: jobs.c.executor,
+    LimitScope.REPOSITORY: jobs.c.repository,
+    LimitScope.KEY: jobs.c.flow_key,
+}
+
+
+def lane_counts(
+    conn: sa.Connection, now: datetime, *, targets: Collection[str] | None = None
+) -> list[LaneCount]:
+    """Due waiting jobs per lane, with the oldest run time; with `targets`, only lanes
+    under one of them (none at all for an empty collection)."""
+    query = (
+        sa.select(
+            jobs.c.repository,
+            jobs.c.executor,
+            jobs.c.flow_key,
+            sa.func.count(),
+            sa.func.min(jobs.c.run_at),
+        )
+        .where(jobs.c.state == JobState.WAITING.value, jobs.c.run_at <= now)
+        .group_by(jobs.c.repository, jobs.c.executor, jobs.c.flow_key)
+    )
+    if targets is not None:
+        names: dict[LimitScope, set[str]] = {scope: set() for scope in LimitScope}
+        for target in targets:
+            parsed = LimitTarget.parse(target)
+            names[parsed.scope].add(parsed.name)
+        under = [_SCOPE_COLUMNS[s].in_(sorted(n)) for s, n in names.items() if n]
+        if not under:
+            return []
+        query = query.where(sa.or_(*under))
+    return [
+        LaneCount(Lane(repository, executor, flow_key or ""), int(due), oldest)
+        for repository, executor, flow_key, due, oldest in conn.execute(query).all()
     ]

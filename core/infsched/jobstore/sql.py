@@ -17,7 +17,7 @@ cannot interleave with another node's.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,11 +34,12 @@ from infsched.jobstore.base import (
     FlowRules,
     HistoryWriter,
     JobState,
+    LaneCount,
     NewJob,
     Outcome,
     StateCount,
 )
-from infsched.jobstore.counts import job_counts
+from infsched.jobstore.counts import job_counts, lane_counts
 from infsched.jobstore.sql_claims import LaneClaims
 from infsched.jobstore.sql_inspect import SqlJobInspection
 from infsched.jobstore.tables import create_job_tables, jobs, missing_job_tables, unowned
@@ -292,6 +293,11 @@ class SqlJobStore(SqlJobInspection):
         repositories: Sequence[str] | None = None,
     ) -> list[StateCount]:
         return job_counts(conn, now, horizon=horizon, owner=owner, repositories=repositories)
+
+    def count_lanes(
+        self, conn: sa.Connection, now: datetime, *, targets: Collection[str] | None = None
+    ) -> list[LaneCount]:
+        return lane_counts(conn, now, targets=targets)
 
 
 def _trim(error: str | None) -> str | None:

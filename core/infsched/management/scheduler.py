@@ -3,7 +3,8 @@
 `SchedulerNode` (infsched.engine.scheduler) runs the fetchers, workers and
 maintenance; this class adds `JobAdmin`'s methods (pause, resume, list_jobs,
 cancel, retry, run_now, stats, status) for the node's own repositories, and
-the schedules' (`add_schedule`, `schedules`, `pause_schedule`, ...).  Before
+the schedules' (`add_schedule`, `schedules`, `pause_schedule`, ...) and the
+flow limits' (`set_limit`, `limits`, `remove_limit`).  Before
 the engine starts, it puts the declared schedules (the config's
 ``[[schedules]]``, the plugins' ``register_schedules``) in the database.  It is
 the public `infsched.InfiniteScheduler` (docs/api.md).  The composition lives
@@ -16,9 +17,13 @@ import functools
 from collections.abc import Sequence
 from datetime import datetime
 
+from infsched.engine.flow import declared_limits
 from infsched.engine.scheduler import SchedulerNode
 from infsched.engine.status import JobStatus
+from infsched.flow_limits import LimitTarget
+from infsched.limit_store import StoredLimit
 from infsched.management.jobs import JobAdmin, JobRow, Stats
+from infsched.management.limits import LimitAdmin
 from infsched.management.schedule_declarations import (
     AppliedDeclarations,
     apply_declarations,
@@ -90,6 +95,51 @@ class InfiniteScheduler(SchedulerNode):
     def remove_schedule(self, name: str) -> None:
         """Remove `name` (its jobs made already stay); ScheduleError if there is none."""
         self.schedule_admin.remove(name)
+
+    # -- flow limits --
+
+    @functools.cached_property
+    def limit_admin(self) -> LimitAdmin:
+        """The limits in the node's database (its tables made if missing, as `start` would).
+
+        It shares the node's `LimitStore`, so this node's claims follow a change at once;
+        a removed operator limit gives its target back to this node's declared limits.
+        """
+        check_runnable(self.engine)
+        create_schema(self.engine)
+        return LimitAdmin(
+            self.flow.limits,
+            lambda: declared_limits(self.config.limits, self._executor_limits),
+        )
+
+    def set_limit(
+        self,
+        target: str | LimitTarget,
+        *,
+        rate: float | None = None,
+        per: str = "second",
+        burst: int = 1,
+        max_concurrent: int | None = None,
+    ) -> str:
+        """Limit `target` (``executor:NAME``, ``repository:NAME``, ``key:VALUE``) cluster-wide
+        until `remove_limit`: ``added``, ``replaced`` or ``unchanged``.
+
+        `rate` starts per `per` (``second`` or ``minute``), up to `burst` back to
+        back, and/or at most `max_concurrent` jobs in flight.  It overrides a
+        declared limit on the target; a refused one (LimitError) stores nothing.
+        """
+        return self.limit_admin.set(
+            target, rate=rate, per=per, burst=burst, max_concurrent=max_concurrent
+        )[1]
+
+    def limits(self) -> list[StoredLimit]:
+        """Every target's limit and state (throttled gateways' holds too), by target."""
+        return self.limit_admin.limits()
+
+    def remove_limit(self, target: str | LimitTarget) -> StoredLimit | None:
+        """Remove `target`'s limit; the limit this node declares for it (None: none) holds
+        again in its place.  LimitError if `target` has no limit."""
+        return self.limit_admin.remove(target).in_force
 
     # -- jobs --
 

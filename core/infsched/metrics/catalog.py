@@ -165,6 +165,27 @@ CATALOG: dict[str, MetricInfo] = {
             "sees it (0 for a node that stopped cleanly).",
         ),
         MetricInfo(
+            "limit_rate",
+            "gauge",
+            ("target",),
+            "Starts per second a flow limit allows its target across the cluster, as in force "
+            "now (0: the target has no rate limit, or its limit was removed).",
+        ),
+        MetricInfo(
+            "limit_max_concurrent",
+            "gauge",
+            ("target",),
+            "Jobs in flight a flow limit allows its target across the cluster, at most "
+            "(0: no cap, or its limit was removed).",
+        ),
+        MetricInfo(
+            "jobs_held_back",
+            "gauge",
+            ("target",),
+            "Jobs due now and waiting in lanes under a limited target, across the cluster: "
+            "what its limit (or a throttled gateway's hold) keeps waiting, with any backlog.",
+        ),
+        MetricInfo(
             "clock_offset_seconds",
             "gauge",
             (),

@@ -25,7 +25,8 @@ repositories named (how a paused repository is skipped); leases expire and
 are recovered, renewed and released; outcomes delete, reschedule or
 dead-letter, and a late one is counted and changes nothing; dead letters
 are retried; jobs are cancelled and run now; and the reads behind ``jobs
-list``, ``jobs show``, ``stats`` and the repository-name checks.
+list``, ``jobs show``, ``stats`` and the repository-name checks, and the
+due jobs per lane the limit gauges and the dashboard read.
 
 Flow control (docs/flow-control.md) is part of the contract too.  Jobs wait
 in *lanes* (repository, executor, flow key): within a priority the lanes
@@ -57,6 +58,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 import sqlalchemy as sa
 
@@ -704,3 +706,56 @@ class JobStoreContract:
         assert (claimed.total, claimed.owned) == (2, 1)
         assert (by["b", WAITING].total, by["b", WAITING].before_horizon) == (1, 0)
         assert [(c.repository, c.total, c.before_horizon) for c in only_b] == [("b", 1, 1)]
+
+    def test_due_waiting_jobs_are_counted_per_lane(self, jobs: JobStore) -> None:
+        now = _now(jobs)
+        early = now - timedelta(minutes=5)
+
+        def lane_job(entity: int, due: datetime, executor: str, flow_key: str) -> NewJob:
+            return attrs.evolve(new_job("a", entity, due, executor=executor), flow_key=flow_key)
+
+        self.add(
+            jobs,
+            [
+                lane_job(1, early, "sms", "acme"),
+                lane_job(2, now - timedelta(minutes=1), "sms", "acme"),
+                lane_job(3, now - timedelta(minutes=2), "sms", ""),
+                lane_job(4, now + timedelta(minutes=5), "sms", "acme"),  # not due yet
+                lane_job(5, now - timedelta(minutes=3), "mail", "acme"),
+                lane_job(6, now - timedelta(minutes=3), "mail", "other"),
+            ],
+        )
+        self.add(
+            jobs, [new_job("b", i, now - timedelta(minutes=i), executor="mail") for i in (4, 6)]
+        )
+        [claimed] = jobs.claim_due("n1", 1, LONG_LEASE, ["b"])
+        assert claimed.entity_id == "6"  # the oldest of its lane: not counted, claimed
+        with jobs.engine.connect() as conn:
+            at = utc_naive(jobs.db_now(conn))
+            every = jobs.count_lanes(conn, at)
+            under_key = jobs.count_lanes(conn, at, targets=["key:acme"])
+            under_mail = jobs.count_lanes(conn, at, targets=["executor:mail", "key:nobody"])
+            under_none = jobs.count_lanes(conn, at, targets=[])
+        by = {(c.lane.repository, c.lane.executor, c.lane.flow_key): c for c in every}
+        assert {lane: c.due for lane, c in by.items()} == {
+            ("a", "sms", "acme"): 2,
+            ("a", "sms", ""): 1,
+            ("a", "mail", "acme"): 1,
+            ("a", "mail", "other"): 1,
+            ("b", "mail", ""): 1,
+        }
+        assert by["a", "sms", "acme"].oldest == utc_naive(early)
+        assert by["b", "mail", ""].oldest == utc_naive(now - timedelta(minutes=4))
+        assert by["a", "sms", "acme"].lane.targets() == (
+            "executor:sms",
+            "repository:a",
+            "key:acme",
+        )
+        assert sorted(c.lane.executor for c in under_key) == ["mail", "sms"]
+        assert all(c.lane.flow_key == "acme" for c in under_key)
+        assert sorted((c.lane.repository, c.lane.flow_key) for c in under_mail) == [
+            ("a", "acme"),
+            ("a", "other"),
+            ("b", ""),
+        ]
+        assert under_none == []

@@ -39,7 +39,7 @@ import json
 import math
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -59,6 +59,7 @@ from infsched.jobstore.base import (
     JobRow,
     JobState,
     JobStateError,
+    LaneCount,
     LiveRow,
     NewJob,
     Outcome,
@@ -508,6 +509,23 @@ class MemoryJobStore:
                 counts[2] += horizon is None or j.run_at <= horizon
                 counts[3] += owner is not None and j.owner == owner
         return [StateCount(r, s, *counts) for (r, s), counts in groups.items()]
+
+    def count_lanes(
+        self, conn: sa.Connection, now: datetime, *, targets: Collection[str] | None = None
+    ) -> list[LaneCount]:
+        wanted = None if targets is None else set(targets)
+        lanes: dict[Lane, list[Any]] = {}
+        with self._lock:
+            for j in self._settled().values():
+                if j.state != WAITING or j.run_at > now:
+                    continue
+                lane = Lane(j.repository, j.executor, j.flow_key)
+                if wanted is not None and wanted.isdisjoint(lane.targets()):
+                    continue
+                found = lanes.setdefault(lane, [0, j.run_at])
+                found[0] += 1
+                found[1] = min(found[1], j.run_at)
+        return [LaneCount(lane, due, oldest) for lane, (due, oldest) in lanes.items()]
 
     # -- management --
 
