@@ -34,6 +34,7 @@ import sqlalchemy as sa
 
 from infsched.clock import as_utc, utc_naive
 from infsched.dialects import Dialect
+from infsched.fair_shares import share_out
 from infsched.flow_limits import Lane
 from infsched.id_lists import id_in
 from infsched.jobstore.base import ClaimedJob, FlowRules, JobState
@@ -60,8 +61,6 @@ LANES_TTL = 1.0
 MAX_PRIORITY_PROBES = 16
 #: Lanes of one priority read per look, at most; more are read on the next looks, in turn.
 MAX_LANE_PROBES = 64
-#: Rounds of shares within one priority of one claim, at most.
-MAX_ROUNDS = 3
 #: The column each scope of target names.
 _SCOPE_COLUMNS = {
     "executor": jobs.c.executor,
@@ -172,7 +171,16 @@ class LaneClaims:
             buckets = lock_buckets(
                 conn, sorted(in_use), one.claimed_at, flow.horizon, _count_in_flight
             )
-        taken = self._share_out(conn, one, limit, lanes, buckets)
+        taken = [
+            _Taken(priority, lane, rows)
+            for priority, lane, rows in share_out(
+                lanes,
+                limit,
+                self._turn,
+                buckets,
+                lambda priority, lane, n: one.take(conn, priority, lane, n),
+            )
+        ]
         if not taken:
             return []
         slots = _slots(taken, buckets)
@@ -201,49 +209,6 @@ class LaneClaims:
                 t.rows, lane_slots, strict=True
             )
         ]
-
-    def _share_out(
-        self,
-        conn: sa.Connection,
-        one: _OneClaim,
-        limit: int,
-        lanes: Sequence[tuple[int, list[Lane]]],
-        buckets: dict[str, RateBucket],
-    ) -> list[_Taken]:
-        """Each priority's lanes take turns at what is left of the claim, highest priority first."""
-        taken: list[_Taken] = []
-        left = limit
-        for priority, found in lanes:
-            if left <= 0:
-                break
-            if not found:
-                continue
-            start = self._turn % len(found)
-            active = found[start:] + found[:start]
-            for _round in range(MAX_ROUNDS):
-                if left <= 0 or not active:
-                    break
-                share = math.ceil(left / len(active))
-                again: list[Lane] = []
-                for lane in active:
-                    want = min(share, left)
-                    targets = [buckets[t] for t in lane.targets() if t in buckets]
-                    for bucket in targets:
-                        allowed = bucket.allowance()
-                        if allowed is not None:
-                            want = min(want, allowed)
-                    if want <= 0:
-                        continue
-                    rows = one.take(conn, priority, lane, want)
-                    for bucket in targets:
-                        bucket.reserve(len(rows))
-                    if rows:
-                        taken.append(_Taken(priority, lane, rows))
-                        left -= len(rows)
-                    if len(rows) == want == share:
-                        again.append(lane)
-                active = again
-        return taken
 
     # -- which lanes have waiting jobs --
 

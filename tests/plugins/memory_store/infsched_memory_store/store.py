@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import threading
 import weakref
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -48,6 +47,7 @@ import sqlalchemy as sa
 
 from infsched.clock import Clock, utc_naive
 from infsched.database import Database
+from infsched.fair_shares import share_out
 from infsched.flow_limits import Lane
 from infsched.jobstore.base import (
     COPY_COLUMNS,
@@ -128,43 +128,18 @@ def _share_out(
     turn: int,
     buckets: dict[str, RateBucket],
 ) -> list[tuple[Lane, list[_Job]]]:
-    """What each lane gives the claim, in the order taken: highest priority first, the
-    lanes of a priority taking turns at what is left, each within its targets' limits.
+    """What each lane gives the claim, in the order taken (`infsched.fair_shares`).
 
     The due lists are consumed; nothing is marked claimed here.
     """
-    taken: list[tuple[Lane, list[_Job]]] = []
-    left = limit
-    for priority in sorted(lanes, reverse=True):
-        if left <= 0:
-            break
-        found = sorted(lanes[priority])
-        start = turn % len(found)
-        active = found[start:] + found[:start]
-        while left > 0 and active:
-            share = math.ceil(left / len(active))
-            again: list[Lane] = []
-            for lane in active:
-                want = min(share, left)
-                targets = [buckets[t] for t in lane.targets() if t in buckets]
-                for bucket in targets:
-                    allowed = bucket.allowance()
-                    if allowed is not None:
-                        want = min(want, allowed)
-                if want <= 0:
-                    continue
-                due = lanes[priority][lane]
-                group, due[:want] = due[:want], []
-                for bucket in targets:
-                    bucket.reserve(len(group))
-                if group:
-                    taken.append((lane, group))
-                    left -= len(group)
-                # A lane that filled its share may take more of what the others left.
-                if len(group) == want == share and due:
-                    again.append(lane)
-            active = again
-    return taken
+
+    def take(priority: int, lane: Lane, n: int) -> list[_Job]:
+        due = lanes[priority][lane]
+        group, due[:n] = due[:n], []
+        return group
+
+    ordered = [(p, sorted(lanes[p])) for p in sorted(lanes, reverse=True)]
+    return [(lane, group) for _p, lane, group in share_out(ordered, limit, turn, buckets, take)]
 
 
 def _slots(
