@@ -27,6 +27,9 @@ from infsched.flow_limits import FlowLimit
 #: as the limits table keeps them, so no database ever rounds them.
 MICROS = 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Microseconds after the claim's clock within which a slot is no slot (the job
+#: starts at once): what a rate far above the claims' pace gives every job.
+AT_ONCE = 1000
 
 
 def micros(value: datetime) -> int:
@@ -85,6 +88,11 @@ class RateBucket:
             slots = max(0, slots - self.reserved)
             found = slots if found is None else min(found, slots)
         return found
+
+    def slot(self) -> int | None:
+        """`take`, or None for a slot within AT_ONCE of now (the job starts at once)."""
+        at = self.take()
+        return None if at - self.now <= AT_ONCE else at
 
     def take(self) -> int:
         """Give one reserved job its slot: the microsecond its start may come at."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any
@@ -310,11 +310,26 @@ def _slots(taken: Sequence[_Taken], buckets: dict[str, RateBucket]) -> list[list
         for b in targets:
             if b.limit.rate is None:
                 b.taken += len(t.rows)
-        if rated:
-            found.append([from_micros(max(b.take() for b in rated)) for _row in t.rows])
+        if len(rated) == 1:
+            # The common case, one job at a time: a slot at the claim's time is None,
+            # so a rate that never binds costs a job no datetime and no look at its slot.
+            bucket = rated[0]
+            found.append([_slot_time(bucket.slot()) for _row in t.rows])
+        elif rated:
+            found.append([_latest(b.slot() for b in rated) for _row in t.rows])
         else:
             found.append([None] * len(t.rows))
     return found
+
+
+def _slot_time(micros: int | None) -> datetime | None:
+    return None if micros is None else from_micros(micros)
+
+
+def _latest(slots: Iterable[int | None]) -> datetime | None:
+    """The latest of a job's slots under several rates (None: all at once)."""
+    found = [s for s in slots if s is not None]
+    return _slot_time(max(found)) if found else None
 
 
 # -- reading one lane --
