@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from infsched.flow_limits import Lane, LimitScope, LimitTarget
 from infsched.jobstore.base import JobState, LaneCount, StateCount
-from infsched.jobstore.tables import jobs
+from infsched.jobstore.tables import SCOPE_COLUMNS, jobs
 
 
 def job_counts(
@@ -48,14 +48,6 @@ def job_counts(
     ]
 
 
-#: The job column each scope of limit target names.
-_SCOPE_COLUMNS = {
-    LimitScope.EXECUTOR: jobs.c.executor,
-    LimitScope.REPOSITORY: jobs.c.repository,
-    LimitScope.KEY: jobs.c.flow_key,
-}
-
-
 def lane_counts(
     conn: sa.Connection, now: datetime, *, targets: Collection[str] | None = None
 ) -> list[LaneCount]:
@@ -77,7 +69,7 @@ def lane_counts(
         for target in targets:
             parsed = LimitTarget.parse(target)
             names[parsed.scope].add(parsed.name)
-        under = [_SCOPE_COLUMNS[s].in_(sorted(n)) for s, n in names.items() if n]
+        under = [SCOPE_COLUMNS[s].in_(sorted(n)) for s, n in names.items() if n]
         if not under:
             return []
         query = query.where(sa.or_(*under))

@@ -35,10 +35,10 @@ import sqlalchemy as sa
 from infsched.clock import as_utc, utc_naive
 from infsched.dialects import Dialect
 from infsched.fair_shares import share_out
-from infsched.flow_limits import Lane
+from infsched.flow_limits import Lane, LimitScope
 from infsched.id_lists import id_in
 from infsched.jobstore.base import ClaimedJob, FlowRules, JobState
-from infsched.jobstore.tables import jobs
+from infsched.jobstore.tables import SCOPE_COLUMNS, jobs
 from infsched.limit_rows import lock_buckets, write_buckets
 from infsched.rate_buckets import RateBucket, from_micros
 
@@ -61,12 +61,6 @@ LANES_TTL = 1.0
 MAX_PRIORITY_PROBES = 16
 #: Lanes of one priority read per look, at most; more are read on the next looks, in turn.
 MAX_LANE_PROBES = 64
-#: The column each scope of target names.
-_SCOPE_COLUMNS = {
-    "executor": jobs.c.executor,
-    "repository": jobs.c.repository,
-    "key": jobs.c.flow_key,
-}
 
 
 def utc_text(text: str) -> datetime:
@@ -292,7 +286,9 @@ def _read_priorities(conn: sa.Connection) -> tuple[int, ...]:
 def _count_in_flight(conn: sa.Connection, scope: str, name: str) -> int:
     """The jobs claimed under a target: in flight, across the cluster."""
     count = conn.execute(
-        sa.select(sa.func.count()).where(jobs.c.state == _CLAIMED, _SCOPE_COLUMNS[scope] == name)
+        sa.select(sa.func.count()).where(
+            jobs.c.state == _CLAIMED, SCOPE_COLUMNS[LimitScope(scope)] == name
+        )
     ).scalar_one()
     return int(count)
 

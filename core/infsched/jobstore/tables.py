@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from infsched.column_types import JsonText, RowId, UtcDateTime
+from infsched.flow_limits import LimitScope
 from infsched.jobstore.base import FLOW_KEY_LENGTH
 from infsched.schema import Owner
 from infsched.sentinel_time import EPOCH_TEXT, SentinelDateTime
@@ -66,6 +67,14 @@ jobs = sa.Table(
     # (jobstore.base.entity_key_prefix), and every insert and delete maintains one
     # index less (about a tenth of the schedule stage, docs/performance.md).
 )
+
+
+#: The job column each scope of limit target names (infsched.flow_limits.LimitTarget).
+SCOPE_COLUMNS = {
+    LimitScope.EXECUTOR: jobs.c.executor,
+    LimitScope.REPOSITORY: jobs.c.repository,
+    LimitScope.KEY: jobs.c.flow_key,
+}
 
 
 def unowned() -> tuple[sa.ColumnElement[bool], ...]:
