@@ -298,7 +298,7 @@ class CountingSink:
         pass
 
 
-def test_lock_conflicts_are_retried_at_once_and_bugs_logged_once(
+def test_lock_conflicts_are_retried_soon_and_bugs_logged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     counted = CountingSink()
@@ -309,8 +309,9 @@ def test_lock_conflicts_are_retried_at_once_and_bugs_logged_once(
     assert is_conflict(deadlock)
     assert is_conflict(locked)
     assert not is_conflict(db_error(2013, "Lost connection to MySQL server"))
-    assert watch.failed(deadlock) == RETRY_CONFLICT
-    assert watch.failed(locked) == RETRY_CONFLICT
+    # Soon, at a random moment: two writers that collided must not collide again at once.
+    waits = [watch.failed(deadlock), watch.failed(locked)]
+    assert all(RETRY_CONFLICT * 0.5 <= w <= RETRY_CONFLICT * 1.5 for w in waits)
     assert (outage.down, outage.conflicts) == (False, 2)
     # Counted by kind: a deadlock and a lock timeout tell an operator different things.
     assert counted.increments == [

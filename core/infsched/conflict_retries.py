@@ -7,6 +7,8 @@ simply tried again.  Any other error, and the last try's conflict, propagate.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -17,7 +19,16 @@ from infsched.dialects import classify
 V = TypeVar("V")
 
 #: Times a transaction is tried before its conflict propagates.
-CONFLICT_RETRIES = 3
+CONFLICT_RETRIES = 5
+#: The longest pause before the second try, in seconds; it doubles for each try after.
+#: Random below it: writers that collided at once must not collide again at once (Galera
+#: certification conflicts come in such pairs).
+CONFLICT_JITTER = 0.01
+
+
+def conflict_pause(tried: int) -> float:
+    """Seconds to wait after the `tried`th try of a transaction ended in a conflict."""
+    return random.uniform(0, CONFLICT_JITTER * 2 ** (tried - 1))
 
 
 def is_conflict(exc: BaseException) -> bool:
@@ -45,4 +56,5 @@ def retrying_conflicts(
                 raise
             if on_conflict is not None:
                 on_conflict(exc)
+            time.sleep(conflict_pause(number))
     raise AssertionError("tries must be at least 1")

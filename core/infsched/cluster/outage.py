@@ -11,7 +11,9 @@ A lock conflict (a deadlock the database broke by rolling one transaction
 back, a lock wait timeout, SQLite's "database is locked") is no outage: the
 database asks for the transaction to be tried again, which the thread does
 at once.  Conflicts are counted (``db_conflicts_total``, by component and
-kind: a deadlock, a serialization failure, a lock timeout), not logged.
+kind: a deadlock, a serialization failure, a lock timeout, a Galera certification
+conflict), not logged; the thread waits a random 10-30 ms first, so that two writers
+that collided do not collide again.
 
 An exception that is not a database error is a bug somewhere; it is logged
 with its traceback once per thread and kind, and the thread carries on.
@@ -23,6 +25,7 @@ tries again.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 
@@ -79,7 +82,7 @@ class DatabaseOutage:
                 self._metrics.increment(
                     "db_conflicts_total", 1, {"component": component, "kind": kind.value}
                 )
-            return RETRY_CONFLICT
+            return RETRY_CONFLICT * random.uniform(0.5, 1.5)  # jitter: see conflict_retries
         if not isinstance(exc, sa.exc.DBAPIError):
             key = (component, type(exc))
             with self._lock:

@@ -48,6 +48,13 @@ class DatabaseErrorKind(enum.Enum):
     MISSING_TABLE = "missing table"
     #: The connection broke (server gone, session killed); the pool discards it.
     LOST_CONNECTION = "lost connection"
+    #: A Galera member refused or rolled back a transaction that a write replicated from
+    #: another member had touched (certification, or a brute-force abort); nothing of it
+    #: was written.
+    CERTIFICATION_CONFLICT = "certification conflict"
+    #: The member is up but not serving (a Galera member that left the primary component,
+    #: or is still joining): the connection goes to another member.
+    MEMBER_NOT_READY = "member not ready"
 
     @property
     def is_conflict(self) -> bool:
@@ -56,7 +63,20 @@ class DatabaseErrorKind(enum.Enum):
             DatabaseErrorKind.DEADLOCK,
             DatabaseErrorKind.SERIALIZATION_FAILURE,
             DatabaseErrorKind.LOCK_TIMEOUT,
+            DatabaseErrorKind.CERTIFICATION_CONFLICT,
         )
+
+
+@attrs.frozen
+class MemberStatus:
+    """What a server says of itself as one member of a replicated database."""
+
+    #: Its name in the cluster (Galera's wsrep_node_name); None for a plain server.
+    name: str | None = None
+    #: Whether it serves reads and writes now.
+    ready: bool = True
+    #: Why it does not, for the log (its state as the server names it).
+    why: str = ""
 
 
 @attrs.frozen
@@ -223,6 +243,15 @@ class Dialect(ABC):
 
         Called once by `infsched.database.create_engine`.
         """
+
+    def member_status(self, dbapi_connection: Any) -> MemberStatus:
+        """What the server behind a new driver connection says of itself as a member.
+
+        Called for each connection made to a database with several endpoints, before the
+        pool hands it out: a member that is not ready is passed over for the next.  A
+        plain server is always a ready member with no name.
+        """
+        return MemberStatus()
 
     @abstractmethod
     def create_table(self, conn: sa.Connection, table: sa.Table) -> None:

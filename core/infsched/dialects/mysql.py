@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -15,6 +16,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql as mysql_dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.schema import CreateTable
 
 from infsched.column_types import ColumnKind, FixedText, LongText, UtcDateTime
@@ -23,6 +25,7 @@ from infsched.dialects.base import (
     DatabaseErrorKind,
     Dialect,
     LockTimeoutError,
+    MemberStatus,
     RangePartition,
     RowInserter,
     executemany_inserter,
@@ -34,6 +37,7 @@ _ER_DUP_KEYNAME = 1061
 #: The server's and the client's error numbers, by what they mean.
 _KINDS = {
     1213: DatabaseErrorKind.DEADLOCK,  # ER_LOCK_DEADLOCK
+    1047: DatabaseErrorKind.MEMBER_NOT_READY,  # "WSREP has not yet prepared node"
     1205: DatabaseErrorKind.LOCK_TIMEOUT,  # ER_LOCK_WAIT_TIMEOUT
     1062: DatabaseErrorKind.DUPLICATE_KEY,  # ER_DUP_ENTRY
     1146: DatabaseErrorKind.MISSING_TABLE,  # ER_NO_SUCH_TABLE
@@ -46,6 +50,17 @@ _KINDS = {
 _MAX_LOCK_NAME = 64
 
 
+_ER_LOCK_DEADLOCK = 1213
+_ER_NOT_READY = 1047
+#: Key of a pooled connection's info: whether its server is a Galera member (wsrep_on).
+_GALERA = "infsched.galera"
+#: Driver errors that were 1213 on a Galera member.  The server reports a certification
+#: failure and a brute-force abort by a replicated write as the deadlock error, and
+#: nothing on the error tells them apart from a local deadlock: the connection's server
+#: does.  Weak: an error leaves the set when it is gone.
+_CERTIFICATION: weakref.WeakSet[BaseException] = weakref.WeakSet()
+
+
 def _errno(error: BaseException | None) -> int | None:
     """The error number a driver's exception starts with, as PyMySQL's do; else None."""
     args = getattr(error, "args", ())
@@ -55,6 +70,34 @@ def _errno(error: BaseException | None) -> int | None:
 def _ddl(conn: sa.Connection, statement: str) -> None:
     # exec_driver_sql: partition bounds contain ':' that text() would read as bind parameters.
     conn.exec_driver_sql(statement)
+
+
+def _remember_galera(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SELECT @@wsrep_on")
+        row = cursor.fetchone()
+    except Exception as exc:  # the driver's own error (MySQL has no wsrep_on)
+        if _errno(exc) is None:
+            raise
+        row = None
+    finally:
+        cursor.close()
+    record.info[_GALERA] = bool(row and row[0])
+
+
+def _mark_galera_errors(context: sa.engine.ExceptionContext) -> None:
+    error = context.original_exception
+    errno = _errno(error)
+    if errno == _ER_NOT_READY:
+        # A member that left the primary component answers every statement so: drop
+        # the pool's connections to it, the next are made to a member that serves.
+        context.is_disconnect = True
+    connection = context.connection
+    if errno == _ER_LOCK_DEADLOCK and connection is not None:
+        with contextlib.suppress(sa.exc.ResourceClosedError, sa.exc.InvalidRequestError):
+            if connection.info.get(_GALERA):
+                _CERTIFICATION.add(error)
 
 
 class MySQLRangePartitioning:
@@ -177,9 +220,12 @@ class MySQLRangePartitioning:
 
 class MariaDBSequenceIds(SequenceIds):
     def create_statement(self, conn: sa.Connection, name: str, maximum: int) -> str:
+        # INCREMENT BY 0 steps by auto_increment_increment from auto_increment_offset: 1 and 1
+        # on one server, the member count and the member's own offset on Galera, which
+        # refuses a cached sequence stepping otherwise (members would hand out the same ids).
         return (
             f"CREATE SEQUENCE IF NOT EXISTS {quote(conn, name)} START WITH 1 MINVALUE 1 "
-            f"MAXVALUE {maximum} INCREMENT BY 1 CACHE 1000 NOCYCLE"
+            f"MAXVALUE {maximum} INCREMENT BY 0 CACHE 1000 NOCYCLE"
         )
 
     def next_value(self, conn: sa.Connection, name: str) -> str:
@@ -253,8 +299,36 @@ class MySQLDialect(Dialect):
 
     def configure_engine(self, engine: sa.Engine) -> None:
         # Row locks (FOR UPDATE [SKIP LOCKED]) make read-then-write transactions safe;
-        # the session settings (UTC, READ COMMITTED) are `engine_options`.
-        return None
+        # the session settings (UTC, READ COMMITTED) are `engine_options`.  Galera's locks
+        # are a member's own, so a conflict with another member shows at COMMIT as 1213:
+        # each connection remembers whether its server is a member, to call it by its name.
+        sa.event.listen(engine, "connect", _remember_galera)
+        sa.event.listen(engine, "handle_error", _mark_galera_errors)
+
+    def member_status(self, dbapi_connection: Any) -> MemberStatus:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT @@wsrep_on, @@wsrep_node_name")
+            on, name = cursor.fetchone()
+            if not on:
+                return MemberStatus()
+            cursor.execute(
+                "SHOW GLOBAL STATUS WHERE Variable_name IN "
+                "('wsrep_ready', 'wsrep_cluster_status', 'wsrep_local_state_comment')"
+            )
+            status = {str(k): str(v) for k, v in cursor.fetchall()}
+        finally:
+            cursor.close()
+        ready = status.get("wsrep_ready") == "ON" and status.get("wsrep_cluster_status") == (
+            "Primary"
+        )
+        why = (
+            ""
+            if ready
+            else f"Galera member {status.get('wsrep_local_state_comment', '?')}, "
+            f"cluster {status.get('wsrep_cluster_status', '?')}"
+        )
+        return MemberStatus(str(name), ready, why)
 
     def create_database(self, engine: sa.Engine, name: str) -> None:
         with engine.begin() as conn:
@@ -374,6 +448,8 @@ class MySQLDialect(Dialect):
 
     def classify_driver_error(self, error: BaseException | None) -> DatabaseErrorKind | None:
         errno = _errno(error)
+        if errno == _ER_LOCK_DEADLOCK and error in _CERTIFICATION:
+            return DatabaseErrorKind.CERTIFICATION_CONFLICT
         return None if errno is None else _KINDS.get(errno)
 
     def row_inserter(self, table: sa.Table, columns: Sequence[str]) -> RowInserter:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from infsched.clock import require_utc
+from infsched.conflict_retries import retrying_conflicts
 from infsched.dialects import DatabaseErrorKind
 from infsched.dialects.base import RowInserter
 from infsched.errors import EntityError, InvalidArgumentError
@@ -177,16 +178,21 @@ class EntityCrud(Generic[T, K]):
                 raise self._named_duplicate(conn, clash.ids, clash.error) from None
             return stored
         engine = self.options.engine
+
+        def write() -> None:
+            # A conflict rolled all of it back (a Galera member's DDL or another member's
+            # write aborts it): the whole call is written again.
+            with engine.begin() as own:
+                self._write(own, by_day, supplied, guarded=False)
+
         try:
             try:
-                with engine.begin() as own:
-                    self._write(own, by_day, supplied, guarded=False)
+                retrying_conflicts(write)
             except _TableGone as gone:
                 # Rolled back: the days are made again and the whole call is written once more.
                 self._remake(gone.days, None)
                 try:
-                    with engine.begin() as own:
-                        self._write(own, by_day, supplied, guarded=False)
+                    retrying_conflicts(write)
                 except _TableGone as again:
                     raise again.error from None
         except _KeyClash as clash:
