@@ -121,7 +121,7 @@ def test_malformed_database_url_is_a_config_error_naming_the_field() -> None:
         ({"misfire_policy": 3}, "misfire_policy: 3 is invalid; allowed:"),
         ({"plugins": 5}, "plugins: 5 is invalid; expected a table of plugin sections"),
         ({"plugins": {"sms": 1}}, "plugins.sms: expected a table, got 1"),
-        ({"database_url": 5}, "database_url: expected a URL string, got int"),
+        ({"database_url": 5}, "database_url: expected a URL string or a list of them, got int"),
     ],
 )
 def test_wrong_types_name_the_field_value_and_what_is_allowed(

@@ -146,12 +146,22 @@ def to_misfire_policy(value: str | MisfirePolicy) -> MisfirePolicy:
     return _misfire(value, attrs.fields(SchedulerConfig).misfire_policy)
 
 
-def to_database_url(value: str | DatabaseUrl) -> DatabaseUrl:
+def to_database_url(value: str | Sequence[str] | DatabaseUrl) -> DatabaseUrl:
+    """One URL, or a list of a replicated database's members' URLs (in the order tried).
+
+    A string of several URLs separated by spaces is a list too, for the environment
+    and the command line (a URL holds no unescaped space).
+    """
     if isinstance(value, DatabaseUrl):
         return value
-    if not isinstance(value, str):
-        raise ConfigError(f"database_url: expected a URL string, got {type(value).__name__}")
-    return DatabaseUrl(value)
+    if isinstance(value, str):
+        parts = value.split()
+        return DatabaseUrl(value) if len(parts) <= 1 else DatabaseUrl.members(parts)
+    if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
+        return DatabaseUrl.members(list(value))
+    raise ConfigError(
+        f"database_url: expected a URL string or a list of them, got {type(value).__name__}"
+    )
 
 
 def to_sections(value: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
@@ -267,12 +277,12 @@ def _repository_int(where: str, key: str, value: object) -> int:
 def _repository_url(where: str, key: str, value: object) -> DatabaseUrl:
     if isinstance(value, DatabaseUrl):
         return value
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}.{key}: expected a URL string, got {type(value).__name__}")
     try:
-        return DatabaseUrl(value)
+        if isinstance(value, (str, list)):
+            return to_database_url(value)
     except ConfigError as exc:
         raise ConfigError(f"{where}.{exc}") from None
+    raise ConfigError(f"{where}.{key}: expected a URL string, got {type(value).__name__}")
 
 
 @attrs.frozen(kw_only=True)

@@ -20,6 +20,7 @@ from infsched.dbtime import DatabaseClock, database_now
 from infsched.dburl import DatabaseUrl
 from infsched.dialects import Dialect, dialect_for, registered_dialect
 from infsched.errors import DatabaseUnreachableError
+from infsched.member_route import MemberRoute
 
 
 @attrs.frozen
@@ -82,6 +83,8 @@ def _engine(
         options["connect_args"] = connect_args
     engine = sa.create_engine(url.sqlalchemy_url, **options)
     dialect.configure_engine(engine)
+    if url.endpoints:
+        MemberRoute(url, dialect).install(engine)
     return engine
 
 

@@ -6,7 +6,7 @@ or one a plugin registers) tells `accept_scheme` how its URLs are written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 from sqlalchemy.engine import URL, make_url
@@ -90,17 +90,62 @@ def _parse(raw: str | URL) -> URL:
     return url
 
 
+@attrs.frozen(order=True)
+class Endpoint:
+    """Where one member of a database answers: a host and a port (None: the default port)."""
+
+    host: str
+    port: int | None
+
+    def __str__(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+
 @attrs.frozen(repr=False)
 class DatabaseUrl:
     """A validated database URL.
 
     `str()` and `repr()` hide the password; `sqlalchemy_url` keeps it for
     connecting and is the only way to reach it.
+
+    A database served by several members (a Galera cluster) has one
+    `endpoint` per member, in the order a node tries them; `sqlalchemy_url`
+    is the first member's.  `members` makes one from each member's URL.
     """
 
     sqlalchemy_url: URL = attrs.field(converter=_parse)
+    #: The members' hosts and ports; () for a file, else the URL's own first.
+    endpoints: tuple[Endpoint, ...] = attrs.field(default=(), kw_only=True)
     #: How URLs of this database are written; it names the dialect that serves it.
     scheme: UrlScheme = attrs.field(init=False)
+
+    @classmethod
+    def members(cls, raws: Sequence[str | URL | DatabaseUrl]) -> DatabaseUrl:
+        """One database reached through several members' URLs, which differ only in host:port."""
+        if isinstance(raws, str) or not raws:
+            raise ConfigError(
+                "database_url: a list of members needs at least one URL, "
+                "e.g. ['mysql://u@db1:3306/jobs', 'mysql://u@db2:3306/jobs']"
+            )
+        urls = [r if isinstance(r, DatabaseUrl) else DatabaseUrl(r) for r in raws]
+        first = urls[0]
+        if not first.scheme.server:
+            raise ConfigError(f"database_url: {first} is a file; only a server has members")
+        for other in urls[1:]:
+            theirs = other.sqlalchemy_url.set(host=first.sqlalchemy_url.host, port=first.port)
+            if theirs != first.sqlalchemy_url:
+                raise ConfigError(
+                    f"database_url: the members {first} and {other} differ in more than "
+                    "host and port; every member of one database has the same user, "
+                    "password, database and options"
+                )
+        endpoints: list[Endpoint] = []
+        for url in urls:
+            for endpoint in url.endpoints:
+                if endpoint in endpoints:
+                    raise ConfigError(f"database_url: member {endpoint} is listed twice")
+                endpoints.append(endpoint)
+        return cls(first.sqlalchemy_url, endpoints=tuple(endpoints))
 
     def __attrs_post_init__(self) -> None:
         url = self.sqlalchemy_url
@@ -128,6 +173,18 @@ class DatabaseUrl:
             )
         # The one driver of the scheme that we ship and test (`mysql://` means PyMySQL).
         object.__setattr__(self, "sqlalchemy_url", url.set(drivername=scheme.driver))
+        own = Endpoint(url.host, url.port) if scheme.server and url.host else None
+        if own is None:
+            endpoints: tuple[Endpoint, ...] = ()
+        elif not self.endpoints or self.endpoints[0] != own:
+            endpoints = (own, *(e for e in self.endpoints if e != own))
+        else:
+            endpoints = self.endpoints
+        object.__setattr__(self, "endpoints", endpoints)
+
+    @property
+    def port(self) -> int | None:
+        return self.sqlalchemy_url.port
 
     @property
     def database(self) -> str | None:
@@ -139,14 +196,25 @@ class DatabaseUrl:
         url = self.sqlalchemy_url
         if not self.scheme.server:
             return url.database or ":memory:"
-        port = url.port or self.scheme.default_port
-        return (url.host or "") if port is None else f"{url.host}:{port}"
+        return ", ".join(self._shown(e) for e in self.endpoints)
+
+    def _shown(self, endpoint: Endpoint) -> str:
+        port = endpoint.port or self.scheme.default_port
+        return endpoint.host if port is None else f"{endpoint.host}:{port}"
+
+    def member_urls(self) -> list[URL]:
+        """Each member's own URL, in order (the URL itself for one server or a file)."""
+        if len(self.endpoints) <= 1:
+            return [self.sqlalchemy_url]
+        return [self.sqlalchemy_url.set(host=e.host, port=e.port) for e in self.endpoints]
 
     def with_database(self, name: str) -> DatabaseUrl:
-        return DatabaseUrl(self.sqlalchemy_url.set(database=name))
+        return DatabaseUrl(self.sqlalchemy_url.set(database=name), endpoints=self.endpoints)
 
     def redacted(self) -> str:
-        return self.sqlalchemy_url.render_as_string(hide_password=True)
+        shown = self.sqlalchemy_url.render_as_string(hide_password=True)
+        others = len(self.endpoints) - 1
+        return shown if others <= 0 else f"{shown} (+{others} more members)"
 
     def __str__(self) -> str:
         return self.redacted()
