@@ -232,6 +232,7 @@ def write_at_baseline(url: DatabaseUrl) -> None:
             conn.execute(sa.text("DROP TABLE infsched_schedules"))  # r0003's
             # r0004's: the limits table, the jobs' flow key and the claim index by lane.
             conn.execute(sa.text("DROP TABLE infsched_limits"))
+            conn.execute(sa.text("ALTER TABLE infsched_nodes DROP COLUMN database_member"))
             conn.execute(sa.text("DROP INDEX ix_infsched_jobs_claim"))
             conn.execute(sa.text("ALTER TABLE infsched_jobs DROP COLUMN flow_key"))
             conn.execute(
@@ -244,8 +245,9 @@ def write_at_baseline(url: DatabaseUrl) -> None:
         engine.dispose()
 
 
-#: Columns later revisions add to rows that exist (r0004: the jobs' flow key, '' for them).
-ADDED_COLUMNS = {("infsched_jobs", "flow_key")}
+#: Columns later revisions add to rows that exist (r0004: the jobs' flow key, '' for them;
+#: r0005: the nodes' database member, NULL for them).
+ADDED_COLUMNS = {("infsched_jobs", "flow_key"), ("infsched_nodes", "database_member")}
 
 
 def all_rows(engine: sa.Engine) -> dict[str, list[tuple[str, ...]]]:

@@ -74,6 +74,8 @@ nodes = sa.Table(
     sa.Column("in_flight", sa.Integer(), nullable=False, server_default="0"),
     # running | stopping | stopped
     sa.Column("state", sa.String(16), nullable=False, server_default="running"),
+    # The database member its connections reach ("m2 at db2:3306"); NULL on SQLite.
+    sa.Column("database_member", sa.String(255), nullable=True),
 )
 
 pauses = sa.Table(

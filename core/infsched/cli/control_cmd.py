@@ -61,7 +61,7 @@ def resume(repo: str | None, as_json: bool) -> None:
 @config_options
 @json_option
 def nodes(as_json: bool) -> None:
-    """The cluster's nodes: state, liveness, heartbeat age and jobs in flight.
+    """The cluster's nodes: state, liveness, heartbeat age, jobs in flight, database member.
 
     Liveness is judged against the database's clock with this config's
     heartbeat_interval and job_lease: alive, suspected (two heartbeats
@@ -87,6 +87,7 @@ def nodes(as_json: bool) -> None:
         "started",
         "heartbeat age",
         "in flight",
+        "database member",
     )
     for heading in headings:
         table.add_column(heading, justify="right" if heading in {"pid", "in flight"} else "left")
@@ -103,6 +104,7 @@ def nodes(as_json: bool) -> None:
             when(n.started_at),
             Text(seconds(n.heartbeat_age), style if judged is not NodeState.STOPPED else ""),
             str(n.in_flight),
+            Text(n.database_member or "-"),
         )
     console().print(table)
 

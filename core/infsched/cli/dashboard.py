@@ -418,7 +418,17 @@ def _table(title: str, headings: Sequence[str], right: Sequence[str] = ()) -> Ta
 def _nodes(s: Snapshot) -> Table:
     table = _table(
         "nodes",
-        ("node", "host", "pid", "state", "liveness", "heartbeat age", "in flight", "started"),
+        (
+            "node",
+            "host",
+            "pid",
+            "state",
+            "liveness",
+            "heartbeat age",
+            "in flight",
+            "started",
+            "database member",
+        ),
         right=("pid", "in flight"),
     )
     for n in s.nodes:
@@ -433,6 +443,7 @@ def _nodes(s: Snapshot) -> Table:
             Text(seconds(n.heartbeat_age), style if liveness is not NodeState.STOPPED else ""),
             str(n.in_flight),
             when(n.started_at),
+            Text(n.database_member or "-"),
         )
     if not s.nodes:
         table.add_row("(no node has sent a heartbeat)")

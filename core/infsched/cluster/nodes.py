@@ -1,9 +1,9 @@
 """The nodes table: who is running, their heartbeats, and whether they look alive.
 
 Each node keeps one row in ``infsched_nodes`` (node id, host, pid, version,
-start time, last heartbeat, jobs in flight, running/stopping/stopped) and
-beats every heartbeat_interval.  Whether a node is alive is judged against
-the database's clock, never a node's own:
+start time, last heartbeat, jobs in flight, running/stopping/stopped, the
+database member its heartbeat went through) and beats every heartbeat_interval.
+Whether a node is alive is judged against the database's clock, never a node's own:
 
 - alive: its last heartbeat is at most two intervals old;
 - suspected: it has missed two heartbeats;
@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from infsched.clock import from_utc_naive, utc_naive
 from infsched.database import Database
 from infsched.errors import InfschedError
+from infsched.member_route import member_of
 from infsched.schema import nodes
 from infsched.version import __version__
 
@@ -116,6 +117,7 @@ class NodeRegistry:
                 "heartbeat_at": naive,
                 "in_flight": in_flight,
                 "state": "running",
+                "database_member": member_of(conn),
             }
             if row is None:
                 conn.execute(self._create, [{"node_id": self.node_id, **values}])
@@ -143,7 +145,9 @@ class NodeRegistry:
         with self.engine.begin() as conn:
             naive = utc_naive(self.database.now(conn))
             result = conn.execute(
-                nodes.update().where(*self._mine()).values(heartbeat_at=naive, in_flight=in_flight)
+                nodes.update()
+                .where(*self._mine())
+                .values(heartbeat_at=naive, in_flight=in_flight, database_member=member_of(conn))
             )
         if result.rowcount == 0:  # deleted as long silent, or taken over: register again
             self.register(in_flight)

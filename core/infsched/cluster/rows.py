@@ -53,6 +53,8 @@ class NodeRow:
     #: Seconds since the last heartbeat, by the database's clock.
     heartbeat_age: float
     in_flight: int
+    #: The database member its last heartbeat went through; None on SQLite.
+    database_member: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         values = attrs.asdict(self)
@@ -122,6 +124,7 @@ def read_nodes(conn: sa.Connection, now: datetime) -> list[NodeRow]:
                 heartbeat_at=heartbeat,
                 heartbeat_age=max((now - heartbeat).total_seconds(), 0.0),
                 in_flight=int(row["in_flight"]),
+                database_member=row["database_member"],
             )
         )
     return found
