@@ -64,6 +64,8 @@ from infsched_bench.probe import (
 )
 
 REPOSITORY = "probe"
+#: A series as the log sink writes it: ``name`` or ``name{k=v,k=v}``.
+COUNTER_SERIES = re.compile(r"(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})?")
 INFSCHED = str(Path(sys.executable).with_name("infsched"))
 #: Settings for fast tests: heartbeats every half second, leases of a few seconds.
 FAST: dict[str, Any] = {
@@ -190,6 +192,25 @@ class Node:
             if level is None or r.get("level") == level
         ]
 
+    def counter(self, name: str, **labels: str) -> float:
+        """Counter `name`'s total in the node's last ``metrics:`` line (the log sink's),
+        summed over the series whose labels include `labels`; 0 if it never counted."""
+        lines = [m for m in self.messages() if m.startswith("metrics: ")]
+        if not lines:
+            return 0.0
+        total = 0.0
+        for part in lines[-1][len("metrics: ") :].split("; "):
+            series, _, value = part.rpartition("=")
+            found = COUNTER_SERIES.fullmatch(series)
+            if found is None or found["name"] != name:
+                continue
+            have = dict(
+                pair.split("=", 1) for pair in (found["labels"] or "").split(",") if "=" in pair
+            )
+            if all(have.get(k) == v for k, v in labels.items()):
+                total += float(value)
+        return total
+
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
@@ -215,9 +236,13 @@ class Cluster:
         schedules: Sequence[TomlTable] = (),
         limits: Sequence[TomlTable] = (),
         repository: TomlTable | None = None,
+        node_urls: Mapping[str, DatabaseUrl] | None = None,
     ) -> None:
         """`schedules`, `limits`: ``[[schedules]]`` and ``[[limits]]`` every node's config
-        declares; `repository`: more keys of the probe repository's table (``flow_key``)."""
+        declares; `repository`: more keys of the probe repository's table (``flow_key``);
+        `node_urls`: a node's own URL of the database (its members in its own order, on
+        Galera), where it is not `url`."""
+        self.node_urls = dict(node_urls or {})
         self.limits = list(limits)
         self.repository_settings = dict(repository or {})
         self.record_url = record_url or url
@@ -266,7 +291,11 @@ class Cluster:
         return self.workdir / f"{name}.toml"
 
     def write_config(self, name: str) -> Path:
-        url = self.url.sqlalchemy_url.render_as_string(hide_password=False)
+        members = [
+            u.render_as_string(hide_password=False)
+            for u in self.node_urls.get(name, self.url).member_urls()
+        ]
+        url: str | list[str] = members[0] if len(members) == 1 else members
         probe: dict[str, object] = {"node": name, "sleep": self.sleep}
         if self.record:
             probe["record_url"] = self.record_url.sqlalchemy_url.render_as_string(
