@@ -50,20 +50,37 @@ THROUGHPUT_SETTINGS: dict[str, Any] = {
 
 
 def execute_throughput(
-    server: DatabaseUrl, jobs: int, nodes: int, progress: Callable[[str], None]
+    server: DatabaseUrl,
+    jobs: int,
+    nodes: int,
+    progress: Callable[[str], None],
+    *,
+    members: Sequence[DatabaseUrl] = (),
 ) -> Result:
-    """Jobs per second `nodes` node processes execute, a no-op executor, `jobs` due jobs."""
+    """Jobs per second `nodes` node processes execute, a no-op executor, `jobs` due jobs.
+
+    `members`: the servers of a replicated database (`server` is one of them); node i
+    is given all of them starting from member i, so each node writes through its own.
+    """
     with (
         throwaway_database(server) as url,
         tempfile.TemporaryDirectory(prefix="infsched-cluster-") as tmp,
     ):
-        cluster = Cluster(url, Path(tmp), settings=THROUGHPUT_SETTINGS, record=False)
+        names = [f"bench{i + 1}" for i in range(nodes)]
+        databases = [m.with_database(url.database or "") for m in members]
+        node_urls = {
+            name: DatabaseUrl.members([*databases[i:], *databases[:i]])
+            for i, name in enumerate(names)
+            if databases
+        }
+        cluster = Cluster(
+            url, Path(tmp), settings=THROUGHPUT_SETTINGS, record=False, node_urls=node_urls
+        )
         try:
             cluster.pause_all(True)
             progress(f"cluster/{nodes} nodes: adding {jobs} due jobs")
             now = cluster.db_now()
             cluster.add_jobs(cluster.entities(jobs, now - timedelta(seconds=60), 50))
-            names = [f"bench{i + 1}" for i in range(nodes)]
             for name in names:
                 cluster.start(name, wait=False)
             for name in names:
@@ -75,6 +92,11 @@ def execute_throughput(
             wall = time.monotonic() - began
             done, window = cluster.history_window()
             codes = cluster.stop_all()
+            conflicts = sum(
+                node.counter("db_conflicts_total", kind=kind)
+                for node in cluster.started
+                for kind in ("certification conflict", "deadlock")
+            )
         finally:
             cluster.close()
     return {
@@ -83,6 +105,7 @@ def execute_throughput(
         "jobs": done,
         "jobs_per_s": round(done / window) if window else None,
         "wall_jobs_per_s": round(jobs / wall),
+        "conflicts": round(conflicts),
         "clean_exit": set(codes.values()) == {0},
     }
 

@@ -22,6 +22,10 @@ DEFAULT_ROWS = {
     "lag": 0,
     "memory": 1_000_000,
     "cluster": 100_000,
+    # The execute stage on the server and on a 3-member Galera cluster it starts, in turns.
+    "galera": 100_000,
+    # One node on each of one and two independent servers (this one, one it starts), at once.
+    "primaries": 100_000,
 }
 
 
@@ -127,7 +131,9 @@ def bench(
         else:
             found = getattr(runner, stage)()
         for result in found:
-            result["server"] = server.where if server.scheme.server else server.scheme.dialect
+            result.setdefault(
+                "server", server.where if server.scheme.server else server.scheme.dialect
+            )
             results.append(result)
             if as_json:
                 click.echo(json.dumps(result))

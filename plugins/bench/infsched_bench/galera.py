@@ -134,6 +134,28 @@ class Member:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
+def server_options(member: Member) -> dict[str, object]:
+    """The ``[mysqld]`` options of one server in `member`'s directory, replication aside:
+    small enough that three fit this machine (24 GiB, 2 cores) beside the shared one."""
+    return {
+        "datadir": member.datadir,
+        "socket": member.base / "mysqld.sock",
+        "pid-file": member.base / "mysqld.pid",
+        "log-error": member.log,
+        "port": member.ports.sql,
+        "bind-address": "127.0.0.1",
+        "skip-name-resolve": "ON",
+        "max_connections": 500,
+        "binlog_format": "ROW",
+        "default_storage_engine": "InnoDB",
+        "innodb_autoinc_lock_mode": 2,
+        "innodb_buffer_pool_size": "128M",
+        "innodb_log_file_size": "48M",
+        "innodb_flush_log_at_trx_commit": 2,
+        "performance_schema": "OFF",
+    }
+
+
 class GaleraCluster:
     """A Galera cluster of `size` members on loopback, in a temporary directory of its own."""
 
@@ -171,6 +193,11 @@ class GaleraCluster:
         return next(m for m in self.members if m.name == name)
 
     def _options(self, member: Member) -> str:
+        lines = {**server_options(member), **self._replication(member)}
+        body = "\n".join(f"{key}={value}" for key, value in lines.items())
+        return f"[mysqld]\n{body}\n"
+
+    def _replication(self, member: Member) -> dict[str, object]:
         cluster = ",".join(f"127.0.0.1:{m.ports.group}" for m in self.members)
         provider_options = ";".join(
             [
@@ -183,22 +210,7 @@ class GaleraCluster:
                 "evs.inactive_timeout=PT6S",
             ]
         )
-        lines = {
-            "datadir": member.datadir,
-            "socket": member.base / "mysqld.sock",
-            "pid-file": member.base / "mysqld.pid",
-            "log-error": member.log,
-            "port": member.ports.sql,
-            "bind-address": "127.0.0.1",
-            "skip-name-resolve": "ON",
-            "max_connections": 500,
-            "binlog_format": "ROW",
-            "default_storage_engine": "InnoDB",
-            "innodb_autoinc_lock_mode": 2,
-            "innodb_buffer_pool_size": "128M",
-            "innodb_log_file_size": "48M",
-            "innodb_flush_log_at_trx_commit": 2,
-            "performance_schema": "OFF",
+        return {
             "wsrep_on": "ON",
             "wsrep_provider": PROVIDER,
             "wsrep_cluster_name": self.name,
@@ -210,8 +222,6 @@ class GaleraCluster:
             "wsrep_sst_method": "rsync",
             "wsrep_slave_threads": 2,
         }
-        body = "\n".join(f"{key}={value}" for key, value in lines.items())
-        return f"[mysqld]\n{body}\n"
 
     def _install(self, member: Member) -> None:
         if (member.datadir / "mysql").exists():
@@ -254,12 +264,15 @@ class GaleraCluster:
         size = sum(1 for m in self.members if m.running)
         self._wait(member, size, timeout)
 
+    def _ready(self, member: Member, size: int) -> bool:
+        return member.synced(size)
+
     def _wait(self, member: Member, size: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not member.synced(size):
+        while not self._ready(member, size):
             if not member.running or time.monotonic() > deadline:
                 raise GaleraUnavailableError(
-                    f"Galera member {member.name} did not reach Synced in a cluster of {size}:\n"
+                    f"MariaDB {member.name} did not get ready (a cluster of {size}):\n"
                     + member.log_tail()
                 )
             time.sleep(0.2)
@@ -329,3 +342,28 @@ class GaleraCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class StandaloneMariaDB(GaleraCluster):
+    """One plain MariaDB server laid out as a member is, without replication.
+
+    For comparisons on this machine: several independent primaries, each a
+    database of its own (docs/scaling.md).  Its one member is ``primary``.
+    """
+
+    def __init__(self, *, base: Path | None = None) -> None:
+        super().__init__(1, name="standalone", base=base)
+        self.members[0].name = "primary"
+
+    def _replication(self, member: Member) -> dict[str, object]:
+        return {"wsrep_on": "OFF"}
+
+    def _ready(self, member: Member, size: int) -> bool:
+        try:
+            member.connect().close()
+        except pymysql.err.MySQLError:
+            return False
+        return True
+
+    def start(self, timeout: float = 120.0) -> None:
+        self.start_member("primary", timeout=timeout)

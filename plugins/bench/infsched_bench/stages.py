@@ -27,7 +27,7 @@ from infsched.database import create_engine
 from infsched.dburl import DatabaseUrl
 from infsched.dialects import registered_dialect
 from infsched.engine.binding import RepositoryBinding
-from infsched.errors import InfschedError
+from infsched.errors import InfschedError, UnsupportedDatabaseError
 from infsched.executors import JobContext
 from infsched.flow_limits import FlowLimit, Limit, LimitScope, LimitTarget
 from infsched.jobstore.tables import jobs
@@ -36,8 +36,9 @@ from infsched.metrics.process_memory import resident_mb
 from infsched.plugins import PluginRegistry
 from infsched.repositories.backend import RepositoryOptions
 from infsched.repositories.base import ShardingRepository
-from infsched_bench.cluster import cluster_stage
+from infsched_bench.cluster import cluster_stage, execute_throughput
 from infsched_bench.fixtures import BenchMessage, messages
+from infsched_bench.galera import GaleraCluster, StandaloneMariaDB
 from infsched_bench.raw_insert import raw_insert_rate
 from infsched_bench.workspace import throwaway_database
 
@@ -371,6 +372,102 @@ class Bench:
                 "rss_growth_mb": round(peak - before, 1),
             }
         ]
+
+    def galera(self, rounds: int = 3) -> list[Result]:
+        """The execute stage on this server and on a 3-member Galera cluster, in turns.
+
+        The cluster is started here (`infsched_bench.galera`, loopback ports, a
+        temporary directory) and stopped at the end.  The node writes through one
+        member, as nodes given the members in one order do: every write is still
+        certified and applied on all three.  Rounds alternate the two, so the
+        machine's drift falls on both.
+        """
+        results: list[Result] = []
+        with GaleraCluster(3) as cluster:
+            member = DatabaseUrl(cluster.member("m1").url("mysql"))
+            if member.scheme != self.server.scheme:
+                raise UnsupportedDatabaseError(
+                    f"the galera stage compares a MariaDB server with a Galera cluster of "
+                    f"MariaDB members: give --db {member.scheme.example}, not {self.server}"
+                )
+            self.progress("galera: starting a 3-member cluster on loopback")
+            cluster.start()
+            members = [DatabaseUrl(m.url("mysql")) for m in cluster.members]
+            targets = (("single server", self.server), ("galera 3 members", member))
+            nodes_on = (
+                ("single server", self.server, ()),
+                ("galera, all through m1", member, ()),
+                ("galera, each node its own member", member, members),
+            )
+            for number in range(1, rounds + 1):
+                for where, server in targets:
+                    self.progress(f"galera: round {number} of {rounds}, execute on {where}")
+                    for result in attrs.evolve(self, server=server).execute():
+                        results.append(
+                            {**result, "stage": "galera", "on": where, "server": server.where}
+                        )
+                for where, server, spread in nodes_on:
+                    self.progress(f"galera: round {number} of {rounds}, 3 nodes on {where}")
+                    found = execute_throughput(server, self.rows, 3, self.progress, members=spread)
+                    results.append(
+                        {**found, "stage": "galera-3-nodes", "on": where, "server": server.where}
+                    )
+        return results
+
+    def primaries(self, counts: Sequence[int] = (1, 2), rounds: int = 3) -> list[Result]:
+        """Independent primaries: one node on each of k servers, all at once, in turns per k.
+
+        Each server is a database of its own with its own job store, sharing
+        nothing with the others: this server, and plain servers started here
+        (`StandaloneMariaDB`).  On one machine they share its cores, which is
+        what this measures besides the sum.
+        """
+        extra = max(counts) - 1
+        servers = [StandaloneMariaDB() for _ in range(extra)]
+        results: list[Result] = []
+        try:
+            for server in servers:
+                self.progress("primaries: starting a standalone server on loopback")
+                server.start()
+            urls = [self.server, *(DatabaseUrl(s.member("primary").url("mysql")) for s in servers)]
+            for number in range(1, rounds + 1):
+                for count in counts:
+                    self.progress(f"primaries: round {number} of {rounds}, {count} at once")
+                    found = self._at_once(urls[:count])
+                    rates = [r.get("jobs_per_s") or 0 for r in found]
+                    results.append(
+                        {
+                            "stage": "primaries",
+                            "primaries": count,
+                            "jobs": self.rows * count,
+                            "jobs_per_s": sum(rates),
+                            "per_primary": rates,
+                        }
+                    )
+        finally:
+            for server in servers:
+                server.close()
+        return results
+
+    def _at_once(self, urls: Sequence[DatabaseUrl]) -> list[Result]:
+        """`execute_throughput` with one node on each of `urls`, all at the same time."""
+        found: list[Result] = [{} for _ in urls]
+        failed: list[BaseException] = []
+
+        def run(index: int, url: DatabaseUrl) -> None:
+            try:
+                found[index] = execute_throughput(url, self.rows, 1, self.progress)
+            except BaseException as exc:  # raised again below, in the caller's thread
+                failed.append(exc)
+
+        threads = [threading.Thread(target=run, args=(i, url)) for i, url in enumerate(urls)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failed:
+            raise failed[0]
+        return found
 
     def cluster(self, nodes: Sequence[int] = (1, 2), *, with_failover: bool = True) -> list[Result]:
         """Execute throughput per node count (`rows` jobs each), then the failover run."""
