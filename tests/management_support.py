@@ -109,7 +109,13 @@ class Seed:
         return key
 
     def node(
-        self, node_id: str, *, heartbeat_age: float, in_flight: int = 0, state: str = "running"
+        self,
+        node_id: str,
+        *,
+        heartbeat_age: float,
+        in_flight: int = 0,
+        state: str = "running",
+        member: str | None = None,
     ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
@@ -122,6 +128,7 @@ class Seed:
                     heartbeat_at=utc_naive(now() - timedelta(seconds=heartbeat_age)),
                     in_flight=in_flight,
                     state=state,
+                    database_member=member,
                 )
             )
 

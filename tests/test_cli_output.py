@@ -369,8 +369,10 @@ def test_nodes_and_the_dashboard_call_a_node_by_the_same_word(
     (tmp_path / "infsched.toml").write_text("heartbeat_interval = 5\njob_lease = 30\n")
     seed.node("quiet-node", heartbeat_age=12.0)
     seed.node("gone-node", heartbeat_age=45.0)
-    seed.node("busy-node", heartbeat_age=1.0)
-    nodes = {n["node_id"]: n["liveness"] for n in cli("nodes", "--db", seed.url(), "--json").json()}
+    seed.node("busy-node", heartbeat_age=1.0, member="m3 at db3:3306")
+    listed = cli("nodes", "--db", seed.url(), "--json").json()
+    nodes = {n["node_id"]: n["liveness"] for n in listed}
+    assert {n["node_id"]: n["database_member"] for n in listed}["busy-node"] == "m3 at db3:3306"
     frame = cli("dashboard", "--once", "--json", "--db", seed.url()).json()
     shown = {n["node_id"]: n["liveness"] for n in frame["nodes"]}
     expected = {"quiet-node": "suspected", "gone-node": "dead", "busy-node": "alive"}
@@ -381,6 +383,7 @@ def test_nodes_and_the_dashboard_call_a_node_by_the_same_word(
     for node, word in expected.items():
         assert word in next(line for line in table.splitlines() if node in line)
         assert word in next(line for line in board.splitlines() if node in line)
+    assert "m3 at db3:3306" in next(line for line in table.splitlines() if "busy-node" in line)
     assert "stale" not in board
 
 

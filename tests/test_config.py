@@ -409,3 +409,25 @@ def test_the_job_store_is_sql_unless_the_file_or_the_environment_names_another(
     )
     assert config_error(job_store="no such store").startswith("job_store: ")
     assert config_error(job_store=3).startswith("job_store: 3 is invalid")
+
+
+def test_a_database_of_several_members_is_a_list_in_the_file_and_spaced_in_the_environment(
+    tmp_path: Path,
+) -> None:
+    members = [f"mysql://u@db{i}:3306/s" for i in (1, 2, 3)]
+    path = tmp_path / "infsched.toml"
+    listed = ", ".join(f'"{m}"' for m in members)
+    path.write_text(f"database_url = [{listed}]\n")
+    from_file = load_config(path, env={}).config.database_url
+    from_env = load_config(None, env={"INFSCHED_DATABASE_URL": "  ".join(members)}).config
+    assert from_file == from_env.database_url == DatabaseUrl.members(members)
+    assert [str(e) for e in from_file.endpoints] == ["db1:3306", "db2:3306", "db3:3306"]
+
+
+def test_members_of_different_databases_are_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "infsched.toml"
+    path.write_text('database_url = ["mysql://u@db1:3306/a", "mysql://u@db2:3306/b"]\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert "differ in more than host and port" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -100,7 +100,7 @@ def seed_cluster(url: DatabaseUrl, seed: Seed) -> dict[str, str]:
         key=keys["dead"],
         finished=t - timedelta(seconds=30),
     )
-    seed.node("node-a", heartbeat_age=1.0, in_flight=4)
+    seed.node("node-a", heartbeat_age=1.0, in_flight=4, member="m2 at db2:3306")
     seed.node("node-b", heartbeat_age=90.0, in_flight=0)
     seed.node("node-c", heartbeat_age=12.0, in_flight=0)
     ahead = (t + timedelta(seconds=60)).isoformat()
@@ -153,6 +153,9 @@ def test_a_frame_shows_what_the_database_holds(every_url: DatabaseUrl, seed: See
     node_a, node_b, node_c = row(text, "node-a"), row(text, "node-b"), row(text, "node-c")
     assert node_a[1:5] == ["host-1", "4242", "running", "alive"]
     assert node_a[6] == "4"
+    # The database member its heartbeat went through; "-" where none is known.
+    assert node_a[-1] == "m2 at db2:3306"
+    assert node_b[-1] == "-"
     assert node_b[4] == "dead"
     assert node_c[4] == "suspected"
 

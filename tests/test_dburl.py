@@ -154,3 +154,49 @@ def test_an_unknown_scheme_is_one_line_naming_each_known_database_and_its_driver
     ):
         assert known in message
     assert "sqlite:///PATH" in message
+
+
+# -- a database several members serve --
+
+MEMBERS = [f"mysql://sched:{SECRET}@db{i}.example:3306/sched" for i in (1, 2, 3)]
+
+
+def test_members_are_one_url_with_every_endpoint_in_order_and_no_password_shown() -> None:
+    url = DatabaseUrl.members(MEMBERS)
+    assert [str(e) for e in url.endpoints] == [
+        "db1.example:3306",
+        "db2.example:3306",
+        "db3.example:3306",
+    ]
+    assert url.where == "db1.example:3306, db2.example:3306, db3.example:3306"
+    assert url.sqlalchemy_url.host == "db1.example"
+    assert SECRET not in str(url)
+    assert SECRET not in repr(url)
+    assert str(url).endswith("(+2 more members)")
+    assert [u.host for u in url.member_urls()] == ["db1.example", "db2.example", "db3.example"]
+    # Another database on the same members keeps them.
+    assert url.with_database("other").endpoints == url.endpoints
+    assert DatabaseUrl(MEMBERS[0]).endpoints == url.endpoints[:1]
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        (
+            [MEMBERS[0], MEMBERS[1].replace("/sched", "/other")],
+            "differ in more than host and port",
+        ),
+        ([MEMBERS[0], MEMBERS[1].replace("sched:", "admin:")], "differ in more than host"),
+        ([MEMBERS[0], MEMBERS[0]], "member db1.example:3306 is listed twice"),
+        (["sqlite:///a.db", "sqlite:///b.db"], "is a file; only a server has members"),
+        ([], "needs at least one URL"),
+    ],
+)
+def test_members_that_are_not_one_database_are_refused_in_one_line(
+    members: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        DatabaseUrl.members(members)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert SECRET not in str(raised.value)

@@ -15,6 +15,7 @@ what they measured).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 import uuid
@@ -160,6 +161,46 @@ def test_ids_from_a_repository_sequence_differ_across_members(
             database.dispose()
 
 
+def test_a_member_outside_the_primary_component_is_passed_over_and_its_connections_dropped(
+    galera: GaleraCluster, galera_database: str
+) -> None:
+    """m3 cut off from the group (gmcast.isolate) answers 1047 to every statement."""
+    isolated = open_database(DatabaseUrl(galera.member("m3").url(galera_database)))
+    routed = open_database(members_url(galera, galera_database, ("m3", "m1", "m2")))
+    try:
+        with routed.engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE t (id INT PRIMARY KEY)"))
+        wait_until(lambda: _rows(isolated.engine) == 0, 10, "the table to reach m3")
+        with isolated.engine.connect() as conn:
+            conn.execute(sa.text("SELECT COUNT(*) FROM t"))
+            conn.exec_driver_sql("SET GLOBAL wsrep_provider_options = 'gmcast.isolate=1'")
+            wait_until(lambda: galera.member("m3").status().get("wsrep_ready") == "OFF", 30, "m3")
+            with pytest.raises(sa.exc.DBAPIError) as raised:
+                conn.execute(sa.text("SELECT COUNT(*) FROM t"))
+        # The pool dropped the connection: the next one goes to a member that serves.
+        assert raised.value.connection_invalidated
+        assert isolated.dialect.classify(raised.value) is DatabaseErrorKind.LOST_CONNECTION
+        # The routed pool's connection to m3 passes its ping (SELECT 1 needs no table) and
+        # fails at its first statement, which drops the whole pool; the next goes to m1.
+        with routed.engine.connect() as conn:
+            assert (member_of(conn) or "").startswith("m3 at ")
+            with pytest.raises(sa.exc.DBAPIError) as first:
+                conn.execute(sa.text("SELECT COUNT(*) FROM t"))
+        assert first.value.connection_invalidated
+        with routed.engine.connect() as conn:
+            assert (member_of(conn) or "").startswith("m1 at ")
+            assert conn.execute(sa.text("SELECT COUNT(*) FROM t")).scalar_one() == 0
+    finally:
+        with contextlib.suppress(Exception):
+            admin = galera.member("m3").connect()
+            with admin.cursor() as cursor:
+                cursor.execute("SET GLOBAL wsrep_provider_options = 'gmcast.isolate=0'")
+            admin.close()
+        isolated.dispose()
+        routed.dispose()
+    galera.wait_size(3, timeout=60)
+
+
 # -- three nodes on three members --
 
 
@@ -182,7 +223,8 @@ def run_on_three_members(
     for node in ORDERS:
         cluster.start(node)
     wait_until(lambda: all(members_in_use(cluster).get(n) for n in ORDERS), 20, "three heartbeats")
-    at_start = members_in_use(cluster)
+    # As `infsched nodes` shows them.
+    at_start = {n: row["database_member"] for n, row in cluster.nodes_json("n1").items()}
     first = datetime.now(UTC) + timedelta(seconds=2)
     entities = cluster.insert(cluster.entities(count, first, seconds))
     measured: dict[str, Any] = {"entities": count, "members_at_start": at_start}

@@ -29,6 +29,8 @@ from typing import Any
 import attrs
 import pymysql
 
+from infsched.errors import InfschedError
+
 MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 INSTALL_DB = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
 PROVIDER = Path("/usr/lib/galera/libgalera_smm.so")
@@ -39,7 +41,7 @@ PACKAGES = ("mariadb-server", "galera-4", "rsync")
 OS_USER = "mysql"
 
 
-class GaleraUnavailableError(RuntimeError):
+class GaleraUnavailableError(InfschedError, RuntimeError):
     """This machine lacks what a Galera cluster needs (`PACKAGES`), or a member did not start."""
 
 
