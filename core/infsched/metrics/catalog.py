@@ -120,6 +120,14 @@ CATALOG: dict[str, MetricInfo] = {
             "their leases may have run out (a long pause, a frozen VM); they run once elsewhere.",
         ),
         MetricInfo(
+            "db_conflicts_total",
+            "counter",
+            ("component", "kind"),
+            "Transactions the database rolled back to break a conflict, tried again by a "
+            "node's thread (component): kind deadlock, serialization failure, lock timeout, "
+            "or certification conflict (Galera: another member's write came first).",
+        ),
+        MetricInfo(
             "leases_taken_total",
             "counter",
             ("lease",),
