@@ -55,6 +55,10 @@ def to_file(tmp_path: Path, *args: str) -> tuple[int, str, str]:
     return code, out.read_text(), err.read_text()
 
 
+def _default_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_until(
     args: tuple[str, ...],
     output: Path,
@@ -66,7 +70,13 @@ def run_until(
     until `done` holds for what it wrote, then send `signum`; the exit code."""
     with output.open("w") as file:
         process = subprocess.Popen(
-            [INFSCHED, *args], stdout=file, stderr=file, env={**os.environ, "COLUMNS": "40"}
+            [INFSCHED, *args],
+            stdout=file,
+            stderr=file,
+            env={**os.environ, "COLUMNS": "40"},
+            # A run started in the background by a non-interactive shell ignores SIGINT, and
+            # a child started so would too: Python then installs no Ctrl-C handler at all.
+            preexec_fn=_default_interrupt,
         )
         try:
             wait_until(lambda: done(output.read_text()), timeout=30, what=what)
