@@ -22,6 +22,7 @@ from infsched.flow_limits import FlowLimit, Limit, LimitScope, LimitTarget
 from infsched.limit_store import LimitStore
 from infsched.management.scheduler import InfiniteScheduler
 from infsched.repositories.base import ShardingRepository
+from infsched.schema import limits
 from tests.engine_support import RecordingSink, Reminder, repository_for, wait_until
 from tests.test_engine import FAST, history_states, now, reminders
 from tests.test_flow_cluster import CLOCK_ERROR, most_in_a_window
@@ -127,3 +128,36 @@ def test_a_throttled_run_waits_again_without_an_attempt_and_holds_its_target(
     assert held is not None
     assert held.source == "throttle"
     assert held.held_until is not None
+
+
+def test_nodes_declaring_the_same_limits_at_once_all_start(every_url: DatabaseUrl) -> None:
+    """A missing row locks nothing: starting nodes race to insert each declared limit."""
+    databases = [open_database(every_url) for _ in range(4)]
+    try:
+        with databases[0].engine.begin() as conn:
+            limits.create(conn)
+        declared = [
+            Limit(LimitTarget(LimitScope.KEY, f"tenant-{i}"), FlowLimit(rate=10.0 + i))
+            for i in range(40)
+        ]
+        barrier = threading.Barrier(len(databases))
+        errors: list[BaseException] = []
+
+        def start(database: Any) -> None:
+            barrier.wait()
+            try:
+                LimitStore(database).declare(declared, "config")
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(d,)) for d in databases]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        stored = LimitStore(databases[0]).all()
+        assert len(stored) == len(declared)
+    finally:
+        for database in databases:
+            database.dispose()

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
 import sqlalchemy as sa
 
 from infsched.clock import from_utc_naive, utc_naive
 from infsched.database import Database
+from infsched.dialects import DatabaseErrorKind
 from infsched.flow_limits import FlowLimit, Limit, LimitTarget
 from infsched.rate_buckets import from_micros, micros
 from infsched.schema import limits as table
@@ -73,11 +74,15 @@ def _values(limit: FlowLimit) -> dict[str, Any]:
     return {"rate": limit.rate, "burst": limit.burst, "max_concurrent": limit.max_concurrent}
 
 
+V = TypeVar("V")
+
+
 class LimitStore:
     """Puts, reads and removes limits; `targets` is cached for `ttl` seconds."""
 
     def __init__(self, database: Database, ttl: float = 1.0) -> None:
         self._engine = database.engine
+        self._dialect = database.dialect
         self._clock = database.clock
         self._ttl = ttl
         self._lock = threading.Lock()
@@ -95,6 +100,23 @@ class LimitStore:
         return self._put(limit, OPERATOR)
 
     def _put(self, limit: Limit, source: str) -> Put:
+        return self._once_more_if_inserted_meanwhile(lambda: self._put_once(limit, source))
+
+    def _once_more_if_inserted_meanwhile(self, write: Callable[[], V]) -> V:
+        """`write()`, and once more if its INSERT met a row another node inserted meanwhile.
+
+        A missing row locks nothing (FOR UPDATE finds no row, READ COMMITTED takes no gap
+        lock): nodes starting together with the same declared limits each try to insert it.
+        The second try finds the row.
+        """
+        try:
+            return write()
+        except sa.exc.IntegrityError as exc:
+            if self._dialect.classify(exc) is not DatabaseErrorKind.DUPLICATE_KEY:
+                raise
+        return write()
+
+    def _put_once(self, limit: Limit, source: str) -> Put:
         target = limit.target.id
         now = utc_naive(self._clock.now())
         values = _values(limit.limit)
@@ -144,6 +166,10 @@ class LimitStore:
         A target without a row gets one with no limit (source ``throttle``), so
         the hold reaches every node; a later hold never shortens an earlier one.
         """
+        self._once_more_if_inserted_meanwhile(lambda: self._hold_once(targets, until))
+        self._read_at = float("-inf")
+
+    def _hold_once(self, targets: Sequence[str], until: datetime) -> None:
         now = utc_naive(self._clock.now())
         until_us = micros(until)
         with self._engine.begin() as conn:
@@ -168,7 +194,6 @@ class LimitStore:
                             **_values(FlowLimit()),
                         )
                     )
-        self._read_at = float("-inf")
 
     # -- reading --
 
