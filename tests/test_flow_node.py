@@ -82,7 +82,9 @@ def test_a_rate_holds_and_other_keys_flow_past_on_one_node(every_url: DatabaseUr
     assert len(b) == 20
     assert max(b) - began < 2.0, "b waited behind a's rate"
     assert most_in_a_window(a) <= rate * (1 + SLOT_SLACK + CLOCK_ERROR) + 1
-    assert (len(a) - 1) / (a[-1] - a[0]) >= 0.9 * rate
+    # From the second start: the first is the burst's, taken by the node's first claim,
+    # and the next claim may come up to a claim interval later (0.39 s once, on SQLite).
+    assert (len(a) - 2) / (a[-1] - a[1]) >= 0.9 * rate
     assert executor.attempts == {1: 3 * rate + 20}
 
 
