@@ -127,9 +127,12 @@ class LaneClaims:
             assert flow is not None
             capped = [(p, [lane for lane in found if lane in under]) for p, found in lanes]
             # The limited lanes' fair share of the claim, by their number; the rest
-            # comes back to them below if the other lanes leave it.
+            # comes back to them below if the other lanes leave it.  Counted per
+            # priority, as `count` is: a lane with jobs of three priorities counted
+            # once against three split a claim of limited lanes only into two
+            # transactions, each locking, reading and writing the targets' rows.
             count = sum(len(found) for _, found in lanes)
-            share = math.ceil(limit * len(under) / count)
+            share = math.ceil(limit * sum(len(found) for _, found in capped) / count)
             claimed = self._claim_lanes(conn, owner, share, lease_seconds, capped, flow)
         filled = len(claimed) >= share
         rest = [(p, [lane for lane in found if lane not in under]) for p, found in lanes]
