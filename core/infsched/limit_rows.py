@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
+from infsched.clock import as_utc
 from infsched.flow_limits import FlowLimit
 from infsched.rate_buckets import RateBucket, micros
 from infsched.schema import limits
@@ -29,12 +31,43 @@ def lock_buckets(
     in_flight: InFlight,
 ) -> dict[str, RateBucket]:
     """The targets' rows, locked in target order, as buckets for one claim at `now`."""
+    rows, _read_at = lock_rows(conn, targets)
+    return buckets_of(conn, rows, now, horizon, in_flight)
+
+
+def lock_rows(
+    conn: sa.Connection,
+    targets: Sequence[str],
+    clock: sa.ColumnElement[datetime] | None = None,
+) -> tuple[Sequence[sa.Row[Any]], datetime | None]:
+    """The targets' rows, locked in target order, and `clock` read with them (None: no
+    clock given, or no row).
+
+    The claim's clock read in the lock's own statement saves a claim under limits
+    one of its round trips, each of which waits for the interpreter's lock behind
+    the node's busy threads as well as for the database.
+    """
+    columns: list[Any] = [limits]
+    if clock is not None:
+        columns.append(clock.label("read_at"))
     rows = conn.execute(
-        sa.select(limits)
+        sa.select(*columns)
         .where(limits.c.target.in_(sorted(targets)))
         .order_by(limits.c.target)
         .with_for_update()
     ).all()
+    read_at = as_utc(rows[0].read_at) if rows and clock is not None else None
+    return rows, read_at
+
+
+def buckets_of(
+    conn: sa.Connection,
+    rows: Sequence[sa.Row[Any]],
+    now: datetime,
+    horizon: float,
+    in_flight: InFlight,
+) -> dict[str, RateBucket]:
+    """Locked limit rows as buckets for one claim at `now` (the concurrency caps counted)."""
     now_us = micros(now)
     buckets: dict[str, RateBucket] = {}
     for row in rows:

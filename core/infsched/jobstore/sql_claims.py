@@ -39,7 +39,7 @@ from infsched.flow_limits import Lane, LimitScope
 from infsched.id_lists import id_in
 from infsched.jobstore.base import ClaimedJob, FlowRules, JobState
 from infsched.jobstore.tables import SCOPE_COLUMNS, jobs
-from infsched.limit_rows import lock_buckets, write_buckets
+from infsched.limit_rows import buckets_of, lock_rows, write_buckets
 from infsched.rate_buckets import RateBucket, from_micros
 
 _WAITING = JobState.WAITING.value
@@ -127,9 +127,12 @@ class LaneClaims:
             assert flow is not None
             capped = [(p, [lane for lane in found if lane in under]) for p, found in lanes]
             # The limited lanes' fair share of the claim, by their number; the rest
-            # comes back to them below if the other lanes leave it.
+            # comes back to them below if the other lanes leave it.  Counted per
+            # priority, as `count` is: a lane with jobs of three priorities counted
+            # once against three split a claim of limited lanes only into two
+            # transactions, each locking, reading and writing the targets' rows.
             count = sum(len(found) for _, found in lanes)
-            share = math.ceil(limit * len(under) / count)
+            share = math.ceil(limit * sum(len(found) for _, found in capped) / count)
             claimed = self._claim_lanes(conn, owner, share, lease_seconds, capped, flow)
         filled = len(claimed) >= share
         rest = [(p, [lane for lane in found if lane not in under]) for p, found in lanes]
@@ -161,10 +164,11 @@ class LaneClaims:
         one = _OneClaim(self._dialect, self._db_now, owner, lease_seconds)
         if in_use:
             assert flow is not None
-            one.claimed_at = self._db_now(conn)
-            buckets = lock_buckets(
-                conn, sorted(in_use), one.claimed_at, flow.horizon, _count_in_flight
-            )
+            # The claim's clock is read in the lock's statement, before any wait for
+            # the rows: as early as a read of its own just before the lock would be.
+            rows, read_at = lock_rows(conn, sorted(in_use), self._dialect.current_timestamp())
+            one.claimed_at = read_at if read_at is not None else self._db_now(conn)
+            buckets = buckets_of(conn, rows, one.claimed_at, flow.horizon, _count_in_flight)
         taken = [
             _Taken(priority, lane, rows)
             for priority, lane, rows in share_out(
