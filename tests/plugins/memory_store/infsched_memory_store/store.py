@@ -26,7 +26,8 @@ transaction has committed.
 
 Two locks: `_lock` guards the jobs and is held across the history write of
 `finish` and `cancel_jobs` and the limits transaction of `claim_due`
-(nobody claims a job meanwhile); `_staging` guards what transactions staged
+(nobody claims a job meanwhile), always taken after that transaction began
+(`_transaction_then_lock`); `_staging` guards what transactions staged
 and is never held while waiting on the database, so a fetcher committing
 never waits for a node writing its history.  Committed jobs are applied by
 the next operation, under `_lock`.
@@ -38,7 +39,8 @@ import itertools
 import json
 import threading
 import weakref
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -219,6 +221,23 @@ class MemoryJobStore:
         with self._staging:
             self._staged.pop(conn, None)
 
+    @contextmanager
+    def _transaction_then_lock(self) -> Iterator[tuple[sa.Connection, sa.RootTransaction]]:
+        """A transaction begun, then `_lock` taken: always in that order.
+
+        Callers hand this store their connection inside a transaction (the
+        gauges, the fetcher) and then wait for `_lock`; on SQLite that
+        transaction holds the database's only write lock.  Whoever holds
+        `_lock` must therefore never wait to begin one, or the two wait for
+        each other until the busy timeout.  The caller commits the
+        transaction (``with transaction:``) before it changes the jobs, so a
+        failed commit changes nothing.
+        """
+        with self._engine.connect() as conn:
+            transaction = conn.begin()
+            with self._lock:
+                yield conn, transaction
+
     def _settled(self) -> dict[int, _Job]:
         """The jobs, what committed transactions added applied; call holding `_lock`."""
         with self._staging:
@@ -302,24 +321,39 @@ class MemoryJobStore:
     ) -> list[ClaimedJob]:
         if limit <= 0 or not repositories:
             return []
-        with self._lock:
-            now = self._clock.now()
-            lanes = self._due_lanes(set(repositories), utc_naive(now))
-            turn, self._turn = self._turn, self._turn + 1
-            limited = flow.limited if flow is not None else frozenset()
-            in_use = {t for found in lanes.values() for lane in found for t in lane.targets()}
-            in_use &= limited
-            if not in_use:
-                taken = _share_out(lanes, limit, turn, {})
-                return self._mark(owner, lease_seconds, now, taken, {})
-            assert flow is not None
-            with self._engine.begin() as conn:
-                buckets = lock_buckets(conn, sorted(in_use), now, flow.horizon, self._in_flight)
-                taken = _share_out(lanes, limit, turn, buckets)
-                slots = _slots(taken, buckets)
-                write_buckets(conn, buckets)
-            # The limits' transaction committed: now the jobs are this claim's.
-            return self._mark(owner, lease_seconds, now, taken, slots)
+        if flow is None or not flow.limited:
+            with self._lock:
+                return self._claim(owner, limit, lease_seconds, repositories, None)
+        with self._transaction_then_lock() as (_, transaction):
+            return self._claim(owner, limit, lease_seconds, repositories, (transaction, flow))
+
+    def _claim(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        repositories: Sequence[str],
+        limits: tuple[sa.RootTransaction, FlowRules] | None,
+    ) -> list[ClaimedJob]:
+        """The claim, holding `_lock`; with `limits`, in the transaction that locks their rows."""
+        now = self._clock.now()
+        lanes = self._due_lanes(set(repositories), utc_naive(now))
+        turn, self._turn = self._turn, self._turn + 1
+        limited = limits[1].limited if limits is not None else frozenset()
+        in_use = {t for found in lanes.values() for lane in found for t in lane.targets()}
+        in_use &= limited
+        if limits is None or not in_use:
+            taken = _share_out(lanes, limit, turn, {})
+            return self._mark(owner, lease_seconds, now, taken, {})
+        transaction, flow = limits
+        with transaction:
+            conn = transaction.connection
+            buckets = lock_buckets(conn, sorted(in_use), now, flow.horizon, self._in_flight)
+            taken = _share_out(lanes, limit, turn, buckets)
+            slots = _slots(taken, buckets)
+            write_buckets(conn, buckets)
+        # The limits' transaction committed: now the jobs are this claim's.
+        return self._mark(owner, lease_seconds, now, taken, slots)
 
     def _due_lanes(self, names: set[str], now: datetime) -> dict[int, dict[Lane, list[_Job]]]:
         """Per priority, each lane's jobs due by `now` (naive UTC), oldest first."""
@@ -386,8 +420,8 @@ class MemoryJobStore:
     def finish(self, owner: str, results: Sequence[Finished], write_history: HistoryWriter) -> int:
         if not results:
             return 0
-        with self._lock:
-            with self._engine.begin() as conn:
+        with self._transaction_then_lock() as (conn, transaction):
+            with transaction:
                 write_history(conn, results)
             stale = 0
             for r in results:
@@ -553,12 +587,12 @@ class MemoryJobStore:
         check: Callable[[Sequence[LiveRow]], None],
         write_history: Callable[[sa.Connection, Sequence[LiveRow]], None],
     ) -> int:
-        with self._lock:
+        with self._transaction_then_lock() as (conn, transaction):
             rows = self.job_rows_of(keys)
             check(rows)
             if any(r["state"] == CLAIMED for r in rows):
                 raise JobStateError("a job was claimed while being cancelled; nothing changed")
-            with self._engine.begin() as conn:
+            with transaction:
                 write_history(conn, rows)
             for row in rows:
                 del self._jobs[row["id"]], self._ids[row["job_key"]]
