@@ -16,6 +16,7 @@ from infsched.config import SchedulerConfig
 from infsched.database import open_database
 from infsched.dburl import DatabaseUrl
 from infsched.engine.binding import RepositoryBinding
+from infsched.engine.flow import MAX_HOLD
 from infsched.engine.runner import SLOT_SLACK
 from infsched.executors import JobContext, ThrottledError
 from infsched.flow_limits import FlowLimit, Limit, LimitScope, LimitTarget
@@ -31,17 +32,18 @@ from tests.test_flow_cluster import CLOCK_ERROR, most_in_a_window
 class StartTimes:
     """Records when each job started, by flow key (the entity's text); throttles on demand."""
 
-    def __init__(self, throttle_first: int = 0) -> None:
+    def __init__(self, throttle_first: int = 0, retry_after: float = 0.3) -> None:
         self.starts: dict[str, list[float]] = {}
         self.attempts: Counter[int] = Counter()
         self.throttle_left = throttle_first
+        self.retry_after = retry_after
         self._lock = threading.Lock()
 
     def __call__(self, job: JobContext[Reminder]) -> None:
         with self._lock:
             if self.throttle_left > 0:
                 self.throttle_left -= 1
-                raise ThrottledError("gateway: too fast", retry_after=0.3)
+                raise ThrottledError("gateway: too fast", retry_after=self.retry_after)
             self.starts.setdefault(job.entity.text, []).append(time.monotonic())
             self.attempts[job.attempt] += 1
 
@@ -130,6 +132,22 @@ def test_a_throttled_run_waits_again_without_an_attempt_and_holds_its_target(
     assert held is not None
     assert held.source == "throttle"
     assert held.held_until is not None
+
+
+def test_a_gateway_asking_for_a_day_holds_its_target_for_max_hold(sqlite_url: DatabaseUrl) -> None:
+    repo = repository_for(sqlite_url)
+    repo.maintain()
+    executor = StartTimes(throttle_first=1, retry_after=86_400)
+    target = LimitTarget(LimitScope.EXECUTOR, "remind")
+    with node(sqlite_url, repo, executor, thread_pool_size=1) as s:
+        repo.insert_many(reminders(2, now() - timedelta(seconds=1), "a"))
+        throttled_by = now()
+        wait_until(lambda: (h := s.flow.limits.get(target)) is not None and h.held_until, 10)
+        held = s.flow.limits.get(target)
+    assert held is not None
+    assert held.held_until is not None
+    assert held.held_until <= throttled_by + timedelta(seconds=MAX_HOLD + 5)
+    assert held.held_until >= throttled_by + timedelta(seconds=MAX_HOLD - 5)
 
 
 def test_nodes_declaring_the_same_limits_at_once_all_start(every_url: DatabaseUrl) -> None:

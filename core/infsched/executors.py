@@ -37,7 +37,7 @@ class ThrottledError(InfschedError):
 
     A gateway's throttling answer (Kannel's HTTP 503, SMPP's ESME_RTHROTTLED):
     the job waits again without an attempt counted, and the job's limit target
-    is held across the cluster for `retry_after` seconds (1 s if None), so the
+    is held across the cluster for `retry_after` seconds (1 s if None, 300 s at most), so the
     key slows down instead of burning retries (docs/flow-control.md).
     """
 

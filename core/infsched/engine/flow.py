@@ -20,6 +20,10 @@ log = logging.getLogger("infsched.flow")
 
 #: Seconds a throttled target is held when the gateway did not say for how long.
 DEFAULT_HOLD = 1.0
+#: Seconds a throttled target is held at most, whatever the gateway said: a
+#: Retry-After of a day (a misconfigured gateway, a date far ahead) would stop
+#: the target for that long; held this long, one call then asks again.
+MAX_HOLD = 300.0
 #: Seconds ahead a claim gives rate-limited jobs their start slots (rate_buckets.py).
 SLOT_HORIZON = 1.0
 

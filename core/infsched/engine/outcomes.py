@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from infsched.clock import Clock
 from infsched.cluster.outage import DatabaseOutage
 from infsched.engine.binding import BoundExecutor
-from infsched.engine.flow import DEFAULT_HOLD, FlowControl
+from infsched.engine.flow import DEFAULT_HOLD, MAX_HOLD, FlowControl
 from infsched.engine.held import HeldJobs
 from infsched.engine.history import History
 from infsched.engine.joblog import job_logger
@@ -125,8 +125,9 @@ class OutcomeRecorder:
         if isinstance(error, ThrottledError):
             # Not a failure: the job waits again, no attempt counted, and its target is held.
             hold = error.retry_after if error.retry_after is not None else DEFAULT_HOLD
+            hold = min(max(0.0, hold), MAX_HOLD)
             self._metrics.increment("jobs_throttled_total", 1, labels)
-            self._throttled.put((job, now + timedelta(seconds=max(0.0, hold))))
+            self._throttled.put((job, now + timedelta(seconds=hold)))
             return
         self._metrics.increment("jobs_failed_total", 1, labels)
         text = describe(error)
