@@ -213,6 +213,7 @@ class SmscServer:
         self.submits: list[Submit] = []
         self.binds: list[tuple[str, int]] = []  # (system_id, command id), successful ones
         self.enquire_links = 0
+        self.unbinds = 0
         self.reject: set[str] = set()
         self.throttle = 0
         self.throttle_status = ESME_RTHROTTLED
@@ -311,6 +312,8 @@ class SmscServer:
                     with self._lock:
                         self.enquire_links += 1
                 elif command == UNBIND:
+                    with self._lock:
+                        self.unbinds += 1
                     send(struct.pack(">IIII", 16, UNBIND | RESP, 0, sequence))
                     return
                 else:

@@ -22,8 +22,9 @@ from infsched.dburl import DatabaseUrl
 from infsched.dialects import dialect_for
 from infsched.engine.binding import RepositoryBinding
 from infsched.engine.fetcher import Fetcher
+from infsched.engine.scheduler import ExecutorLike
 from infsched.entities import column, id_field, sharding_key
-from infsched.executors import ExecutorSpec
+from infsched.executors import ExecutorSpec, JobContext
 from infsched.jobstore.base import Outcome, entity_key_prefix, entity_of_key, job_key
 from infsched.jobstore.tables import jobs
 from infsched.management.scheduler import InfiniteScheduler
@@ -410,6 +411,59 @@ def test_a_hanging_executor_is_bounded_by_its_timeout(every_url: DatabaseUrl) ->
         status = s.status("reminders", stuck.id)
     assert [o.state for o in status.outcomes] == [Outcome.DEAD]
     assert "longer than 0.5 s" in (status.outcomes[0].error or "")
+
+
+class ClosingExecutor(RecordingExecutor):
+    """Records when it was closed, and when each run ended; its close may fail."""
+
+    def __init__(self, close_error: Exception | None = None) -> None:
+        super().__init__()
+        self.closed_at: list[float] = []
+        self.ended_at: list[float] = []
+        self.close_error = close_error
+
+    def __call__(self, job: JobContext[Reminder]) -> None:
+        try:
+            super().__call__(job)
+        finally:
+            self.ended_at.append(time.monotonic())
+
+    def close(self) -> None:
+        self.closed_at.append(time.monotonic())
+        if self.close_error is not None:
+            raise self.close_error
+
+
+def test_a_node_closes_the_executors_it_made_after_their_last_run_and_no_others(
+    sqlite_url: DatabaseUrl, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = repository_for(sqlite_url)
+    repo.maintain()
+    repo.insert(Reminder(due=now(), text="slow"))
+    made = ClosingExecutor(close_error=OSError("socket already gone"))
+    given = ClosingExecutor()
+    others = repository_for(sqlite_url, "others")
+    others.maintain()
+    others.insert(Reminder(due=now(), text="quick"))
+    bindings = [
+        RepositoryBinding(repo, executor="remind"),
+        RepositoryBinding(others, executor="other"),
+    ]
+    made.hang_seconds = {"slow": 1.0}
+    executors: dict[str, ExecutorLike] = {
+        "remind": ExecutorSpec(name="remind", factory=lambda _s: made),
+        "other": given,
+    }
+    config = SchedulerConfig(database_url=sqlite_url, **FAST)
+    with InfiniteScheduler(bindings, config, executors=executors):
+        wait_until(lambda: made.count() == given.count() == 1, what="both runs' start")
+    # Closed once, after the run in flight at the stop had ended; a close that
+    # fails is one line, and the node stopped all the same.
+    assert len(made.ended_at) == len(made.closed_at) == 1
+    assert made.closed_at[0] >= made.ended_at[0]
+    assert given.closed_at == []
+    [line] = [r.getMessage() for r in caplog.records if "did not close" in r.getMessage()]
+    assert line == "executor remind did not close cleanly: OSError: socket already gone"
 
 
 def hold_the_interpreter(seconds: float) -> None:

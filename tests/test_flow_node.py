@@ -142,7 +142,9 @@ def test_a_gateway_asking_for_a_day_holds_its_target_for_max_hold(sqlite_url: Da
     with node(sqlite_url, repo, executor, thread_pool_size=1) as s:
         repo.insert_many(reminders(2, now() - timedelta(seconds=1), "a"))
         throttled_by = now()
-        wait_until(lambda: (h := s.flow.limits.get(target)) is not None and h.held_until, 10)
+        wait_until(
+            lambda: (h := s.flow.limits.get(target)) is not None and h.held_until is not None, 10
+        )
         held = s.flow.limits.get(target)
     assert held is not None
     assert held.held_until is not None

@@ -104,7 +104,8 @@ class ExecutorSpec:
     """An executor a plugin offers, and how the engine should treat its failures."""
 
     name: str = attrs.field(validator=lambda _, __, v: check_name(v, "executor name"))
-    #: Called with the plugin's config section when a scheduler starts.
+    #: Called with the plugin's config section when a scheduler starts.  What it
+    #: returns is closed (its ``close()``, if it has one) when that scheduler stops.
     factory: ExecutorFactory
     #: Runs before a job is dead-lettered (1 = no retry).
     max_attempts: int = attrs.field(default=3, validator=_positive_int)

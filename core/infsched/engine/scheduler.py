@@ -41,6 +41,7 @@ from infsched.engine.fetcher import Fetcher
 from infsched.engine.flow import FlowControl
 from infsched.engine.gauges import GaugeSampler
 from infsched.engine.history import HISTORY_REPOSITORY, History, JobOutcome
+from infsched.engine.outcomes import describe
 from infsched.engine.retry import RetryPolicy
 from infsched.engine.schedule_materializer import ScheduleMaterializer
 from infsched.engine.workers import Workers
@@ -180,6 +181,8 @@ class SchedulerNode:
         )
         #: The limits executors declare (their ExecutorSpec.limit), put when the node starts.
         self._executor_limits: list[Limit] = []
+        #: The executors this node made from a spec's factory, closed when it stops.
+        self._made: list[tuple[str, object]] = []
         self._executors = self._resolve(self._given_executors, plugins)
         #: The flow limits (infsched_limits) the claims follow and throttled runs hold.
         self.flow = FlowControl(LimitStore(database))
@@ -298,6 +301,7 @@ class SchedulerNode:
         if isinstance(item, ExecutorSpec):
             spec = item
             instance = from_plugin_section(section_name, spec.factory, section)
+            self._made.append((name, instance))
             self._declared_limit(spec, section_name, section)
         else:
             instance = item
@@ -358,12 +362,27 @@ class SchedulerNode:
         # Fetching and maintenance move to another node now, not when the leases expire.
         self.member.release_leases()
         self.workers.stop(grace)
+        self._close_executors()
         self.member.stop()
         self.metrics.close()
         if self._owns_engine:
             self.engine.dispose()
         self._started = False
         log.info("scheduler node %s stopped", self.config.node_id)
+
+    def _close_executors(self) -> None:
+        """Close what this node made from a factory, once its last run ended: an SMPP
+        session unbinds instead of reconnecting after the node, an HTTP pool lets go.
+        Executors passed in are their owner's to close."""
+        made, self._made = self._made, []
+        for name, instance in made:
+            close = getattr(instance, "close", None)
+            if not callable(close):
+                continue
+            try:
+                close()
+            except Exception as exc:
+                log.warning("executor %s did not close cleanly: %s", name, describe(exc))
 
     def __enter__(self) -> Self:
         self.start()

@@ -195,6 +195,8 @@ def test_an_smsc_with_a_full_queue_makes_jobs_wait_not_fail(
         assert_all_sent_once_without_failures(node, 6)
         held = stored(node)
     assert sorted(s.text for s in smsc.received()) == [f"text {i}" for i in range(6)]
+    # The node made the executor, so its stop closed it: the session unbound.
+    assert smsc.unbinds == len(smsc.binds) == 1
     assert sink.counters["jobs_throttled_total"] >= 2
     assert held is not None
     assert (held.source, held.limit.max_concurrent, held.limit.rate) == ("executor sms", 4, None)
