@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from infsched.database import database_of
 from infsched.dburl import DatabaseUrl
-from infsched.engine.gauges import GaugeSampler
+from infsched.engine.gauges import DUTY_FACTOR, RECENT_SAMPLES, GaugeSampler, rest_after
 from infsched.flow_limits import FlowLimit, Limit, LimitTarget
 from infsched.jobstore.sql import SqlJobStore
 from infsched.limit_store import LimitStore
@@ -160,6 +160,20 @@ def test_slow_samples_space_themselves_out(
         time.sleep(0.6)
         stop.set()
         thread.join()
-    # Every 0.01 s when a sample is instant; 0.01 s samples wait 100 times as long.
+    # Every 0.01 s when a sample is instant; 0.01 s samples wait 100 times as long,
+    # once RECENT_SAMPLES of them have shown that they are slow every time.
     assert fast.taken >= 10
-    assert slow.taken == 1
+    assert slow.taken == RECENT_SAMPLES
+
+
+def test_one_slow_sample_does_not_push_the_next_out() -> None:
+    interval = 0.5
+    # The first samples (the first connection among them) never back off.
+    assert rest_after([3.0], interval) == interval
+    # One slow sample among quick ones: the quick ones decide.
+    assert rest_after([0.001, 0.001, 0.6], interval) == interval
+    assert rest_after([0.001, 0.6, 0.002], interval) == interval
+    # A table slow to count every time (0.2 s a sample) is counted every 20 s.
+    assert rest_after([0.3, 0.2, 0.25], interval) == pytest.approx(DUTY_FACTOR * 0.2)
+    # Only the last RECENT_SAMPLES count: the table shrank.
+    assert rest_after([0.3, 0.2, 0.25, 0.001, 0.002, 0.001], interval) == interval

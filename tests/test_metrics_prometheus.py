@@ -61,8 +61,18 @@ def sink() -> Iterator[PrometheusMetricsSink]:
     sink.close()
 
 
+#: Seconds the test waits for the gauges to show the runs blocked at the gate.
+BLOCKED_WITHIN = 60
+GATE_SECONDS = BLOCKED_WITHIN + 30
+
+
 class GatedExecutor:
-    """Blocks every run until the gate opens; fails a chosen text's first attempt."""
+    """Blocks every run until the gate opens; fails a chosen text's first attempt.
+
+    The gate gives up after longer than the test waits for the state it holds
+    (GATE_SECONDS): given up sooner, the runs would change what the test is
+    still waiting to see (a loaded machine once took over 30 s to sample it).
+    """
 
     def __init__(self) -> None:
         self.gate = threading.Event()
@@ -70,7 +80,7 @@ class GatedExecutor:
         self._lock = threading.Lock()
 
     def __call__(self, job: JobContext[Reminder]) -> None:
-        self.gate.wait(30)
+        self.gate.wait(GATE_SECONDS)
         with self._lock:
             self.runs += 1
         if job.entity.text == "flaky" and job.attempt == 1:
@@ -126,10 +136,10 @@ def test_scraped_values_move_as_jobs_are_fetched_claimed_and_run(
             return in_flight == 4 and backlog == 6 and cycles >= 1
 
         # The state holds while the gate is shut, but the sampler waits 100 times as
-        # long as its last sample took (DUTY_FACTOR): on a loaded machine that is
-        # seconds between samples, so the waits are long; they end at the first match.
+        # long as its recent samples took (DUTY_FACTOR): on a loaded machine that can
+        # be seconds between samples, so the waits are long; they end at the first match.
         try:
-            wait_until(blocked, timeout=60, what="4 in flight and 6 in the backlog")
+            wait_until(blocked, timeout=BLOCKED_WITHIN, what="4 in flight and 6 in the backlog")
         except AssertionError as exc:
             raise AssertionError(
                 f"{exc}; (in flight, backlog, cycles) seen: {gauges[-5:]}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -41,6 +42,17 @@ log = logging.getLogger("infsched.metrics")
 
 #: A sample taking t seconds is followed by at least DUTY_FACTOR * t seconds of rest.
 DUTY_FACTOR = 100.0
+#: Samples whose durations decide the rest: the shortest of them counts, so one slow
+#: sample (a lock wait, a loaded machine, the first connection) does not push the
+#: next one a minute out, while a large table, slow every time, still does.
+RECENT_SAMPLES = 3
+
+
+def rest_after(recent: Sequence[float], interval: float) -> float:
+    """Seconds to wait after a sample, given the last samples' durations (newest last)."""
+    if len(recent) < RECENT_SAMPLES:
+        return interval
+    return max(interval, DUTY_FACTOR * min(list(recent)[-RECENT_SAMPLES:]))
 
 
 class GaugeSampler:
@@ -146,10 +158,13 @@ class GaugeSampler:
 
         The job gauges count the whole hot table; when it is large (a backlog
         of 100,000 due jobs took 0.2 s to count) the wait after a sample grows
-        to DUTY_FACTOR times the sample's duration, so that counting never
-        takes more than about 1 % of the time of the database it measures.
+        to DUTY_FACTOR times the recent samples' shortest duration
+        (`rest_after`), so that counting never takes more than about 1 % of
+        the time of the database it measures.
         """
+        recent: deque[float] = deque(maxlen=RECENT_SAMPLES)
         while not stop.is_set():
             began = time.monotonic()
             self.sample()
-            stop.wait(max(self.interval, DUTY_FACTOR * (time.monotonic() - began)))
+            recent.append(time.monotonic() - began)
+            stop.wait(rest_after(recent, self.interval))
