@@ -7,12 +7,8 @@ default run uses a few thousand entities over seconds; ``-m soak`` runs the
 long versions (50,000 entities over minutes, a 30 s outage, 10 minutes of
 downtime).
 
-The tests take the database as a parameter of `cluster_database` (MariaDB,
-PostgreSQL).  The default run has their MariaDB variants and leaves the
-PostgreSQL ones to ``-m soak``, for the time they take (the default run must
-stay under CI's budget; PostgreSQL's claims and recovery run in the default run
-through the job store contract, the flow and the schedule cluster tests): see
-`ON_BOTH` and `POSTGRESQL_IN_SOAK`.
+The tests take the database as a parameter of `cluster_database` (`ON_BOTH`:
+MariaDB and PostgreSQL), in the default run and in the soak run alike.
 """
 
 from __future__ import annotations
@@ -52,12 +48,6 @@ pytest_plugins = ["tests.cluster_harness"]
 
 #: Run on MariaDB and PostgreSQL.
 ON_BOTH = pytest.mark.parametrize("cluster_database", ["mariadb", "postgresql"], indirect=True)
-#: Run on MariaDB, and on PostgreSQL only with ``-m soak`` (the default run's time budget).
-POSTGRESQL_IN_SOAK = pytest.mark.parametrize(
-    "cluster_database",
-    ["mariadb", pytest.param("postgresql", marks=pytest.mark.soak)],
-    indirect=True,
-)
 
 #: A node's line counting jobs it ran whose outcome came too late (they run again).
 LOST = re.compile(r"^\d+ jobs ran here but .* (\d+) such jobs on this node in all$")
@@ -125,7 +115,7 @@ def check_failover(report: FailoverReport) -> None:
     assert report.unscheduled == 0
 
 
-@POSTGRESQL_IN_SOAK
+@ON_BOTH
 def test_killed_node_restarted_twice_loses_nothing(cluster_factory: ClusterFactory) -> None:
     # Runs of 0.1 s keep work in flight on every node at each kill: with 0.02 s
     # the node that claimed a burst could finish it before the kill.
@@ -145,7 +135,7 @@ def test_soak_killed_node_restarted_twice_loses_nothing(cluster_factory: Cluster
 # -- the fetch lease moves on --
 
 
-@POSTGRESQL_IN_SOAK
+@ON_BOTH
 def test_fetch_lease_moves_on_within_two_heartbeats(cluster_factory: ClusterFactory) -> None:
     hb = 1.0
     cluster = cluster_factory(
@@ -188,7 +178,7 @@ def test_fetch_lease_moves_on_within_two_heartbeats(cluster_factory: ClusterFact
 # -- clocks minutes off --
 
 
-@POSTGRESQL_IN_SOAK
+@ON_BOTH
 def test_nodes_minutes_off_neither_steal_nor_lose_jobs(cluster_factory: ClusterFactory) -> None:
     threshold = 3.0
     cluster = cluster_factory(
@@ -280,7 +270,7 @@ def thaw_and_finish(
     return calls
 
 
-@POSTGRESQL_IN_SOAK
+@ON_BOTH
 def test_stalled_node_counts_each_outcome_that_came_too_late(
     cluster_factory: ClusterFactory,
 ) -> None:
@@ -328,7 +318,7 @@ def claims_of(cluster: Cluster, node: str) -> dict[str, int]:
         return dict(conn.execute(query).all())
 
 
-@POSTGRESQL_IN_SOAK
+@ON_BOTH
 def test_a_node_frozen_past_its_leases_starts_none_of_its_claimed_jobs(
     cluster_factory: ClusterFactory,
 ) -> None:
@@ -444,7 +434,7 @@ def database_outage(cluster: Cluster, server: PrivateServer, outage: float, coun
     assert len(twice) <= lost <= len(twice) + 2 * int(cluster.settings["batch_size"])
 
 
-@POSTGRESQL_IN_SOAK
+@ON_BOTH
 def test_database_outage_under_load(
     cluster_factory: ClusterFactory, private_server: PrivateServer
 ) -> None:
@@ -542,7 +532,7 @@ def full_downtime(cluster_factory: ClusterFactory, threshold: float, downtime: f
         run.check()
 
 
-@POSTGRESQL_IN_SOAK
+@ON_BOTH
 def test_full_downtime_runs_each_missed_entity_once_or_records_a_misfire(
     cluster_factory: ClusterFactory,
 ) -> None:

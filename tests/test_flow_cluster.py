@@ -98,12 +98,7 @@ def run_once_each(calls: Sequence[Call], expected: int) -> None:
     assert not twice, f"ran more than once: {list(twice.items())[:5]}"
 
 
-# PostgreSQL's variant runs with -m soak (the default run's time); its 20,000-job test too.
-@pytest.mark.parametrize(
-    "cluster_database",
-    ["mariadb", pytest.param("postgresql", marks=pytest.mark.soak)],
-    indirect=True,
-)
+@pytest.mark.parametrize("cluster_database", ["mariadb", "postgresql"], indirect=True)
 def test_a_rate_a_cap_and_fair_shares_hold_across_three_nodes(
     cluster_factory: ClusterFactory,
 ) -> None:

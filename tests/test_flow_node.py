@@ -6,6 +6,7 @@ node does with a rate, a limit set while it runs, and a throttled executor.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -84,9 +85,13 @@ def test_a_rate_holds_and_other_keys_flow_past_on_one_node(every_url: DatabaseUr
     assert len(b) == 20
     assert max(b) - began < 2.0, "b waited behind a's rate"
     assert most_in_a_window(a) <= rate * (1 + SLOT_SLACK + CLOCK_ERROR) + 1
-    # From the second start: the first is the burst's, taken by the node's first claim,
-    # and the next claim may come up to a claim interval later (0.39 s once, on SQLite).
-    assert (len(a) - 2) / (a[-1] - a[1]) >= 0.9 * rate
+    # The pace between starts: a's rate, not less.  Not the average over the run: a's
+    # 60 jobs take 3 s, and one claim coming a claim interval late on a loaded
+    # machine (0.4 s, on SQLite under two test workers) is over a tenth of that;
+    # test_flow_cluster.py holds the average of longer runs to 90 %.
+    gaps = sorted(later - earlier for earlier, later in itertools.pairwise(a))
+    assert 1 / gaps[len(gaps) // 2] >= 0.9 * rate
+    assert (len(a) - 1) / (a[-1] - a[0]) >= 0.7 * rate
     assert executor.attempts == {1: 3 * rate + 20}
 
 
