@@ -4,8 +4,9 @@ Each test starts node processes (see tests/cluster_harness.py) whose probe
 executor records every call (job key, node, pid, attempt, database time) in
 a table without a unique key, so a job run twice shows as two rows.  The
 default run uses a few thousand entities over seconds; ``-m soak`` runs the
-long versions (50,000 entities over minutes, a 30 s outage, 10 minutes of
-downtime).
+long versions (50,000 entities over minutes).  Here: nodes killed, frozen,
+stalled and minutes off; tests/test_cluster_outage.py has the database and
+every node gone for a while.
 
 The tests take the database as a parameter of `cluster_database` (`ON_BOTH`:
 MariaDB and PostgreSQL), in the default run and in the soak run alike.
@@ -13,14 +14,12 @@ MariaDB and PostgreSQL), in the default run and in the soak run alike.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-import attrs
 import pytest
 import sqlalchemy as sa
 
@@ -32,61 +31,25 @@ from infsched_bench.harness import (
     Cluster,
     FailoverReport,
     KillPlan,
-    Node,
-    attempts_in_order,
     duplicates,
     kill_and_restart,
     sleep_until,
     wait_until,
 )
 from infsched_bench.probe import ProbeEntity, calls
+from tests.cluster_checks import (
+    LOST,
+    ON_BOTH,
+    assert_clean_exit,
+    assert_each_ran,
+    lost_outcomes,
+    wait_all_ran,
+)
 
 if TYPE_CHECKING:
-    from tests.cluster_harness import ClusterFactory, PrivateServer
+    from tests.cluster_harness import ClusterFactory
 
 pytest_plugins = ["tests.cluster_harness"]
-
-#: Run on MariaDB and PostgreSQL.
-ON_BOTH = pytest.mark.parametrize("cluster_database", ["mariadb", "postgresql"], indirect=True)
-
-#: A node's line counting jobs it ran whose outcome came too late (they run again).
-LOST = re.compile(r"^\d+ jobs ran here but .* (\d+) such jobs on this node in all$")
-
-
-def lost_outcomes(node: Node) -> int:
-    """The jobs a node counted as run there with an outcome that came too late."""
-    return max((int(m.group(1)) for m in map(LOST.match, node.messages()) if m), default=0)
-
-
-def wait_all_ran(cluster: Cluster, entities: Sequence[ProbeEntity], timeout: float) -> None:
-    wait_until(
-        lambda: cluster.called_entities() >= len(entities) and cluster.hot_jobs() == 0,
-        timeout,
-        f"all {len(entities)} entities to run",
-    )
-
-
-def assert_each_ran(
-    calls: Sequence[Call], entities: Sequence[ProbeEntity], *, in_order: bool = True
-) -> None:
-    """Every entity ran; a job run again ran with the same key and the next attempt number.
-
-    `in_order`: the attempts also came in call order (not so when the earlier run
-    stalled and finished after the next one).
-    """
-    ran = {c.entity_id for c in calls}
-    missing = {e.id for e in entities} - ran
-    assert not missing, f"{len(missing)} entities never ran, e.g. {list(missing)[:5]}"
-    for key, attempts in attempts_in_order(calls):
-        # A run claimed but never started (in flight on a node that died) leaves a gap.
-        expected = sorted(set(attempts))
-        shown = attempts if in_order else sorted(attempts)
-        assert shown == expected, f"{key}: attempts in call order {attempts}"
-
-
-def assert_clean_exit(cluster: Cluster) -> None:
-    codes = cluster.stop_all()
-    assert set(codes.values()) == {0}, codes
 
 
 # -- a node killed and restarted, twice --
@@ -394,152 +357,3 @@ def test_three_nodes_on_one_sqlite_file_run_each_job_once(
     for node in cluster.started:
         assert lost_outcomes(node) == 0, node.messages()
         assert not node.messages("error"), node.messages("error")
-
-
-# -- the database goes away under load --
-
-
-def database_outage(cluster: Cluster, server: PrivateServer, outage: float, count: int) -> None:
-    first = cluster.due_at(2)
-    entities = cluster.insert(cluster.entities(count, first, outage + 14))
-    began = time.monotonic()
-    cluster.start("n1")
-    cluster.start("n2")
-    sleep_until(began + 2 + 5)
-    server.stop()
-    time.sleep(outage)
-    server.start()
-
-    wait_all_ran(cluster, entities, timeout=outage + 120)
-    assert all(node.running() for node in cluster.nodes.values()), "a node died in the outage"
-    assert_clean_exit(cluster)
-
-    calls = cluster.calls()
-    assert_each_ran(calls, entities)
-    twice = duplicates(calls)
-    assert all(len(group) == 2 for group in twice.values()), "a job ran more than twice"
-    lost = 0
-    for node in cluster.started:
-        errors = node.messages("error")
-        assert len(errors) == 1, errors
-        assert errors[0].startswith("database unavailable ("), errors
-        back = [m for m in node.messages() if m.startswith("database reachable again after")]
-        assert len(back) == 1, node.messages()
-        assert "Traceback" not in node.log.read_text()
-        lost += lost_outcomes(node)
-    # Each job run again is one whose outcome came too late, and each is counted. A
-    # write retried after the connection broke cannot tell its own commit (answer lost)
-    # from another node's work, so it counts by the lease check and may count a job that
-    # did not run again (docs/clustering.md); seen once in about ten runs.
-    assert len(twice) <= lost <= len(twice) + 2 * int(cluster.settings["batch_size"])
-
-
-@ON_BOTH
-def test_database_outage_under_load(
-    cluster_factory: ClusterFactory, private_server: PrivateServer
-) -> None:
-    cluster = cluster_factory(private_server.create_database("outage"), sleep=0.005)
-    database_outage(cluster, private_server, outage=10, count=3000)
-
-
-@pytest.mark.soak
-@ON_BOTH
-def test_soak_database_outage_under_load(
-    cluster_factory: ClusterFactory, private_server: PrivateServer
-) -> None:
-    cluster = cluster_factory(private_server.create_database("outage"), sleep=0.005)
-    database_outage(cluster, private_server, outage=30, count=20_000)
-
-
-# -- every node down while entities come due --
-
-
-@attrs.define
-class Downtime:
-    """One cluster through a full downtime: every node stopped while entities come due."""
-
-    cluster: Cluster
-    policy: str
-    before: list[ProbeEntity] = attrs.Factory(list)
-    missed: list[ProbeEntity] = attrs.Factory(list)
-    restarted: datetime | None = None
-
-    def stop_everything(self, downtime: float) -> None:
-        cluster = self.cluster
-        cluster.start("n1")
-        cluster.start("n2")
-        self.before = cluster.insert(cluster.entities(200, cluster.due_at(1), 2, "before"))
-        wait_all_ran(cluster, self.before, timeout=30)
-        assert_clean_exit(cluster)
-        # Due while every node is down: ten minutes' worth long ago, and more meanwhile.
-        stopped = cluster.db_now()
-        self.missed = cluster.insert(
-            cluster.entities(600, stopped - timedelta(minutes=10), 600, "long ago")
-            + cluster.entities(400, stopped + timedelta(seconds=1), downtime - 2, "meanwhile")
-        )
-
-    def start_again(self) -> None:
-        self.restarted = self.cluster.db_now()
-        self.cluster.start("n1")
-        self.cluster.start("n2")
-
-    def check(self) -> None:
-        cluster = self.cluster
-        everything = self.before + self.missed
-        wait_until(
-            lambda: sum(cluster.outcomes().values()) >= len(everything),
-            90,
-            "an outcome for every entity",
-        )
-        assert_clean_exit(cluster)
-        calls = cluster.calls()
-        assert not duplicates(calls)
-        history = cluster.history()
-        states = Counter(str(r["state"]) for r in history)
-        assert len({r["job_key"] for r in history}) == len(history) == len(everything)
-        ran = {c.entity_id for c in calls}
-        assert {e.id for e in self.before} <= ran
-        assert self.restarted is not None
-        threshold = cluster.settings["misfire_threshold"]
-        late = {e.id for e in self.missed if (self.restarted - e.due).total_seconds() > threshold}
-        assert len(late) > len(self.missed) / 2
-        if self.policy == "fire_once_now":
-            assert {e.id for e in self.missed} <= ran
-            assert states == Counter({"succeeded": len(everything)})
-        else:
-            assert not late & ran
-            assert states["misfired"] >= len(late)
-            assert states == Counter(
-                {"succeeded": len(ran), "misfired": len(everything) - len(ran)}
-            )
-
-
-def full_downtime(cluster_factory: ClusterFactory, threshold: float, downtime: float) -> None:
-    """Both misfire policies, each on a cluster of its own, through the same downtime."""
-    runs = [
-        Downtime(
-            cluster_factory(settings={"misfire_policy": policy, "misfire_threshold": threshold}),
-            policy,
-        )
-        for policy in ("fire_once_now", "do_nothing")
-    ]
-    for run in runs:
-        run.stop_everything(downtime)
-    time.sleep(downtime)
-    for run in runs:
-        run.start_again()
-    for run in runs:
-        run.check()
-
-
-@ON_BOTH
-def test_full_downtime_runs_each_missed_entity_once_or_records_a_misfire(
-    cluster_factory: ClusterFactory,
-) -> None:
-    full_downtime(cluster_factory, threshold=2.0, downtime=8)
-
-
-@pytest.mark.soak
-@ON_BOTH
-def test_soak_full_downtime_of_ten_minutes(cluster_factory: ClusterFactory) -> None:
-    full_downtime(cluster_factory, threshold=60.0, downtime=600)

@@ -33,7 +33,7 @@ from infsched.dialects import DatabaseErrorKind
 from infsched.member_route import member_of
 from infsched_bench.galera import GaleraCluster, missing_tools
 from infsched_bench.harness import Call, Cluster, duplicates, wait_until
-from tests.test_cluster import assert_clean_exit, assert_each_ran
+from tests.cluster_checks import assert_clean_exit, assert_each_ran
 
 if TYPE_CHECKING:
     from tests.cluster_harness import ClusterFactory
