@@ -8,12 +8,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from infsched.clock import Clock
 from infsched.config import SchedulerConfig
 from infsched.dburl import DatabaseUrl
 from infsched.engine.history import JobOutcome
@@ -128,17 +130,39 @@ def node(
     runs: Runs,
     name: str = "node-a",
     sink: RecordingSink | None = None,
+    clock: Clock | None = None,
     **overrides: Any,
 ) -> InfiniteScheduler:
     config = SchedulerConfig(database_url=url, node_id=name, **{**FAST, **overrides})
     return InfiniteScheduler(
-        [], config, executors={"tick": runs}, metrics_sinks=[sink or RecordingSink()]
+        [], config, executors={"tick": runs}, metrics_sinks=[sink or RecordingSink()], clock=clock
     )
+
+
+class HeldClock:
+    """The system's clock, which a test can hold at one instant for a while."""
+
+    def __init__(self) -> None:
+        self._held: datetime | None = None
+
+    def now(self) -> datetime:
+        return self._held or datetime.now(UTC)
+
+    @contextmanager
+    def held_at(self, when: datetime) -> Iterator[datetime]:
+        self._held = when
+        try:
+            yield when
+        finally:
+            self._held = None
 
 
 def outcomes(s: InfiniteScheduler) -> list[JobOutcome]:
     now = datetime.now(UTC)
-    found = s.history.repository.find_all_by_date_range(now - timedelta(days=1), now + SECOND)
+    # Up to a minute ahead: a node's clock held ahead (HeldClock) dates its outcomes so.
+    found = s.history.repository.find_all_by_date_range(
+        now - timedelta(days=1), now + timedelta(minutes=1)
+    )
     return [o for o in found if o.repository == SCHEDULE_REPOSITORY]
 
 
@@ -177,8 +201,8 @@ def job_count(n: InfiniteScheduler) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar_one())
 
 
-def downtime(n: InfiniteScheduler, name: str, seconds: float) -> None:
-    """As if no node had run `name` for the last `seconds`."""
+def downtime(n: InfiniteScheduler, name: str, seconds: float) -> datetime:
+    """As if no node had run `name` for the last `seconds`; when that began."""
     since = datetime.now(UTC) - timedelta(seconds=seconds)
     with n.engine.begin() as conn:
         conn.execute(
@@ -186,6 +210,7 @@ def downtime(n: InfiniteScheduler, name: str, seconds: float) -> None:
             .where(schedules_table.c.name == name)
             .values(materialized_until=since)
         )
+    return since
 
 
 @pytest.mark.parametrize(
@@ -194,16 +219,20 @@ def downtime(n: InfiniteScheduler, name: str, seconds: float) -> None:
 def test_catch_up_after_downtime(
     every_url: DatabaseUrl, started: list[InfiniteScheduler], catch_up: str, runs_at_once: int
 ) -> None:
-    runs, sink = Runs(), RecordingSink()
-    n = node(every_url, runs, sink=sink, misfire_threshold=5.0)
+    runs, sink, clock = Runs(), RecordingSink(), HeldClock()
+    n = node(every_url, runs, sink=sink, clock=clock, misfire_threshold=5.0)
     n.store.create_schema()
     n.add_schedule(every_second(catch_up=catch_up, catch_up_limit=5, overlap="allow"))
-    downtime(n, "tick", 30)
-    # The first cycle after the downtime, half-way between two occurrences, so that which
-    # occurrences it finds missed (due before its now less the threshold) is plain.
-    wait_until(lambda: 0.4 < datetime.now(UTC).microsecond / 1e6 < 0.6, timeout=2)
-    cut = datetime.now(UTC) - timedelta(seconds=5)
-    n.materializer.cycle()
+    since = downtime(n, "tick", 30)
+    # The first cycle after the downtime, its clock held half-way between two occurrences,
+    # so that which occurrences it finds missed (due before its now less the threshold) is
+    # plain however long the cycle takes.  Held 2 s ahead: a fire_once_now run is made
+    # due at the cycle's now and misfires if claimed once the next occurrence is late
+    # too, half a second after that; by then the node must be up and claiming.
+    ahead = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=500_000)
+    with clock.held_at(ahead) as cycle_now:
+        cut = cycle_now - timedelta(seconds=5)
+        n.materializer.cycle()
     with n.engine.connect() as conn:
         due = [
             d.replace(tzinfo=UTC)
@@ -212,8 +241,9 @@ def test_catch_up_after_downtime(
     caught_up = [d for d in due if d < cut]
     assert len(caught_up) == runs_at_once
     misfired = {o.due_at.replace(tzinfo=UTC) for o in outcomes(n) if o.state.value == "misfired"}
-    # Missed: about 25 occurrences (30 s less the threshold); those not run are recorded.
-    assert len(misfired) + runs_at_once in range(24, 27)
+    # Missed: one a second from the downtime to the cut; those not run are recorded.
+    missed = int((cut - since).total_seconds())
+    assert len(misfired) + runs_at_once in range(missed - 1, missed + 2)
     assert max(misfired) < min(caught_up or [cut])  # the newest missed ones are those run
     assert sink.counters["schedule_occurrences_misfired_total"] == len(misfired)
     assert sink.counters["schedule_occurrences_materialized_total"] == len(due)
