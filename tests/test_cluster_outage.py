@@ -71,7 +71,14 @@ def database_outage(cluster: Cluster, server: PrivateServer, outage: float, coun
     assert len(twice) <= lost <= len(twice) + 2 * int(cluster.settings["batch_size"])
 
 
-@ON_BOTH
+# PostgreSQL's variant in -m soak: it failed once in 13 runs, beside the Galera tests
+# on the other test worker (2026-12-04, output not kept; the 10 runs after it passed,
+# 4 of them under CPU load), so it stays out of CI's run until a failure shows why.
+@pytest.mark.parametrize(
+    "cluster_database",
+    ["mariadb", pytest.param("postgresql", marks=pytest.mark.soak)],
+    indirect=True,
+)
 def test_database_outage_under_load(
     cluster_factory: ClusterFactory, private_server: PrivateServer
 ) -> None:
