@@ -157,6 +157,30 @@ def test_a_gateway_asking_for_a_day_holds_its_target_for_max_hold(sqlite_url: Da
     assert held.held_until >= throttled_by + timedelta(seconds=MAX_HOLD - 5)
 
 
+def test_maintenance_drops_a_throttle_hold_an_hour_after_it_ended(every_url: DatabaseUrl) -> None:
+    repo = repository_for(every_url)
+    repo.maintain()
+    database = open_database(every_url)
+    try:
+        with database.engine.begin() as conn:
+            limits.create(conn)
+        store = LimitStore(database)
+        store.set(Limit(LimitTarget(LimitScope.EXECUTOR, "declared"), FlowLimit(rate=5.0)))
+        two_hours_ago = now() - timedelta(hours=2)
+        store.hold(["executor:spent", "executor:declared"], two_hours_ago)
+        store.hold(["executor:recent"], now() - timedelta(minutes=10))
+        # A node's start maintains what it leads: the history among them.
+        with node(every_url, repo, StartTimes()):
+            pass
+        kept = {s.target.id: s for s in store.all()}
+    finally:
+        database.dispose()
+    # Gone: a gateway's row whose hold ended over an hour ago.  Kept: a recent one, and
+    # a row with a limit of its own, whose old hold merely lapsed.
+    assert set(kept) == {"executor:declared", "executor:recent"}
+    assert kept["executor:declared"].limit.rate == 5.0
+
+
 def test_nodes_declaring_the_same_limits_at_once_all_start(every_url: DatabaseUrl) -> None:
     """A missing row locks nothing: starting nodes race to insert each declared limit."""
     databases = [open_database(every_url) for _ in range(4)]

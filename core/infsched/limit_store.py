@@ -195,6 +195,20 @@ class LimitStore:
                         )
                     )
 
+    def drop_spent_holds(self, ended_before: datetime) -> int:
+        """Drop the rows a throttled gateway left (source ``throttle``, no limit) whose hold
+        ended before `ended_before`; returns how many.  Until then a target's claims go
+        through its row; a gateway throttling again gets a new one (`hold`)."""
+        with self._engine.begin() as conn:
+            dropped = conn.execute(
+                table.delete().where(
+                    table.c.source == THROTTLE, table.c.held_until < micros(ended_before)
+                )
+            ).rowcount
+        if dropped:
+            self._read_at = float("-inf")
+        return int(dropped)
+
     # -- reading --
 
     def targets(self, *, fresh: bool = False) -> frozenset[str]:

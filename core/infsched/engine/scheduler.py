@@ -23,7 +23,7 @@ import functools
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -66,6 +66,9 @@ ExecutorLike = Executor[Any] | BatchExecutor[Any] | ExecutorSpec
 
 #: Seconds between maintenance runs (create ahead, drop past retention).
 MAINTENANCE_INTERVAL = 3600.0
+#: Seconds a throttled gateway's row (no limit of its own) is kept after its hold ends:
+#: a gateway throttling now and then keeps one row instead of making a new one each time.
+SPENT_HOLD_KEPT = 3600.0
 
 
 #: The backends the history can be kept in, by name.
@@ -428,6 +431,8 @@ class SchedulerNode:
                 if 0 <= elapsed < MAINTENANCE_INTERVAL:
                     continue
             report = repository.maintain()
+            if name == HISTORY_REPOSITORY:
+                self._drop_spent_holds(now)
             ran = True
             lease.note(
                 last_run_at=now.isoformat(),
@@ -455,6 +460,14 @@ class SchedulerNode:
             except Exception as exc:
                 # Not recorded as run: tried again at the next turn.
                 watch.failed(exc)
+
+    def _drop_spent_holds(self, now: datetime) -> None:
+        """With the history's maintenance (one node, hourly): the cluster's throttle rows
+        whose hold ended SPENT_HOLD_KEPT ago, so `infsched limits show` and the claims
+        forget a gateway that throttled once."""
+        dropped = self.flow.limits.drop_spent_holds(now - timedelta(seconds=SPENT_HOLD_KEPT))
+        if dropped:
+            log.info("maintenance: dropped %d throttle holds that ended over an hour ago", dropped)
 
     def run_fetch_cycles(self) -> int:
         """Run one fetch cycle of every repository now; returns the jobs moved."""
