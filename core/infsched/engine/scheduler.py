@@ -467,7 +467,11 @@ class SchedulerNode:
         forget a gateway that throttled once."""
         dropped = self.flow.limits.drop_spent_holds(now - timedelta(seconds=SPENT_HOLD_KEPT))
         if dropped:
-            log.info("maintenance: dropped %d throttle holds that ended over an hour ago", dropped)
+            log.info(
+                "maintenance: dropped %d throttle holds that ended over %g s ago",
+                dropped,
+                SPENT_HOLD_KEPT,
+            )
 
     def run_fetch_cycles(self) -> int:
         """Run one fetch cycle of every repository now; returns the jobs moved."""

@@ -339,12 +339,12 @@ class MemoryJobStore:
         now = self._clock.now()
         lanes = self._due_lanes(set(repositories), utc_naive(now))
         turn, self._turn = self._turn, self._turn + 1
-        limited = limits[1].limited if limits is not None else frozenset()
-        in_use = {t for found in lanes.values() for lane in found for t in lane.targets()}
-        in_use &= limited
+        in_use: set[str] = set()
+        if limits is not None:
+            in_use = {t for found in lanes.values() for lane in found for t in lane.targets()}
+            in_use &= limits[1].limited
         if limits is None or not in_use:
-            taken = _share_out(lanes, limit, turn, {})
-            return self._mark(owner, lease_seconds, now, taken, {})
+            return self._mark(owner, lease_seconds, now, _share_out(lanes, limit, turn, {}), {})
         transaction, flow = limits
         with transaction:
             conn = transaction.connection
